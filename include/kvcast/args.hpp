@@ -1,0 +1,83 @@
+// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+//
+//! @file args.hpp
+//! The argument struct of the downcast, plain C++ so that the host reference, the validation
+//! and the fuzzer share it with the CUDA launcher.
+#pragma once
+
+#include <cstdint>
+
+#include "layout.cuh"
+
+namespace kvcast {
+
+//! Token → slot indices (SGLang's `loc`, vLLM's `slot_mapping`), int64 or int32, in device
+//! memory (host memory for the host reference). No slots: token t goes to slot t.
+struct Slots {
+  const void* data = nullptr;
+  bool is_int32 = false;
+
+  constexpr Slots() = default;
+  constexpr Slots(const std::int64_t* p) : data(p), is_int32(false) {}  // NOLINT: implicit on purpose
+  constexpr Slots(const std::int32_t* p) : data(p), is_int32(true) {}   // NOLINT
+  constexpr explicit operator bool() const { return data != nullptr; }
+};
+
+//! One tensor's scale: a float in device memory, read by the kernel when it runs (so a CUDA
+//! graph replays with whatever value is there), or a value fixed at launch.
+struct Scale {
+  const float* device = nullptr;  //!< read at run time when set
+  float value = 1.0f;             //!< used when `device` is null
+
+  static constexpr Scale in_device_memory(const float* p) { return Scale{p, 1.0f}; }
+  static constexpr Scale host_value(float v) { return Scale{nullptr, v}; }
+};
+
+//! Everything one downcast call needs. Strides are in elements of their own tensor.
+//!
+//! @tparam T input element type: `__nv_bfloat16`, `__half` or `float`.
+template <class T>
+struct DowncastArgs {
+  //! Rows are skipped, not written, when `slot * mult + offset` leaves [0, out_rows).
+  static constexpr std::int64_t kUncheckedRows = -1;
+
+  // Inputs `[num_tokens, heads, head_dim]`; either may be null (MLA caches have one tensor).
+  const T* k = nullptr;
+  const T* v = nullptr;
+  std::int64_t num_tokens = 0;
+  std::int64_t heads = 0;
+  std::int64_t head_dim = 0;
+  //! 0 means contiguous: `in_head_stride = head_dim`, `in_token_stride = heads * in_head_stride`.
+  std::int64_t in_token_stride = 0;
+  std::int64_t in_head_stride = 0;
+
+  // Outputs: fp8 bytes (`__nv_fp8_e4m3*`, `uint8_t*`, `torch.float8_*` data…), one layout for both.
+  void* k_out = nullptr;
+  void* v_out = nullptr;
+  //! All-zero means contiguous `[rows, heads, head_dim]`.
+  OutputLayout out{};
+
+  Slots loc{};
+  std::int64_t mult = 1;    //!< row = slot * mult + offset (SGLang); 1 <= mult < 2^31
+  std::int64_t offset = 0;  //!< |offset| <= 2^62
+  //! Number of rows of the output, or kUncheckedRows. Rows outside [0, out_rows) are skipped and
+  //! counted; negative rows are skipped and counted even when unchecked.
+  std::int64_t out_rows = kUncheckedRows;
+  //! Optional device counter: the kernel adds the number of tokens whose row was skipped by the
+  //! bounds check (not the padding tokens with a negative slot). The caller zeroes it.
+  unsigned long long* error_count = nullptr;
+
+  //! Optional sizes of the buffers, for a check before launch: `k`/`v` hold at least
+  //! `in_capacity` elements, `k_out`/`v_out` at least `out_capacity` bytes. -1: unknown.
+  std::int64_t in_capacity = -1;
+  std::int64_t out_capacity = -1;
+
+  Scale k_scale{};
+  Scale v_scale{};
+
+  //! Programmatic dependent launch (sm_90+): the kernel may start while the previous kernel on
+  //! the stream finishes, and waits for it (`griddepcontrol.wait`) before its first read.
+  bool pdl = false;
+};
+
+}  // namespace kvcast

@@ -1,0 +1,54 @@
+// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+//
+//! @file config.cuh
+//! Version, the only macros kvcast defines, and the architecture gates.
+//! Safe to include from a plain host compiler (no CUDA header is pulled in).
+#pragma once
+
+#define KVCAST_VERSION_MAJOR 0
+#define KVCAST_VERSION_MINOR 1
+#define KVCAST_VERSION_PATCH 0
+#define KVCAST_VERSION (KVCAST_VERSION_MAJOR * 10000 + KVCAST_VERSION_MINOR * 100 + KVCAST_VERSION_PATCH)
+
+#if defined(__CUDACC__)
+#define KVCAST_HOST_DEVICE __host__ __device__ __forceinline__
+#define KVCAST_DEVICE __device__ __forceinline__
+#define KVCAST_HOST __host__ inline
+#else
+#define KVCAST_HOST_DEVICE inline
+#define KVCAST_HOST inline
+#endif
+
+//! `_Pragma` keeps the pragma out of the preprocessor's reach and makes a typo a compile error
+//! at the macro, not a silently ignored pragma.
+#if defined(__CUDA_ARCH__)
+#define KVCAST_UNROLL _Pragma("unroll")
+#else
+#define KVCAST_UNROLL
+#endif
+
+//! Hardware fp8 conversions (`cvt.rn.satfinite.e4m3x2.f32` and friends) exist from sm_89 on;
+//! this is the same gate cuda_fp8.hpp uses. Older targets take cuda_fp8.h's software path,
+//! which gives the same bits, only slower.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 890)
+#define KVCAST_HW_FP8 1
+#else
+#define KVCAST_HW_FP8 0
+#endif
+
+//! Programmatic dependent launch (`griddepcontrol`) exists from sm_90 on.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+#define KVCAST_HAS_PDL 1
+#else
+#define KVCAST_HAS_PDL 0
+#endif
+
+#if defined(__CUDACC__) && defined(__CUDACC_VER_MAJOR__)
+#if (__CUDACC_VER_MAJOR__ < 12) || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ < 4)
+#error "kvcast needs CUDA 12.4 or newer (cuda_fp8.h packed conversions, __grid_constant__)."
+#endif
+#endif
+
+#if __cplusplus < 201703L && !defined(_MSVC_LANG)
+#error "kvcast needs C++17."
+#endif

@@ -1,0 +1,194 @@
+// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+//
+//! @file fp8.cuh
+//! Scalar and packed conversions to fp8 built on cuda_fp8.h, and Quantizer, the whole of
+//! DESIGN.md §2's `quantize(x, scale)` for one input type, format and arithmetic mode.
+//!
+//! Every converter here rounds to nearest-even, saturates finite overflow and ±inf to ±max
+//! finite (`__NV_SATFINITE`), and turns every NaN into the format's canonical NaN code 0x7F
+//! (cuda_fp8.h's behaviour on the host and the device; the sign of a NaN is not kept). Results
+//! are identical on the host (cuda_fp8.h's software path) and the device (hardware `cvt` from
+//! sm_89 on), which the CPU tests check exhaustively and the GPU tests check on the device.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <nv/target>
+
+#include <cstdint>
+
+#include "config.cuh"
+#include "format.hpp"
+#include "vec.cuh"
+
+namespace kvcast {
+
+namespace detail {
+template <class Format>
+struct Interpretation;
+template <>
+struct Interpretation<e4m3> {
+  static constexpr __nv_fp8_interpretation_t value = __NV_E4M3;
+};
+template <>
+struct Interpretation<e5m2> {
+  static constexpr __nv_fp8_interpretation_t value = __NV_E5M2;
+};
+
+// IEEE fp32 operations that `--use_fast_math` cannot turn into approximations on the device.
+// On the host they are the plain operators (IEEE on every host compiler kvcast supports,
+// as long as the host code itself is not built with -ffast-math).
+KVCAST_HOST_DEVICE float div_rn(float a, float b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return __fdiv_rn(a, b);), (return a / b;))
+}
+KVCAST_HOST_DEVICE float mul_rn(float a, float b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return __fmul_rn(a, b);), (return a * b;))
+}
+KVCAST_HOST_DEVICE float rcp_rn(float a) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return __frcp_rn(a);), (return 1.0f / a;))
+}
+}  // namespace detail
+
+//! Converts to fp8: round to nearest-even, ±max finite for |x| beyond it (±inf included),
+//! NaN → Format::kNaNCode. `--use_fast_math` does not change it.
+template <class Format>
+KVCAST_HOST_DEVICE std::uint8_t float_to_fp8(float x) {
+  return __nv_cvt_float_to_fp8(x, __NV_SATFINITE, detail::Interpretation<Format>::value);
+}
+
+//! Two floats at once (one `cvt…x2` instruction from sm_89 on): `lo` lands in the low byte,
+//! which is the lower address once stored. Same rounding as float_to_fp8.
+template <class Format>
+KVCAST_HOST_DEVICE std::uint16_t float2_to_fp8x2(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE,
+                                  detail::Interpretation<Format>::value);
+}
+
+//! Two halves at once, converted directly from f16 (no float detour; same result, since every
+//! half is exactly a float). Same rounding as float_to_fp8.
+template <class Format>
+KVCAST_HOST_DEVICE std::uint16_t half2_to_fp8x2(__half2 x) {
+  return __nv_cvt_halfraw2_to_fp8x2(static_cast<__half2_raw>(x), __NV_SATFINITE,
+                                    detail::Interpretation<Format>::value);
+}
+
+//! The exact value of an fp8 code as a float (NaN for the NaN codes, ±inf for E5M2's).
+template <class Format>
+KVCAST_HOST_DEVICE float fp8_to_float(std::uint8_t code) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(code, detail::Interpretation<Format>::value);
+  return __half2float(__half(h));
+}
+
+//! Exact widening of an input element to float.
+KVCAST_HOST_DEVICE float to_float(float x) { return x; }
+KVCAST_HOST_DEVICE float to_float(__half x) { return __half2float(x); }
+KVCAST_HOST_DEVICE float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+//! `quantize(x, scale)` of DESIGN.md §2 for input type T, fp8 format Format and mode Mode.
+//! Built once per thread from the scale (the division or reciprocal is hoisted out of the
+//! element loop); then applied to single elements, pairs or whole AlignedVectors.
+//!
+//! - Arithmetic::fp32: `float_to_fp8(__fdiv_rn(float(x), scale))`.
+//! - Arithmetic::input_precision: `s = T(scale)` (round to nearest), `inv = T(1) / s` correctly
+//!   rounded in T, `y = x * inv` rounded in T, clamp to ±max, convert. The clamp is not
+//!   executed: converting with `__NV_SATFINITE` gives the same code for every input, including
+//!   ±inf (→ ±max) and NaN (stays NaN), which the CPU tests check for every 16-bit input.
+template <class T, class Format, Arithmetic Mode>
+class Quantizer;
+
+template <class T, class Format>
+class Quantizer<T, Format, Arithmetic::fp32> {
+ public:
+  KVCAST_HOST_DEVICE explicit Quantizer(float scale) : scale_(scale) {}
+
+  KVCAST_HOST_DEVICE std::uint8_t operator()(T x) const {
+    return float_to_fp8<Format>(detail::div_rn(to_float(x), scale_));
+  }
+  //! Codes of x0 (low byte) and x1 (high byte).
+  KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
+    return float2_to_fp8x2<Format>(detail::div_rn(to_float(x0), scale_),
+                                   detail::div_rn(to_float(x1), scale_));
+  }
+
+ private:
+  float scale_;
+};
+
+template <class Format>
+class Quantizer<float, Format, Arithmetic::input_precision> {
+ public:
+  KVCAST_HOST_DEVICE explicit Quantizer(float scale) : inv_(detail::rcp_rn(scale)) {}
+  KVCAST_HOST_DEVICE std::uint8_t operator()(float x) const {
+    return float_to_fp8<Format>(detail::mul_rn(x, inv_));
+  }
+  KVCAST_HOST_DEVICE std::uint16_t pair(float x0, float x1) const {
+    return float2_to_fp8x2<Format>(detail::mul_rn(x0, inv_), detail::mul_rn(x1, inv_));
+  }
+  KVCAST_HOST_DEVICE float inverse() const { return inv_; }
+
+ private:
+  float inv_;
+};
+
+template <class Format>
+class Quantizer<__half, Format, Arithmetic::input_precision> {
+ public:
+  // Rounding the fp32 reciprocal of the half scale to half is the correctly rounded half
+  // quotient 1/s: the exact quotient is never within 2^-24 (relative) of a half rounding
+  // boundary unless it is exactly on one, so the first rounding cannot move it across.
+  KVCAST_HOST_DEVICE explicit Quantizer(float scale)
+      : inv_(__half2half2(__float2half_rn(detail::rcp_rn(__half2float(__float2half_rn(scale)))))) {}
+  KVCAST_HOST_DEVICE std::uint8_t operator()(__half x) const {
+    return static_cast<std::uint8_t>(half2_to_fp8x2<Format>(__hmul2_rn(__half2half2(x), inv_)));
+  }
+  KVCAST_HOST_DEVICE std::uint16_t pair(__half x0, __half x1) const {
+    return half2_to_fp8x2<Format>(__hmul2_rn(__halves2half2(x0, x1), inv_));
+  }
+  KVCAST_HOST_DEVICE __half inverse() const { return __low2half(inv_); }
+
+ private:
+  __half2 inv_;
+};
+
+template <class Format>
+class Quantizer<__nv_bfloat16, Format, Arithmetic::input_precision> {
+ public:
+  // Same argument as for half, with 8-bit significands.
+  KVCAST_HOST_DEVICE explicit Quantizer(float scale)
+      : inv_(__bfloat162bfloat162(
+            __float2bfloat16_rn(detail::rcp_rn(__bfloat162float(__float2bfloat16_rn(scale)))))) {}
+  KVCAST_HOST_DEVICE std::uint8_t operator()(__nv_bfloat16 x) const {
+    return pair(x, x) & 0xFF;
+  }
+  KVCAST_HOST_DEVICE std::uint16_t pair(__nv_bfloat16 x0, __nv_bfloat16 x1) const {
+    // No bf16x2 → e4m3x2 instruction on sm_90: widen the rounded products (exact) and use
+    // the f32x2 form.
+    const float2 y = __bfloat1622float2(__hmul2_rn(__halves2bfloat162(x0, x1), inv_));
+    return float2_to_fp8x2<Format>(y.x, y.y);
+  }
+  KVCAST_HOST_DEVICE __nv_bfloat16 inverse() const { return __low2bfloat16(inv_); }
+
+ private:
+  __nv_bfloat162 inv_;
+};
+
+//! Quantizes a whole vector, two elements per conversion where N allows it.
+template <class T, class Format, Arithmetic Mode, int N>
+KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Format, Mode>& q,
+                                                          const AlignedVector<T, N>& in) {
+  AlignedVector<std::uint8_t, N> out;
+  if constexpr (N == 1) {
+    out[0] = q(in[0]);
+  } else {
+    KVCAST_UNROLL
+    for (int i = 0; i < N; i += 2) {
+      const std::uint16_t codes = q.pair(in[i], in[i + 1]);
+      out[i] = static_cast<std::uint8_t>(codes & 0xFF);
+      out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
+    }
+  }
+  return out;
+}
+
+}  // namespace kvcast

@@ -1,0 +1,178 @@
+// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+//
+//! @file launch.cuh
+//! Host API: validate, plan, launch on the caller's stream. No exceptions, no allocation, no
+//! synchronisation (except downcast_checked), no blocking query per call: CUDA-graph capturable.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "args.hpp"
+#include "config.cuh"
+#include "downcast.cuh"
+#include "format.hpp"
+#include "plan.hpp"
+#include "status.hpp"
+
+namespace kvcast {
+namespace detail {
+
+inline Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status{};
+  return Status::error(Code::cuda_error, "%s: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+//! Resident CTAs of `kernel` on the current device: SM count x occupancy, asked once per
+//! kernel and device and cached (the queries are not stream work, so capture is unaffected).
+constexpr int kMaxDevices = 64;
+
+template <class Kernel>
+inline cudaError_t resident_ctas(Kernel kernel, int block_size, std::atomic<int> (&cache)[kMaxDevices], int& ctas) {
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  if (device < kMaxDevices && (ctas = cache[device].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+  int sms = 0, per_sm = 0;
+  if (cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess) return err;
+  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block_size, 0); err != cudaSuccess)
+    return err;
+  ctas = sms * (per_sm > 0 ? per_sm : 1);
+  if (device < kMaxDevices) cache[device].store(ctas, std::memory_order_relaxed);
+  return cudaSuccess;
+}
+
+template <class T, class Format, Arithmetic Mode, int Vec>
+Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
+  constexpr int kBlock = kBlockSize;
+  auto kernel = &downcast_kernel<T, Format, Mode, Vec, kBlock>;
+  DowncastParams<T> p{};
+  p.k = a.k;
+  p.v = a.v;
+  p.k_out = static_cast<std::uint8_t*>(a.k_out);
+  p.v_out = static_cast<std::uint8_t*>(a.v_out);
+  p.in_token_stride = plan.in_token_stride;
+  p.in_head_stride = plan.in_head_stride;
+  p.out = plan.out;
+  p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
+  p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
+  p.seg_len = static_cast<std::int32_t>(plan.seg_len);
+  p.items_per_seg = static_cast<std::int32_t>(plan.items_per_seg);
+  p.log2_group = plan.log2_group;
+  p.loc = a.loc.data;
+  p.loc_is_int32 = a.loc.is_int32;
+  p.mult = a.mult;
+  p.offset = a.offset;
+  p.min_slot = plan.min_slot;
+  p.max_slot = plan.max_slot;
+  p.error_count = a.error_count;
+  p.k_scale_ptr = a.k_scale.device;
+  p.v_scale_ptr = a.v_scale.device;
+  p.k_scale = a.k_scale.value;
+  p.v_scale = a.v_scale.value;
+
+  static std::atomic<int> resident_cache[kMaxDevices] = {};  // one per kernel instantiation
+  int resident = 0;
+  if (Status s = cuda_status(resident_ctas(kernel, kBlock, resident_cache, resident), "kvcast: querying the device"); !s) return s;
+  const std::int64_t groups_per_cta = kBlock >> plan.log2_group;
+  const std::int64_t needed = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
+  const unsigned grid = static_cast<unsigned>(needed < resident ? needed : resident);
+
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(kBlock);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  if (a.pdl) {
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+  }
+  return cuda_status(cudaLaunchKernelEx(&config, kernel, p), "kvcast::downcast: kernel launch");
+}
+
+}  // namespace detail
+
+//! Downcasts K and V into their KV-cache slots (DESIGN.md §1–2) on `stream`.
+//!
+//! @tparam Format `kvcast::e4m3` or `kvcast::e5m2`
+//! @tparam Mode   Arithmetic::fp32 (PyTorch's numerics, default) or Arithmetic::input_precision
+//!                (SGLang's downcast_fp8, bit for bit)
+//! @tparam T      `__nv_bfloat16`, `__half` or `float` (deduced)
+//! @return ok once the kernel is enqueued (or there is nothing to do); otherwise the first
+//!         broken rule, before any CUDA call, or the CUDA error of the launch.
+//! @post nothing is written outside the rows the contract names; asynchronous.
+template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
+Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
+  static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");
+  detail::Plan plan;
+  if (Status s = make_plan(args, plan); !s || plan.num_segments == 0) return s;
+  switch (plan.vec) {
+    case 16:
+      if constexpr (sizeof(T) * 16 <= detail::kMaxVectorBytes) return detail::launch<T, Format, Mode, 16>(args, plan, stream);
+      break;
+    case 8: return detail::launch<T, Format, Mode, 8>(args, plan, stream);
+    case 4: return detail::launch<T, Format, Mode, 4>(args, plan, stream);
+    case 2: return detail::launch<T, Format, Mode, 2>(args, plan, stream);
+    default: return detail::launch<T, Format, Mode, 1>(args, plan, stream);
+  }
+  return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.vec);
+}
+
+//! downcast() followed by a synchronisation of `stream` that turns the error counter into an
+//! error: zeroes `*args.error_count` (required), launches, reads it back. Returns
+//! Code::rows_out_of_range when any token's row was skipped by the bounds check, and any CUDA
+//! error the kernel raised. For debugging and tests; serving paths use downcast().
+template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
+Status downcast_checked(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
+  if (args.error_count == nullptr)
+    return Status::error(Code::null_pointer, "error_count is null: downcast_checked needs a device counter to read back");
+  if (Status s = validate(args); !s) return s;
+  if (Status s = detail::cuda_status(cudaMemsetAsync(args.error_count, 0, sizeof(unsigned long long), stream),
+                                     "kvcast::downcast_checked: zeroing error_count");
+      !s)
+    return s;
+  if (Status s = downcast<Format, Mode>(args, stream); !s) return s;
+  unsigned long long skipped = 0;
+  if (Status s = detail::cuda_status(cudaMemcpyAsync(&skipped, args.error_count, sizeof skipped, cudaMemcpyDeviceToHost, stream),
+                                     "kvcast::downcast_checked: reading error_count");
+      !s)
+    return s;
+  if (Status s = detail::cuda_status(cudaStreamSynchronize(stream), "kvcast::downcast_checked: kernel"); !s) return s;
+  if (skipped > 0)
+    return Status::error(Code::rows_out_of_range,
+                         "loc: %llu of %lld tokens have slots whose row (slot*mult+offset) is outside [0, out_rows=%lld); "
+                         "their rows were skipped",
+                         skipped, static_cast<long long>(args.num_tokens), static_cast<long long>(args.out_rows));
+  return Status{};
+}
+
+//! Drop-in for SGLang's `downcast_fp8(k, v, k_out, v_out, k_scale, v_scale, loc, mult, offset)`:
+//! the same arguments in the same order, then the shape (SGLang reads it off the tensors) and
+//! the stream. Contiguous `[num_tokens, heads, head_dim]` inputs and `[rows, heads, head_dim]`
+//! E4M3 outputs, scales in device memory, int64 loc, SGLang's input-precision arithmetic.
+//! One difference, on purpose: a negative loc skips the token instead of writing before k_out.
+template <class T>
+Status downcast_fp8(const T* k, const T* v, void* k_out, void* v_out, const float* k_scale, const float* v_scale,
+                    const std::int64_t* loc, std::int64_t mult, std::int64_t offset, std::int64_t num_tokens,
+                    std::int64_t heads, std::int64_t head_dim, cudaStream_t stream = nullptr) {
+  DowncastArgs<T> args;
+  args.k = k;
+  args.v = v;
+  args.k_out = k_out;
+  args.v_out = v_out;
+  args.k_scale = Scale::in_device_memory(k_scale);
+  args.v_scale = Scale::in_device_memory(v_scale);
+  args.loc = loc;
+  args.mult = mult;
+  args.offset = offset;
+  args.num_tokens = num_tokens;
+  args.heads = heads;
+  args.head_dim = head_dim;
+  return downcast<e4m3, Arithmetic::input_precision>(args, stream);
+}
+
+}  // namespace kvcast

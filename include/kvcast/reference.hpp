@@ -1,0 +1,224 @@
+// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+//
+//! @file reference.hpp
+//! The host reference of the contract (DESIGN.md §1–2) in plain C++: no CUDA header, no device
+//! code, its own rounding routines (not cuda_fp8.h's), all pointers host pointers. The GPU
+//! tests compare the kernels with it byte for byte; the demo runs it when there is no GPU.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "args.hpp"
+#include "format.hpp"
+#include "plan.hpp"
+#include "status.hpp"
+
+namespace kvcast {
+namespace ref {
+
+//! Bit containers standing in for `__half` / `__nv_bfloat16` where no CUDA header is included.
+struct Half {
+  std::uint16_t bits;
+};
+struct BFloat16 {
+  std::uint16_t bits;
+};
+
+}  // namespace ref
+
+template <>
+struct dtype_of<ref::Half> {
+  static constexpr DType value = DType::f16;
+};
+template <>
+struct dtype_of<ref::BFloat16> {
+  static constexpr DType value = DType::bf16;
+};
+
+namespace ref {
+
+//! A binary floating-point format, enough to round into it.
+struct FloatFormat {
+  int mantissa_bits;
+  int exponent_bits;
+  int bias;
+  double max_finite;
+  bool saturate;  //!< true: finite overflow and ±inf give ±max (fp8 SATFINITE); false: ±inf
+};
+
+constexpr FloatFormat kHalf{10, 5, 15, 65504.0, false};
+constexpr FloatFormat kBFloat16{7, 8, 127, 3.3895313892515355e38, false};
+constexpr FloatFormat kE4M3{3, 4, 7, 448.0, true};
+constexpr FloatFormat kE5M2{2, 5, 15, 57344.0, true};
+
+template <class Format>
+constexpr FloatFormat fp8_format() {
+  return Format::kMantissaBits == 3 ? kE4M3 : kE5M2;
+}
+
+//! Rounds `x` to nearest-even in `f` and returns its bit pattern. NaN gives `nan_code`.
+//! Works on the real value: scale into [2^m, 2^(m+1)) by the binade's quantum, round the
+//! integer, rebuild. Every step is exact in double for the formats above.
+inline std::uint32_t round_to(double x, const FloatFormat& f, std::uint32_t nan_code) {
+  const int width = 1 + f.exponent_bits + f.mantissa_bits;
+  const std::uint32_t sign = std::signbit(x) ? (1u << (width - 1)) : 0u;
+  if (std::isnan(x)) return nan_code;
+  const std::uint32_t inf_code = ((1u << f.exponent_bits) - 1) << f.mantissa_bits;
+  const int min_exp = 1 - f.bias;  // exponent of the smallest normal
+  double a = std::fabs(x);
+  if (std::isinf(a)) a = f.saturate ? f.max_finite : a;
+  if (std::isinf(a)) return sign | inf_code;
+  if (a == 0.0) return sign;
+  int e = std::ilogb(a);
+  if (e < min_exp) e = min_exp;
+  const double quantum = std::ldexp(1.0, e - f.mantissa_bits);
+  double n = std::nearbyint(a / quantum);  // default rounding mode: to nearest, ties to even
+  double value = n * quantum;
+  if (value > f.max_finite) {
+    if (!f.saturate) return sign | inf_code;
+    value = f.max_finite;
+  }
+  if (value == 0.0) return sign;
+  int ve = std::ilogb(value);
+  if (ve < min_exp) {  // subnormal: exponent field 0
+    return sign | static_cast<std::uint32_t>(value / std::ldexp(1.0, min_exp - f.mantissa_bits));
+  }
+  const std::uint32_t mantissa =
+      static_cast<std::uint32_t>(value / std::ldexp(1.0, ve - f.mantissa_bits)) - (1u << f.mantissa_bits);
+  return sign | (static_cast<std::uint32_t>(ve + f.bias) << f.mantissa_bits) | mantissa;
+}
+
+//! Exact value of a bit pattern of `f` (NaN for NaN patterns, E4M3's 0x7F/0xFF included).
+inline double decode(std::uint32_t bits, const FloatFormat& f) {
+  const int width = 1 + f.exponent_bits + f.mantissa_bits;
+  const bool negative = (bits >> (width - 1)) & 1u;
+  const std::uint32_t exp_field = (bits >> f.mantissa_bits) & ((1u << f.exponent_bits) - 1);
+  const std::uint32_t mantissa = bits & ((1u << f.mantissa_bits) - 1);
+  const std::uint32_t exp_all_ones = (1u << f.exponent_bits) - 1;
+  double v;
+  if (f.saturate && f.mantissa_bits == 3) {  // E4M3: exponent 15 is normal, only S.1111.111 is NaN
+    if (exp_field == exp_all_ones && mantissa == 7) return NAN;
+  } else if (exp_field == exp_all_ones) {
+    return mantissa != 0 ? NAN : (negative ? -INFINITY : INFINITY);
+  }
+  if (exp_field == 0)
+    v = std::ldexp(static_cast<double>(mantissa), 1 - f.bias - f.mantissa_bits);
+  else
+    v = std::ldexp(static_cast<double>(mantissa | (1u << f.mantissa_bits)),
+                   static_cast<int>(exp_field) - f.bias - f.mantissa_bits);
+  return negative ? -v : v;
+}
+
+inline float bits_to_float(std::uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline std::uint32_t float_to_bits(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+inline float half_to_float(std::uint16_t bits) { return static_cast<float>(decode(bits, kHalf)); }
+inline float bf16_to_float(std::uint16_t bits) { return bits_to_float(std::uint32_t{bits} << 16); }
+inline std::uint16_t to_half(double x) { return static_cast<std::uint16_t>(round_to(x, kHalf, 0x7E00)); }
+inline std::uint16_t to_bf16(double x) { return static_cast<std::uint16_t>(round_to(x, kBFloat16, 0x7FC0)); }
+
+//! fp8 code of `x`: nearest-even, saturating, NaN → 0x7F (DESIGN.md §2).
+template <class Format>
+inline std::uint8_t to_fp8(double x) {
+  return static_cast<std::uint8_t>(round_to(x, fp8_format<Format>(), Format::kNaNCode));
+}
+
+//! Input element `bits` (the low 16 bits for f16/bf16) widened to float.
+inline float input_to_float(DType dtype, std::uint32_t bits) {
+  switch (dtype) {
+    case DType::f16: return half_to_float(static_cast<std::uint16_t>(bits));
+    case DType::bf16: return bf16_to_float(static_cast<std::uint16_t>(bits));
+    case DType::f32: break;
+  }
+  return bits_to_float(bits);
+}
+
+//! quantize(x, scale) of DESIGN.md §2 for one input element given by its bit pattern.
+template <class Format, Arithmetic Mode>
+inline std::uint8_t quantize(DType dtype, std::uint32_t bits, float scale) {
+  const float x = input_to_float(dtype, bits);
+  if (Mode == Arithmetic::fp32) return to_fp8<Format>(x / scale);  // one IEEE fp32 division
+  if (dtype == DType::f32) {
+    const float inv = 1.0f / scale;
+    return to_fp8<Format>(x * inv);
+  }
+  // Input precision: every step rounded to T. The product of two T values is exact in double,
+  // so rounding it once gives T's correctly rounded product.
+  const bool half = dtype == DType::f16;
+  const auto round_t = [half](double v) { return half ? half_to_float(to_half(v)) : bf16_to_float(to_bf16(v)); };
+  const float s = round_t(scale);
+  const float inv = round_t(1.0f / s);  // fp32 reciprocal rounded to T: T's correctly rounded 1/s
+  const float y = round_t(static_cast<double>(x) * inv);
+  return to_fp8<Format>(y);
+}
+
+template <class T>
+inline std::uint32_t element_bits(const T* base, std::int64_t index) {
+  if constexpr (sizeof(T) == 2) {
+    std::uint16_t b;
+    std::memcpy(&b, base + index, 2);
+    return b;
+  } else {
+    std::uint32_t b;
+    std::memcpy(&b, base + index, 4);
+    return b;
+  }
+}
+
+//! The whole contract on the host. Every pointer in `args` is a host pointer (the scales'
+//! `device` pointers and `error_count` too). Returns validation's status; writes only the
+//! bytes the contract names and adds skipped rows to `*args.error_count`.
+template <class Format, Arithmetic Mode, class T>
+Status downcast(const DowncastArgs<T>& args) {
+  const Status status = validate(args);
+  if (!status.ok() || args.num_tokens == 0) return status;
+  const DType dtype = dtype_of<T>::value;
+  const std::int64_t head_stride = args.in_head_stride != 0 ? args.in_head_stride : args.head_dim;
+  const std::int64_t token_stride = args.in_token_stride != 0 ? args.in_token_stride : args.heads * head_stride;
+  const OutputLayout& o = args.out;
+  const OutputLayout out = (o.block_size == 1 && o.block_stride == 0 && o.token_stride == 0 && o.head_stride == 0)
+                               ? OutputLayout::contiguous(args.heads, args.head_dim)
+                               : o;
+  const float k_scale = args.k_scale.device ? *args.k_scale.device : args.k_scale.value;
+  const float v_scale = args.v_scale.device ? *args.v_scale.device : args.v_scale.value;
+  for (std::int64_t t = 0; t < args.num_tokens; ++t) {
+    std::int64_t slot = t;
+    if (args.loc) {
+      slot = args.loc.is_int32 ? static_cast<const std::int32_t*>(args.loc.data)[t]
+                               : static_cast<const std::int64_t*>(args.loc.data)[t];
+    }
+    if (slot < 0) continue;  // padding
+    const __int128 row = static_cast<__int128>(slot) * args.mult + args.offset;
+    const bool in_range = row >= 0 && row <= INT64_MAX && (args.out_rows < 0 || row < args.out_rows);
+    if (!in_range) {
+      if (args.error_count) ++*args.error_count;
+      continue;
+    }
+    for (std::int64_t h = 0; h < args.heads; ++h) {
+      const std::int64_t dst = out.address(static_cast<std::int64_t>(row), h);
+      for (std::int64_t d = 0; d < args.head_dim; ++d) {
+        const std::int64_t src = t * token_stride + h * head_stride + d;
+        if (args.k)
+          static_cast<std::uint8_t*>(args.k_out)[dst + d] =
+              quantize<Format, Mode>(dtype, element_bits(args.k, src), k_scale);
+        if (args.v)
+          static_cast<std::uint8_t*>(args.v_out)[dst + d] =
+              quantize<Format, Mode>(dtype, element_bits(args.v, src), v_scale);
+      }
+    }
+  }
+  return status;
+}
+
+}  // namespace ref
+}  // namespace kvcast

@@ -1,0 +1,58 @@
+// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+//
+//! @file vec.cuh
+//! AlignedVector<T, N>: N elements in one naturally aligned word, so that one load or store
+//! instruction moves all of them (LDG.128 for 16 bytes; two of them for 32 bytes before sm_100).
+#pragma once
+
+#include <cstdint>
+
+#include "config.cuh"
+
+namespace kvcast {
+
+//! @tparam T element type (trivially copyable: fp8 bytes, `__half`, `__nv_bfloat16`, `float`…)
+//! @tparam N element count; a power of two with `sizeof(T) * N` from 1 to 32 bytes. One byte
+//!           is allowed (it is the scalar fp8 store of the tail path); the issue asked for 2..32,
+//!           see NOTES in the README for why 1 is kept.
+template <class T, int N>
+struct alignas(sizeof(T) * N) AlignedVector {
+  static_assert(N >= 1 && (N & (N - 1)) == 0, "AlignedVector: N must be a power of two.");
+  static_assert(sizeof(T) * N <= 32,
+                "AlignedVector: a vector holds at most 32 bytes, the widest single access.");
+  static_assert((sizeof(T) & (sizeof(T) - 1)) == 0,
+                "AlignedVector: sizeof(T) must be a power of two so the word is naturally aligned.");
+
+  using value_type = T;
+  static constexpr int kSize = N;
+  static constexpr int kBytes = static_cast<int>(sizeof(T)) * N;
+
+  T data[N];
+
+  KVCAST_HOST_DEVICE static constexpr int size() { return N; }
+  KVCAST_HOST_DEVICE T& operator[](int i) { return data[i]; }
+  KVCAST_HOST_DEVICE const T& operator[](int i) const { return data[i]; }
+
+  KVCAST_HOST_DEVICE void fill(const T& value) {
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) data[i] = value;
+  }
+
+  //! Loads the N elements that start at `base[element_offset]`, in one access.
+  //! @pre `base + element_offset` is aligned to `kBytes` (use is_aligned()).
+  KVCAST_HOST_DEVICE void load(const T* base, std::int64_t element_offset = 0) {
+    *this = *reinterpret_cast<const AlignedVector*>(base + element_offset);
+  }
+  //! Stores the N elements to `base[element_offset]` onwards, in one access.
+  //! @pre as for load().
+  KVCAST_HOST_DEVICE void store(T* base, std::int64_t element_offset = 0) const {
+    *reinterpret_cast<AlignedVector*>(base + element_offset) = *this;
+  }
+
+  //! True when `ptr` may be passed to load()/store().
+  KVCAST_HOST_DEVICE static bool is_aligned(const void* ptr) {
+    return reinterpret_cast<std::uintptr_t>(ptr) % kBytes == 0;
+  }
+};
+
+}  // namespace kvcast

@@ -1,0 +1,288 @@
+// CPU, plain C++ (no CUDA header): validation rules and their messages, the launch plan, the
+// layout address maths, FastDivmod, and the host reference on hand-checked cases.
+#include <gtest/gtest.h>
+
+#include <kvcast/plan.hpp>
+#include <kvcast/reference.hpp>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using kvcast::Code;
+using kvcast::DowncastArgs;
+using kvcast::OutputLayout;
+using kvcast::Status;
+using Bf16 = kvcast::ref::BFloat16;
+
+// Pointers the validation only looks at (never dereferenced): suitably aligned fake addresses.
+const Bf16* fake_in(std::uintptr_t a = 0x10000) { return reinterpret_cast<const Bf16*>(a); }
+void* fake_out(std::uintptr_t a = 0x20000) { return reinterpret_cast<void*>(a); }
+
+DowncastArgs<Bf16> valid_args() {
+  DowncastArgs<Bf16> a;
+  a.k = fake_in(0x10000);
+  a.v = fake_in(0x30000);
+  a.k_out = fake_out(0x50000);
+  a.v_out = fake_out(0x70000);
+  a.num_tokens = 16;
+  a.heads = 8;
+  a.head_dim = 128;
+  return a;
+}
+
+struct Invalid {
+  const char* name;
+  void (*mutate)(DowncastArgs<Bf16>&);
+  Code code;
+  const char* message;  // a substring the message must contain
+};
+
+// Every rule, each with the code and the words of its message.
+const Invalid kInvalid[] = {
+    {"both null", [](auto& a) { a.k = nullptr; a.v = nullptr; a.k_out = nullptr; a.v_out = nullptr; }, Code::null_pointer, "k and v are both null"},
+    {"k_out null", [](auto& a) { a.k_out = nullptr; }, Code::null_pointer, "k_out is null while k is given"},
+    {"v_out null", [](auto& a) { a.v_out = nullptr; }, Code::null_pointer, "v_out is null while v is given"},
+    {"k_out without k", [](auto& a) { a.k = nullptr; }, Code::unexpected_pointer, "k_out is given while k is null"},
+    {"v_out without v", [](auto& a) { a.v = nullptr; }, Code::unexpected_pointer, "v_out is given while v is null"},
+    {"same outputs", [](auto& a) { a.v_out = a.k_out; }, Code::unexpected_pointer, "k_out and v_out are the same pointer"},
+    {"k misaligned", [](auto& a) { a.k = reinterpret_cast<const Bf16*>(0x10001); }, Code::bad_option, "k is not aligned to its element size (2 bytes)"},
+    {"v misaligned", [](auto& a) { a.v = reinterpret_cast<const Bf16*>(0x30001); }, Code::bad_option, "v is not aligned to its element size (2 bytes)"},
+    {"negative tokens", [](auto& a) { a.num_tokens = -1; }, Code::bad_shape, "num_tokens (-1) is negative"},
+    {"zero heads", [](auto& a) { a.heads = 0; }, Code::bad_shape, "heads (0) must be >= 1"},
+    {"zero head_dim", [](auto& a) { a.head_dim = 0; }, Code::bad_shape, "head_dim (0) must be >= 1"},
+    {"huge row", [](auto& a) { a.heads = 65536; a.head_dim = 65536; }, Code::bad_shape, "heads*head_dim (65536*65536) exceeds 2^31-1"},
+    {"mult zero", [](auto& a) { a.mult = 0; }, Code::bad_option, "mult (0) must be in [1, 2^31-1]"},
+    {"mult huge", [](auto& a) { a.mult = std::int64_t{1} << 31; }, Code::bad_option, "mult (2147483648) must be in"},
+    {"offset huge", [](auto& a) { a.offset = (std::int64_t{1} << 62) + 1; }, Code::bad_option, "offset (4611686018427387905) must be within +-2^62"},
+    {"out_rows -2", [](auto& a) { a.out_rows = -2; }, Code::bad_option, "out_rows (-2) must be >= 0"},
+    {"capacity unchecked", [](auto& a) { a.out_capacity = 100; }, Code::bad_option, "out_capacity (100) is given but out_rows is unchecked"},
+    {"head stride overlap", [](auto& a) { a.in_head_stride = 64; }, Code::bad_stride, "in_head_stride (64) < 128"},
+    {"token stride overlap", [](auto& a) { a.heads = 1; a.in_token_stride = 100; }, Code::bad_stride, "in_token_stride (100) < 128"},
+    {"token stride overlap heads", [](auto& a) { a.in_token_stride = 1000; }, Code::bad_stride, "in_token_stride (1000) < 1024"},
+    {"negative in stride", [](auto& a) { a.in_token_stride = -1024; }, Code::bad_stride, "in_token_stride (-1024) is negative"},
+    {"in capacity", [](auto& a) { a.in_capacity = 16 * 1024 - 1; }, Code::bad_shape, "in_capacity (16383) < 16384"},
+    {"block_size zero", [](auto& a) { a.out = OutputLayout::paged(0, 4096, 1024, 128); }, Code::bad_option, "out.block_size (0) must be >= 1"},
+    {"negative out stride", [](auto& a) { a.out = OutputLayout::flat(1024, -128); }, Code::bad_stride, "out.head_stride (-128) is negative"},
+    {"out head overlap", [](auto& a) { a.out = OutputLayout::flat(1024, 100); }, Code::bad_stride, "out.head_stride (100) < 128"},
+    {"out row overlap", [](auto& a) { a.out = OutputLayout::flat(1000, 128); }, Code::bad_stride, "out.token_stride (1000) < 1024"},
+    {"page row overlap", [](auto& a) { a.out = OutputLayout::paged(16, 16 * 1024, 512, 128); }, Code::bad_stride, "out.token_stride (512) < 1024"},
+    {"page overlap", [](auto& a) { a.out = OutputLayout::paged(16, 8192, 1024, 128); }, Code::bad_stride, "out.block_stride (8192) < 16384"},
+    {"hnd head overlap", [](auto& a) { a.out = OutputLayout::paged(16, 16 * 1024, 128, 1024); }, Code::bad_stride, "out.head_stride (1024) < 2048"},
+    {"out capacity", [](auto& a) { a.out_rows = 10; a.out_capacity = 10 * 1024 - 1; }, Code::bad_shape, "out_capacity (10239) < 10240"},
+    {"out overflow", [](auto& a) { a.out_rows = std::int64_t{1} << 60; }, Code::overflow, "out_rows (1152921504606846976) with this layout addresses beyond int64"},
+    {"in overflow", [](auto& a) { a.num_tokens = std::int64_t{1} << 40; a.in_token_stride = std::int64_t{1} << 40; }, Code::overflow, "in_token_stride (1099511627776) * extent"},
+    {"too many segments", [](auto& a) { a.num_tokens = std::int64_t{1} << 30; a.in_head_stride = 256; a.in_token_stride = 0; }, Code::bad_shape, "num_tokens*heads (1073741824*8) exceeds 2^32-1"},
+};
+
+TEST(Validation, ValidArgumentsPass) {
+  const Status s = kvcast::validate(valid_args());
+  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_STREQ(s.message(), "");
+}
+
+TEST(Validation, EveryRuleHasItsCodeAndMessage) {
+  for (const Invalid& c : kInvalid) {
+    DowncastArgs<Bf16> a = valid_args();
+    c.mutate(a);
+    const Status s = kvcast::validate(a);
+    EXPECT_EQ(s.code(), c.code) << c.name << ": " << s.message();
+    EXPECT_NE(std::string(s.message()).find(c.message), std::string::npos)
+        << c.name << ": message \"" << s.message() << "\" lacks \"" << c.message << "\"";
+  }
+}
+
+TEST(Validation, MessagesAreDistinct) {
+  std::vector<std::string> seen;
+  for (const Invalid& c : kInvalid) {
+    DowncastArgs<Bf16> a = valid_args();
+    c.mutate(a);
+    seen.push_back(kvcast::validate(a).message());
+  }
+  for (std::size_t i = 0; i < seen.size(); ++i)
+    for (std::size_t j = i + 1; j < seen.size(); ++j) EXPECT_NE(seen[i], seen[j]) << kInvalid[i].name << " vs " << kInvalid[j].name;
+}
+
+TEST(Validation, ZeroTokensIsANoOpEvenWithNullPointers) {
+  DowncastArgs<Bf16> a;
+  a.heads = 8;
+  a.head_dim = 128;
+  EXPECT_TRUE(kvcast::validate(a).ok());
+  kvcast::detail::Plan plan;
+  ASSERT_TRUE(kvcast::make_plan(a, plan).ok());
+  EXPECT_EQ(plan.num_segments, 0);
+}
+
+TEST(Validation, SingleTensorIsValid) {
+  DowncastArgs<Bf16> a = valid_args();
+  a.v = nullptr;
+  a.v_out = nullptr;
+  EXPECT_TRUE(kvcast::validate(a).ok());
+}
+
+TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
+  kvcast::detail::Plan p;
+  DowncastArgs<Bf16> a = valid_args();
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.segs_per_token, 1);  // contiguous heads fuse
+  EXPECT_EQ(p.seg_len, 1024);
+  EXPECT_EQ(p.items_per_seg, 64);
+  EXPECT_EQ(p.log2_group, 6);
+
+  a.k = fake_in(0x10000 + 16);  // 8 elements off a 32-byte boundary
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 8);
+  a.k = fake_in(0x10000 + 2);  // one element off
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 1);
+
+  a = valid_args();
+  a.in_token_stride = 3 * 1024 + 4;  // a qkv slice with padding: 4-element multiple only
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 4);
+
+  a = valid_args();
+  a.k_out = fake_out(0x50000 + 2);
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 2);
+
+  a = valid_args();
+  a.head_dim = 100;  // odd head_dim, contiguous: 800-element rows, 16 divides 800
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.items_per_seg, 50);
+
+  a.heads = 3;
+  a.head_dim = 33;  // 99-element rows: odd token stride
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 1);
+
+  a = valid_args();
+  a.out = OutputLayout::paged_hnd(16, 8, 128);  // heads apart in the output: one segment per head
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.segs_per_token, 8);
+  EXPECT_EQ(p.seg_len, 128);
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.log2_group, 3);
+}
+
+TEST(Plan, SlotBoundsMatchRowRange) {
+  // For many (mult, offset, out_rows), the plan's slot range is exactly the slots whose row
+  // lands in [0, out_rows).
+  kvcast::detail::Plan p;
+  for (std::int64_t mult : {1, 2, 3, 7})
+    for (std::int64_t offset : {-9, -1, 0, 1, 5})
+      for (std::int64_t rows : {0, 1, 2, 10, 33}) {
+        DowncastArgs<Bf16> a = valid_args();
+        a.mult = mult;
+        a.offset = offset;
+        a.out_rows = rows;
+        ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+        for (std::int64_t slot = 0; slot < 60; ++slot) {
+          const std::int64_t row = slot * mult + offset;
+          const bool want = row >= 0 && row < rows;
+          const bool got = slot >= p.min_slot && slot <= p.max_slot;
+          EXPECT_EQ(got, want) << "mult " << mult << " offset " << offset << " rows " << rows << " slot " << slot;
+        }
+      }
+  DowncastArgs<Bf16> a = valid_args();  // unchecked: every non-negative row, no int64 overflow
+  a.mult = 4;
+  a.offset = -(std::int64_t{1} << 62);
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.min_slot, std::int64_t{1} << 60);
+  EXPECT_EQ(p.max_slot, std::numeric_limits<std::int64_t>::max() / 4 + (std::int64_t{1} << 60));
+}
+
+TEST(Plan, ExtentsAreTheLastTouchedElementPlusOne) {
+  kvcast::detail::Plan p;
+  DowncastArgs<Bf16> a = valid_args();
+  a.out_rows = 37;
+  a.out = OutputLayout::paged_nhd(16, 8, 128);
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.in_extent, 16 * 1024);
+  EXPECT_EQ(p.out_extent, 37 * 1024);  // rows 0..36 of NHD pages: contiguous
+  a.out = OutputLayout::paged_hnd(16, 8, 128);
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  // Last row 36 is in page 2 at in-page row 4: page 2 spans to its end.
+  EXPECT_EQ(p.out_extent, 2 * 16 * 1024 + 4 * 128 + 7 * 16 * 128 + 128);
+}
+
+TEST(Layout, AddressFormula) {
+  const OutputLayout flat = OutputLayout::contiguous(8, 128);
+  EXPECT_EQ(flat.address(0, 0), 0);
+  EXPECT_EQ(flat.address(5, 3), 5 * 1024 + 3 * 128);
+  const OutputLayout nhd = OutputLayout::paged_nhd(16, 8, 128);
+  EXPECT_EQ(nhd.address(37, 2), 37 * 1024 + 2 * 128);  // NHD pages are flat rows
+  const OutputLayout hnd = OutputLayout::paged_hnd(16, 8, 128);
+  EXPECT_EQ(hnd.address(37, 2), 2 * 16 * 1024 + 2 * 16 * 128 + 5 * 128);
+  // K/V interleaved pages: [page][K|V][block][heads][dim]; V is K + one half-page.
+  const OutputLayout kv = OutputLayout::paged(16, 2 * 16 * 1024, 1024, 128);
+  EXPECT_EQ(kv.address(17, 1), 2 * 16 * 1024 + 1024 + 128);
+  const std::int64_t big = std::int64_t{1} << 33;  // 64-bit rows
+  EXPECT_EQ(flat.address(big, 7), big * 1024 + 7 * 128);
+}
+
+TEST(FastDivmod, ExactForEdgesAndRandomValues) {
+  std::mt19937 rng(7);
+  std::vector<std::uint32_t> divisors = {1, 2, 3, 5, 7, 8, 63, 64, 65, 100, 641, 0x7FFFFFFF, 0x80000000u, 0xFFFFFFFFu};
+  for (int i = 0; i < 200; ++i) divisors.push_back(rng() >> (rng() % 32));
+  for (std::uint32_t d : divisors) {
+    if (d == 0) continue;
+    const kvcast::detail::FastDivmod fd(d);
+    std::vector<std::uint32_t> ns = {0, 1, d - 1, d, d + 1, 0xFFFFFFFFu, 0xFFFFFFFEu, 0x80000000u};
+    for (int i = 0; i < 2000; ++i) ns.push_back(rng());
+    for (std::uint32_t n : ns) ASSERT_EQ(fd.div(n), n / d) << n << " / " << d;
+  }
+}
+
+TEST(Status, CodesHaveNames) {
+  EXPECT_STREQ(kvcast::to_string(Code::ok), "ok");
+  EXPECT_STREQ(kvcast::to_string(Code::rows_out_of_range), "rows_out_of_range");
+  const Status s = Status::error(Code::bad_shape, "x (%d)", 3);
+  EXPECT_FALSE(s.ok());
+  EXPECT_STREQ(s.message(), "x (3)");
+}
+
+// The host reference on a case small enough to check by hand.
+TEST(Reference, HandCheckedScatter) {
+  std::vector<kvcast::ref::BFloat16> k(2 * 2 * 2);
+  const float values[] = {1.0f, -2.0f, 448.0f, 1000.0f, 0.5f, -0.0f, 3.0f, -7.0f};
+  for (int i = 0; i < 8; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &values[i], 4);
+    k[i].bits = static_cast<std::uint16_t>(bits >> 16);  // exact in bf16
+  }
+  const std::int64_t loc[] = {3, -1};
+  std::vector<std::uint8_t> out(4 * 4, 0xCC);
+  unsigned long long errors = 0;
+  DowncastArgs<kvcast::ref::BFloat16> a;
+  a.k = k.data();
+  a.k_out = out.data();
+  a.num_tokens = 2;
+  a.heads = 2;
+  a.head_dim = 2;
+  a.loc = loc;
+  a.out_rows = 4;
+  a.error_count = &errors;
+  a.k_scale = kvcast::Scale::host_value(1.0f);
+  ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, kvcast::Arithmetic::fp32>(a).ok()));
+  // Row 3 gets token 0: 1 → 0x38, -2 → 0xC0, 448 → 0x7E, 1000 → saturates to 0x7E.
+  const std::vector<std::uint8_t> want = {0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC,
+                                          0xCC, 0xCC, 0xCC, 0xCC, 0x38, 0xC0, 0x7E, 0x7E};
+  EXPECT_EQ(out, want);
+  EXPECT_EQ(errors, 0u);  // the padding token is not an error
+  const std::int64_t bad_loc[] = {4, 0};
+  a.loc = bad_loc;
+  ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, kvcast::Arithmetic::fp32>(a).ok()));
+  EXPECT_EQ(errors, 1u);  // slot 4 is outside [0, 4)
+  EXPECT_EQ(out[0], 0x30);  // 0.5
+  EXPECT_EQ(out[1], 0x80);  // -0
+  EXPECT_EQ(out[2], 0x44);  // 3
+  EXPECT_EQ(out[3], 0xCE);  // -7
+}
+
+}  // namespace

@@ -1,0 +1,185 @@
+// CPU: every 16-bit input pattern (fp16 and bf16) and a large random + edge sample of fp32,
+// both fp8 formats, both arithmetic modes, several scales — converted by the library (its
+// Quantizer, on the host) and by the host reference, each compared bit for bit with the oracle.
+#include <gtest/gtest.h>
+
+#include <kvcast/fp8.cuh>
+#include <kvcast/reference.hpp>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "oracle.hpp"
+
+namespace {
+
+using kvcast::Arithmetic;
+
+constexpr float kScales[] = {1.0f, 0.5f, 2.0f, 0.1f, 3.7e-3f, 1000.0f};
+
+template <class T>
+T from_bits(std::uint32_t bits) {
+  if constexpr (std::is_same_v<T, __half>) {
+    __half_raw raw;
+    raw.x = static_cast<unsigned short>(bits);
+    return __half(raw);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    __nv_bfloat16_raw raw;
+    raw.x = static_cast<unsigned short>(bits);
+    return __nv_bfloat16(raw);
+  } else {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+}
+
+template <class Format>
+const oracle::Table& fp8_table() {
+  return Format::kMantissaBits == 3 ? oracle::e4m3() : oracle::e5m2();
+}
+
+template <class T>
+const oracle::Table* input_table() {
+  if constexpr (std::is_same_v<T, __half>) return &oracle::f16();
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return &oracle::bf16();
+  return nullptr;
+}
+
+template <class T>
+double input_value(std::uint32_t bits) {
+  if constexpr (std::is_same_v<T, __half>) return oracle::f16_value(static_cast<std::uint16_t>(bits));
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return oracle::bf16_value(static_cast<std::uint16_t>(bits));
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+struct Mismatches {
+  long long library = 0, pair = 0, vector = 0, reference = 0;
+  std::string first;
+};
+
+// Checks inputs `bits` for one (T, Format, Mode, scale): scalar, packed pair and 8-wide vector
+// paths of the library, and the reference, all against the oracle.
+template <class T, class Format, Arithmetic Mode>
+Mismatches check(const std::vector<std::uint32_t>& bits, float scale) {
+  const kvcast::Quantizer<T, Format, Mode> q(scale);
+  const bool ip = Mode == Arithmetic::input_precision;
+  Mismatches mm;
+  auto note = [&](const char* who, std::uint32_t in, unsigned got, unsigned want) {
+    if (!mm.first.empty()) return;
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%s: input 0x%08x scale %g -> 0x%02x, oracle 0x%02x", who, in, scale, got, want);
+    mm.first = buf;
+  };
+  for (std::size_t i = 0; i < bits.size(); ++i) {
+    const std::uint32_t b = bits[i];
+    const unsigned want = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(b), scale, ip);
+    const unsigned lib = q(from_bits<T>(b));
+    const unsigned ref = kvcast::ref::quantize<Format, Mode>(kvcast::dtype_of<T>::value, b, scale);
+    if (lib != want) ++mm.library, note("library", b, lib, want);
+    if (ref != want) ++mm.reference, note("reference", b, ref, want);
+    // Packed pair: this input and the next one.
+    const std::uint32_t b2 = bits[(i + 1) % bits.size()];
+    const unsigned want2 = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(b2), scale, ip);
+    const std::uint16_t pair = q.pair(from_bits<T>(b), from_bits<T>(b2));
+    if ((pair & 0xFF) != want || (pair >> 8) != want2) ++mm.pair, note("pair", b, pair, want | (want2 << 8));
+  }
+  // Whole vectors of 8 through kvcast::quantize.
+  for (std::size_t i = 0; i + 8 <= bits.size(); i += 8) {
+    kvcast::AlignedVector<T, 8> in;
+    for (int j = 0; j < 8; ++j) in[j] = from_bits<T>(bits[i + j]);
+    const auto out = kvcast::quantize(q, in);
+    for (int j = 0; j < 8; ++j) {
+      const unsigned want = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(bits[i + j]), scale, ip);
+      if (out[j] != want) ++mm.vector, note("vector", bits[i + j], out[j], want);
+    }
+  }
+  return mm;
+}
+
+std::vector<std::uint32_t> all_16bit() {
+  std::vector<std::uint32_t> v(65536);
+  for (std::uint32_t i = 0; i < 65536; ++i) v[i] = i;
+  return v;
+}
+
+// fp32 inputs: edges (zeros, subnormals, inf, NaNs, max), every fp8 value and midpoint times
+// each scale with neighbours one ulp away, and random bit patterns and random normals.
+std::vector<std::uint32_t> fp32_sample() {
+  std::vector<std::uint32_t> v = {0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x7F7FFFFF,
+                                  0xFF7FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001,
+                                  0xFFFFFFFF, 0x3F800000, 0xBF800000};
+  auto push = [&](float f) {
+    std::uint32_t b;
+    std::memcpy(&b, &f, 4);
+    v.push_back(b);
+    v.push_back(b + 1);
+    v.push_back(b - 1);
+  };
+  for (const oracle::Table* t : {&oracle::e4m3(), &oracle::e5m2()})
+    for (std::size_t i = 0; i + 1 < t->value.size(); ++i)
+      for (float s : kScales) {
+        push(static_cast<float>(t->value[i] * s));
+        push(static_cast<float>(-0.5 * (t->value[i] + t->value[i + 1]) * s));
+      }
+  std::mt19937_64 rng(20261125);
+  std::normal_distribution<float> normal(0.0f, 30.0f);
+  for (int i = 0; i < 200000; ++i) v.push_back(static_cast<std::uint32_t>(rng()));
+  for (int i = 0; i < 200000; ++i) {
+    float f = normal(rng);
+    std::uint32_t b;
+    std::memcpy(&b, &f, 4);
+    v.push_back(b);
+  }
+  return v;
+}
+
+template <class T, class Format, Arithmetic Mode>
+void run_all(const std::vector<std::uint32_t>& inputs) {
+  for (float scale : kScales) {
+    const Mismatches mm = check<T, Format, Mode>(inputs, scale);
+    EXPECT_EQ(mm.library, 0) << mm.first;
+    EXPECT_EQ(mm.pair, 0) << mm.first;
+    EXPECT_EQ(mm.vector, 0) << mm.first;
+    EXPECT_EQ(mm.reference, 0) << mm.first;
+  }
+}
+
+#define KVCAST_EXHAUSTIVE(NAME, T, INPUTS)                                                                    \
+  TEST(Exhaustive, NAME##_E4M3_Fp32) { run_all<T, kvcast::e4m3, Arithmetic::fp32>(INPUTS); }                 \
+  TEST(Exhaustive, NAME##_E4M3_InputPrecision) { run_all<T, kvcast::e4m3, Arithmetic::input_precision>(INPUTS); } \
+  TEST(Exhaustive, NAME##_E5M2_Fp32) { run_all<T, kvcast::e5m2, Arithmetic::fp32>(INPUTS); }                 \
+  TEST(Exhaustive, NAME##_E5M2_InputPrecision) { run_all<T, kvcast::e5m2, Arithmetic::input_precision>(INPUTS); }
+
+KVCAST_EXHAUSTIVE(F16, __half, all_16bit())
+KVCAST_EXHAUSTIVE(BF16, __nv_bfloat16, all_16bit())
+KVCAST_EXHAUSTIVE(F32Sample, float, fp32_sample())
+
+// The oracle itself, on values whose answer is known by hand, so that it cannot agree with a
+// wrong library by being wrong the same way.
+TEST(Oracle, KnownAnswers) {
+  const auto& e4 = oracle::e4m3();
+  EXPECT_EQ(e4.round(448.0), 0x7Eu);
+  EXPECT_EQ(e4.round(1e9), 0x7Eu);
+  EXPECT_EQ(e4.round(-INFINITY), 0xFEu);
+  EXPECT_EQ(e4.round(NAN), 0x7Fu);
+  EXPECT_EQ(e4.round(1.0), 0x38u);
+  EXPECT_EQ(e4.round(1.0625), 0x38u);  // midpoint of 1 and 1.125: ties to even (1.0)
+  EXPECT_EQ(e4.round(1.1875), 0x3Au);  // midpoint of 1.125 and 1.25: ties to even (1.25)
+  EXPECT_EQ(e4.round(std::ldexp(1.0, -9)), 0x01u);  // smallest subnormal
+  EXPECT_EQ(e4.round(std::ldexp(1.0, -10)), 0x00u); // half of it: ties to even (zero)
+  EXPECT_EQ(e4.round(-std::ldexp(1.0, -12)), 0x80u);
+  const auto& e5 = oracle::e5m2();
+  EXPECT_EQ(e5.round(57344.0), 0x7Bu);
+  EXPECT_EQ(e5.round(INFINITY), 0x7Bu);
+  EXPECT_EQ(e5.round(1.0), 0x3Cu);
+  EXPECT_EQ(e5.round(std::ldexp(1.0, -16)), 0x01u);
+  EXPECT_EQ(oracle::f16().round(65520.0), 0x7C00u);  // overflows to inf at max + half ulp
+  EXPECT_EQ(oracle::f16().round(65519.0), 0x7BFFu);
+  EXPECT_EQ(oracle::bf16().round(1.00390625), 0x3F80u);  // 1 + 2^-8: ties to even
+}
+
+}  // namespace
