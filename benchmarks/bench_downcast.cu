@@ -1,0 +1,425 @@
+// kvcast benchmarks (Google Benchmark, CUDA-event manual time).
+//
+// Every row times one variant of the KV-cache downcast and, in the same benchmark and the same
+// way, a device-to-device copy of the same bytes (bytes read + written), so each row carries
+// its own roofline ratio. Variants: copy (the roofline), empty (the launch floor), legacy
+// (one block per token, scalar), sglang (SGLang's vectorized design), kvcast (fp32 arithmetic,
+// the default) and kvcast_ip (input precision, SGLang's numerics).
+//   timing: stream = B calls launched back to back from the host; graph = the same B calls
+//           captured in a CUDA graph and replayed. Time per call = elapsed / B.
+//   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
+//           sample and B distinct buffer sets, so every call starts from DRAM.
+// Name: variant/dtype/format/timing/cache/TOKENSxHEADSxDIM[/tag]
+#include <benchmark/benchmark.h>
+
+#include <kvcast/kvcast.cuh>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "baselines.cuh"
+
+namespace {
+
+#define BENCH_CUDA(expr)                                                                        \
+  do {                                                                                          \
+    const cudaError_t bench_err = (expr);                                                       \
+    if (bench_err != cudaSuccess) {                                                             \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(bench_err)); \
+      std::abort();                                                                             \
+    }                                                                                           \
+  } while (0)
+
+constexpr int kBatch = 32;         // calls per timed sample
+constexpr int kIterations = 12;    // timed samples per benchmark (plus warm-up)
+constexpr std::size_t kPoolBytes = std::size_t{24} << 30;
+
+struct Gpu {
+  cudaDeviceProp prop{};
+  int l2_bytes = 0;
+  std::uint8_t* pool = nullptr;
+  const int4* sweep = nullptr;  // 4x L2, read to evict everything
+  std::size_t sweep_count = 0;
+  int* sink = nullptr;
+  float* scales = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+};
+
+Gpu& gpu() {
+  static Gpu g = [] {
+    Gpu s;
+    BENCH_CUDA(cudaGetDeviceProperties(&s.prop, 0));
+    s.l2_bytes = s.prop.l2CacheSize;
+    BENCH_CUDA(cudaMalloc(&s.pool, kPoolBytes));
+    s.sweep_count = 4 * static_cast<std::size_t>(s.l2_bytes) / sizeof(int4);
+    int4* sweep = nullptr;
+    BENCH_CUDA(cudaMalloc(&sweep, s.sweep_count * sizeof(int4)));
+    BENCH_CUDA(cudaMemset(sweep, 1, s.sweep_count * sizeof(int4)));
+    s.sweep = sweep;
+    BENCH_CUDA(cudaMalloc(&s.sink, sizeof(int)));
+    BENCH_CUDA(cudaMalloc(&s.scales, 2 * sizeof(float)));
+    const float scales[2] = {0.0173f, 0.0229f};  // not powers of two: the division is real work
+    BENCH_CUDA(cudaMemcpy(s.scales, scales, sizeof scales, cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    BENCH_CUDA(cudaEventCreate(&s.start));
+    BENCH_CUDA(cudaEventCreate(&s.stop));
+    return s;
+  }();
+  return g;
+}
+
+__global__ void empty_kernel() {}
+
+// Reads the sweep buffer (clean lines only: no write-back lands in the timed region).
+__global__ void l2_sweep(const int4* p, std::size_t n, int* sink) {
+  int acc = 0;
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)
+    acc ^= p[i].x ^ p[i].w;
+  if (acc == 0x7A11) *sink = acc;
+}
+
+// Normal-ish random values (sum of uniforms from a hash), never zeros.
+template <class T>
+__global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    std::uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    float acc = 0.f;
+    for (int r = 0; r < 4; ++r) {
+      h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29;
+      acc += static_cast<float>(h >> 40) * (1.0f / 16777216.0f) - 0.5f;
+    }
+    p[i] = static_cast<T>(acc * scale);
+  }
+}
+
+enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip };
+enum class Timing { stream, graph };
+enum class Cache { hot, cold };
+const char* name_of(Variant v) {
+  switch (v) {
+    case Variant::copy: return "copy";
+    case Variant::empty: return "empty";
+    case Variant::legacy: return "legacy";
+    case Variant::sglang: return "sglang";
+    case Variant::kvcast: return "kvcast";
+    case Variant::kvcast_ip: return "kvcast_ip";
+  }
+  return "?";
+}
+
+struct Shape {
+  std::int64_t tokens, heads, dim;
+  bool qkv_slice = false;  // K and V as slices of a packed [tokens, 4H + H + H, dim] projection
+  const char* tag = "";
+};
+
+// One problem instance, with `count` independent buffer sets carved from the pool.
+template <class T>
+struct Problem {
+  struct Set {
+    T* k;
+    T* v;
+    std::uint8_t* k_out;
+    std::uint8_t* v_out;
+    std::int64_t* loc;
+    std::uint8_t* copy_dst;
+  };
+  Shape shape;
+  std::int64_t elems = 0, in_token_stride = 0, traffic = 0;
+  std::vector<Set> sets;
+
+  Problem(const Shape& s, int wanted_sets) : shape(s) {
+    const std::int64_t row = s.heads * s.dim;
+    elems = s.tokens * row;
+    in_token_stride = s.qkv_slice ? 6 * row : row;
+    traffic = 2 * elems * static_cast<std::int64_t>(sizeof(T) + 1) + s.tokens * 8;
+    auto round_up = [](std::size_t b) { return (b + 255) / 256 * 256; };
+    const std::size_t in_bytes = round_up((s.qkv_slice ? 1 : 2) * s.tokens * in_token_stride * sizeof(T));
+    const std::size_t set_bytes = in_bytes + 2 * round_up(elems) + round_up(s.tokens * 8) + round_up(traffic / 2);
+    const int count = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(wanted_sets, kPoolBytes / set_bytes)));
+    std::vector<std::int64_t> perm(s.tokens);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), std::mt19937_64(s.tokens * 31 + row));
+    std::uint8_t* p = gpu().pool;
+    for (int i = 0; i < count; ++i) {
+      Set set;
+      T* in = reinterpret_cast<T*>(p);
+      set.k = s.qkv_slice ? in + 4 * row : in;
+      set.v = s.qkv_slice ? in + 5 * row : in + s.tokens * in_token_stride;
+      const std::size_t in_elems = in_bytes / sizeof(T);
+      fill_random<T><<<1024, 256, 0, gpu().stream>>>(in, in_elems, 1234 + i, 8.0f);
+      p += in_bytes;
+      set.k_out = p, p += round_up(elems);
+      set.v_out = p, p += round_up(elems);
+      set.loc = reinterpret_cast<std::int64_t*>(p), p += round_up(s.tokens * 8);
+      set.copy_dst = p, p += round_up(traffic / 2);
+      BENCH_CUDA(cudaMemcpyAsync(set.loc, perm.data(), s.tokens * 8, cudaMemcpyHostToDevice, gpu().stream));
+      sets.push_back(set);
+    }
+    BENCH_CUDA(cudaStreamSynchronize(gpu().stream));
+  }
+
+  kvcast::DowncastArgs<T> args(const Set& set) const {
+    kvcast::DowncastArgs<T> a;
+    a.k = set.k;
+    a.v = set.v;
+    a.k_out = set.k_out;
+    a.v_out = set.v_out;
+    a.num_tokens = shape.tokens;
+    a.heads = shape.heads;
+    a.head_dim = shape.dim;
+    a.in_token_stride = in_token_stride;
+    a.loc = set.loc;
+    a.out_rows = shape.tokens;
+    a.k_scale = kvcast::Scale::in_device_memory(gpu().scales);
+    a.v_scale = kvcast::Scale::in_device_memory(gpu().scales + 1);
+    return a;
+  }
+
+  template <class Format>
+  void launch(Variant variant, const Set& set, cudaStream_t stream) const {
+    const int row = static_cast<int>(shape.heads * shape.dim);
+    switch (variant) {
+      case Variant::copy:
+        BENCH_CUDA(cudaMemcpyAsync(set.copy_dst, set.k, traffic / 2, cudaMemcpyDeviceToDevice, stream));
+        break;
+      case Variant::empty: empty_kernel<<<1, 32, 0, stream>>>(); break;
+      case Variant::legacy:
+        if constexpr (sizeof(T) == 2)
+          baseline::legacy_scalar<T><<<static_cast<unsigned>(shape.tokens), std::min(row, 1024), 0, stream>>>(
+              set.k, set.v, gpu().scales, gpu().scales + 1, set.k_out, set.v_out, row, 1, 0, set.loc);
+        break;
+      case Variant::sglang:
+        if constexpr (sizeof(T) == 2) {
+          const int vecs = row / (16 / static_cast<int>(sizeof(T)));
+          const dim3 grid(static_cast<unsigned>(shape.tokens), (vecs + baseline::kSglangBlock - 1) / baseline::kSglangBlock);
+          baseline::sglang_vectorized<T><<<grid, baseline::kSglangBlock, 0, stream>>>(
+              set.k, set.v, gpu().scales, gpu().scales + 1, set.k_out, set.v_out, static_cast<int>(shape.tokens), row, 1,
+              0, set.loc);
+        }
+        break;
+      case Variant::kvcast: {
+        const kvcast::Status s = kvcast::downcast<Format>(args(set), stream);
+        if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
+        break;
+      }
+      case Variant::kvcast_ip: {
+        const kvcast::Status s = kvcast::downcast<Format, kvcast::Arithmetic::input_precision>(args(set), stream);
+        if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
+        break;
+      }
+    }
+  }
+};
+
+// Times `variant` kIterations samples of kBatch calls; returns each sample's time per call (s).
+template <class T, class Format>
+std::vector<double> sample(const Problem<T>& problem, Variant variant, Timing timing, Cache cache) {
+  Gpu& g = gpu();
+  const auto& sets = problem.sets;
+  auto batch = [&](cudaStream_t s) {
+    for (int j = 0; j < kBatch; ++j) problem.template launch<Format>(variant, sets[j % sets.size()], s);
+  };
+  cudaGraphExec_t exec = nullptr;
+  if (timing == Timing::graph) {
+    cudaGraph_t graph;
+    BENCH_CUDA(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
+    batch(g.stream);
+    BENCH_CUDA(cudaStreamEndCapture(g.stream, &graph));
+    BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    BENCH_CUDA(cudaGraphDestroy(graph));
+  }
+  std::vector<double> times;
+  for (int it = -3; it < kIterations; ++it) {  // three warm-up samples
+    if (cache == Cache::cold) l2_sweep<<<4 * g.prop.multiProcessorCount, 512, 0, g.stream>>>(g.sweep, g.sweep_count, g.sink);
+    BENCH_CUDA(cudaEventRecord(g.start, g.stream));
+    if (exec) BENCH_CUDA(cudaGraphLaunch(exec, g.stream)); else batch(g.stream);
+    BENCH_CUDA(cudaEventRecord(g.stop, g.stream));
+    BENCH_CUDA(cudaEventSynchronize(g.stop));
+    BENCH_CUDA(cudaGetLastError());
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
+    if (it >= 0) times.push_back(ms * 1e-3 / kBatch);
+  }
+  if (exec) BENCH_CUDA(cudaGraphExecDestroy(exec));
+  return times;
+}
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+template <class T, class Format>
+void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache cache, Shape shape) {
+  const Problem<T> problem(shape, cache == Cache::cold ? kBatch : 1);
+  if (cache == Cache::cold && problem.sets.size() < 2) {
+    state.SkipWithError("not enough memory for two buffer sets");
+    return;
+  }
+  const double copy = median(sample<T, Format>(problem, Variant::copy, timing, cache));
+  const std::vector<double> times = sample<T, Format>(problem, variant, timing, cache);
+  std::size_t i = 0;
+  for (auto _ : state) state.SetIterationTime(times[i++ % times.size()]);
+  const double t = median(times);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * problem.traffic);
+  state.counters["us"] = t * 1e6;
+  state.counters["GBps"] = problem.traffic / t * 1e-9;
+  state.counters["copy_GBps"] = problem.traffic / copy * 1e-9;
+  state.counters["pct_of_copy"] = 100.0 * copy / t;
+  state.counters["traffic_MB"] = problem.traffic * 1e-6;
+  state.counters["sets"] = static_cast<double>(problem.sets.size());
+}
+
+// Host-side cost of one call: validation alone, the whole launch path, and a raw <<<>>> launch.
+void bm_host_validate(benchmark::State& state) {
+  Problem<__nv_bfloat16> problem(Shape{16, 8, 128}, 1);
+  const auto args = problem.args(problem.sets[0]);
+  for (auto _ : state) benchmark::DoNotOptimize(kvcast::validate(args));
+}
+void bm_host_downcast(benchmark::State& state) {
+  Problem<__nv_bfloat16> problem(Shape{16, 8, 128}, 1);
+  const auto args = problem.args(problem.sets[0]);
+  std::int64_t n = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(kvcast::downcast<kvcast::e4m3>(args, gpu().stream));
+    if (++n % 512 == 0) cudaStreamSynchronize(gpu().stream);  // keep the launch queue from filling
+  }
+  cudaStreamSynchronize(gpu().stream);
+}
+void bm_host_raw_launch(benchmark::State& state) {
+  std::int64_t n = 0;
+  for (auto _ : state) {
+    empty_kernel<<<1, 32, 0, gpu().stream>>>();
+    if (++n % 512 == 0) cudaStreamSynchronize(gpu().stream);
+  }
+  cudaStreamSynchronize(gpu().stream);
+}
+
+// Programmatic dependent launch: a producer writes K and V, kvcast follows; the pair is
+// captured B times in a graph with and without PDL on kvcast's launch.
+__global__ void producer(__nv_bfloat16* k, __nv_bfloat16* v, std::size_t n) {
+#if KVCAST_HAS_PDL
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    k[i] = __float2bfloat16(static_cast<float>(i % 1000) * 0.01f);
+    v[i] = __float2bfloat16(static_cast<float>(i % 777) * -0.01f);
+  }
+}
+
+void bm_pdl(benchmark::State& state, Shape shape, bool pdl) {
+  Gpu& g = gpu();
+  Problem<__nv_bfloat16> problem(shape, 1);
+  auto args = problem.args(problem.sets[0]);
+  args.pdl = pdl;
+  const auto& set = problem.sets[0];
+  const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((problem.elems + 255) / 256, 4 * g.prop.multiProcessorCount));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  BENCH_CUDA(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
+  for (int j = 0; j < kBatch; ++j) {
+    producer<<<blocks, 256, 0, g.stream>>>(set.k, set.v, problem.elems);
+    const kvcast::Status s = kvcast::downcast<kvcast::e4m3>(args, g.stream);
+    if (!s.ok()) std::fprintf(stderr, "%s\n", s.message()), std::abort();
+  }
+  BENCH_CUDA(cudaStreamEndCapture(g.stream, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  std::vector<double> times;
+  for (int it = -3; it < kIterations; ++it) {
+    BENCH_CUDA(cudaEventRecord(g.start, g.stream));
+    BENCH_CUDA(cudaGraphLaunch(exec, g.stream));
+    BENCH_CUDA(cudaEventRecord(g.stop, g.stream));
+    BENCH_CUDA(cudaEventSynchronize(g.stop));
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
+    if (it >= 0) times.push_back(ms * 1e-3 / kBatch);
+  }
+  BENCH_CUDA(cudaGraphExecDestroy(exec));
+  BENCH_CUDA(cudaGraphDestroy(graph));
+  std::size_t i = 0;
+  for (auto _ : state) state.SetIterationTime(times[i++ % times.size()]);
+  state.counters["pair_us"] = median(times) * 1e6;
+}
+
+std::vector<Shape> grid_shapes() {
+  std::vector<Shape> shapes;
+  for (std::int64_t tokens : {1, 4, 16, 64, 256, 512, 1024, 2048, 8192, 32768})
+    for (auto [h, d] : {std::pair{8, 128}, std::pair{32, 128}, std::pair{8, 256}, std::pair{32, 256}})
+      shapes.push_back(Shape{tokens, h, d});
+  return shapes;
+}
+
+template <class T, class Format>
+void register_downcast(const char* dtype, const Shape& shape, std::initializer_list<Variant> variants,
+                       std::initializer_list<Timing> timings, std::initializer_list<Cache> caches) {
+  for (Variant v : variants)
+    for (Timing t : timings)
+      for (Cache c : caches) {
+        std::string name = std::string(name_of(v)) + "/" + dtype + "/" + Format::kName + "/" +
+                           (t == Timing::graph ? "graph" : "stream") + "/" + (c == Cache::cold ? "cold" : "hot") + "/" +
+                           std::to_string(shape.tokens) + "x" + std::to_string(shape.heads) + "x" + std::to_string(shape.dim);
+        if (*shape.tag) name += std::string("/") + shape.tag;
+        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { bm_downcast<T, Format>(st, v, t, c, shape); })
+            ->UseManualTime()
+            ->Iterations(kIterations)
+            ->Unit(benchmark::kMicrosecond);
+      }
+}
+
+void register_all() {
+  const auto all_timing = {Timing::stream, Timing::graph};
+  const auto all_cache = {Cache::hot, Cache::cold};
+  const auto baselines = {Variant::copy, Variant::empty, Variant::legacy, Variant::sglang, Variant::kvcast, Variant::kvcast_ip};
+  for (const Shape& s : grid_shapes()) {
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, baselines, all_timing, all_cache);
+    register_downcast<__half, kvcast::e4m3>("f16", s, baselines, all_timing, all_cache);
+  }
+  // Subsets: E5M2, fp32 input, strided input, odd shapes (graph and stream, cold).
+  for (std::int64_t tokens : {1, 16, 256, 2048, 32768}) {
+    const Shape s{tokens, 8, 128};
+    register_downcast<__nv_bfloat16, kvcast::e5m2>("bf16", s, {Variant::kvcast, Variant::kvcast_ip}, all_timing, {Cache::cold});
+    register_downcast<float, kvcast::e4m3>("f32", s, {Variant::kvcast, Variant::kvcast_ip}, all_timing, {Cache::cold});
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, true, "qkv_slice"}, {Variant::kvcast},
+                                                   all_timing, {Cache::cold});
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 100, false, "odd"}, {Variant::kvcast}, all_timing,
+                                                   {Cache::cold});
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 5, 99, false, "odd"}, {Variant::kvcast}, all_timing,
+                                                   {Cache::cold});
+  }
+  benchmark::RegisterBenchmark("host/validate", bm_host_validate);
+  benchmark::RegisterBenchmark("host/downcast_launch", bm_host_downcast);
+  benchmark::RegisterBenchmark("host/raw_empty_launch", bm_host_raw_launch);
+  for (std::int64_t tokens : {1, 16, 256, 4096})
+    for (bool pdl : {false, true})
+      benchmark::RegisterBenchmark(("pdl/bf16/e4m3/graph/hot/" + std::to_string(tokens) + "x8x128/" + (pdl ? "on" : "off")).c_str(),
+                                   [=](benchmark::State& st) { bm_pdl(st, Shape{tokens, 8, 128}, pdl); })
+          ->UseManualTime()
+          ->Iterations(kIterations)
+          ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("kvcast benchmarks: no CUDA device, nothing to measure\n");
+    return 0;
+  }
+  benchmark::Initialize(&argc, argv);
+  register_all();
+  benchmark::AddCustomContext("gpu", gpu().prop.name);
+  benchmark::AddCustomContext("l2_bytes", std::to_string(gpu().l2_bytes));
+  benchmark::AddCustomContext("sms", std::to_string(gpu().prop.multiProcessorCount));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
