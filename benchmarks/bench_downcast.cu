@@ -36,7 +36,7 @@ namespace {
     }                                                                                           \
   } while (0)
 
-constexpr int kBatch = 32;         // calls per timed sample
+constexpr int kMaxBatch = 32;      // calls per timed sample, fewer for large calls (batch_for)
 constexpr int kIterations = 12;    // timed samples per benchmark (plus warm-up)
 constexpr std::size_t kPoolBytes = std::size_t{24} << 30;
 
@@ -219,13 +219,19 @@ struct Problem {
   }
 };
 
-// Times `variant` kIterations samples of kBatch calls; returns each sample's time per call (s).
+// Calls per sample: 32 for small calls, down to 2 once a call moves a few hundred MB (the
+// sample is long enough to time, and cold runs need a buffer set per call).
+int batch_for(std::int64_t traffic) {
+  return static_cast<int>(std::clamp<std::int64_t>((std::int64_t{256} << 20) / std::max<std::int64_t>(traffic, 1), 2, kMaxBatch));
+}
+
+// Times `variant` kIterations samples of `calls` calls; returns each sample's time per call (s).
 template <class T, class Format>
-std::vector<double> sample(const Problem<T>& problem, Variant variant, Timing timing, Cache cache) {
+std::vector<double> sample(const Problem<T>& problem, Variant variant, Timing timing, Cache cache, int calls) {
   Gpu& g = gpu();
   const auto& sets = problem.sets;
   auto batch = [&](cudaStream_t s) {
-    for (int j = 0; j < kBatch; ++j) problem.template launch<Format>(variant, sets[j % sets.size()], s);
+    for (int j = 0; j < calls; ++j) problem.template launch<Format>(variant, sets[j % sets.size()], s);
   };
   cudaGraphExec_t exec = nullptr;
   if (timing == Timing::graph) {
@@ -246,7 +252,7 @@ std::vector<double> sample(const Problem<T>& problem, Variant variant, Timing ti
     BENCH_CUDA(cudaGetLastError());
     float ms = 0;
     BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
-    if (it >= 0) times.push_back(ms * 1e-3 / kBatch);
+    if (it >= 0) times.push_back(ms * 1e-3 / calls);
   }
   if (exec) BENCH_CUDA(cudaGraphExecDestroy(exec));
   return times;
@@ -259,13 +265,14 @@ double median(std::vector<double> v) {
 
 template <class T, class Format>
 void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache cache, Shape shape) {
-  const Problem<T> problem(shape, cache == Cache::cold ? kBatch : 1);
+  const int calls = batch_for(2 * shape.tokens * shape.heads * shape.dim * static_cast<std::int64_t>(sizeof(T) + 1));
+  const Problem<T> problem(shape, cache == Cache::cold ? calls : 1);
   if (cache == Cache::cold && problem.sets.size() < 2) {
     state.SkipWithError("not enough memory for two buffer sets");
     return;
   }
-  const double copy = median(sample<T, Format>(problem, Variant::copy, timing, cache));
-  const std::vector<double> times = sample<T, Format>(problem, variant, timing, cache);
+  const double copy = median(sample<T, Format>(problem, Variant::copy, timing, cache, calls));
+  const std::vector<double> times = sample<T, Format>(problem, variant, timing, cache, calls);
   std::size_t i = 0;
   for (auto _ : state) state.SetIterationTime(times[i++ % times.size()]);
   const double t = median(times);
@@ -276,6 +283,7 @@ void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache 
   state.counters["pct_of_copy"] = 100.0 * copy / t;
   state.counters["traffic_MB"] = problem.traffic * 1e-6;
   state.counters["sets"] = static_cast<double>(problem.sets.size());
+  state.counters["calls_per_sample"] = calls;
 }
 
 // Host-side cost of one call: validation alone, the whole launch path, and a raw <<<>>> launch.
@@ -325,7 +333,7 @@ void bm_pdl(benchmark::State& state, Shape shape, bool pdl) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   BENCH_CUDA(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal));
-  for (int j = 0; j < kBatch; ++j) {
+  for (int j = 0; j < kMaxBatch; ++j) {
     producer<<<blocks, 256, 0, g.stream>>>(set.k, set.v, problem.elems);
     const kvcast::Status s = kvcast::downcast<kvcast::e4m3>(args, g.stream);
     if (!s.ok()) std::fprintf(stderr, "%s\n", s.message()), std::abort();
@@ -340,7 +348,7 @@ void bm_pdl(benchmark::State& state, Shape shape, bool pdl) {
     BENCH_CUDA(cudaEventSynchronize(g.stop));
     float ms = 0;
     BENCH_CUDA(cudaEventElapsedTime(&ms, g.start, g.stop));
-    if (it >= 0) times.push_back(ms * 1e-3 / kBatch);
+    if (it >= 0) times.push_back(ms * 1e-3 / kMaxBatch);
   }
   BENCH_CUDA(cudaGraphExecDestroy(exec));
   BENCH_CUDA(cudaGraphDestroy(graph));

@@ -1,0 +1,348 @@
+// GPU, hostile inputs: a seeded randomized property test over shapes, strides, alignments,
+// layouts, slots and numerics; edge values and edge scales; one call past 2^31 elements on both
+// sides; CUDA-graph replay with a changed scale; concurrent streams. Skipped without a GPU.
+//
+// Replay one property case: KVCAST_PROPERTY_SEED=<seed> ./kvcast_test_gpu_hostile --gtest_filter='Property.*'
+// More or fewer cases:      KVCAST_PROPERTY_CASES=<n>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <numeric>
+
+#include "gpu_harness.cuh"
+
+namespace {
+
+using kvcast::Arithmetic;
+using kvtest::Case;
+using kvtest::LocKind;
+using kvtest::OutKind;
+
+using Runner = kvtest::Outcome (*)(const Case&, std::uint8_t);
+struct Combo {
+  const char* name;
+  Runner run;
+  int elem_bytes;
+};
+const Combo kCombos[] = {
+    {"bf16/e4m3/fp32", kvtest::run_case<__nv_bfloat16, kvcast::e4m3, Arithmetic::fp32>, 2},
+    {"bf16/e4m3/ip", kvtest::run_case<__nv_bfloat16, kvcast::e4m3, Arithmetic::input_precision>, 2},
+    {"bf16/e5m2/fp32", kvtest::run_case<__nv_bfloat16, kvcast::e5m2, Arithmetic::fp32>, 2},
+    {"bf16/e5m2/ip", kvtest::run_case<__nv_bfloat16, kvcast::e5m2, Arithmetic::input_precision>, 2},
+    {"f16/e4m3/fp32", kvtest::run_case<__half, kvcast::e4m3, Arithmetic::fp32>, 2},
+    {"f16/e4m3/ip", kvtest::run_case<__half, kvcast::e4m3, Arithmetic::input_precision>, 2},
+    {"f16/e5m2/fp32", kvtest::run_case<__half, kvcast::e5m2, Arithmetic::fp32>, 2},
+    {"f16/e5m2/ip", kvtest::run_case<__half, kvcast::e5m2, Arithmetic::input_precision>, 2},
+    {"f32/e4m3/fp32", kvtest::run_case<float, kvcast::e4m3, Arithmetic::fp32>, 4},
+    {"f32/e4m3/ip", kvtest::run_case<float, kvcast::e4m3, Arithmetic::input_precision>, 4},
+    {"f32/e5m2/fp32", kvtest::run_case<float, kvcast::e5m2, Arithmetic::fp32>, 4},
+    {"f32/e5m2/ip", kvtest::run_case<float, kvcast::e5m2, Arithmetic::input_precision>, 4},
+};
+
+// One random case from its seed (the same seed always gives the same case).
+Case random_case(std::uint64_t seed, int& combo) {
+  std::mt19937_64 rng(seed);
+  auto uni = [&](std::int64_t lo, std::int64_t hi) { return lo + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(hi - lo + 1)); };
+  auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
+  auto log_uni = [&](double lo, double hi) { return std::exp(std::uniform_real_distribution<double>(std::log(lo), std::log(hi))(rng)); };
+  combo = static_cast<int>(uni(0, 11));
+  const int elem = kCombos[combo].elem_bytes;
+  Case c;
+  c.seed = seed;
+  c.heads = chance(0.5) ? uni(1, 64) : static_cast<std::int64_t>(log_uni(1, 64.99));
+  static const std::int64_t kDims[] = {64, 96, 128, 192, 256, 512, 576};
+  c.head_dim = chance(0.5) ? kDims[uni(0, 6)] : uni(1, 576);
+  c.tokens = chance(0.04) ? 0 : static_cast<std::int64_t>(log_uni(1, 2048.99));
+  // Keep the host reference quick: at most 2^17 elements a tensor.
+  c.tokens = std::min<std::int64_t>(c.tokens, std::max<std::int64_t>(1, (std::int64_t{1} << 17) / (c.heads * c.head_dim)));
+  if (chance(0.4)) c.in_head_pad = uni(0, 16);
+  if (chance(0.4)) c.in_token_pad = uni(0, 40);
+  c.packed_kv = chance(0.2);
+  static const int kMisalign[] = {0, 2, 4, 8, 12};
+  const int bytes = kMisalign[uni(0, 4)];
+  c.in_misalign = bytes % elem == 0 ? bytes / elem : 0;
+  c.out = static_cast<OutKind>(uni(0, 4));
+  c.block_size = static_cast<std::int64_t>(log_uni(1, 128.99));
+  c.out_head_pad = uni(0, 20);
+  if (chance(0.3)) c.out_misalign = uni(1, 15);
+  c.loc = static_cast<LocKind>(uni(0, 2));
+  if (chance(0.5)) c.pad_fraction = std::uniform_real_distribution<double>(0, 0.3)(rng);
+  if (chance(0.5)) c.bad_fraction = std::uniform_real_distribution<double>(0, 0.3)(rng);
+  c.checked_rows = chance(0.8);
+  if (chance(0.2)) c.mult = uni(2, 3);
+  if (chance(0.3)) c.offset = uni(-10, 10);
+  c.device_scale = chance(0.7);
+  const int which = static_cast<int>(uni(0, 9));
+  c.has_k = which != 0;
+  c.has_v = which != 1;
+  c.k_scale = static_cast<float>(log_uni(1e-3, 1e2));
+  c.v_scale = static_cast<float>(log_uni(1e-3, 1e2));
+  c.magnitude = static_cast<float>(log_uni(1e-2, 1e4));
+  return c;
+}
+
+TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
+  KVTEST_REQUIRE_GPU();
+  const char* one = std::getenv("KVCAST_PROPERTY_SEED");
+  const char* count_env = std::getenv("KVCAST_PROPERTY_CASES");
+  const int cases = one ? 1 : (count_env ? std::atoi(count_env) : 2500);
+  const std::uint64_t first_seed = one ? std::strtoull(one, nullptr, 10) : 0x6b7663617374ull;  // "kvcast"
+  std::vector<int> per_combo(12, 0);
+  long long rows_rejected = 0;
+  for (int i = 0; i < cases; ++i) {
+    const std::uint64_t seed = first_seed + static_cast<std::uint64_t>(i);
+    int combo = 0;
+    const Case c = random_case(seed, combo);
+    const std::uint8_t poison = static_cast<std::uint8_t>(seed * 0x9E3779B97F4A7C15ull >> 56);
+    const kvtest::Outcome o = kCombos[combo].run(c, poison);
+    ++per_combo[combo];
+    rows_rejected += static_cast<long long>(o.device_errors);
+    const bool ok = o.ran && o.mismatches == 0 && o.device_errors == o.reference_errors;
+    ASSERT_TRUE(ok) << "property case failed; replay with KVCAST_PROPERTY_SEED=" << seed << "\n  combo " << kCombos[combo].name
+                    << ", poison 0x" << std::hex << int(poison) << std::dec << "\n  " << c.describe() << "\n  "
+                    << o.first_mismatch << "\n  errors: device " << o.device_errors << ", reference " << o.reference_errors;
+  }
+  std::printf("[ property ] %d cases bit-exact, %lld rejected rows counted exactly; per combo:", cases, rows_rejected);
+  for (int k = 0; k < 12; ++k) std::printf(" %s=%d", kCombos[k].name, per_combo[k]);
+  std::printf("\n");
+  if (!one) {
+    for (int k = 0; k < 12; ++k) EXPECT_GT(per_combo[k], cases / 40) << kCombos[k].name << " is barely covered";
+  }
+}
+
+// Edge values of the input type against edge scales, on the device vs the reference.
+template <class T>
+std::vector<std::uint32_t> edge_inputs(float max_fp8) {
+  std::vector<std::uint32_t> bits;
+  auto add = [&](float f) {
+    const std::uint32_t b = kvtest::bits_of<T>(f);
+    for (std::uint32_t d : {0u, 1u, 0xFFFFFFFFu}) bits.push_back(sizeof(T) == 2 ? ((b + d) & 0xFFFF) : b + d);  // neighbours
+  };
+  for (float s : {1.0f, 0.37f, 2.0f})
+    for (float sign : {1.0f, -1.0f}) {
+      add(sign * max_fp8 * s);                      // at ±max (times the scale)
+      add(sign * max_fp8 * s * (1 + 1.0f / 32));    // the rounding midpoint above max (E4M3: 464)
+      add(sign * max_fp8 * s * (1 + 1.0f / 16));    // just above
+      add(sign * max_fp8 * s * (1 - 1.0f / 32));    // midpoint below max
+      add(sign * 1.0625f * s);                      // a tie in the middle of the range
+    }
+  if constexpr (sizeof(T) == 2) {
+    for (std::uint32_t b : {0x0000u, 0x8000u, 0x0001u, 0x8001u, 0x03FFu, 0x007Fu, 0x7C00u, 0xFC00u, 0x7F80u, 0xFF80u, 0x7E00u,
+                            0xFE00u, 0x7FC0u, 0xFFFFu, 0x7BFFu, 0xFBFFu, 0x7F7Fu})
+      bits.push_back(b);
+  } else {
+    for (std::uint32_t b : {0x0u, 0x80000000u, 0x1u, 0x80000001u, 0x007FFFFFu, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u,
+                            0x7F800001u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x00800000u})
+      bits.push_back(b);
+  }
+  return bits;
+}
+
+const float kEdgeScales[] = {1.0f, 1e-30f, 1e-45f /* fp32 subnormal */, 3e38f, -0.37f, 0.0f, -0.0f, INFINITY, -INFINITY, NAN, 6e-8f /* fp16 subnormal */};
+
+template <class T, class Format, Arithmetic Mode>
+void check_edges() {
+  const std::vector<std::uint32_t> bits = edge_inputs<T>(Format::kMax);
+  for (float ks : kEdgeScales)
+    for (bool device_scale : {true, false}) {
+      Case c;
+      c.tokens = 3;
+      c.heads = 1;
+      c.head_dim = static_cast<std::int64_t>(bits.size());
+      c.input_bits = &bits;
+      c.k_scale = ks;
+      c.v_scale = ks;
+      c.device_scale = device_scale;
+      c.loc = LocKind::i32;
+      c.in_misalign = 1;  // scalar path too
+      kvtest::check_case<T, Format, Mode>(c);
+      c.in_misalign = 0;
+      kvtest::check_case<T, Format, Mode>(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+}
+
+TEST(EdgeValues, EveryComboEveryEdgeScale) {
+  KVTEST_REQUIRE_GPU();
+  check_edges<__nv_bfloat16, kvcast::e4m3, Arithmetic::fp32>();
+  check_edges<__nv_bfloat16, kvcast::e4m3, Arithmetic::input_precision>();
+  check_edges<__nv_bfloat16, kvcast::e5m2, Arithmetic::fp32>();
+  check_edges<__nv_bfloat16, kvcast::e5m2, Arithmetic::input_precision>();
+  check_edges<__half, kvcast::e4m3, Arithmetic::fp32>();
+  check_edges<__half, kvcast::e4m3, Arithmetic::input_precision>();
+  check_edges<__half, kvcast::e5m2, Arithmetic::fp32>();
+  check_edges<__half, kvcast::e5m2, Arithmetic::input_precision>();
+  check_edges<float, kvcast::e4m3, Arithmetic::fp32>();
+  check_edges<float, kvcast::e4m3, Arithmetic::input_precision>();
+  check_edges<float, kvcast::e5m2, Arithmetic::fp32>();
+  check_edges<float, kvcast::e5m2, Arithmetic::input_precision>();
+}
+
+// One call past 2^31 elements on both sides: 2^21 + 3 tokens of 1024 bf16 (K only, as an MLA
+// cache), rows reversed so the first input lands in the last row. Values come from a hash of
+// the element index, so any element can be recomputed on the host.
+__host__ __device__ inline float large_value(std::uint64_t i) {
+  std::uint64_t h = (i + 7) * 0x9E3779B97F4A7C15ull;
+  h ^= h >> 29;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 32;
+  return (static_cast<float>(h & 0xFFFFF) / 1048576.0f - 0.5f) * 1000.0f;  // saturates often
+}
+__global__ void fill_large(__nv_bfloat16* k, std::uint64_t n) {
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n; i += std::uint64_t{gridDim.x} * blockDim.x)
+    k[i] = __float2bfloat16_rn(large_value(i));
+}
+__global__ void reversed_slots(std::int64_t* loc, std::int64_t n) {
+  for (std::int64_t t = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; t < n; t += std::int64_t{gridDim.x} * blockDim.x)
+    loc[t] = n - 1 - t;
+}
+
+TEST(Large, IndexingPast2To31OnBothSides) {
+  KVTEST_REQUIRE_GPU();
+  const std::int64_t D = 1024, N = (std::int64_t{1} << 21) + 3, rows = N + 1;
+  const std::uint64_t in_elems = static_cast<std::uint64_t>(N * D);
+  ASSERT_GT(in_elems, std::uint64_t{1} << 31);
+  size_t free_bytes = 0, total = 0;
+  KVTEST_CUDA(cudaMemGetInfo(&free_bytes, &total));
+  if (free_bytes < in_elems * 2 + rows * D + (std::size_t{1} << 30)) GTEST_SKIP() << "GPU test skipped: needs ~7 GB free";
+  kvtest::DeviceBytes k(in_elems * 2), out(static_cast<std::size_t>(rows * D)), loc(N * 8), errors(8);
+  ASSERT_TRUE(k && out && loc && errors);
+  fill_large<<<4096, 256>>>(reinterpret_cast<__nv_bfloat16*>(k.get()), in_elems);
+  reversed_slots<<<1024, 256>>>(reinterpret_cast<std::int64_t*>(loc.get()), N);
+  KVTEST_CUDA(cudaMemset(out.get(), 0xA5, out.size()));
+  kvcast::DowncastArgs<__nv_bfloat16> a;
+  a.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
+  a.k_out = out.get();
+  a.num_tokens = N;
+  a.heads = 1;
+  a.head_dim = D;
+  a.loc = reinterpret_cast<const std::int64_t*>(loc.get());
+  a.out_rows = rows;
+  a.error_count = reinterpret_cast<unsigned long long*>(errors.get());
+  a.k_scale = kvcast::Scale::host_value(0.75f);
+  const kvcast::Status s = kvcast::downcast_checked<kvcast::e4m3>(a);
+  ASSERT_TRUE(s.ok()) << s.message();
+  // Tokens that matter: first, last, and those around input element 2^31 (token 2^21).
+  const std::int64_t boundary = (std::int64_t{1} << 31) / D;
+  std::vector<std::int64_t> tokens = {0, 1, N / 2, boundary - 1, boundary, boundary + 1, N - 2, N - 1};
+  for (std::int64_t t : tokens) {
+    const std::int64_t row = N - 1 - t;
+    std::vector<std::uint8_t> got(D);
+    KVTEST_CUDA(cudaMemcpy(got.data(), out.get() + row * D, D, cudaMemcpyDeviceToHost));
+    for (std::int64_t d = 0; d < D; ++d) {
+      const float x = kvcast::ref::bf16_to_float(kvcast::ref::to_bf16(large_value(static_cast<std::uint64_t>(t * D + d))));
+      const std::uint8_t want = kvcast::ref::to_fp8<kvcast::e4m3>(x / 0.75f);
+      ASSERT_EQ(got[d], want) << "token " << t << " row " << row << " element " << d;
+    }
+  }
+  // The extra last row stays poisoned; rows around output byte 2^31 were written.
+  std::vector<std::uint8_t> last(D);
+  KVTEST_CUDA(cudaMemcpy(last.data(), out.get() + (rows - 1) * D, D, cudaMemcpyDeviceToHost));
+  for (std::uint8_t b : last) ASSERT_EQ(b, 0xA5);
+  ASSERT_GT(static_cast<std::uint64_t>(rows * D), std::uint64_t{1} << 31);
+}
+
+// A captured call reads its scale from device memory at replay time; a graph replays with the
+// new scale, and with new K/V data.
+TEST(Graph, ReplayFollowsTheScaleInDeviceMemory) {
+  KVTEST_REQUIRE_GPU();
+  const std::int64_t N = 64, H = 8, D = 128;
+  std::vector<__half> k(N * H * D);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 50.f);
+  for (auto& x : k) x = __float2half(normal(rng));
+  std::vector<std::int64_t> loc(N);
+  for (std::int64_t t = 0; t < N; ++t) loc[t] = (t * 5 + 3) % N;
+  kvtest::DeviceBytes dk(k.size() * 2), dout(N * H * D), dl(N * 8), ds(4);
+  KVTEST_CUDA(cudaMemcpy(dk.get(), k.data(), k.size() * 2, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemcpy(dl.get(), loc.data(), N * 8, cudaMemcpyHostToDevice));
+  cudaStream_t stream;
+  KVTEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  kvcast::DowncastArgs<__half> a;
+  a.k = reinterpret_cast<const __half*>(dk.get());
+  a.k_out = dout.get();
+  a.num_tokens = N;
+  a.heads = H;
+  a.head_dim = D;
+  a.loc = reinterpret_cast<const std::int64_t*>(dl.get());
+  a.out_rows = N;
+  a.k_scale = kvcast::Scale::in_device_memory(reinterpret_cast<const float*>(ds.get()));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  KVTEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const kvcast::Status s = kvcast::downcast<kvcast::e4m3>(a, stream);
+  KVTEST_CUDA(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(s.ok()) << s.message();
+  KVTEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (float scale : {1.0f, 0.25f, 3.3f}) {
+    KVTEST_CUDA(cudaMemcpy(ds.get(), &scale, 4, cudaMemcpyHostToDevice));
+    KVTEST_CUDA(cudaMemset(dout.get(), 0xA5, dout.size()));
+    KVTEST_CUDA(cudaGraphLaunch(exec, stream));
+    KVTEST_CUDA(cudaStreamSynchronize(stream));
+    std::vector<std::uint8_t> got(dout.size()), want(dout.size(), 0xA5);
+    KVTEST_CUDA(cudaMemcpy(got.data(), dout.get(), got.size(), cudaMemcpyDeviceToHost));
+    kvcast::DowncastArgs<__half> h = a;
+    h.k = k.data();
+    h.k_out = want.data();
+    h.loc = loc.data();
+    h.k_scale = kvcast::Scale::host_value(scale);
+    ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, Arithmetic::fp32>(h).ok()));
+    EXPECT_EQ(got, want) << "scale " << scale;
+  }
+  KVTEST_CUDA(cudaGraphExecDestroy(exec));
+  KVTEST_CUDA(cudaGraphDestroy(graph));
+  KVTEST_CUDA(cudaStreamDestroy(stream));
+}
+
+// Calls on four streams at once, each with its own tokens and disjoint rows of one cache, give
+// the bytes of one sequential call.
+TEST(Streams, ConcurrentDisjointCallsEqualOneCall) {
+  KVTEST_REQUIRE_GPU();
+  const std::int64_t N = 4096, H = 8, D = 128, parts = 4;
+  std::vector<__nv_bfloat16> k(N * H * D), v(N * H * D);
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.f, 20.f);
+  for (auto& x : k) x = __float2bfloat16(normal(rng));
+  for (auto& x : v) x = __float2bfloat16(normal(rng));
+  std::vector<std::int64_t> loc(N);
+  std::iota(loc.begin(), loc.end(), 0);
+  std::shuffle(loc.begin(), loc.end(), rng);
+  kvtest::DeviceBytes dk(k.size() * 2), dv(v.size() * 2), dl(N * 8), ko1(N * H * D), vo1(N * H * D), ko2(N * H * D), vo2(N * H * D);
+  KVTEST_CUDA(cudaMemcpy(dk.get(), k.data(), k.size() * 2, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemcpy(dv.get(), v.data(), v.size() * 2, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemcpy(dl.get(), loc.data(), N * 8, cudaMemcpyHostToDevice));
+  for (auto* b : {&ko1, &vo1, &ko2, &vo2}) KVTEST_CUDA(cudaMemset(b->get(), 0x5A, b->size()));
+  auto make = [&](std::int64_t first, std::int64_t count, std::uint8_t* ko, std::uint8_t* vo) {
+    kvcast::DowncastArgs<__nv_bfloat16> a;
+    a.k = reinterpret_cast<const __nv_bfloat16*>(dk.get()) + first * H * D;
+    a.v = reinterpret_cast<const __nv_bfloat16*>(dv.get()) + first * H * D;
+    a.k_out = ko;
+    a.v_out = vo;
+    a.num_tokens = count;
+    a.heads = H;
+    a.head_dim = D;
+    a.loc = reinterpret_cast<const std::int64_t*>(dl.get()) + first;
+    a.out_rows = N;
+    a.k_scale = kvcast::Scale::host_value(0.3f);
+    a.v_scale = kvcast::Scale::host_value(0.6f);
+    return a;
+  };
+  ASSERT_TRUE(kvcast::downcast<kvcast::e4m3>(make(0, N, ko1.get(), vo1.get())).ok());
+  KVTEST_CUDA(cudaDeviceSynchronize());
+  std::vector<cudaStream_t> streams(parts);
+  for (auto& s : streams) KVTEST_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (std::int64_t p = 0; p < parts; ++p)
+    ASSERT_TRUE(kvcast::downcast<kvcast::e4m3>(make(p * N / parts, N / parts, ko2.get(), vo2.get()), streams[p]).ok());
+  KVTEST_CUDA(cudaDeviceSynchronize());
+  std::vector<std::uint8_t> a1(ko1.size()), a2(ko2.size()), b1(vo1.size()), b2(vo2.size());
+  KVTEST_CUDA(cudaMemcpy(a1.data(), ko1.get(), a1.size(), cudaMemcpyDeviceToHost));
+  KVTEST_CUDA(cudaMemcpy(a2.data(), ko2.get(), a2.size(), cudaMemcpyDeviceToHost));
+  KVTEST_CUDA(cudaMemcpy(b1.data(), vo1.get(), b1.size(), cudaMemcpyDeviceToHost));
+  KVTEST_CUDA(cudaMemcpy(b2.data(), vo2.get(), b2.size(), cudaMemcpyDeviceToHost));
+  EXPECT_EQ(a1, a2);
+  EXPECT_EQ(b1, b2);
+  EXPECT_EQ(std::count(a1.begin(), a1.end(), std::uint8_t{0x5A}) < static_cast<long>(a1.size() / 100), true);  // really written
+  for (auto& s : streams) KVTEST_CUDA(cudaStreamDestroy(s));
+}
+
+}  // namespace

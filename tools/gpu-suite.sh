@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# kvcast GPU suite: every test binary, then compute-sanitizer (memcheck, racecheck, initcheck,
+# synccheck) over a representative subset of the GPU tests, with one summary file of counts.
+#
+#   tools/gpu-suite.sh OUTDIR [BUILD_DIR]
+#
+# BUILD_DIR holds built tests (for example from `cmake --preset h100 && cmake --build --preset h100`);
+# without it the script configures and builds build-h100 itself (needs nvcc, CMake, Ninja and
+# GoogleTest on the machine).
+set -uo pipefail
+out=${1:?usage: tools/gpu-suite.sh OUTDIR [BUILD_DIR]}
+build=${2:-}
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out"
+summary="$out/summary.txt"
+: > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+if [ -z "$build" ]; then
+  build="$root/build-h100"
+  (cd "$root" && cmake --preset h100 -DKVCAST_BUILD_BENCHMARKS=OFF >/dev/null && cmake --build --preset h100) > "$out/build.log" 2>&1 \
+    || { note "build failed: see build.log"; exit 1; }
+fi
+tests="$build/tests"
+note "kvcast GPU suite — $(date -u +%FT%TZ)"
+note "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo unknown)"
+
+status=0
+for bin in kvcast_test_host kvcast_test_numerics kvcast_test_primitives kvcast_test_gpu kvcast_test_gpu_hostile; do
+  log="$out/$bin.log"
+  start=$(date +%s)
+  "$tests/$bin" > "$log" 2>&1
+  rc=$?
+  passed=$(grep -m1 -oE '\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
+  failed=$(grep -m1 -oE '\[  FAILED  \] [0-9]+ test' "$log" | grep -oE '[0-9]+' || echo 0)
+  skipped=$(grep -m1 -oE '\[  SKIPPED \] [0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
+  note "tests $bin: rc=$rc passed=$passed failed=$failed skipped=$skipped ($(( $(date +%s) - start ))s)"
+  [ $rc -eq 0 ] || status=1
+done
+grep -h '^\[ property \]' "$out/kvcast_test_gpu_hostile.log" | tee -a "$summary"
+
+# Sanitizers over a subset that reaches every kernel variant, layout and path but runs in minutes.
+gpu_subset='Downcast/0.*:Downcast/5.*:Downcast/10.*:DropIn.*:Checked.*:InputPrecision.*'
+hostile_subset='Property.*:EdgeValues.*:Graph.*:Streams.*'
+export KVCAST_PROPERTY_CASES=${KVCAST_PROPERTY_CASES_SANITIZED:-150}
+for tool in memcheck racecheck initcheck synccheck; do
+  for pair in "kvcast_test_gpu:$gpu_subset" "kvcast_test_gpu_hostile:$hostile_subset"; do
+    bin=${pair%%:*}
+    filter=${pair#*:}
+    log="$out/sanitizer-$tool-$bin.log"
+    start=$(date +%s)
+    compute-sanitizer --tool "$tool" --error-exitcode 99 "$tests/$bin" --gtest_filter="$filter" > "$log" 2>&1
+    rc=$?
+    errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+$' || echo '?')
+    [ "$tool" = racecheck ] && errors=$(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazard' "$log" | tail -1 | grep -oE '[0-9]+' || echo "$errors")
+    passed=$(grep -m1 -oE '\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
+    note "sanitizer $tool $bin: rc=$rc errors=$errors tests_passed=$passed ($(( $(date +%s) - start ))s)"
+    [ $rc -eq 0 ] || status=1
+  done
+done
+note "suite status: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+exit $status
