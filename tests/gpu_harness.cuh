@@ -130,7 +130,8 @@ struct Case {
 
 struct Outcome {
   bool ran = false;        // the device call was made (validation passed)
-  int vec = 0;             // vector width the launcher chose
+  int vec = 0;             // vector the launcher chose: elements a thread, elements an access
+  int access = 0;
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
   std::string first_mismatch;
@@ -255,6 +256,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   EXPECT_TRUE(planned.ok()) << planned.message() << "\n" << c.describe();
   if (!planned.ok()) return result;
   result.vec = plan.vec;
+  result.access = plan.access;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

@@ -88,16 +88,17 @@ std::vector<Case> grid() {
 TYPED_TEST(Downcast, BitExactOverTheShapeGrid) {
   KVTEST_REQUIRE_GPU();
   using C = TypeParam;
-  std::set<int> widths;
+  std::set<std::pair<int, int>> shapes;
   for (const Case& c : grid()) {
     const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
-    if (c.tokens > 0) widths.insert(o.vec);
+    if (c.tokens > 0) shapes.insert({o.vec, o.access});
     if (::testing::Test::HasFailure()) return;  // the first failing case says enough
   }
-  // The grid reaches every vector width the launcher can pick for this input type.
-  std::set<int> all = {1, 2, 4, 8};
-  if (sizeof(typename C::T) == 2) all.insert(16);
-  EXPECT_EQ(widths, all);
+  // The grid reaches every kernel the launcher can pick for this input type: each aligned
+  // vector width, and 8 elements a thread moved one at a time.
+  std::set<std::pair<int, int>> all = {{2, 2}, {4, 4}, {8, 8}, {8, 1}};
+  if (sizeof(typename C::T) == 2) all.insert({16, 16});
+  EXPECT_EQ(shapes, all);
 }
 
 // Every 16-bit input pattern through the kernel on the device (hardware cvt from sm_89): the

@@ -85,7 +85,7 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
   KVTEST_REQUIRE_GPU();
   const char* one = std::getenv("KVCAST_PROPERTY_SEED");
   const char* count_env = std::getenv("KVCAST_PROPERTY_CASES");
-  const int cases = one ? 1 : (count_env ? std::atoi(count_env) : 2500);
+  const int cases = one ? 1 : (count_env ? std::atoi(count_env) : 2000);
   const std::uint64_t first_seed = one ? std::strtoull(one, nullptr, 10) : 0x6b7663617374ull;  // "kvcast"
   std::vector<int> per_combo(12, 0);
   long long rows_rejected = 0;
@@ -341,7 +341,15 @@ TEST(Streams, ConcurrentDisjointCallsEqualOneCall) {
   KVTEST_CUDA(cudaMemcpy(b2.data(), vo2.get(), b2.size(), cudaMemcpyDeviceToHost));
   EXPECT_EQ(a1, a2);
   EXPECT_EQ(b1, b2);
-  EXPECT_EQ(std::count(a1.begin(), a1.end(), std::uint8_t{0x5A}) < static_cast<long>(a1.size() / 100), true);  // really written
+  // And both are the contract's bytes, not two equal leftovers.
+  std::vector<std::uint8_t> want_k(a1.size(), 0x5A), want_v(b1.size(), 0x5A);
+  kvcast::DowncastArgs<__nv_bfloat16> h = make(0, N, want_k.data(), want_v.data());
+  h.k = k.data();
+  h.v = v.data();
+  h.loc = loc.data();
+  ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, Arithmetic::fp32>(h).ok()));
+  EXPECT_EQ(a1, want_k);
+  EXPECT_EQ(b1, want_v);
   for (auto& s : streams) KVTEST_CUDA(cudaStreamDestroy(s));
 }
 

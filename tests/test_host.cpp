@@ -136,9 +136,10 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   a.k = fake_in(0x10000 + 16);  // 8 elements off a 32-byte boundary
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 8);
-  a.k = fake_in(0x10000 + 2);  // one element off
+  a.k = fake_in(0x10000 + 2);  // one element off: no vector access, 8 elements a thread
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 1);
+  EXPECT_EQ(p.vec, 8);
+  EXPECT_EQ(p.access, 1);
 
   a = valid_args();
   a.in_token_stride = 3 * 1024 + 4;  // a qkv slice with padding: 4-element multiple only
@@ -159,7 +160,8 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   a.heads = 3;
   a.head_dim = 33;  // 99-element rows: odd token stride
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 1);
+  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.items_per_seg, 13);  // 12 vectors of 8 and a tail of 3
 
   a = valid_args();
   a.out = OutputLayout::paged_hnd(16, 8, 128);  // heads apart in the output: one segment per head

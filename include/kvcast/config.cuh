@@ -36,8 +36,9 @@
 #define KVCAST_HW_FP8 0
 #endif
 
-//! Programmatic dependent launch (`griddepcontrol`) exists from sm_90 on.
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+//! Programmatic dependent launch (`griddepcontrol`) exists from sm_90 on. Define
+//! KVCAST_DISABLE_PDL to compile the two instructions out of the kernel altogether.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && !defined(KVCAST_DISABLE_PDL)
 #define KVCAST_HAS_PDL 1
 #else
 #define KVCAST_HAS_PDL 0

@@ -2,7 +2,7 @@
 //
 //! @file downcast.cuh
 //! The downcast kernel. It holds no policy: the host launcher (launch.cuh) validates the call,
-//! picks the vector width and fills DowncastParams; the kernel only moves bytes.
+//! picks the vector shape and fills DowncastParams; the kernel only moves bytes.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +30,7 @@ struct DowncastParams {
   FastDivmod segs_per_token;
   std::uint32_t num_segments;
   std::int32_t seg_len;
-  std::int32_t items_per_seg;
+  std::int32_t full_items;  //!< vectors of Vec elements per segment; a partial one may follow
   std::int32_t log2_group;
   const void* loc;
   bool loc_is_int32;
@@ -45,102 +45,112 @@ struct DowncastParams {
   float v_scale;
 };
 
-//! One vector position of a segment, for K and for V.
-template <class T, int Vec>
-struct Item {
-  AlignedVector<T, Vec> k;
-  AlignedVector<T, Vec> v;
-};
-
-// Loads `count` elements (all of a vector, or a segment's tail) of K and V at `offset`.
-template <class T, int Vec>
-KVCAST_DEVICE void load_item(const DowncastParams<T>& p, std::int64_t offset, int count, Item<T, Vec>& item) {
-  if (count == Vec) {
-    if (p.k) item.k.load(p.k, offset);
-    if (p.v) item.v.load(p.v, offset);
+//! Vec elements, moved `Access` elements per instruction: Access == Vec is one aligned vector
+//! access; Access == 1 serves pointers and strides that allow no vector (each thread still
+//! handles Vec elements, so the index work is shared and the conversions stay packed).
+template <class T, int Vec, int Access>
+KVCAST_DEVICE void load_vector(const T* __restrict__ src, AlignedVector<T, Vec>& v) {
+  if constexpr (Access == Vec) {
+    v.load(src);
   } else {
-    // Unrolled with a predicate so that the vector stays in registers (a run-time index
-    // would move it to local memory).
-    item.k.fill(T{});
-    item.v.fill(T{});
     KVCAST_UNROLL
-    for (int i = 0; i < Vec; ++i) {
-      if (i < count && p.k) item.k[i] = p.k[offset + i];
-      if (i < count && p.v) item.v[i] = p.v[offset + i];
+    for (int i = 0; i < Vec; i += Access) {
+      AlignedVector<T, Access> part;
+      part.load(src, i);
+      KVCAST_UNROLL
+      for (int j = 0; j < Access; ++j) v[i + j] = part[j];
     }
   }
 }
 
-template <class T, class Format, Arithmetic Mode, int Vec>
-KVCAST_DEVICE void store_item(const DowncastParams<T>& p, const Quantizer<T, Format, Mode>& qk,
-                              const Quantizer<T, Format, Mode>& qv, std::int64_t offset, int count,
-                              const Item<T, Vec>& item) {
-  if (count == Vec) {
-    if (p.k) quantize(qk, item.k).store(p.k_out, offset);
-    if (p.v) quantize(qv, item.v).store(p.v_out, offset);
+template <int Vec, int Access>
+KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, const AlignedVector<std::uint8_t, Vec>& v) {
+  if constexpr (Access == Vec) {
+    v.store(dst);
   } else {
     KVCAST_UNROLL
-    for (int i = 0; i < Vec; ++i) {
-      if (i < count && p.k) p.k_out[offset + i] = qk(item.k[i]);
-      if (i < count && p.v) p.v_out[offset + i] = qv(item.v[i]);
+    for (int i = 0; i < Vec; i += Access) {
+      AlignedVector<std::uint8_t, Access> part;
+      KVCAST_UNROLL
+      for (int j = 0; j < Access; ++j) part[j] = v[i + j];
+      part.store(dst, i);
     }
   }
 }
 
-//! Grid-stride over segments; a group of 2^log2_group threads per segment walks its vectors
-//! with tile::Memory-style indexing (vector j*G + rank). The first vector's load and the slot's
-//! load are both issued before the slot is looked at, so a decode step pays one memory latency.
-template <class T, class Format, Arithmetic Mode, int Vec, int BlockSize>
+//! One segment (a token's row, or one head of it) per group of 2^log2_group threads; the group
+//! walks the segment's vectors tile by tile (tile::Memory indexing: vector `t * G + rank`).
+//! Every load the first vector needs — slot, K, V, scales — is issued before any of them is
+//! used, so a decode step pays one memory latency. The main path is straight-line code; the
+//! tail of a segment whose length Vec does not divide is done element by element.
+template <class T, class Format, Arithmetic Mode, int Vec, int Access, int BlockSize>
 __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
   static_assert(BlockSize % 32 == 0 && BlockSize <= 1024, "downcast_kernel: BlockSize must be a multiple of 32 up to 1024.");
-  static_assert(Vec >= 1 && Vec * sizeof(T) <= 32, "downcast_kernel: a vector holds at most 32 bytes of input.");
+  static_assert(Vec >= 2 && Vec * sizeof(T) <= 32, "downcast_kernel: a vector holds 2 elements up to 32 bytes of input.");
+  static_assert(Access == Vec || Access == 1, "downcast_kernel: vectors are accessed whole or element by element.");
 #if KVCAST_HAS_PDL
   // Programmatic dependent launch: no-ops unless the launch asked for it. Wait for the kernel
   // before us (it may write K, V, loc or the scales), then let the next one start launching.
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
-  const int group = 1 << p.log2_group;
-  const tile::Memory<Item<T, Vec>> walk(threadIdx.x & (group - 1), group);
   const std::uint32_t groups_per_cta = BlockSize >> p.log2_group;
-  const std::uint32_t seg_step = gridDim.x * groups_per_cta;
-  std::uint32_t seg = blockIdx.x * groups_per_cta + (threadIdx.x >> p.log2_group);
+  const std::uint64_t seg = (std::uint64_t{blockIdx.y} * gridDim.x + blockIdx.x) * groups_per_cta + (threadIdx.x >> p.log2_group);
   if (seg >= p.num_segments) return;
+  const tile::Memory<AlignedVector<T, Vec>> walk(threadIdx.x & ((1u << p.log2_group) - 1), std::int64_t{1} << p.log2_group);
+  const std::uint32_t token = p.segs_per_token.div(static_cast<std::uint32_t>(seg));
+  const std::uint32_t head = static_cast<std::uint32_t>(seg) - token * p.segs_per_token.divisor();
 
-  const Quantizer<T, Format, Mode> qk(p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale);
-  const Quantizer<T, Format, Mode> qv(p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale);
+  // Loads first.
+  const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
+  const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
+  std::int64_t slot = token;
+  if (p.loc) {
+    slot = p.loc_is_int32 ? std::int64_t{__ldg(static_cast<const std::int32_t*>(p.loc) + token)}
+                          : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(p.loc) + token));
+  }
+  const std::int64_t in_base = std::int64_t{token} * p.in_token_stride + std::int64_t{head} * p.in_head_stride;
+  const T* __restrict__ k_in = p.k ? p.k + in_base : nullptr;
+  const T* __restrict__ v_in = p.v ? p.v + in_base : nullptr;
+  std::int64_t tile = 0;
+  std::int64_t j = walk.index(tile);
+  AlignedVector<T, Vec> k_vec, v_vec;
+  if (j < p.full_items) {
+    if (p.k) load_vector<T, Vec, Access>(k_in + j * Vec, k_vec);
+    if (p.v) load_vector<T, Vec, Access>(v_in + j * Vec, v_vec);
+  }
 
-  for (; seg < p.num_segments; seg += seg_step) {
-    const std::uint32_t token = p.segs_per_token.div(seg);
-    const std::uint32_t head = seg - token * p.segs_per_token.divisor();
-    std::int64_t slot = token;
-    if (p.loc) {
-      slot = p.loc_is_int32 ? std::int64_t{__ldg(static_cast<const std::int32_t*>(p.loc) + token)}
-                            : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(p.loc) + token));
+  // Then the slot decides.
+  if (slot < 0) return;  // padding token
+  if (slot < p.min_slot || slot > p.max_slot) {
+    if (p.error_count && head == 0 && walk.rank() == 0) atomicAdd(p.error_count, 1ull);
+    return;
+  }
+  // In range, so the true row fits int64; unsigned arithmetic keeps the intermediate defined.
+  const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                                     static_cast<std::uint64_t>(p.offset));
+  const std::int64_t out_base = p.out.address(row, head);
+  std::uint8_t* __restrict__ k_out = p.k_out ? p.k_out + out_base : nullptr;
+  std::uint8_t* __restrict__ v_out = p.v_out ? p.v_out + out_base : nullptr;
+  const Quantizer<T, Format, Mode> qk(k_scale);
+  const Quantizer<T, Format, Mode> qv(v_scale);
+
+  while (true) {
+    if (j < p.full_items) {
+      if (p.k) store_vector<Vec, Access>(k_out + j * Vec, quantize(qk, k_vec));
+      if (p.v) store_vector<Vec, Access>(v_out + j * Vec, quantize(qv, v_vec));
+    } else if (j * Vec < p.seg_len) {  // the partial last vector
+#pragma unroll 1
+      for (std::int64_t e = j * Vec; e < p.seg_len; ++e) {
+        if (p.k) k_out[e] = qk(k_in[e]);
+        if (p.v) v_out[e] = qv(v_in[e]);
+      }
     }
-    const std::int64_t in_base = std::int64_t{token} * p.in_token_stride + std::int64_t{head} * p.in_head_stride;
-
-    std::int64_t j = walk.index(0);
-    Item<T, Vec> item;
-    const auto count_at = [&](std::int64_t jj) {
-      const std::int64_t left = p.seg_len - jj * Vec;
-      return left < Vec ? static_cast<int>(left) : Vec;
-    };
-    if (j < p.items_per_seg) load_item(p, in_base + j * Vec, count_at(j), item);
-
-    if (slot < 0) continue;  // padding token
-    if (slot < p.min_slot || slot > p.max_slot) {
-      if (p.error_count && head == 0 && walk.rank() == 0) atomicAdd(p.error_count, 1ull);
-      continue;
-    }
-    // In range, so the true row fits int64; unsigned arithmetic keeps the intermediate defined.
-    const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
-                                                       static_cast<std::uint64_t>(p.offset));
-    const std::int64_t out_base = p.out.address(row, head);
-    for (std::int64_t tile_index = 0; j < p.items_per_seg;) {
-      store_item(p, qk, qv, out_base + j * Vec, count_at(j), item);
-      j = walk.index(++tile_index);
-      if (j < p.items_per_seg) load_item(p, in_base + j * Vec, count_at(j), item);
+    j = walk.index(++tile);
+    if (j * Vec >= p.seg_len) break;
+    if (j < p.full_items) {
+      if (p.k) load_vector<T, Vec, Access>(k_in + j * Vec, k_vec);
+      if (p.v) load_vector<T, Vec, Access>(v_in + j * Vec, v_vec);
     }
   }
 }

@@ -7,7 +7,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "args.hpp"
@@ -27,26 +26,10 @@ inline Status cuda_status(cudaError_t err, const char* what) {
 
 //! Resident CTAs of `kernel` on the current device: SM count x occupancy, asked once per
 //! kernel and device and cached (the queries are not stream work, so capture is unaffected).
-constexpr int kMaxDevices = 64;
-
-template <class Kernel>
-inline cudaError_t resident_ctas(Kernel kernel, int block_size, std::atomic<int> (&cache)[kMaxDevices], int& ctas) {
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  if (device < kMaxDevices && (ctas = cache[device].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
-  int sms = 0, per_sm = 0;
-  if (cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess) return err;
-  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block_size, 0); err != cudaSuccess)
-    return err;
-  ctas = sms * (per_sm > 0 ? per_sm : 1);
-  if (device < kMaxDevices) cache[device].store(ctas, std::memory_order_relaxed);
-  return cudaSuccess;
-}
-
-template <class T, class Format, Arithmetic Mode, int Vec>
+template <class T, class Format, Arithmetic Mode, int Vec, int Access>
 Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   constexpr int kBlock = kBlockSize;
-  auto kernel = &downcast_kernel<T, Format, Mode, Vec, kBlock>;
+  auto kernel = &downcast_kernel<T, Format, Mode, Vec, Access, kBlock>;
   DowncastParams<T> p{};
   p.k = a.k;
   p.v = a.v;
@@ -58,7 +41,7 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
   p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
   p.seg_len = static_cast<std::int32_t>(plan.seg_len);
-  p.items_per_seg = static_cast<std::int32_t>(plan.items_per_seg);
+  p.full_items = static_cast<std::int32_t>(plan.seg_len / Vec);
   p.log2_group = plan.log2_group;
   p.loc = a.loc.data;
   p.loc_is_int32 = a.loc.is_int32;
@@ -72,15 +55,15 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.k_scale = a.k_scale.value;
   p.v_scale = a.v_scale.value;
 
-  static std::atomic<int> resident_cache[kMaxDevices] = {};  // one per kernel instantiation
-  int resident = 0;
-  if (Status s = cuda_status(resident_ctas(kernel, kBlock, resident_cache, resident), "kvcast: querying the device"); !s) return s;
+  // One group of threads per segment: a grid as large as the work (up to 2^32 segments, so
+  // the grid may need a second dimension).
   const std::int64_t groups_per_cta = kBlock >> plan.log2_group;
-  const std::int64_t needed = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
-  const unsigned grid = static_cast<unsigned>(needed < resident ? needed : resident);
+  const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
+  const std::int64_t max_x = 0x7FFFFFFF;
+  const dim3 grid(static_cast<unsigned>(ctas < max_x ? ctas : max_x), static_cast<unsigned>((ctas + max_x - 1) / max_x));
 
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(grid);
+  config.gridDim = grid;
   config.blockDim = dim3(kBlock);
   config.dynamicSmemBytes = 0;
   config.stream = stream;
@@ -110,14 +93,15 @@ Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");
   detail::Plan plan;
   if (Status s = make_plan(args, plan); !s || plan.num_segments == 0) return s;
+  if (plan.access == 1) return detail::launch<T, Format, Mode, detail::kUnalignedVector, 1>(args, plan, stream);
   switch (plan.vec) {
     case 16:
-      if constexpr (sizeof(T) * 16 <= detail::kMaxVectorBytes) return detail::launch<T, Format, Mode, 16>(args, plan, stream);
+      if constexpr (sizeof(T) * 16 <= detail::kMaxVectorBytes) return detail::launch<T, Format, Mode, 16, 16>(args, plan, stream);
       break;
-    case 8: return detail::launch<T, Format, Mode, 8>(args, plan, stream);
-    case 4: return detail::launch<T, Format, Mode, 4>(args, plan, stream);
-    case 2: return detail::launch<T, Format, Mode, 2>(args, plan, stream);
-    default: return detail::launch<T, Format, Mode, 1>(args, plan, stream);
+    case 8: return detail::launch<T, Format, Mode, 8, 8>(args, plan, stream);
+    case 4: return detail::launch<T, Format, Mode, 4, 4>(args, plan, stream);
+    case 2: return detail::launch<T, Format, Mode, 2, 2>(args, plan, stream);
+    default: break;
   }
   return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.vec);
 }

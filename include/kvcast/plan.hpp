@@ -47,10 +47,12 @@ class FastDivmod {
 
 //! How a validated call is carried out. Work is cut into segments: a token's whole row when
 //! heads are contiguous in both input and output (they fuse into one run), otherwise one head.
-//! A group of 2^log2_group threads walks a segment in vectors of `vec` elements; the last
-//! vector of a segment may be partial (the tail, done element by element).
+//! A group of 2^log2_group threads walks a segment in vectors of `vec` elements, each moved
+//! `access` elements per memory instruction (`vec` when every pointer and stride allows that
+//! vector, else 1); the last vector of a segment may be partial (the tail, done element by element).
 struct Plan {
   int vec = 1;
+  int access = 1;
   int log2_group = 0;
   std::int64_t segs_per_token = 1;
   std::int64_t seg_len = 0;
@@ -70,6 +72,7 @@ struct Plan {
 
 constexpr int kMaxVectorBytes = 32;
 constexpr int kMaxVectorElements = 16;
+constexpr int kUnalignedVector = 8;  // elements per thread when only scalar accesses are legal
 constexpr int kBlockSize = 256;
 constexpr std::int64_t kMaxOffset = std::int64_t{1} << 62;
 constexpr std::int64_t kMaxMult = (std::int64_t{1} << 31) - 1;
@@ -246,8 +249,11 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
       plan.num_segments > std::numeric_limits<std::uint32_t>::max())
     return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^32-1", ll(a.num_tokens), ll(a.heads));
 
-  // Widest vector legal for every pointer and every stride a vector start depends on.
-  for (int v = detail::kMaxVectorElements; v >= 1; v /= 2) {
+  // Widest vector legal for every pointer and every stride a vector start depends on; when none
+  // is, vectors of kUnalignedVector elements moved one element at a time.
+  plan.vec = detail::kUnalignedVector;
+  plan.access = 1;
+  for (int v = detail::kMaxVectorElements; v >= 2; v /= 2) {
     if (v * static_cast<std::int64_t>(sizeof(T)) > detail::kMaxVectorBytes || v > plan.seg_len) continue;
     const bool in_ok = detail::aligned(a.k, v * sizeof(T)) && detail::aligned(a.v, v * sizeof(T)) &&
                        (a.num_tokens == 1 || plan.in_token_stride % v == 0) &&
@@ -256,6 +262,7 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
                         (flat || out.token_stride % v == 0) && (fuse || out.head_stride % v == 0);
     if (in_ok && out_ok) {
       plan.vec = v;
+      plan.access = v;
       break;
     }
   }
