@@ -123,15 +123,34 @@ TEST(Validation, SingleTensorIsValid) {
   EXPECT_TRUE(kvcast::validate(a).ok());
 }
 
+// valid_args() with enough tokens (4M elements a tensor) that the launcher takes its widest vectors.
+DowncastArgs<Bf16> large_args() {
+  DowncastArgs<Bf16> a = valid_args();
+  a.num_tokens = 4096;
+  return a;
+}
+
 TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   kvcast::detail::Plan p;
-  DowncastArgs<Bf16> a = valid_args();
+  DowncastArgs<Bf16> a = large_args();
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 16);
   EXPECT_EQ(p.segs_per_token, 1);  // contiguous heads fuse
   EXPECT_EQ(p.seg_len, 1024);
   EXPECT_EQ(p.items_per_seg, 64);
   EXPECT_EQ(p.log2_group, 6);
+  EXPECT_EQ(p.chunks_per_seg, 1);
+
+  a.num_tokens = 16;  // a small call: at most 8 elements a thread, for latency
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 8);
+  a.num_tokens = 4096;
+  a.heads = 32;
+  a.head_dim = 256;  // 8192-element rows: 512 vectors, two groups of 256 threads
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.log2_group, 8);
+  EXPECT_EQ(p.chunks_per_seg, 2);
+  a = large_args();
 
   a.k = fake_in(0x10000 + 16);  // 8 elements off a 32-byte boundary
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
@@ -141,17 +160,17 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   EXPECT_EQ(p.vec, 8);
   EXPECT_EQ(p.access, 1);
 
-  a = valid_args();
+  a = large_args();
   a.in_token_stride = 3 * 1024 + 4;  // a qkv slice with padding: 4-element multiple only
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 4);
 
-  a = valid_args();
+  a = large_args();
   a.k_out = fake_out(0x50000 + 2);
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 2);
 
-  a = valid_args();
+  a = large_args();
   a.head_dim = 100;  // odd head_dim, contiguous: 800-element rows, 16 divides 800
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 16);
@@ -163,7 +182,7 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   EXPECT_EQ(p.access, 1);
   EXPECT_EQ(p.items_per_seg, 13);  // 12 vectors of 8 and a tail of 3
 
-  a = valid_args();
+  a = large_args();
   a.out = OutputLayout::paged_hnd(16, 8, 128);  // heads apart in the output: one segment per head
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.segs_per_token, 8);

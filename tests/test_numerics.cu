@@ -192,6 +192,12 @@ std::uint32_t bits_of_float(float f) {
   return b;
 }
 
+// Where divide_fast is exactly IEEE division: |x| in [2^-80, 2^80) (and zero).
+bool exact_range(float x) {
+  const float a = std::fabs(x);
+  return a == 0.0f || (a >= 0x1p-80f && a < 0x1p80f);
+}
+
 // The hoisted-reciprocal division equals IEEE fp32 division bit for bit (signed zeros
 // included) wherever it is used: every fp16 and bf16 value against 600 scales spread over the
 // whole allowed range, and 20 million random fp32 pairs.
@@ -210,7 +216,7 @@ TEST(FastDivision, EqualsIeeeDivisionForEvery16BitInputAndManyScales) {
       for (std::uint32_t i = 0; i < 65536; ++i) {
         const float x = format == 0 ? kvcast::ref::half_to_float(static_cast<std::uint16_t>(i))
                                     : kvcast::ref::bf16_to_float(static_cast<std::uint16_t>(i));
-        if (!kvcast::detail::fast_range(x)) continue;
+        if (!exact_range(x)) continue;
         ++checked;
         const float got = kvcast::detail::divide_fast(x, b, y), want = x / b;
         if (bits_of_float(got) != bits_of_float(want) && mismatches++ == 0)
@@ -231,7 +237,7 @@ TEST(FastDivision, EqualsIeeeDivisionForRandomFp32) {
     std::memcpy(&x, &xb, 4);
     std::memcpy(&b, &bb, 4);
     if (!kvcast::detail::scale_allows_fast_division(b)) b = std::ldexp(1.0f + (bb & 0xFFFF) / 65536.0f, static_cast<int>(bb % 81) - 40);
-    if (!kvcast::detail::fast_range(x)) continue;
+    if (!exact_range(x)) continue;
     ++checked;
     const float got = kvcast::detail::divide_fast(x, b, 1.0f / b), want = x / b;
     if (bits_of_float(got) != bits_of_float(want) && mismatches++ == 0) first = std::to_string(x) + " / " + std::to_string(b);
@@ -240,23 +246,41 @@ TEST(FastDivision, EqualsIeeeDivisionForRandomFp32) {
   EXPECT_GT(checked, 5000000);
 }
 
-// Outside the fast range (zero scale, inf, NaN, tiny or huge values) the quantizer divides
-// with __fdiv_rn semantics; the exhaustive tests above already cover those scales' results,
-// this pins the range predicates themselves.
-TEST(FastDivision, RangePredicates) {
-  EXPECT_TRUE(kvcast::detail::fast_range(0.0f));
-  EXPECT_TRUE(kvcast::detail::fast_range(-0.0f));
-  EXPECT_TRUE(kvcast::detail::fast_range(0x1p-80f));
-  EXPECT_FALSE(kvcast::detail::fast_range(0x1.fffffep-81f));
-  EXPECT_TRUE(kvcast::detail::fast_range(0x1.fffffep79f));
-  EXPECT_FALSE(kvcast::detail::fast_range(0x1p80f));
-  EXPECT_FALSE(kvcast::detail::fast_range(INFINITY));
-  EXPECT_FALSE(kvcast::detail::fast_range(-NAN));
-  EXPECT_FALSE(kvcast::detail::fast_range(1e-45f));
+// Outside [2^-80, 2^80) the quotient is not IEEE's, but its fp8 code is, in both formats: tiny
+// values (subnormals and zeros, either sign) and huge ones (±inf, ±FLT_MAX), NaN too.
+TEST(FastDivision, CodesOutsideTheExactRangeMatchIeee) {
+  std::mt19937_64 rng(47);
+  std::vector<float> xs = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0x1p80f, -0x1p80f, 3.4e38f, -3.4e38f, 1e-45f, -1e-45f,
+                           0x1.fffffep-81f, -0x1p-100f, 0x1p-126f, -0x1p-127f};
+  for (int i = 0; i < 200000; ++i) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(rng());
+    float x;
+    std::memcpy(&x, &bits, 4);
+    if (!exact_range(x)) xs.push_back(x);
+  }
+  std::vector<float> scales = {0x1p-40f, -0x1p-40f, 0x1p40f, 1.0f, -0.37f, 3.7e-3f, 1000.0f};
+  long long mismatches = 0;
+  std::string first;
+  for (float b : scales)
+    for (float x : xs) {
+      const float q = kvcast::detail::divide_fast(x, b, 1.0f / b), want = x / b;
+      for (int f = 0; f < 2; ++f) {
+        const unsigned got_code = f ? kvcast::float_to_fp8<kvcast::e5m2>(q) : kvcast::float_to_fp8<kvcast::e4m3>(q);
+        const unsigned want_code = f ? kvcast::float_to_fp8<kvcast::e5m2>(want) : kvcast::float_to_fp8<kvcast::e4m3>(want);
+        if (got_code != want_code && mismatches++ == 0) first = std::to_string(x) + " / " + std::to_string(b);
+      }
+    }
+  EXPECT_EQ(mismatches, 0) << first;
+}
+
+TEST(FastDivision, ScaleRange) {
   EXPECT_FALSE(kvcast::detail::scale_allows_fast_division(0.0f));
   EXPECT_FALSE(kvcast::detail::scale_allows_fast_division(NAN));
+  EXPECT_FALSE(kvcast::detail::scale_allows_fast_division(INFINITY));
   EXPECT_FALSE(kvcast::detail::scale_allows_fast_division(0x1p41f));
+  EXPECT_FALSE(kvcast::detail::scale_allows_fast_division(0x1p-41f));
   EXPECT_TRUE(kvcast::detail::scale_allows_fast_division(-0x1p40f));
+  EXPECT_TRUE(kvcast::detail::scale_allows_fast_division(0x1p-40f));
 }
 
 }  // namespace

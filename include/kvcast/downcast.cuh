@@ -28,7 +28,8 @@ struct DowncastParams {
   std::int64_t in_head_stride;
   OutputLayout out;
   FastDivmod segs_per_token;
-  std::uint32_t num_segments;
+  FastDivmod chunks_per_seg;  //!< a segment longer than one group's vectors spans several groups
+  std::uint32_t num_units;    //!< num_segments * chunks_per_seg: one unit per group of threads
   std::int32_t seg_len;
   std::int32_t full_items;  //!< vectors of Vec elements per segment; a partial one may follow
   std::int32_t log2_group;
@@ -78,11 +79,12 @@ KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, const AlignedVec
   }
 }
 
-//! One segment (a token's row, or one head of it) per group of 2^log2_group threads; the group
-//! walks the segment's vectors tile by tile (tile::Memory indexing: vector `t * G + rank`).
-//! Every load the first vector needs — slot, K, V, scales — is issued before any of them is
-//! used, so a decode step pays one memory latency. The main path is straight-line code; the
-//! tail of a segment whose length Vec does not divide is done element by element.
+//! One vector per thread. A segment (a token's row, or one head of it) is cut into chunks of
+//! 2^log2_group vectors, one chunk per group of threads, so that a single long row spreads over
+//! several CTAs (tile::Memory indexing: vector `chunk * G + rank`). Every load the thread needs
+//! — slot, K, V, scales — is issued before any of them is used, so a decode step pays one memory
+//! latency. The main path is straight-line code; the tail of a segment whose length Vec does not
+//! divide is done element by element.
 template <class T, class Format, Arithmetic Mode, int Vec, int Access, int BlockSize>
 __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
   static_assert(BlockSize % 32 == 0 && BlockSize <= 1024, "downcast_kernel: BlockSize must be a multiple of 32 up to 1024.");
@@ -95,11 +97,16 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
   const std::uint32_t groups_per_cta = BlockSize >> p.log2_group;
-  const std::uint64_t seg = (std::uint64_t{blockIdx.y} * gridDim.x + blockIdx.x) * groups_per_cta + (threadIdx.x >> p.log2_group);
-  if (seg >= p.num_segments) return;
+  const std::uint64_t unit = (std::uint64_t{blockIdx.y} * gridDim.x + blockIdx.x) * groups_per_cta + (threadIdx.x >> p.log2_group);
+  if (unit >= p.num_units) return;
+  const std::uint32_t seg = p.chunks_per_seg.div(static_cast<std::uint32_t>(unit));
+  const std::uint32_t chunk = static_cast<std::uint32_t>(unit) - seg * p.chunks_per_seg.divisor();
   const tile::Memory<AlignedVector<T, Vec>> walk(threadIdx.x & ((1u << p.log2_group) - 1), std::int64_t{1} << p.log2_group);
-  const std::uint32_t token = p.segs_per_token.div(static_cast<std::uint32_t>(seg));
-  const std::uint32_t head = static_cast<std::uint32_t>(seg) - token * p.segs_per_token.divisor();
+  const std::int64_t j = walk.index(chunk);  // this thread's vector in the segment
+  const std::int64_t first = j * Vec;
+  if (first >= p.seg_len) return;  // the idle end of the last chunk (never vector 0)
+  const std::uint32_t token = p.segs_per_token.div(seg);
+  const std::uint32_t head = seg - token * p.segs_per_token.divisor();
 
   // Loads first.
   const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
@@ -112,18 +119,17 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const std::int64_t in_base = std::int64_t{token} * p.in_token_stride + std::int64_t{head} * p.in_head_stride;
   const T* __restrict__ k_in = p.k ? p.k + in_base : nullptr;
   const T* __restrict__ v_in = p.v ? p.v + in_base : nullptr;
-  std::int64_t tile = 0;
-  std::int64_t j = walk.index(tile);
+  const bool full = j < p.full_items;
   AlignedVector<T, Vec> k_vec, v_vec;
-  if (j < p.full_items) {
-    if (p.k) load_vector<T, Vec, Access>(k_in + j * Vec, k_vec);
-    if (p.v) load_vector<T, Vec, Access>(v_in + j * Vec, v_vec);
+  if (full) {
+    if (k_in) load_vector<T, Vec, Access>(k_in + first, k_vec);
+    if (v_in) load_vector<T, Vec, Access>(v_in + first, v_vec);
   }
 
   // Then the slot decides.
   if (slot < 0) return;  // padding token
   if (slot < p.min_slot || slot > p.max_slot) {
-    if (p.error_count && head == 0 && walk.rank() == 0) atomicAdd(p.error_count, 1ull);
+    if (p.error_count && head == 0 && j == 0) atomicAdd(p.error_count, 1ull);  // once per token
     return;
   }
   // In range, so the true row fits int64; unsigned arithmetic keeps the intermediate defined.
@@ -134,23 +140,14 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   std::uint8_t* __restrict__ v_out = p.v_out ? p.v_out + out_base : nullptr;
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
-
-  while (true) {
-    if (j < p.full_items) {
-      if (p.k) store_vector<Vec, Access>(k_out + j * Vec, quantize(qk, k_vec));
-      if (p.v) store_vector<Vec, Access>(v_out + j * Vec, quantize(qv, v_vec));
-    } else if (j * Vec < p.seg_len) {  // the partial last vector
+  if (full) {
+    if (k_out) store_vector<Vec, Access>(k_out + first, quantize(qk, k_vec));
+    if (v_out) store_vector<Vec, Access>(v_out + first, quantize(qv, v_vec));
+  } else {  // the partial last vector
 #pragma unroll 1
-      for (std::int64_t e = j * Vec; e < p.seg_len; ++e) {
-        if (p.k) k_out[e] = qk(k_in[e]);
-        if (p.v) v_out[e] = qv(v_in[e]);
-      }
-    }
-    j = walk.index(++tile);
-    if (j * Vec >= p.seg_len) break;
-    if (j < p.full_items) {
-      if (p.k) load_vector<T, Vec, Access>(k_in + j * Vec, k_vec);
-      if (p.v) load_vector<T, Vec, Access>(v_in + j * Vec, v_vec);
+    for (std::int64_t e = first; e < p.seg_len; ++e) {
+      if (k_out) k_out[e] = qk(k_in[e]);
+      if (v_out) v_out[e] = qv(v_in[e]);
     }
   }
 }

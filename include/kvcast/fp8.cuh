@@ -101,13 +101,19 @@ template <class T, class Format, Arithmetic Mode>
 class Quantizer;
 
 namespace detail {
-// Exact fp32 division by a scale fixed for the whole kernel, without a division per element:
-// y = RN(1/b) once, then two Newton-Markstein corrections of q0 = x*y. The second correction
-// starts from a quotient within one ulp and a reciprocal within half an ulp, which makes it the
-// correctly rounded quotient RN(x/b) (Markstein's theorem), as long as nothing underflows or
-// overflows: |b| in [2^-40, 2^40] (checked once) and x == 0 or |x| in [2^-80, 2^80) (checked per
-// vector, see fast_range()). Everything else takes __fdiv_rn. The CPU tests compare this with
-// IEEE division for every fp16/bf16 input and many scales, and for millions of fp32 inputs.
+// fp32 division by a scale fixed for the whole kernel, without a division per element: y =
+// RN(1/b) once, then two Newton-Markstein corrections of q0 = x*y. The second correction starts
+// from a quotient within one ulp and a reciprocal within half an ulp, which makes it the
+// correctly rounded quotient RN(x/b) (Markstein's theorem) as long as nothing underflows or
+// overflows: |b| in [2^-40, 2^40] (checked once per kernel; other scales take __fdiv_rn) and
+// |x| in [2^-80, 2^80). Outside that range of x the fp8 code is still that of RN(x/b):
+//  - |x| >= 2^80, ±inf: x is first clamped to ±2^80, whose quotient (>= 2^40) saturates to ±max
+//    exactly as the true one does; NaN passes the clamp and stays NaN;
+//  - |x| < 2^-80, zeros and subnormals included: |x/b| < 2^-40, and q2 stays within a few units
+//    of that, far below half the smallest fp8 subnormal, so the code is ±0 either way; the sign
+//    is taken from q0 = x*y, which has the sign of x/b even when it underflows to zero.
+// The CPU tests compare the quotient with IEEE division for every fp16/bf16 input in range and
+// many scales, and millions of fp32 inputs, and the fp8 codes everywhere.
 KVCAST_HOST_DEVICE float fma_rn(float a, float b, float c) {
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return __fmaf_rn(a, b, c);), (return std::fma(a, b, c);))
 }
@@ -115,19 +121,21 @@ KVCAST_HOST_DEVICE bool scale_allows_fast_division(float b) {
   const float a = b < 0 ? -b : b;
   return a >= 0x1p-40f && a <= 0x1p40f;  // false for 0, inf and NaN
 }
-//! x == 0 or 2^-80 <= |x| < 2^80; false for inf and NaN. Two integer ops on the bits.
-KVCAST_HOST_DEVICE bool fast_range(float x) {
-  std::uint32_t bits;
-  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (bits = __float_as_uint(x);), (std::memcpy(&bits, &x, 4);))
-  const std::uint32_t a = bits & 0x7FFFFFFFu;
-  return a - 0x17800000u < 0x50000000u || a == 0;
+//! x limited to [-2^80, 2^80], NaN kept (`max.NaN`/`min.NaN` on the device: two instructions).
+KVCAST_HOST_DEVICE float clamp_2_80(float x) {
+  NV_IF_ELSE_TARGET(NV_PROVIDES_SM_80,
+                    (float r; asm("max.NaN.f32 %0, %1, 0fE7800000;" : "=f"(r) : "f"(x));
+                     asm("min.NaN.f32 %0, %1, 0f67800000;" : "=f"(r) : "f"(r)); return r;),
+                    (return x != x ? x : (x < -0x1p80f ? -0x1p80f : (x > 0x1p80f ? 0x1p80f : x));))
 }
-//! RN(x / b) given y = RN(1 / b). @pre scale_allows_fast_division(b) and fast_range(x).
+//! A quotient whose fp8 code is that of RN(x / b), given y = RN(1 / b); exactly RN(x / b) for
+//! |x| in [2^-80, 2^80). @pre scale_allows_fast_division(b).
 KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) {
+  x = clamp_2_80(x);
   const float q0 = mul_rn(x, y);
   const float q1 = fma_rn(fma_rn(-q0, b, x), y, q0);
   const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
-  return x == 0.0f ? q0 : q2;  // q0 carries the sign of a zero quotient, the corrections don't
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
 }
 }  // namespace detail
 
@@ -137,33 +145,26 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE explicit Quantizer(float scale)
       : scale_(scale), inv_(detail::rcp_rn(scale)), fast_(detail::scale_allows_fast_division(scale)) {}
 
-  //! The exact quotient x / scale, as one IEEE division would give it.
+  //! x / scale, as close as the fp8 code needs: see detail::divide_fast.
   KVCAST_HOST_DEVICE float divide(float x) const {
-    return fast_ && detail::fast_range(x) ? detail::divide_fast(x, scale_, inv_) : detail::div_rn(x, scale_);
+    return fast_ ? detail::divide_fast(x, scale_, inv_) : detail::div_rn(x, scale_);
   }
   KVCAST_HOST_DEVICE std::uint8_t operator()(T x) const { return float_to_fp8<Format>(divide(to_float(x))); }
   //! Codes of x0 (low byte) and x1 (high byte).
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
     return float2_to_fp8x2<Format>(divide(to_float(x0)), divide(to_float(x1)));
   }
-  //! N elements at once: one range check for the vector, then straight-line fast divisions (no
-  //! branch per element, which would serialise them); a vector with an out-of-range element
-  //! takes the exact __fdiv_rn path for all of its elements.
+  //! N elements at once: the scale's check is made once (a branch the whole grid takes the same
+  //! way), then straight-line code for every element.
   template <int N>
   KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> vector(const AlignedVector<T, N>& in) const {
     float f[N];
-    bool fast = fast_;
-    KVCAST_UNROLL
-    for (int i = 0; i < N; ++i) {
-      f[i] = to_float(in[i]);
-      fast = fast && detail::fast_range(f[i]);
-    }
-    if (fast) {
+    if (fast_) {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) f[i] = detail::divide_fast(f[i], scale_, inv_);
+      for (int i = 0; i < N; ++i) f[i] = detail::divide_fast(to_float(in[i]), scale_, inv_);
     } else {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) f[i] = detail::div_rn(f[i], scale_);
+      for (int i = 0; i < N; ++i) f[i] = detail::div_rn(to_float(in[i]), scale_);
     }
     AlignedVector<std::uint8_t, N> out;
     if constexpr (N == 1) {

@@ -57,6 +57,7 @@ struct Plan {
   std::int64_t segs_per_token = 1;
   std::int64_t seg_len = 0;
   std::int64_t items_per_seg = 0;
+  std::int64_t chunks_per_seg = 1;  //!< groups of 2^log2_group threads per segment
   std::int64_t num_segments = 0;
   std::int64_t in_token_stride = 0;
   std::int64_t in_head_stride = 0;
@@ -73,6 +74,7 @@ struct Plan {
 constexpr int kMaxVectorBytes = 32;
 constexpr int kMaxVectorElements = 16;
 constexpr int kUnalignedVector = 8;  // elements per thread when only scalar accesses are legal
+constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;  // elements a tensor: see make_plan
 constexpr int kBlockSize = 256;
 constexpr std::int64_t kMaxOffset = std::int64_t{1} << 62;
 constexpr std::int64_t kMaxMult = (std::int64_t{1} << 31) - 1;
@@ -250,10 +252,16 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
     return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^32-1", ll(a.num_tokens), ll(a.heads));
 
   // Widest vector legal for every pointer and every stride a vector start depends on; when none
-  // is, vectors of kUnalignedVector elements moved one element at a time.
+  // is, vectors of kUnalignedVector elements moved one element at a time. Calls of up to
+  // kSmallCall elements a tensor take at most 8: more threads with less straight-line work each
+  // finish sooner when the call is all latency (decode); larger calls take 16 (fewer, wider
+  // accesses once bandwidth is what counts).
+  std::int64_t elements = 0;
+  detail::mul_add(a.num_tokens, row_elems, 0, elements);
+  const int widest = elements <= detail::kSmallCall ? 8 : detail::kMaxVectorElements;
   plan.vec = detail::kUnalignedVector;
   plan.access = 1;
-  for (int v = detail::kMaxVectorElements; v >= 2; v /= 2) {
+  for (int v = widest; v >= 2; v /= 2) {
     if (v * static_cast<std::int64_t>(sizeof(T)) > detail::kMaxVectorBytes || v > plan.seg_len) continue;
     const bool in_ok = detail::aligned(a.k, v * sizeof(T)) && detail::aligned(a.v, v * sizeof(T)) &&
                        (a.num_tokens == 1 || plan.in_token_stride % v == 0) &&
@@ -268,6 +276,11 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   }
   plan.items_per_seg = (plan.seg_len + plan.vec - 1) / plan.vec;
   plan.log2_group = std::min(detail::log2_ceil(plan.items_per_seg), detail::log2_ceil(detail::kBlockSize));
+  plan.chunks_per_seg = (plan.items_per_seg + (std::int64_t{1} << plan.log2_group) - 1) >> plan.log2_group;
+  std::int64_t units = 0;
+  if (!detail::mul_add(plan.num_segments, plan.chunks_per_seg, 0, units) || units > std::numeric_limits<std::uint32_t>::max())
+    return Status::error(Code::bad_shape, "num_tokens*heads*head_dim (%lld*%lld*%lld) needs more than 2^32 thread groups",
+                         ll(a.num_tokens), ll(a.heads), ll(a.head_dim));
   return Status{};
 }
 
