@@ -99,8 +99,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
   }
 }
 
-// kvcast_v8: kvcast with its vector capped at 8 elements (an experiment on decode latency).
-enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, kvcast_v8 };
+enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
 const char* name_of(Variant v) {
@@ -111,7 +110,6 @@ const char* name_of(Variant v) {
     case Variant::sglang: return "sglang";
     case Variant::kvcast: return "kvcast";
     case Variant::kvcast_ip: return "kvcast_ip";
-    case Variant::kvcast_v8: return "kvcast_v8";
   }
   return "?";
 }
@@ -212,18 +210,6 @@ struct Problem {
         if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
         break;
       }
-      case Variant::kvcast_v8:
-        if constexpr (sizeof(T) == 2) {
-          kvcast::detail::Plan plan;
-          const auto a = args(set);
-          if (!kvcast::make_plan(a, plan).ok() || plan.vec < 8 || plan.access == 1) std::abort();
-          plan.vec = plan.access = 8;
-          plan.items_per_seg = (plan.seg_len + 7) / 8;
-          plan.log2_group = std::min(kvcast::detail::log2_ceil(plan.items_per_seg), 8);
-          const kvcast::Status s = kvcast::detail::launch<T, Format, kvcast::Arithmetic::fp32, 8, 8>(a, plan, stream);
-          if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
-        }
-        break;
       case Variant::kvcast_ip: {
         const kvcast::Status s = kvcast::downcast<Format, kvcast::Arithmetic::input_precision>(args(set), stream);
         if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
@@ -399,8 +385,7 @@ void register_downcast(const char* dtype, const Shape& shape, std::initializer_l
 void register_all() {
   const auto all_timing = {Timing::stream, Timing::graph};
   const auto all_cache = {Cache::hot, Cache::cold};
-  const auto baselines = {Variant::copy,   Variant::empty,     Variant::legacy,   Variant::sglang,
-                          Variant::kvcast, Variant::kvcast_ip, Variant::kvcast_v8};
+  const auto baselines = {Variant::copy, Variant::empty, Variant::legacy, Variant::sglang, Variant::kvcast, Variant::kvcast_ip};
   for (const Shape& s : grid_shapes()) {
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, baselines, all_timing, all_cache);
     register_downcast<__half, kvcast::e4m3>("f16", s, baselines, all_timing, all_cache);
