@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Turns kvcast_bench's JSON into Markdown tables, the issue's target checks and a PNG plot.
 
-    python3 tools/bench_report.py OUT/bench.json [--md benchmarks/RESULTS.md] [--png docs/bench.png]
-                                  [--readme README.md]
+    python3 tools/bench_report.py RUN.json [RUN2.json ...] [--md benchmarks/RESULTS.md] [--png docs/bench.png]
+                                  [--readme README.md] [--save benchmarks/results/NAME.json]
+
+Several JSON files of one session (kvcast_bench run with different filters) are merged; --save
+writes the merged rows, trimmed to what this script reads, so a run can be committed and the
+report regenerated from it.
 
 Rows are grouped by name over repetitions: the value is the median of the repetitions' median
 times, the noise the largest relative spread between repetitions of that row.
@@ -19,21 +23,31 @@ NAME = re.compile(r"^(?P<variant>[a-z_]+)/(?P<dtype>\w+)/(?P<fmt>e4m3|e5m2)/(?P<
                   r"(?P<tokens>\d+)x(?P<heads>\d+)x(?P<dim>\d+)(?:/(?P<tag>[\w]+))?$")
 
 
-def load(path):
-    data = json.loads(pathlib.Path(path).read_text())
+KEEP = ("name", "run_name", "run_type", "repetition_index", "us", "GBps", "copy_GBps", "pct_of_copy", "traffic_MB",
+        "pair_us", "cpu_time", "real_time", "calls_per_sample", "sets")
+
+
+def load(paths):
     rows = collections.defaultdict(list)
-    for b in data["benchmarks"]:
-        if b.get("run_type") == "aggregate" or b.get("error_occurred"):
-            continue
-        rows[b["run_name"] if "run_name" in b else b["name"]].append(b)
-    return data["context"], rows
+    context, kept = {}, []
+    for path in paths:
+        data = json.loads(pathlib.Path(path).read_text())
+        context = context or data["context"]
+        for b in data["benchmarks"]:
+            if b.get("run_type") == "aggregate" or b.get("error_occurred"):
+                continue
+            b = {k: v for k, v in b.items() if k in KEEP}
+            kept.append(b)
+            name = b.get("run_name", b["name"]).split("/iterations:")[0]
+            rows[name].append(b)
+    return context, rows, kept
 
 
 def summarize(rows):
     out = {}
     for name, reps in rows.items():
         m = NAME.match(name)
-        if not m:
+        if not m or "us" not in reps[0]:
             continue
         us = [r["us"] for r in reps]
         copy = [r["traffic_MB"] / r["copy_GBps"] * 1e3 for r in reps]  # copy time (us)
@@ -46,7 +60,7 @@ def summarize(rows):
 
 
 def gbps(r):
-    return r["traffic_mb"] / r["us"] * 1e-3
+    return r["traffic_mb"] / r["us"] * 1e3  # MB/us = TB/s
 
 
 def pct(r):
@@ -54,17 +68,19 @@ def pct(r):
 
 
 def table(s, dtype, fmt, timing, cache, shapes):
-    lines = [f"| tokens | heads x dim | MB moved | copy us | kvcast us | kvcast GB/s | % of copy | SGLang us | kvcast vs SGLang | legacy us |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| tokens | heads x dim | MB moved | copy us | kvcast us | GB/s | % of copy | vs SGLang | kvcast_ip us | ip vs SGLang | SGLang us | legacy us |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    nan = float("nan")
     for (t, h, d) in shapes:
         k = s.get(("kvcast", dtype, fmt, timing, cache, t, h, d, ""))
+        ip = s.get(("kvcast_ip", dtype, fmt, timing, cache, t, h, d, ""))
         g = s.get(("sglang", dtype, fmt, timing, cache, t, h, d, ""))
         l = s.get(("legacy", dtype, fmt, timing, cache, t, h, d, ""))
         if not k:
             continue
         lines.append(f"| {t} | {h}x{d} | {k['traffic_mb']:.2f} | {k['copy_us']:.2f} | {k['us']:.2f} | {gbps(k):.0f} | "
-                     f"{pct(k):.0f}% | {g['us'] if g else float('nan'):.2f} | "
-                     f"{(g['us'] / k['us']) if g else float('nan'):.2f}x | {l['us'] if l else float('nan'):.2f} |")
+                     f"{pct(k):.0f}% | {(g['us'] / k['us']) if g else nan:.2f}x | {ip['us'] if ip else nan:.2f} | "
+                     f"{(g['us'] / ip['us']) if g and ip else nan:.2f}x | {g['us'] if g else nan:.2f} | {l['us'] if l else nan:.2f} |")
     return "\n".join(lines)
 
 
@@ -81,6 +97,16 @@ def targets(s):
     if worst:
         out.append(f"- >= 64 MB, cold, bf16/fp16 E4M3, contiguous: worst kvcast/copy GB/s ratio **{worst[0]:.3f}** "
                    f"({'/'.join(map(str, worst[1]))})")
+    worst_ip = None
+    for k, r in s.items():
+        v, dt, fmt, timing, cache, t, h, d, tag = k
+        if v == "kvcast_ip" and fmt == "e4m3" and cache == "cold" and dt in ("bf16", "f16") and not tag and r["traffic_mb"] >= 64:
+            ratio = r["copy_us"] / r["us"]
+            if worst_ip is None or ratio < worst_ip[0]:
+                worst_ip = (ratio, k)
+    if worst_ip:
+        out.append(f"- same, input-precision mode (SGLang's numerics): worst kvcast_ip/copy ratio **{worst_ip[0]:.3f}** "
+                   f"({'/'.join(map(str, worst_ip[1]))})")
     # 2. decode 1-16 tokens, cold, graph: time <= copy; vs SGLang.
     dec = [(k, r) for k, r in s.items() if k[0] == "kvcast" and k[2] == "e4m3" and k[3] == "graph" and k[4] == "cold"
            and k[5] <= 16 and not k[8] and k[1] in ("bf16", "f16")]
@@ -91,16 +117,16 @@ def targets(s):
                    f"(>= 1 means kvcast is no slower than the copy); kvcast speed-up over SGLang "
                    f"**{min(sg):.2f}x .. {max(sg):.2f}x** (median {statistics.median(sg):.2f}x)")
     # 3. never slower than SGLang on its grid, either timing mode (cold and hot).
-    for timing in ("graph", "stream"):
+    for variant, timing in (("kvcast", "graph"), ("kvcast", "stream"), ("kvcast_ip", "graph"), ("kvcast_ip", "stream")):
         ratios = []
         for k, r in s.items():
-            if k[0] == "kvcast" and k[2] == "e4m3" and k[3] == timing and not k[8]:
+            if k[0] == variant and k[2] == "e4m3" and k[3] == timing and not k[8]:
                 g = s.get(("sglang",) + k[1:])
                 if g:
                     ratios.append((g["us"] / r["us"], max(g["spread"], r["spread"]), k))
         if ratios:
             lo = min(ratios)
-            out.append(f"- {timing}: kvcast vs SGLang speed ratio min **{lo[0]:.3f}** at {'/'.join(map(str, lo[2]))} "
+            out.append(f"- {variant}, {timing}: speed ratio to SGLang min **{lo[0]:.3f}** at {'/'.join(map(str, lo[2]))} "
                        f"(noise there {lo[1] * 100:.1f}%), median {statistics.median(x[0] for x in ratios):.3f}, "
                        f"{sum(x[0] < 1 - max(x[1], 0.02) for x in ratios)} of {len(ratios)} rows below 1 beyond noise")
     # 4. odd and strided inputs vs contiguous, >= 64 MB.
@@ -149,7 +175,7 @@ def plot(s, path, gpu):
             for k, r in s.items():
                 if k[1] == "bf16" and k[2] == "e4m3" and k[3] == timing and k[4] == "cold" and not k[8] and k[0] in (variant, "kvcast"):
                     if variant == "copy" and k[0] == "kvcast":
-                        pts.append((r["traffic_mb"], r["traffic_mb"] / r["copy_us"] * 1e-3))
+                        pts.append((r["traffic_mb"], r["traffic_mb"] / r["copy_us"] * 1e3))
                     elif k[0] == variant and variant != "copy":
                         pts.append((r["traffic_mb"], gbps(r)))
             pts.sort()
@@ -169,12 +195,16 @@ def plot(s, path, gpu):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("json")
+    ap.add_argument("json", nargs="+")
+    ap.add_argument("--save")
     ap.add_argument("--md")
     ap.add_argument("--png")
     ap.add_argument("--readme")
     args = ap.parse_args()
-    ctx, rows = load(args.json)
+    ctx, rows, kept = load(args.json)
+    if args.save:
+        keep_ctx = {k: ctx.get(k) for k in ("date", "host_name", "gpu", "l2_bytes", "sms", "num_cpus", "mhz_per_cpu")}
+        pathlib.Path(args.save).write_text(json.dumps({"context": keep_ctx, "benchmarks": kept}, separators=(",", ":")))
     s = summarize(rows)
     gpu = ctx.get("gpu", "unknown GPU")
     grid = sorted({(k[5], k[6], k[7]) for k in s if k[0] == "kvcast" and not k[8] and k[1] == "bf16" and k[2] == "e4m3"})
