@@ -17,33 +17,36 @@
 namespace kvcast {
 namespace detail {
 
-//! Everything the kernel reads, passed by value as a `__grid_constant__` parameter.
+//! Everything the kernel reads, passed by value as a `__grid_constant__` parameter. Ordered by
+//! first use: what the thread needs to issue its loads comes first, in as few constant-cache
+//! lines as possible, so that the loads leave early; what the stores need follows.
 template <class T>
 struct DowncastParams {
-  const T* k;
-  const T* v;
-  std::uint8_t* k_out;
-  std::uint8_t* v_out;
-  std::int64_t in_token_stride;
-  std::int64_t in_head_stride;
-  OutputLayout out;
+  // To find the thread's work and issue its loads.
+  std::int32_t log2_group;
+  std::uint32_t num_segments;
   FastDivmod segs_per_token;
-  FastDivmod chunks_per_seg;  //!< a segment longer than one group's vectors spans several groups
-  std::uint32_t num_units;    //!< num_segments * chunks_per_seg: one unit per group of threads
   std::int32_t seg_len;
   std::int32_t full_items;  //!< vectors of Vec elements per segment; a partial one may follow
-  std::int32_t log2_group;
+  const T* k;
+  const T* v;
+  std::int64_t in_token_stride;
+  std::int64_t in_head_stride;
   const void* loc;
-  bool loc_is_int32;
-  std::int64_t mult;
-  std::int64_t offset;
-  std::int64_t min_slot;
-  std::int64_t max_slot;
-  unsigned long long* error_count;
   const float* k_scale_ptr;
   const float* v_scale_ptr;
   float k_scale;
   float v_scale;
+  bool loc_is_int32;
+  // To decide and place the stores.
+  std::int64_t min_slot;
+  std::int64_t max_slot;
+  std::int64_t mult;
+  std::int64_t offset;
+  OutputLayout out;
+  std::uint8_t* k_out;
+  std::uint8_t* v_out;
+  unsigned long long* error_count;
 };
 
 //! Vec elements, moved `Access` elements per instruction: Access == Vec is one aligned vector
@@ -80,8 +83,8 @@ KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, const AlignedVec
 }
 
 //! One vector per thread. A segment (a token's row, or one head of it) is cut into chunks of
-//! 2^log2_group vectors, one chunk per group of threads, so that a single long row spreads over
-//! several CTAs (tile::Memory indexing: vector `chunk * G + rank`). Every load the thread needs
+//! 2^log2_group vectors, one chunk per group of threads (grid y), so that a single long row
+//! spreads over several CTAs (tile::Memory indexing: vector `chunk * G + rank`). Every load the thread needs
 //! — slot, K, V, scales — is issued before any of them is used, so a decode step pays one memory
 //! latency. The main path is straight-line code; the tail of a segment whose length Vec does not
 //! divide is done element by element.
@@ -96,13 +99,13 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+  // Grid: x (and z, past 2^31 - 1 CTAs) walks the segments, y the chunks of one segment.
   const std::uint32_t groups_per_cta = BlockSize >> p.log2_group;
-  const std::uint64_t unit = (std::uint64_t{blockIdx.y} * gridDim.x + blockIdx.x) * groups_per_cta + (threadIdx.x >> p.log2_group);
-  if (unit >= p.num_units) return;
-  const std::uint32_t seg = p.chunks_per_seg.div(static_cast<std::uint32_t>(unit));
-  const std::uint32_t chunk = static_cast<std::uint32_t>(unit) - seg * p.chunks_per_seg.divisor();
+  const std::uint64_t seg64 = (std::uint64_t{blockIdx.z} * gridDim.x + blockIdx.x) * groups_per_cta + (threadIdx.x >> p.log2_group);
+  if (seg64 >= p.num_segments) return;
+  const std::uint32_t seg = static_cast<std::uint32_t>(seg64);
   const tile::Memory<AlignedVector<T, Vec>> walk(threadIdx.x & ((1u << p.log2_group) - 1), std::int64_t{1} << p.log2_group);
-  const std::int64_t j = walk.index(chunk);  // this thread's vector in the segment
+  const std::int64_t j = walk.index(blockIdx.y);  // this thread's vector in the segment
   const std::int64_t first = j * Vec;
   if (first >= p.seg_len) return;  // the idle end of the last chunk (never vector 0)
   const std::uint32_t token = p.segs_per_token.div(seg);
@@ -117,13 +120,13 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
                           : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(p.loc) + token));
   }
   const std::int64_t in_base = std::int64_t{token} * p.in_token_stride + std::int64_t{head} * p.in_head_stride;
-  const T* __restrict__ k_in = p.k ? p.k + in_base : nullptr;
-  const T* __restrict__ v_in = p.v ? p.v + in_base : nullptr;
+  const T* __restrict__ k_in = p.k + in_base;  // not dereferenced when p.k is null
+  const T* __restrict__ v_in = p.v + in_base;
   const bool full = j < p.full_items;
   AlignedVector<T, Vec> k_vec, v_vec;
   if (full) {
-    if (k_in) load_vector<T, Vec, Access>(k_in + first, k_vec);
-    if (v_in) load_vector<T, Vec, Access>(v_in + first, v_vec);
+    if (p.k) load_vector<T, Vec, Access>(k_in + first, k_vec);
+    if (p.v) load_vector<T, Vec, Access>(v_in + first, v_vec);
   }
 
   // Then the slot decides.
@@ -136,18 +139,18 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
                                                      static_cast<std::uint64_t>(p.offset));
   const std::int64_t out_base = p.out.address(row, head);
-  std::uint8_t* __restrict__ k_out = p.k_out ? p.k_out + out_base : nullptr;
-  std::uint8_t* __restrict__ v_out = p.v_out ? p.v_out + out_base : nullptr;
+  std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when p.k_out is set
+  std::uint8_t* __restrict__ v_out = p.v_out + out_base;
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
   if (full) {
-    if (k_out) store_vector<Vec, Access>(k_out + first, quantize(qk, k_vec));
-    if (v_out) store_vector<Vec, Access>(v_out + first, quantize(qv, v_vec));
+    if (p.k_out) store_vector<Vec, Access>(k_out + first, quantize(qk, k_vec));
+    if (p.v_out) store_vector<Vec, Access>(v_out + first, quantize(qv, v_vec));
   } else {  // the partial last vector
 #pragma unroll 1
     for (std::int64_t e = first; e < p.seg_len; ++e) {
-      if (k_out) k_out[e] = qk(k_in[e]);
-      if (v_out) v_out[e] = qv(v_in[e]);
+      if (p.k_out) k_out[e] = qk(k_in[e]);
+      if (p.v_out) v_out[e] = qv(v_in[e]);
     }
   }
 }

@@ -39,8 +39,7 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.in_head_stride = plan.in_head_stride;
   p.out = plan.out;
   p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
-  p.chunks_per_seg = FastDivmod(static_cast<std::uint32_t>(plan.chunks_per_seg));
-  p.num_units = static_cast<std::uint32_t>(plan.num_segments * plan.chunks_per_seg);
+  p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
   p.seg_len = static_cast<std::int32_t>(plan.seg_len);
   p.full_items = static_cast<std::int32_t>(plan.seg_len / Vec);
   p.log2_group = plan.log2_group;
@@ -56,12 +55,13 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.k_scale = a.k_scale.value;
   p.v_scale = a.v_scale.value;
 
-  // One group of threads per chunk of a segment: a grid as large as the work (up to 2^32
-  // groups, so the grid may need a second dimension).
+  // One group of threads per chunk of a segment: x (and z past 2^31 - 1 CTAs) walks the
+  // segments, y the chunks of a segment (at most 2^15, see make_plan).
   const std::int64_t groups_per_cta = kBlock >> plan.log2_group;
-  const std::int64_t ctas = (plan.num_segments * plan.chunks_per_seg + groups_per_cta - 1) / groups_per_cta;
+  const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
   const std::int64_t max_x = 0x7FFFFFFF;
-  const dim3 grid(static_cast<unsigned>(ctas < max_x ? ctas : max_x), static_cast<unsigned>((ctas + max_x - 1) / max_x));
+  const dim3 grid(static_cast<unsigned>(ctas < max_x ? ctas : max_x), static_cast<unsigned>(plan.chunks_per_seg),
+                  static_cast<unsigned>((ctas + max_x - 1) / max_x));
 
   cudaLaunchConfig_t config{};
   config.gridDim = grid;

@@ -75,6 +75,8 @@ constexpr int kMaxVectorBytes = 32;
 constexpr int kMaxVectorElements = 16;
 constexpr int kUnalignedVector = 8;  // elements per thread when only scalar accesses are legal
 constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;  // elements a tensor: see make_plan
+// A row spans at most 2^24 / (2 * 256) = 2^15 chunks of threads: grid y holds them.
+constexpr std::int64_t kMaxRowElements = std::int64_t{1} << 24;
 constexpr int kBlockSize = 256;
 constexpr std::int64_t kMaxOffset = std::int64_t{1} << 62;
 constexpr std::int64_t kMaxMult = (std::int64_t{1} << 31) - 1;
@@ -138,8 +140,8 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   if (a.heads < 1) return Status::error(Code::bad_shape, "heads (%lld) must be >= 1", ll(a.heads));
   if (a.head_dim < 1) return Status::error(Code::bad_shape, "head_dim (%lld) must be >= 1", ll(a.head_dim));
   std::int64_t row_elems = 0;
-  if (!detail::mul_add(a.heads, a.head_dim, 0, row_elems) || row_elems > std::numeric_limits<std::int32_t>::max())
-    return Status::error(Code::bad_shape, "heads*head_dim (%lld*%lld) exceeds 2^31-1", ll(a.heads), ll(a.head_dim));
+  if (!detail::mul_add(a.heads, a.head_dim, 0, row_elems) || row_elems > detail::kMaxRowElements)
+    return Status::error(Code::bad_shape, "heads*head_dim (%lld*%lld) exceeds 2^24", ll(a.heads), ll(a.head_dim));
   if (a.num_tokens == 0) return Status{};
 
   // Pointers: a tensor and its output come together; at least one tensor.
@@ -277,10 +279,6 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   plan.items_per_seg = (plan.seg_len + plan.vec - 1) / plan.vec;
   plan.log2_group = std::min(detail::log2_ceil(plan.items_per_seg), detail::log2_ceil(detail::kBlockSize));
   plan.chunks_per_seg = (plan.items_per_seg + (std::int64_t{1} << plan.log2_group) - 1) >> plan.log2_group;
-  std::int64_t units = 0;
-  if (!detail::mul_add(plan.num_segments, plan.chunks_per_seg, 0, units) || units > std::numeric_limits<std::uint32_t>::max())
-    return Status::error(Code::bad_shape, "num_tokens*heads*head_dim (%lld*%lld*%lld) needs more than 2^32 thread groups",
-                         ll(a.num_tokens), ll(a.heads), ll(a.head_dim));
   return Status{};
 }
 
