@@ -122,15 +122,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           if (!seen.insert(addr).second) fail("output elements overlap", a);
         }
   }
-  // The vector width divides every pointer and every stride a vector start depends on.
-  const std::int64_t v = p.vec;
+  // The access width (elements per load/store: the vector, or 1 for the unaligned variant)
+  // divides every pointer and every stride a vector start depends on.
+  if (p.access != p.vec && p.access != 1) fail("access width is neither the vector nor 1", a);
+  const std::int64_t v = p.access;
   auto misaligned = [&](const void* q, std::int64_t bytes) { return q && reinterpret_cast<std::uintptr_t>(q) % bytes != 0; };
   if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, v) || misaligned(a.v_out, v))
     fail("vector width not allowed by a pointer", a);
   if (a.num_tokens > 1 && p.in_token_stride % v) fail("vector width not allowed by in_token_stride", a);
   if (p.segs_per_token > 1 && (p.in_head_stride % v || p.out.head_stride % v)) fail("vector width not allowed by a head stride", a);
   if (p.out.block_stride % v || (p.out.block_size > 1 && p.out.token_stride % v)) fail("vector width not allowed by the layout", a);
-  if (p.items_per_seg * v < p.seg_len || (p.items_per_seg - 1) * v >= p.seg_len) fail("items do not cover the segment", a);
+  if (p.items_per_seg * p.vec < p.seg_len || (p.items_per_seg - 1) * p.vec >= p.seg_len) fail("items do not cover the segment", a);
+  if ((p.chunks_per_seg << p.log2_group) < p.items_per_seg || p.chunks_per_seg > 65535) fail("chunks do not cover the segment", a);
   if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail("segments do not cover the row", a);
   // Slot bounds: for slots near both ends, in range exactly when the row is.
   const std::int64_t last_row = a.out_rows >= 0 ? a.out_rows - 1 : INT64_MAX;
