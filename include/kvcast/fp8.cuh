@@ -18,7 +18,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "config.cuh"
 #include "format.hpp"
