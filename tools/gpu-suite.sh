@@ -26,7 +26,7 @@ note "kvcast GPU suite — $(date -u +%FT%TZ)"
 note "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo unknown)"
 
 status=0
-for bin in kvcast_test_host kvcast_test_numerics kvcast_test_primitives kvcast_test_gpu kvcast_test_gpu_hostile; do
+for bin in kvcast_test_host kvcast_test_numerics kvcast_test_primitives kvcast_test_gpu kvcast_test_gpu_fastmath kvcast_test_gpu_hostile; do
   log="$out/$bin.log"
   start=$(date +%s)
   "$tests/$bin" > "$log" 2>&1
