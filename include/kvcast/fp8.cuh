@@ -153,30 +153,17 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
     return float2_to_fp8x2<Format>(divide(to_float(x0)), divide(to_float(x1)));
   }
-  //! N elements at once: the scale's check is made once (a branch the whole grid takes the same
-  //! way), then straight-line code for every element.
+  //! N quotients at once: the scale's check is made once (a branch the whole grid takes the
+  //! same way), then straight-line code for every element.
   template <int N>
-  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> vector(const AlignedVector<T, N>& in) const {
-    float f[N];
+  KVCAST_HOST_DEVICE void divide(const AlignedVector<T, N>& in, float (&out)[N]) const {
     if (fast_) {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) f[i] = detail::divide_fast(to_float(in[i]), scale_, inv_);
+      for (int i = 0; i < N; ++i) out[i] = detail::divide_fast(to_float(in[i]), scale_, inv_);
     } else {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) f[i] = detail::div_rn(to_float(in[i]), scale_);
+      for (int i = 0; i < N; ++i) out[i] = detail::div_rn(to_float(in[i]), scale_);
     }
-    AlignedVector<std::uint8_t, N> out;
-    if constexpr (N == 1) {
-      out[0] = float_to_fp8<Format>(f[0]);
-    } else {
-      KVCAST_UNROLL
-      for (int i = 0; i < N; i += 2) {
-        const std::uint16_t codes = float2_to_fp8x2<Format>(f[i], f[i + 1]);
-        out[i] = static_cast<std::uint8_t>(codes & 0xFF);
-        out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
-      }
-    }
-    return out;
   }
 
  private:
@@ -247,22 +234,25 @@ class Quantizer<__nv_bfloat16, Format, Arithmetic::input_precision> {
 template <class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Format, Mode>& q,
                                                           const AlignedVector<T, N>& in) {
-  if constexpr (Mode == Arithmetic::fp32) {
-    return q.vector(in);
+  AlignedVector<std::uint8_t, N> out;
+  if constexpr (N == 1) {
+    out[0] = q(in[0]);
   } else {
-    AlignedVector<std::uint8_t, N> out;
-    if constexpr (N == 1) {
-      out[0] = q(in[0]);
-    } else {
-      KVCAST_UNROLL
-      for (int i = 0; i < N; i += 2) {
-        const std::uint16_t codes = q.pair(in[i], in[i + 1]);
-        out[i] = static_cast<std::uint8_t>(codes & 0xFF);
-        out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
+    [[maybe_unused]] float quotients[N];
+    if constexpr (Mode == Arithmetic::fp32) q.divide(in, quotients);  // hoisted out of the pairs
+    KVCAST_UNROLL
+    for (int i = 0; i < N; i += 2) {
+      std::uint16_t codes;
+      if constexpr (Mode == Arithmetic::fp32) {
+        codes = float2_to_fp8x2<Format>(quotients[i], quotients[i + 1]);
+      } else {
+        codes = q.pair(in[i], in[i + 1]);
       }
+      out[i] = static_cast<std::uint8_t>(codes & 0xFF);
+      out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
     }
-    return out;
   }
+  return out;
 }
 
 }  // namespace kvcast
