@@ -89,22 +89,30 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
 //! @return ok once the kernel is enqueued (or there is nothing to do); otherwise the first
 //!         broken rule, before any CUDA call, or the CUDA error of the launch.
 //! @post nothing is written outside the rows the contract names; asynchronous.
+namespace detail {
+// Launches the kernel a validated plan calls for.
+template <class Format, Arithmetic Mode, class T>
+Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
+  if (plan.access == 1) return launch<T, Format, Mode, kUnalignedVector, 1>(args, plan, stream);
+  switch (plan.vec) {
+    case 16:
+      if constexpr (sizeof(T) * 16 <= kMaxVectorBytes) return launch<T, Format, Mode, 16, 16>(args, plan, stream);
+      break;
+    case 8: return launch<T, Format, Mode, 8, 8>(args, plan, stream);
+    case 4: return launch<T, Format, Mode, 4, 4>(args, plan, stream);
+    case 2: return launch<T, Format, Mode, 2, 2>(args, plan, stream);
+    default: break;
+  }
+  return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.vec);
+}
+}  // namespace detail
+
 template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
 Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");
   detail::Plan plan;
   if (Status s = make_plan(args, plan); !s || plan.num_segments == 0) return s;
-  if (plan.access == 1) return detail::launch<T, Format, Mode, detail::kUnalignedVector, 1>(args, plan, stream);
-  switch (plan.vec) {
-    case 16:
-      if constexpr (sizeof(T) * 16 <= detail::kMaxVectorBytes) return detail::launch<T, Format, Mode, 16, 16>(args, plan, stream);
-      break;
-    case 8: return detail::launch<T, Format, Mode, 8, 8>(args, plan, stream);
-    case 4: return detail::launch<T, Format, Mode, 4, 4>(args, plan, stream);
-    case 2: return detail::launch<T, Format, Mode, 2, 2>(args, plan, stream);
-    default: break;
-  }
-  return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.vec);
+  return detail::dispatch<Format, Mode>(args, plan, stream);
 }
 
 //! downcast() followed by a synchronisation of `stream` that turns the error counter into an
@@ -115,12 +123,14 @@ template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
 Status downcast_checked(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   if (args.error_count == nullptr)
     return Status::error(Code::null_pointer, "error_count is null: downcast_checked needs a device counter to read back");
-  if (Status s = validate(args); !s) return s;
+  detail::Plan plan;  // validated once, before anything touches the device
+  if (Status s = make_plan(args, plan); !s) return s;
   if (Status s = detail::cuda_status(cudaMemsetAsync(args.error_count, 0, sizeof(unsigned long long), stream),
                                      "kvcast::downcast_checked: zeroing error_count");
       !s)
     return s;
-  if (Status s = downcast<Format, Mode>(args, stream); !s) return s;
+  if (plan.num_segments > 0)
+    if (Status s = detail::dispatch<Format, Mode>(args, plan, stream); !s) return s;
   unsigned long long skipped = 0;
   if (Status s = detail::cuda_status(cudaMemcpyAsync(&skipped, args.error_count, sizeof skipped, cudaMemcpyDeviceToHost, stream),
                                      "kvcast::downcast_checked: reading error_count");

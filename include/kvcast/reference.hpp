@@ -180,15 +180,15 @@ inline std::uint32_t element_bits(const T* base, std::int64_t index) {
 //! bytes the contract names and adds skipped rows to `*args.error_count`.
 template <class Format, Arithmetic Mode, class T>
 Status downcast(const DowncastArgs<T>& args) {
-  const Status status = validate(args);
+  // Validation, and the defaults it resolves (0 strides, an all-zero layout), are the launcher's;
+  // the rest — slots, rows, addresses, arithmetic — is computed here on its own.
+  detail::Plan plan;
+  const Status status = make_plan(args, plan);
   if (!status.ok() || args.num_tokens == 0) return status;
   const DType dtype = dtype_of<T>::value;
-  const std::int64_t head_stride = args.in_head_stride != 0 ? args.in_head_stride : args.head_dim;
-  const std::int64_t token_stride = args.in_token_stride != 0 ? args.in_token_stride : args.heads * head_stride;
-  const OutputLayout& o = args.out;
-  const OutputLayout out = (o.block_size == 1 && o.block_stride == 0 && o.token_stride == 0 && o.head_stride == 0)
-                               ? OutputLayout::contiguous(args.heads, args.head_dim)
-                               : o;
+  const std::int64_t head_stride = plan.in_head_stride;
+  const std::int64_t token_stride = plan.in_token_stride;
+  const OutputLayout& out = plan.out;
   const float k_scale = args.k_scale.device ? *args.k_scale.device : args.k_scale.value;
   const float v_scale = args.v_scale.device ? *args.v_scale.device : args.v_scale.value;
   for (std::int64_t t = 0; t < args.num_tokens; ++t) {
