@@ -64,8 +64,11 @@ Gpu& gpu() {
     BENCH_CUDA(cudaMemset(sweep, 1, s.sweep_count * sizeof(int4)));
     s.sweep = sweep;
     BENCH_CUDA(cudaMalloc(&s.sink, sizeof(int)));
-    BENCH_CUDA(cudaMalloc(&s.scales, 2 * sizeof(float)));
-    const float scales[2] = {0.0173f, 0.0229f};  // not powers of two: the division is real work
+    // Scale pairs (K, V): calibrated-looking values (the default, and the division is real
+    // work), the uncalibrated 1 (a power of two: exact reciprocal), and 3 (a short significand:
+    // many bf16 inputs land exactly on fp8 rounding boundaries, the worst case for fp32 mode).
+    const float scales[6] = {0.0173f, 0.0229f, 1.0f, 1.0f, 3.0f, 3.0f};
+    BENCH_CUDA(cudaMalloc(&s.scales, sizeof scales));
     BENCH_CUDA(cudaMemcpy(s.scales, scales, sizeof scales, cudaMemcpyHostToDevice));
     BENCH_CUDA(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     BENCH_CUDA(cudaEventCreate(&s.start));
@@ -118,6 +121,7 @@ struct Shape {
   std::int64_t tokens, heads, dim;
   bool qkv_slice = false;  // K and V as slices of a packed [tokens, 4H + H + H, dim] projection
   const char* tag = "";
+  int scale_pair = 0;  // which (K, V) scales of Gpu::scales: 0 calibrated, 1 both 1.0, 2 both 3.0
 };
 
 // One problem instance, with `count` independent buffer sets carved from the pool.
@@ -178,8 +182,8 @@ struct Problem {
     a.in_token_stride = in_token_stride;
     a.loc = set.loc;
     a.out_rows = shape.tokens;
-    a.k_scale = kvcast::Scale::in_device_memory(gpu().scales);
-    a.v_scale = kvcast::Scale::in_device_memory(gpu().scales + 1);
+    a.k_scale = kvcast::Scale::in_device_memory(gpu().scales + 2 * shape.scale_pair);
+    a.v_scale = kvcast::Scale::in_device_memory(gpu().scales + 2 * shape.scale_pair + 1);
     return a;
   }
 
@@ -401,6 +405,9 @@ void register_all() {
                                                    {Cache::cold});
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 5, 99, false, "odd"}, {Variant::kvcast}, all_timing,
                                                    {Cache::cold});
+    for (int pair : {1, 2})
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, false, pair == 1 ? "scale1" : "scale3", pair},
+                                                     {Variant::kvcast}, {Timing::graph}, {Cache::cold, Cache::hot});
   }
   benchmark::RegisterBenchmark("host/validate", bm_host_validate);
   benchmark::RegisterBenchmark("host/downcast_launch", bm_host_downcast);

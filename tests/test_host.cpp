@@ -75,7 +75,7 @@ const Invalid kInvalid[] = {
     {"out capacity", [](auto& a) { a.out_rows = 10; a.out_capacity = 10 * 1024 - 1; }, Code::bad_shape, "out_capacity (10239) < 10240"},
     {"out overflow", [](auto& a) { a.out_rows = std::int64_t{1} << 60; }, Code::overflow, "out_rows (1152921504606846976) with this layout addresses beyond int64"},
     {"in overflow", [](auto& a) { a.num_tokens = std::int64_t{1} << 40; a.in_token_stride = std::int64_t{1} << 40; }, Code::overflow, "in_token_stride (1099511627776) * extent"},
-    {"too many segments", [](auto& a) { a.num_tokens = std::int64_t{1} << 30; a.in_head_stride = 256; a.in_token_stride = 0; }, Code::bad_shape, "num_tokens*heads (1073741824*8) exceeds 2^32-1"},
+    {"too many segments", [](auto& a) { a.num_tokens = std::int64_t{1} << 30; a.in_head_stride = 256; a.in_token_stride = 0; }, Code::bad_shape, "num_tokens*heads (1073741824*8) exceeds 2^31-1"},
 };
 
 TEST(Validation, ValidArgumentsPass) {

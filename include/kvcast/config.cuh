@@ -14,6 +14,8 @@
 #define KVCAST_HOST_DEVICE __host__ __device__ __forceinline__
 #define KVCAST_DEVICE __device__ __forceinline__
 #define KVCAST_HOST __host__ inline
+//! For rare paths: kept out of line, so that their code is not in the hot instruction stream.
+#define KVCAST_DEVICE_NOINLINE __device__ __noinline__
 #else
 #define KVCAST_HOST_DEVICE inline
 #define KVCAST_HOST inline

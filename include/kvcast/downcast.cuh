@@ -22,12 +22,13 @@ namespace detail {
 //! lines as possible, so that the loads leave early; what the stores need follows.
 template <class T>
 struct DowncastParams {
-  // To find the thread's work and issue its loads.
-  std::int32_t log2_group;
+  // To find the thread's work and issue its loads. 32-bit where make_plan bounds the value:
+  // segments <= 2^31 - 1, a segment <= 2^24 elements.
+  std::uint32_t log2_group;
   std::uint32_t num_segments;
+  std::uint32_t seg_len;
+  std::uint32_t full_items;  //!< vectors of Vec elements per segment; a partial one may follow
   FastDivmod segs_per_token;
-  std::int32_t seg_len;
-  std::int32_t full_items;  //!< vectors of Vec elements per segment; a partial one may follow
   const T* k;
   const T* v;
   std::int64_t in_token_stride;
@@ -49,48 +50,61 @@ struct DowncastParams {
   unsigned long long* error_count;
 };
 
-//! Vec elements, moved `Access` elements per instruction: Access == Vec is one aligned vector
-//! access; Access == 1 serves pointers and strides that allow no vector (each thread still
-//! handles Vec elements, so the index work is shared and the conversions stay packed).
+//! A thread's Vec elements. Access == Vec: one aligned vector at `src`, one access. Access ==
+//! 1 serves pointers and strides that allow no vector: element i is at `src[i * stride]` (the
+//! group's threads interleave, so every warp-wide access is one coalesced run), and only the
+//! elements before `end` (counted from src) exist; the others stay as they were.
 template <class T, int Vec, int Access>
-KVCAST_DEVICE void load_vector(const T* __restrict__ src, AlignedVector<T, Vec>& v) {
+KVCAST_DEVICE void load_vector(const T* __restrict__ src, std::uint32_t stride, std::uint32_t end, AlignedVector<T, Vec>& v) {
   if constexpr (Access == Vec) {
     v.load(src);
   } else {
+    static_assert(Access == 1, "load_vector: vectors are accessed whole or element by element.");
     KVCAST_UNROLL
-    for (int i = 0; i < Vec; i += Access) {
-      AlignedVector<T, Access> part;
-      part.load(src, i);
-      KVCAST_UNROLL
-      for (int j = 0; j < Access; ++j) v[i + j] = part[j];
-    }
+    for (int i = 0; i < Vec; ++i)
+      if (i * stride < end) v[i] = src[i * stride];
   }
 }
 
+//! The stores matching load_vector.
 template <int Vec, int Access>
-KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, const AlignedVector<std::uint8_t, Vec>& v) {
+KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, std::uint32_t stride, std::uint32_t end,
+                                const AlignedVector<std::uint8_t, Vec>& v) {
   if constexpr (Access == Vec) {
     v.store(dst);
   } else {
     KVCAST_UNROLL
-    for (int i = 0; i < Vec; i += Access) {
-      AlignedVector<std::uint8_t, Access> part;
-      KVCAST_UNROLL
-      for (int j = 0; j < Access; ++j) part[j] = v[i + j];
-      part.store(dst, i);
-    }
+    for (int i = 0; i < Vec; ++i)
+      if (i * stride < end) dst[i * stride] = v[i];
+  }
+}
+
+//! The partial last vector of a segment, element by element. Out of line, so that the main
+//! path's instructions stay contiguous (a decode step fetches them cold). A null
+//! output skips its tensor.
+template <class T, class Format, Arithmetic Mode>
+KVCAST_DEVICE_NOINLINE void quantize_tail(const T* k_in, const T* v_in, std::uint8_t* k_out, std::uint8_t* v_out,
+                                          std::uint32_t count, float k_scale, float v_scale) {
+  const Quantizer<T, Format, Mode> qk(k_scale);
+  const Quantizer<T, Format, Mode> qv(v_scale);
+#pragma unroll 1
+  for (std::uint32_t e = 0; e < count; ++e) {
+    if (k_out) k_out[e] = qk(k_in[e]);
+    if (v_out) v_out[e] = qv(v_in[e]);
   }
 }
 
 //! One vector per thread. A segment (a token's row, or one head of it) is cut into chunks of
 //! 2^log2_group vectors, one chunk per group of threads (grid y), so that a single long row
-//! spreads over several CTAs (tile::Memory indexing: vector `chunk * G + rank`). Every load the thread needs
-//! — slot, K, V, scales — is issued before any of them is used, so a decode step pays one memory
-//! latency. The main path is straight-line code; the tail of a segment whose length Vec does not
-//! divide is done element by element.
+//! spreads over several CTAs (tile::Memory indexing: vector `chunk * G + rank`). The prologue
+//! is short and 32-bit, and every load the thread needs — slot, K, V, scales — is issued before
+//! any of them is used, so a decode step pays one memory latency. The main path is
+//! straight-line code; the tail of a segment whose length Vec does not divide is done element
+//! by element.
 template <class T, class Format, Arithmetic Mode, int Vec, int Access, int BlockSize>
 __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
-  static_assert(BlockSize % 32 == 0 && BlockSize <= 1024, "downcast_kernel: BlockSize must be a multiple of 32 up to 1024.");
+  static_assert(BlockSize >= 32 && BlockSize <= 1024 && (BlockSize & (BlockSize - 1)) == 0,
+                "downcast_kernel: BlockSize must be a power of two from 32 to 1024.");
   static_assert(Vec >= 2 && Vec * sizeof(T) <= 32, "downcast_kernel: a vector holds 2 elements up to 32 bytes of input.");
   static_assert(Access == Vec || Access == 1, "downcast_kernel: vectors are accessed whole or element by element.");
 #if KVCAST_HAS_PDL
@@ -99,35 +113,43 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
-  // Grid: x (and z, past 2^31 - 1 CTAs) walks the segments, y the chunks of one segment.
-  const std::uint32_t groups_per_cta = BlockSize >> p.log2_group;
-  const std::uint64_t seg64 = (std::uint64_t{blockIdx.z} * gridDim.x + blockIdx.x) * groups_per_cta + (threadIdx.x >> p.log2_group);
-  if (seg64 >= p.num_segments) return;
-  const std::uint32_t seg = static_cast<std::uint32_t>(seg64);
-  const tile::Memory<AlignedVector<T, Vec>> walk(threadIdx.x & ((1u << p.log2_group) - 1), std::int64_t{1} << p.log2_group);
-  const std::int64_t j = walk.index(blockIdx.y);  // this thread's vector in the segment
-  const std::int64_t first = j * Vec;
-  if (first >= p.seg_len) return;  // the idle end of the last chunk (never vector 0)
+  // Grid: x walks the segments, 2^(log2(BlockSize) - log2_group) of them per CTA; y the chunks
+  // of one segment. No sum here can wrap: segments < 2^31, and a CTA's count past the last
+  // segment is below BlockSize.
+  constexpr std::uint32_t kLog2Block = BlockSize >= 1024 ? 10 : BlockSize >= 512 ? 9 : BlockSize >= 256 ? 8
+                                     : BlockSize >= 128 ? 7 : BlockSize >= 64 ? 6 : 5;
+  const std::uint32_t lg = p.log2_group;
+  const std::uint32_t seg = (blockIdx.x << (kLog2Block - lg)) + (threadIdx.x >> lg);
+  const tile::Memory<AlignedVector<T, Vec>, std::uint32_t> walk(threadIdx.x & ((1u << lg) - 1), 1u << lg);
+  const std::uint32_t j = walk.index(blockIdx.y);  // this thread's vector in the segment
+  // Its first element: vector j (Access == Vec), or, element by element, member `rank` of the
+  // chunk's interleaved run, with the next elements `stride` apart.
+  const std::uint32_t first = Access == Vec ? j * Vec : blockIdx.y * (walk.size() * Vec) + walk.rank();
+  const std::uint32_t stride = Access == Vec ? 1u : walk.size();
+  if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
+  const std::uint32_t end = p.seg_len - first;  // elements from `first` to the end of the segment
   const std::uint32_t token = p.segs_per_token.div(seg);
   const std::uint32_t head = seg - token * p.segs_per_token.divisor();
 
-  // Loads first.
-  const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
-  const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
-  std::int64_t slot = token;
-  if (p.loc) {
-    slot = p.loc_is_int32 ? std::int64_t{__ldg(static_cast<const std::int32_t*>(p.loc) + token)}
-                          : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(p.loc) + token));
-  }
-  const std::int64_t in_base = std::int64_t{token} * p.in_token_stride + std::int64_t{head} * p.in_head_stride;
+  // Loads first: K and V (the bulk of the bytes), then the slot and the scales.
+  const std::int64_t in_base = token * p.in_token_stride + head * p.in_head_stride;
   const T* __restrict__ k_in = p.k + in_base;  // not dereferenced when p.k is null
   const T* __restrict__ v_in = p.v + in_base;
-  const bool full = j < p.full_items;
-  AlignedVector<T, Vec> k_vec, v_vec;
-  if (full) {
-    if (p.k) load_vector<T, Vec, Access>(k_in + first, k_vec);
-    if (p.v) load_vector<T, Vec, Access>(v_in + first, v_vec);
-  }
+  // Element by element there is no partial vector: each element has its own bound.
+  const bool full = Access == 1 || j < p.full_items;
+  AlignedVector<T, Vec> k_vec{}, v_vec{};  // zeros where absent: both are converted unconditionally
+  if (full && p.k) load_vector<T, Vec, Access>(k_in + first, stride, end, k_vec);
+  if (full && p.v) load_vector<T, Vec, Access>(v_in + first, stride, end, v_vec);
+  // Two predicated loads rather than a branch, which would hold the K/V loads back behind it.
+  long long slot64 = token;
+  std::int32_t slot32 = static_cast<std::int32_t>(token);
+  const bool loc32 = p.loc && p.loc_is_int32;
+  if (p.loc && !p.loc_is_int32) slot64 = __ldg(static_cast<const long long*>(p.loc) + token);
+  if (loc32) slot32 = __ldg(static_cast<const std::int32_t*>(p.loc) + token);
+  const std::int64_t slot = loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
+  const std::int64_t out_in_row = head * p.out.head_stride + first;  // the part the slot does not decide
+  const float k_scale = p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale;
+  const float v_scale = p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale;
 
   // Then the slot decides.
   if (slot < 0) return;  // padding token
@@ -138,20 +160,35 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   // In range, so the true row fits int64; unsigned arithmetic keeps the intermediate defined.
   const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
                                                      static_cast<std::uint64_t>(p.offset));
-  const std::int64_t out_base = p.out.address(row, head);
+  const std::int64_t out_base = p.out.row_address(row) + out_in_row;  // = out.address(row, head) + first
   std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when p.k_out is set
   std::uint8_t* __restrict__ v_out = p.v_out + out_base;
+  if (!full) {
+    quantize_tail<T, Format, Mode>(k_in + first, v_in + first, p.k_out ? k_out : nullptr, p.v_out ? v_out : nullptr, end,
+                                   k_scale, v_scale);
+    return;
+  }
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
-  if (full) {
-    if (p.k_out) store_vector<Vec, Access>(k_out + first, quantize(qk, k_vec));
-    if (p.v_out) store_vector<Vec, Access>(v_out + first, quantize(qv, v_vec));
-  } else {  // the partial last vector
-#pragma unroll 1
-    for (std::int64_t e = first; e < p.seg_len; ++e) {
-      if (p.k_out) k_out[e] = qk(k_in[e]);
-      if (p.v_out) v_out[e] = qv(v_in[e]);
+  // K and V are converted together (no branch between them, so their instructions interleave)
+  // and stored where they have an output.
+  if constexpr (Mode == Arithmetic::fp32) {
+    // Bracketed codes; the rare vector whose bracket was not certain (about 1 in 10^4 for
+    // calibrated scales) takes the exact division, in one block for K and V.
+    std::uint32_t differ_k = 0, differ_v = 0;
+    AlignedVector<std::uint8_t, Vec> k_codes = qk.bracketed(k_vec, differ_k);
+    AlignedVector<std::uint8_t, Vec> v_codes = qv.bracketed(v_vec, differ_v);
+    if ((differ_k | differ_v) != 0) {
+      if (differ_k != 0) k_codes = qk.exact(k_vec);
+      if (differ_v != 0) v_codes = qv.exact(v_vec);
     }
+    if (p.k_out) store_vector<Vec, Access>(k_out, stride, end, k_codes);
+    if (p.v_out) store_vector<Vec, Access>(v_out, stride, end, v_codes);
+  } else {
+    const AlignedVector<std::uint8_t, Vec> k_codes = quantize(qk, k_vec);
+    const AlignedVector<std::uint8_t, Vec> v_codes = quantize(qv, v_vec);
+    if (p.k_out) store_vector<Vec, Access>(k_out, stride, end, k_codes);
+    if (p.v_out) store_vector<Vec, Access>(v_out, stride, end, v_codes);
   }
 }
 

@@ -91,7 +91,9 @@ KVCAST_HOST_DEVICE float to_float(__nv_bfloat16 x) { return __bfloat162float(x);
 //! element loop); then applied to single elements, pairs or whole AlignedVectors.
 //!
 //! - Arithmetic::fp32: `float_to_fp8(x / scale)` with the quotient exactly as one IEEE fp32
-//!   division rounds it (`__fdiv_rn`; computed from a hoisted reciprocal, see detail::divide_fast).
+//!   division rounds it (`__fdiv_rn`). Single elements compute that quotient from a hoisted
+//!   reciprocal (detail::divide_fast); vectors get the same codes from two bracketing products,
+//!   verified (detail::bracket_codes).
 //! - Arithmetic::input_precision: `s = T(scale)` (round to nearest), `inv = T(1) / s` correctly
 //!   rounded in T, `y = x * inv` rounded in T, clamp to ±max, convert. The clamp is not
 //!   executed: converting with `__NV_SATFINITE` gives the same code for every input, including
@@ -136,13 +138,50 @@ KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) {
   const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
 }
+
+// Vectors in fp32 mode: bracket, then verify. With y = RN(1/b), below = RN(y*(1-2^-21)) and
+// above = RN(y*(1+2^-21)), the products RN(x*below) and RN(x*above) bracket RN(x/b) strictly:
+// three roundings of at most 2^-24 each leave them within factors (1-2^-21)(1+2^-24)^3 <
+// 1-5*2^-24 and (1+2^-21)(1-2^-24)^3 > 1+5*2^-24 of x/b, while RN(x/b) is within 1±2^-24 of
+// it. Rounding to fp8 with saturation is monotone, so when the two products give the same
+// code, RN(x/b) gives it too: two multiplies and two packed conversions per pair of elements
+// instead of a division each. The bracket straddles a rounding boundary for about 2^-15 of the
+// quotients (the CPU tests measure it); only then does the vector take the exact division.
+// Where the relative bounds fail (results below 2^-126 or past FLT_MAX) all three values give
+// the same code anyway: ±0 with the sign of x/b, or ±max; NaN gives the NaN code either way.
+constexpr float kBracketBelow = 1.0f - 0x1p-21f;
+constexpr float kBracketAbove = 1.0f + 0x1p-21f;
+
+//! The bracketing reciprocals for scale b, given y = RN(1/b). A power-of-two scale (y * b is
+//! exactly 1) has an exact reciprocal, so x * y rounds exactly as x / b does: a zero-width
+//! bracket that never disagrees. Scale 1, the uncalibrated default, would otherwise put many
+//! bf16 inputs exactly on fp8 midpoints, where any bracket of nonzero width disagrees.
+KVCAST_HOST_DEVICE void bracket(float b, float y, float& below, float& above) {
+  const bool exact_inverse = fma_rn(y, b, -1.0f) == 0.0f;
+  below = exact_inverse ? y : mul_rn(y, kBracketBelow);
+  above = exact_inverse ? y : mul_rn(y, kBracketAbove);
+}
+
+//! Codes of x0 (low byte) and x1 (high byte) from the bracketing products; `differ` collects
+//! the bits in which the two brackets' codes disagree (0: both codes are exact).
+template <class Format>
+KVCAST_HOST_DEVICE std::uint16_t bracket_codes(float x0, float x1, float below, float above, std::uint32_t& differ) {
+  const std::uint16_t lo = float2_to_fp8x2<Format>(mul_rn(x0, below), mul_rn(x1, below));
+  const std::uint16_t hi = float2_to_fp8x2<Format>(mul_rn(x0, above), mul_rn(x1, above));
+  differ |= static_cast<std::uint32_t>(lo ^ hi);
+  return lo;
+}
 }  // namespace detail
 
 template <class T, class Format>
 class Quantizer<T, Format, Arithmetic::fp32> {
  public:
   KVCAST_HOST_DEVICE explicit Quantizer(float scale)
-      : scale_(scale), inv_(detail::rcp_rn(scale)), fast_(detail::scale_allows_fast_division(scale)) {}
+      : scale_(scale),
+        inv_(detail::rcp_rn(scale)),
+        fast_(detail::scale_allows_fast_division(scale)) {
+    detail::bracket(scale, inv_, below_, above_);
+  }
 
   //! x / scale, as close as the fp8 code needs: see detail::divide_fast.
   KVCAST_HOST_DEVICE float divide(float x) const {
@@ -153,23 +192,59 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
     return float2_to_fp8x2<Format>(divide(to_float(x0)), divide(to_float(x1)));
   }
-  //! N quotients at once: the scale's check is made once (a branch the whole grid takes the
-  //! same way), then straight-line code for every element.
+  //! Codes of N elements (N even): bracketed and verified (see detail::bracket_codes), the
+  //! exact division only for a vector whose bracket straddles a rounding boundary, and for
+  //! every vector when the scale is outside the fast range (a branch the whole grid takes the
+  //! same way).
   template <int N>
-  KVCAST_HOST_DEVICE void divide(const AlignedVector<T, N>& in, float (&out)[N]) const {
+  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> codes(const AlignedVector<T, N>& in) const {
+    std::uint32_t differ = 0;
+    const AlignedVector<std::uint8_t, N> out = bracketed(in, differ);
+    return differ == 0 ? out : exact(in);
+  }
+  //! The bracketed codes of N elements (N even): exact where `differ` comes back 0, otherwise
+  //! to be replaced by exact(in). Split from codes() so that a kernel can keep the rare exact
+  //! path out of line.
+  template <int N>
+  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
+    static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
+    AlignedVector<std::uint8_t, N> out;
+    differ = fast_ ? 0u : 1u;
+    KVCAST_UNROLL
+    for (int i = 0; i < N; i += 2) {
+      const std::uint16_t c = detail::bracket_codes<Format>(to_float(in[i]), to_float(in[i + 1]), below_, above_, differ);
+      out[i] = static_cast<std::uint8_t>(c & 0xFF);
+      out[i + 1] = static_cast<std::uint8_t>(c >> 8);
+    }
+    return out;
+  }
+  //! The codes of N elements (N even) from the quotients themselves.
+  template <int N>
+  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> exact(const AlignedVector<T, N>& in) const {
+    AlignedVector<std::uint8_t, N> out;
+    float q[N];  // the scale's range is checked once for the vector, not per element
     if (fast_) {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) out[i] = detail::divide_fast(to_float(in[i]), scale_, inv_);
+      for (int i = 0; i < N; ++i) q[i] = detail::divide_fast(to_float(in[i]), scale_, inv_);
     } else {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) out[i] = detail::div_rn(to_float(in[i]), scale_);
+      for (int i = 0; i < N; ++i) q[i] = detail::div_rn(to_float(in[i]), scale_);
     }
+    KVCAST_UNROLL
+    for (int i = 0; i < N; i += 2) {
+      const std::uint16_t c = float2_to_fp8x2<Format>(q[i], q[i + 1]);
+      out[i] = static_cast<std::uint8_t>(c & 0xFF);
+      out[i + 1] = static_cast<std::uint8_t>(c >> 8);
+    }
+    return out;
   }
 
  private:
   float scale_;
   float inv_;
   bool fast_;
+  float below_;
+  float above_;
 };
 
 template <class Format>
@@ -237,17 +312,12 @@ KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Fo
   AlignedVector<std::uint8_t, N> out;
   if constexpr (N == 1) {
     out[0] = q(in[0]);
+  } else if constexpr (Mode == Arithmetic::fp32) {
+    out = q.codes(in);
   } else {
-    [[maybe_unused]] float quotients[N];
-    if constexpr (Mode == Arithmetic::fp32) q.divide(in, quotients);  // hoisted out of the pairs
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) {
-      std::uint16_t codes;
-      if constexpr (Mode == Arithmetic::fp32) {
-        codes = float2_to_fp8x2<Format>(quotients[i], quotients[i + 1]);
-      } else {
-        codes = q.pair(in[i], in[i + 1]);
-      }
+      const std::uint16_t codes = q.pair(in[i], in[i + 1]);
       out[i] = static_cast<std::uint8_t>(codes & 0xFF);
       out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
     }

@@ -40,9 +40,9 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.out = plan.out;
   p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
   p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
-  p.seg_len = static_cast<std::int32_t>(plan.seg_len);
-  p.full_items = static_cast<std::int32_t>(plan.seg_len / Vec);
-  p.log2_group = plan.log2_group;
+  p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
+  p.full_items = static_cast<std::uint32_t>(plan.seg_len / Vec);
+  p.log2_group = static_cast<std::uint32_t>(plan.log2_group);
   p.loc = a.loc.data;
   p.loc_is_int32 = a.loc.is_int32;
   p.mult = a.mult;
@@ -55,13 +55,11 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.k_scale = a.k_scale.value;
   p.v_scale = a.v_scale.value;
 
-  // One group of threads per chunk of a segment: x (and z past 2^31 - 1 CTAs) walks the
-  // segments, y the chunks of a segment (at most 2^15, see make_plan).
+  // One group of threads per chunk of a segment: x walks the segments (at most 2^31 - 1, see
+  // make_plan), y the chunks of a segment (at most 2^15).
   const std::int64_t groups_per_cta = kBlock >> plan.log2_group;
   const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
-  const std::int64_t max_x = 0x7FFFFFFF;
-  const dim3 grid(static_cast<unsigned>(ctas < max_x ? ctas : max_x), static_cast<unsigned>(plan.chunks_per_seg),
-                  static_cast<unsigned>((ctas + max_x - 1) / max_x));
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.chunks_per_seg));
 
   cudaLaunchConfig_t config{};
   config.gridDim = grid;

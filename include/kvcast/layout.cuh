@@ -52,10 +52,14 @@ struct OutputLayout {
 
   //! @pre `row >= 0`, `head >= 0`, and the result fits in int64 (validated on the host).
   KVCAST_HOST_DEVICE std::int64_t address(std::int64_t row, std::int64_t head) const {
+    return row_address(row) + head * head_stride;
+  }
+  //! Where row `row` starts (its head 0). Split out so that a kernel can add the head's part
+  //! before it knows the row.
+  KVCAST_HOST_DEVICE std::int64_t row_address(std::int64_t row) const {
     // The flat case skips the 64-bit division; it is the common one.
-    if (block_size == 1) return row * block_stride + head * head_stride;
-    return (row / block_size) * block_stride + (row % block_size) * token_stride +
-           head * head_stride;
+    if (block_size == 1) return row * block_stride;
+    return (row / block_size) * block_stride + (row % block_size) * token_stride;
   }
 };
 

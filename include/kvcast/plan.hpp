@@ -250,8 +250,8 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   plan.segs_per_token = fuse ? 1 : a.heads;
   plan.seg_len = fuse ? row_elems : a.head_dim;
   if (!detail::mul_add(a.num_tokens, plan.segs_per_token, 0, plan.num_segments) ||
-      plan.num_segments > std::numeric_limits<std::uint32_t>::max())
-    return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^32-1", ll(a.num_tokens), ll(a.heads));
+      plan.num_segments > std::numeric_limits<std::int32_t>::max())
+    return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^31-1", ll(a.num_tokens), ll(a.heads));
 
   // Widest vector legal for every pointer and every stride a vector start depends on; when none
   // is, vectors of kUnalignedVector elements moved one element at a time. Calls of up to

@@ -5,6 +5,9 @@
 //! threads walks an array in tiles of `size` elements (T is usually an AlignedVector): at tile
 //! `t`, member `rank` touches element `t * size + rank`, so consecutive threads touch
 //! consecutive words and every warp access is one coalesced transaction per word.
+//!
+//! `Index` is the integer type of ranks, sizes and indices: 64-bit by default; a kernel whose
+//! indices provably stay below 2^32 asks for 32-bit ones, one instruction each instead of two.
 #pragma once
 
 #include <cstdint>
@@ -14,11 +17,11 @@
 namespace kvcast {
 namespace tile {
 
-template <class T>
+template <class T, class Index = std::int64_t>
 class Memory {
  public:
   //! A group of `size` threads of which the caller is member `rank` (`0 <= rank < size`).
-  KVCAST_HOST_DEVICE constexpr Memory(std::int64_t rank, std::int64_t size) : rank_(rank), size_(size) {}
+  KVCAST_HOST_DEVICE constexpr Memory(Index rank, Index size) : rank_(rank), size_(size) {}
 
   //! The calling thread alone.
   KVCAST_HOST_DEVICE static constexpr Memory thread() { return Memory(0, 1); }
@@ -27,28 +30,28 @@ class Memory {
   KVCAST_DEVICE static Memory warp() { return Memory(threadIdx.x % 32, 32); }
   //! The whole CTA, threads ranked in x-major order.
   KVCAST_DEVICE static Memory cta() {
-    const std::int64_t rank = threadIdx.x + blockDim.x * (threadIdx.y + std::int64_t{blockDim.y} * threadIdx.z);
-    return Memory(rank, std::int64_t{blockDim.x} * blockDim.y * blockDim.z);
+    const Index rank = threadIdx.x + Index{blockDim.x} * (threadIdx.y + Index{blockDim.y} * threadIdx.z);
+    return Memory(rank, Index{blockDim.x} * blockDim.y * blockDim.z);
   }
 #endif
 
-  KVCAST_HOST_DEVICE constexpr std::int64_t rank() const { return rank_; }
-  KVCAST_HOST_DEVICE constexpr std::int64_t size() const { return size_; }
+  KVCAST_HOST_DEVICE constexpr Index rank() const { return rank_; }
+  KVCAST_HOST_DEVICE constexpr Index size() const { return size_; }
 
-  //! Index of this thread's element in tile `tile`. 64-bit throughout.
-  KVCAST_HOST_DEVICE constexpr std::int64_t index(std::int64_t tile) const { return tile * size_ + rank_; }
+  //! Index of this thread's element in tile `tile`.
+  KVCAST_HOST_DEVICE constexpr Index index(Index tile) const { return tile * size_ + rank_; }
   //! Whether this thread's element of tile `tile` lies inside an array of `count` elements.
-  KVCAST_HOST_DEVICE constexpr bool in_bound(std::int64_t count, std::int64_t tile = 0) const {
+  KVCAST_HOST_DEVICE constexpr bool in_bound(Index count, Index tile = 0) const {
     return index(tile) < count;
   }
-  KVCAST_HOST_DEVICE T load(const T* ptr, std::int64_t tile = 0) const { return ptr[index(tile)]; }
-  KVCAST_HOST_DEVICE void store(T* ptr, const T& value, std::int64_t tile = 0) const {
+  KVCAST_HOST_DEVICE T load(const T* ptr, Index tile = 0) const { return ptr[index(tile)]; }
+  KVCAST_HOST_DEVICE void store(T* ptr, const T& value, Index tile = 0) const {
     ptr[index(tile)] = value;
   }
 
  private:
-  std::int64_t rank_;
-  std::int64_t size_;
+  Index rank_;
+  Index size_;
 };
 
 }  // namespace tile
