@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -53,6 +54,12 @@ TEST(TileMemory, GroupsWalkTilesCoalesced) {
   EXPECT_EQ(one.index(5), 5);
   const kvcast::tile::Memory<int> far(3, 256);
   EXPECT_EQ(far.index(std::int64_t{1} << 40), (std::int64_t{1} << 48) + 3);  // 64-bit
+  // 32-bit indices, as the kernel asks for them: the same walk, one instruction a step.
+  const kvcast::tile::Memory<int, std::uint32_t> narrow(5, 64);
+  EXPECT_EQ(narrow.index(3u), 3u * 64 + 5);
+  EXPECT_EQ(narrow.rank(), 5u);
+  EXPECT_EQ(narrow.size(), 64u);
+  static_assert(std::is_same_v<decltype(narrow.index(0u)), std::uint32_t>, "Index type carries through");
 }
 
 // No device is touched here: the arguments are refused first. On a GPU-less machine a CUDA

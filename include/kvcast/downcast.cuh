@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const T* __restrict__ v_in = p.v + in_base;
   // Element by element there is no partial vector: each element has its own bound.
   const bool full = Access == 1 || j < p.full_items;
-  AlignedVector<T, Vec> k_vec{}, v_vec{};  // zeros where absent: both are converted unconditionally
+  AlignedVector<T, Vec> k_vec, v_vec;
   if (full && p.k) load_vector<T, Vec, Access>(k_in + first, stride, end, k_vec);
   if (full && p.v) load_vector<T, Vec, Access>(v_in + first, stride, end, v_vec);
   // Two predicated loads rather than a branch, which would hold the K/V loads back behind it.
@@ -170,26 +170,10 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   }
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
-  // K and V are converted together (no branch between them, so their instructions interleave)
-  // and stored where they have an output.
-  if constexpr (Mode == Arithmetic::fp32) {
-    // Bracketed codes; the rare vector whose bracket was not certain (about 1 in 10^4 for
-    // calibrated scales) takes the exact division, in one block for K and V.
-    std::uint32_t differ_k = 0, differ_v = 0;
-    AlignedVector<std::uint8_t, Vec> k_codes = qk.bracketed(k_vec, differ_k);
-    AlignedVector<std::uint8_t, Vec> v_codes = qv.bracketed(v_vec, differ_v);
-    if ((differ_k | differ_v) != 0) {
-      if (differ_k != 0) k_codes = qk.exact(k_vec);
-      if (differ_v != 0) v_codes = qv.exact(v_vec);
-    }
-    if (p.k_out) store_vector<Vec, Access>(k_out, stride, end, k_codes);
-    if (p.v_out) store_vector<Vec, Access>(v_out, stride, end, v_codes);
-  } else {
-    const AlignedVector<std::uint8_t, Vec> k_codes = quantize(qk, k_vec);
-    const AlignedVector<std::uint8_t, Vec> v_codes = quantize(qv, v_vec);
-    if (p.k_out) store_vector<Vec, Access>(k_out, stride, end, k_codes);
-    if (p.v_out) store_vector<Vec, Access>(v_out, stride, end, v_codes);
-  }
+  // One tensor after the other, so that K's registers are free before V's conversion needs
+  // them (converting both at once costs occupancy on the widest vectors).
+  if (p.k_out) store_vector<Vec, Access>(k_out, stride, end, quantize(qk, k_vec));
+  if (p.v_out) store_vector<Vec, Access>(v_out, stride, end, quantize(qv, v_vec));
 }
 
 }  // namespace detail

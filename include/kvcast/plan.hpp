@@ -73,7 +73,7 @@ struct Plan {
 
 constexpr int kMaxVectorBytes = 32;
 constexpr int kMaxVectorElements = 16;
-constexpr int kUnalignedVector = 8;  // elements per thread when only scalar accesses are legal
+constexpr int kUnalignedVector = 8;  // elements a thread when only scalar accesses are legal
 constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;  // elements a tensor: see make_plan
 // A row spans at most 2^24 / (2 * 256) = 2^15 chunks of threads: grid y holds them.
 constexpr std::int64_t kMaxRowElements = std::int64_t{1} << 24;
@@ -254,7 +254,8 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
     return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^31-1", ll(a.num_tokens), ll(a.heads));
 
   // Widest vector legal for every pointer and every stride a vector start depends on; when none
-  // is, vectors of kUnalignedVector elements moved one element at a time. Calls of up to
+  // is, kUnalignedVector elements a thread, moved one element at a time and interleaved with
+  // the group's other threads (each warp-wide access is one coalesced run). Calls of up to
   // kSmallCall elements a tensor take at most 8: more threads with less straight-line work each
   // finish sooner when the call is all latency (decode); larger calls take 16 (fewer, wider
   // accesses once bandwidth is what counts).
