@@ -16,9 +16,11 @@
 #define KVCAST_HOST __host__ inline
 //! For rare paths: kept out of line, so that their code is not in the hot instruction stream.
 #define KVCAST_DEVICE_NOINLINE __device__ __noinline__
+#define KVCAST_HOST_DEVICE_NOINLINE __host__ __device__ __noinline__
 #else
 #define KVCAST_HOST_DEVICE inline
 #define KVCAST_HOST inline
+#define KVCAST_HOST_DEVICE_NOINLINE inline
 #endif
 
 //! `_Pragma` keeps the pragma out of the preprocessor's reach and makes a typo a compile error

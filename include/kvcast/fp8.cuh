@@ -173,6 +173,11 @@ KVCAST_HOST_DEVICE std::uint16_t bracket_codes(float x0, float x1, float below, 
 }
 }  // namespace detail
 
+namespace detail {
+template <class T, class Format, int N>
+KVCAST_HOST_DEVICE_NOINLINE AlignedVector<std::uint8_t, N> exact_codes_out_of_line(AlignedVector<T, N> in, float scale);
+}  // namespace detail
+
 template <class T, class Format>
 class Quantizer<T, Format, Arithmetic::fp32> {
  public:
@@ -199,8 +204,9 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   template <int N>
   KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> codes(const AlignedVector<T, N>& in) const {
     std::uint32_t differ = 0;
-    const AlignedVector<std::uint8_t, N> out = bracketed(in, differ);
-    return differ == 0 ? out : exact(in);
+    AlignedVector<std::uint8_t, N> out = bracketed(in, differ);
+    if (differ != 0) out = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
+    return out;
   }
   //! The bracketed codes of N elements (N even): exact where `differ` comes back 0, otherwise
   //! to be replaced by exact(in). Split from codes() so that a kernel can keep the rare exact
@@ -304,6 +310,15 @@ class Quantizer<__nv_bfloat16, Format, Arithmetic::input_precision> {
  private:
   __nv_bfloat162 inv_;
 };
+
+namespace detail {
+// The rare exact path of Quantizer<T, Format, fp32>::codes, out of line on the device: its
+// registers and instructions stay out of the main path. The vector travels by value.
+template <class T, class Format, int N>
+KVCAST_HOST_DEVICE_NOINLINE AlignedVector<std::uint8_t, N> exact_codes_out_of_line(AlignedVector<T, N> in, float scale) {
+  return Quantizer<T, Format, Arithmetic::fp32>(scale).exact(in);
+}
+}  // namespace detail
 
 //! Quantizes a whole vector, two elements per conversion where N allows it.
 template <class T, class Format, Arithmetic Mode, int N>
