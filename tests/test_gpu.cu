@@ -45,6 +45,7 @@ std::vector<Case> grid() {
   add([](Case&) {});                                                           // SGLang-like 16 x 8 x 128
   add([](Case& c) { c.tokens = 1; });                                          // decode
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });        // larger rows, 2 vectors a thread
+  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });         // a mid-size call: vec 8
   add([](Case& c) { c.tokens = 7; c.heads = 3; c.head_dim = 33; });            // heads*dim odd (99)
   add([](Case& c) { c.tokens = 5; c.heads = 8; c.head_dim = 100; });           // dim 100
   add([](Case& c) { c.tokens = 9; c.heads = 1; c.head_dim = 1; });             // one element a token
@@ -54,7 +55,7 @@ std::vector<Case> grid() {
   add([](Case& c) { c.tokens = 13; c.heads = 2; c.head_dim = 40; });           // 80: vec 16 + tail of 0
   add([](Case& c) { c.tokens = 6; c.heads = 3; c.head_dim = 20; });            // 60: vec 4 (stride 60)
   add([](Case& c) { c.packed_kv = true; c.tokens = 33; });                     // K/V slices of one buffer
-  add([](Case& c) { c.in_head_pad = 8; c.in_token_pad = 16; });                // strided: vec 8
+  add([](Case& c) { c.in_head_pad = 8; c.in_token_pad = 16; });                // strided: vec 4 (a small call)
   add([](Case& c) { c.in_head_pad = 2; c.tokens = 10; });                      // strided: vec 2
   add([](Case& c) { c.in_token_pad = 3; c.tokens = 10; });                     // token stride odd: vec 1
   add([](Case& c) { c.in_misalign = 1; });                                     // input one element off

@@ -141,7 +141,10 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   EXPECT_EQ(p.log2_group, 6);
   EXPECT_EQ(p.chunks_per_seg, 1);
 
-  a.num_tokens = 16;  // a small call: at most 8 elements a thread, for latency
+  a.num_tokens = 16;  // a decode-sized call (16K elements): at most 4 elements a thread, for latency
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 4);
+  a.num_tokens = 1024;  // a mid-size call (1M elements): at most 8
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 8);
   a.num_tokens = 4096;
@@ -180,7 +183,7 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   a.head_dim = 33;  // 99-element rows: odd token stride
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.access, 1);
-  EXPECT_EQ(p.items_per_seg, 13);  // 12 vectors of 8 and a tail of 3
+  EXPECT_EQ(p.items_per_seg, 13);  // 13 threads of up to 8 elements, interleaved
 
   a = large_args();
   a.out = OutputLayout::paged_hnd(16, 8, 128);  // heads apart in the output: one segment per head

@@ -5,6 +5,7 @@
 //! picks the vector shape and fills DowncastParams; the kernel only moves bytes.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "config.cuh"
@@ -18,8 +19,9 @@ namespace kvcast {
 namespace detail {
 
 //! Everything the kernel reads, passed by value as a `__grid_constant__` parameter. Ordered by
-//! first use: what the thread needs to issue its loads comes first, in as few constant-cache
-//! lines as possible, so that the loads leave early; what the stores need follows.
+//! first use, and packed so that everything but the error counter fits in the first 176 bytes:
+//! the three constant-cache lines they span (from offset 0x210) are all touched by the
+//! prologue, so the store side never waits for a line after its loads have returned.
 template <class T>
 struct DowncastParams {
   // To find the thread's work and issue its loads. 32-bit where make_plan bounds the value:
@@ -29,6 +31,7 @@ struct DowncastParams {
   std::uint32_t seg_len;
   std::uint32_t full_items;  //!< vectors of Vec elements per segment; a partial one may follow
   FastDivmod segs_per_token;
+  std::uint32_t loc_is_int32;
   const T* k;
   const T* v;
   std::int64_t in_token_stride;
@@ -38,7 +41,6 @@ struct DowncastParams {
   const float* v_scale_ptr;
   float k_scale;
   float v_scale;
-  bool loc_is_int32;
   // To decide and place the stores.
   std::int64_t min_slot;
   std::int64_t max_slot;
@@ -47,8 +49,9 @@ struct DowncastParams {
   OutputLayout out;
   std::uint8_t* k_out;
   std::uint8_t* v_out;
-  unsigned long long* error_count;
+  unsigned long long* error_count;  //!< only on the rare out-of-range path
 };
+static_assert(offsetof(DowncastParams<float>, error_count) == 176, "DowncastParams: keep the hot fields in 176 bytes");
 
 //! A thread's Vec elements. Access == Vec: one aligned vector at `src`, one access. Access ==
 //! 1 serves pointers and strides that allow no vector: element i is at `src[i * stride]` (the

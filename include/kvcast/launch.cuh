@@ -44,7 +44,7 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.full_items = static_cast<std::uint32_t>(plan.seg_len / Vec);
   p.log2_group = static_cast<std::uint32_t>(plan.log2_group);
   p.loc = a.loc.data;
-  p.loc_is_int32 = a.loc.is_int32;
+  p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.mult = a.mult;
   p.offset = a.offset;
   p.min_slot = plan.min_slot;

@@ -74,7 +74,8 @@ struct Plan {
 constexpr int kMaxVectorBytes = 32;
 constexpr int kMaxVectorElements = 16;
 constexpr int kUnalignedVector = 8;  // elements a thread when only scalar accesses are legal
-constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;  // elements a tensor: see make_plan
+constexpr std::int64_t kDecodeCall = std::int64_t{1} << 18;  // elements a tensor: see make_plan
+constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;
 // A row spans at most 2^24 / (2 * 256) = 2^15 chunks of threads: grid y holds them.
 constexpr std::int64_t kMaxRowElements = std::int64_t{1} << 24;
 constexpr int kBlockSize = 256;
@@ -255,13 +256,14 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
 
   // Widest vector legal for every pointer and every stride a vector start depends on; when none
   // is, kUnalignedVector elements a thread, moved one element at a time and interleaved with
-  // the group's other threads (each warp-wide access is one coalesced run). Calls of up to
-  // kSmallCall elements a tensor take at most 8: more threads with less straight-line work each
-  // finish sooner when the call is all latency (decode); larger calls take 16 (fewer, wider
-  // accesses once bandwidth is what counts).
+  // the group's other threads (each warp-wide access is one coalesced run). The cap grows with
+  // the call: up to kDecodeCall elements a tensor, 4 (the call is all latency: more threads,
+  // each with a shorter chain of instructions after its loads, finish sooner; measured on the
+  // H100, 0.05-0.15 us less than 8 below 2^18 elements, and slower than 8 from 2^20); up to
+  // kSmallCall, 8; beyond, 16 (fewer, wider accesses once bandwidth is what counts).
   std::int64_t elements = 0;
   detail::mul_add(a.num_tokens, row_elems, 0, elements);
-  const int widest = elements <= detail::kSmallCall ? 8 : detail::kMaxVectorElements;
+  const int widest = elements <= detail::kDecodeCall ? 4 : elements <= detail::kSmallCall ? 8 : detail::kMaxVectorElements;
   plan.vec = detail::kUnalignedVector;
   plan.access = 1;
   for (int v = widest; v >= 2; v /= 2) {
