@@ -134,6 +134,13 @@ def targets(s):
                 if base:
                     out.append(f"- {tag} {k[5]}x{k[6]}x{k[7]} ({k[3]}): {gbps(r):.0f} GB/s = "
                                f"**{gbps(r) / gbps(base) * 100:.0f}%** of contiguous 8x128 ({gbps(base):.0f} GB/s)")
+    # 5. fp32 mode with other scales (1: exact reciprocal; 3: many inputs on rounding boundaries).
+    for k, r in sorted(s.items()):
+        if k[0] == "kvcast" and k[8] in ("scale1", "scale3") and k[5] in (2048, 32768):
+            base = s.get(k[:8] + ("",))
+            if base:
+                out.append(f"- fp32 mode, {k[8].replace('scale', 'scale ')} {k[5]}x{k[6]}x{k[7]} ({k[3]}, {k[4]}): "
+                           f"**{pct(r):.0f}%** of copy (calibrated scale: {pct(base):.0f}%)")
     noise = [r["spread"] for r in s.values() if r["reps"] > 1]
     if noise:
         out.append(f"- noise between repetitions: median {statistics.median(noise) * 100:.1f}%, "
