@@ -116,7 +116,9 @@ TYPED_TEST(Downcast, EveryInputPatternOnTheDevice) {
       patterns.push_back(b);
     while (patterns.size() < 65536) patterns.push_back(rng());
   }
-  for (float scale : {1.0f, 0.1f, 3.7e-3f, 1000.0f}) {
+  // 3 puts many 16-bit inputs exactly on fp8 rounding boundaries: in fp32 mode their vectors
+  // take the out-of-line exact path (the CPU tests count those disagreements).
+  for (float scale : {1.0f, 0.1f, 3.7e-3f, 1000.0f, 3.0f}) {
     Case c;
     c.tokens = 2;
     c.heads = 64;

@@ -145,7 +145,7 @@ KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) {
 // 1-5*2^-24 and (1+2^-21)(1-2^-24)^3 > 1+5*2^-24 of x/b, while RN(x/b) is within 1±2^-24 of
 // it. Rounding to fp8 with saturation is monotone, so when the two products give the same
 // code, RN(x/b) gives it too: two multiplies and two packed conversions per pair of elements
-// instead of a division each. The bracket straddles a rounding boundary for about 2^-15 of the
+// instead of a division each. The bracket straddles a rounding boundary for about 2 in 10^5
 // quotients (the CPU tests measure it); only then does the vector take the exact division.
 // Where the relative bounds fail (results below 2^-126 or past FLT_MAX) all three values give
 // the same code anyway: ±0 with the sign of x/b, or ±max; NaN gives the NaN code either way.
@@ -171,9 +171,7 @@ KVCAST_HOST_DEVICE std::uint16_t bracket_codes(float x0, float x1, float below, 
   differ |= static_cast<std::uint32_t>(lo ^ hi);
   return lo;
 }
-}  // namespace detail
 
-namespace detail {
 template <class T, class Format, int N>
 KVCAST_HOST_DEVICE_NOINLINE AlignedVector<std::uint8_t, N> exact_codes_out_of_line(AlignedVector<T, N> in, float scale);
 }  // namespace detail
@@ -208,9 +206,8 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     if (differ != 0) out = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
     return out;
   }
-  //! The bracketed codes of N elements (N even): exact where `differ` comes back 0, otherwise
-  //! to be replaced by exact(in). Split from codes() so that a kernel can keep the rare exact
-  //! path out of line.
+  //! The first half of codes(): the bracketed codes of N elements (N even), exact where
+  //! `differ` comes back 0, otherwise to be replaced by exact(in).
   template <int N>
   KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
     static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
@@ -224,7 +221,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     }
     return out;
   }
-  //! The codes of N elements (N even) from the quotients themselves.
+  //! The second half of codes(): the codes of N elements (N even) from the quotients themselves.
   template <int N>
   KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> exact(const AlignedVector<T, N>& in) const {
     AlignedVector<std::uint8_t, N> out;
