@@ -103,7 +103,8 @@ KVCAST_DEVICE_NOINLINE void quantize_tail(const T* k_in, const T* v_in, std::uin
 //! is short and 32-bit, and every load the thread needs — slot, K, V, scales — is issued before
 //! any of them is used, so a decode step pays one memory latency. The main path is
 //! straight-line code; the tail of a segment whose length Vec does not divide is done element
-//! by element.
+//! by element, out of line. Where no vector access is legal (Access == 1) a thread's Vec
+//! elements are interleaved with its group's, `stride` apart, each with its own bound.
 template <class T, class Format, Arithmetic Mode, int Vec, int Access, int BlockSize>
 __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
   static_assert(BlockSize >= 32 && BlockSize <= 1024 && (BlockSize & (BlockSize - 1)) == 0,

@@ -13,8 +13,8 @@ namespace kvcast {
 
 //! @tparam T element type (trivially copyable: fp8 bytes, `__half`, `__nv_bfloat16`, `float`…)
 //! @tparam N element count; a power of two with `sizeof(T) * N` from 1 to 32 bytes. One byte
-//!           is allowed on purpose: a single fp8 element is a legitimate one-byte access (the
-//!           unaligned kernel stores its vectors one byte at a time through it).
+//!           is allowed on purpose: a single fp8 element is a legitimate one-byte access, so
+//!           code generic over the width needs no special case for it.
 template <class T, int N>
 struct alignas(sizeof(T) * N) AlignedVector {
   static_assert(N >= 1 && (N & (N - 1)) == 0, "AlignedVector: N must be a power of two.");
