@@ -162,6 +162,13 @@ KVCAST_HOST_DEVICE void bracket(float b, float y, float& below, float& above) {
   above = exact_inverse ? y : mul_rn(y, kBracketAbove);
 }
 
+//! Puts a pair's codes (low byte first, as the packed conversions return them) at out[i], out[i+1].
+template <int N>
+KVCAST_HOST_DEVICE void put_pair(AlignedVector<std::uint8_t, N>& out, int i, std::uint16_t codes) {
+  out[i] = static_cast<std::uint8_t>(codes & 0xFF);
+  out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
+}
+
 //! Codes of x0 (low byte) and x1 (high byte) from the bracketing products; `differ` collects
 //! the bits in which the two brackets' codes disagree (0: both codes are exact).
 template <class Format>
@@ -215,9 +222,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     differ = fast_ ? 0u : 1u;
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) {
-      const std::uint16_t c = detail::bracket_codes<Format>(to_float(in[i]), to_float(in[i + 1]), below_, above_, differ);
-      out[i] = static_cast<std::uint8_t>(c & 0xFF);
-      out[i + 1] = static_cast<std::uint8_t>(c >> 8);
+      detail::put_pair(out, i, detail::bracket_codes<Format>(to_float(in[i]), to_float(in[i + 1]), below_, above_, differ));
     }
     return out;
   }
@@ -234,11 +239,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
       for (int i = 0; i < N; ++i) q[i] = detail::div_rn(to_float(in[i]), scale_);
     }
     KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) {
-      const std::uint16_t c = float2_to_fp8x2<Format>(q[i], q[i + 1]);
-      out[i] = static_cast<std::uint8_t>(c & 0xFF);
-      out[i + 1] = static_cast<std::uint8_t>(c >> 8);
-    }
+    for (int i = 0; i < N; i += 2) detail::put_pair(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
     return out;
   }
 
@@ -328,11 +329,7 @@ KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Fo
     out = q.codes(in);
   } else {
     KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) {
-      const std::uint16_t codes = q.pair(in[i], in[i + 1]);
-      out[i] = static_cast<std::uint8_t>(codes & 0xFF);
-      out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
-    }
+    for (int i = 0; i < N; i += 2) detail::put_pair(out, i, q.pair(in[i], in[i + 1]));
   }
   return out;
 }
