@@ -198,15 +198,31 @@ bool exact_range(float x) {
   return a == 0.0f || (a >= 0x1p-80f && a < 0x1p80f);
 }
 
+// `edges`, then random scales of either sign spread log-uniformly over the fast range, up to 600.
+std::vector<float> scales_over_fast_range(std::vector<float> edges, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> expo(-40.0, 40.0);
+  while (edges.size() < 600) edges.push_back(static_cast<float>((rng() & 1 ? -1 : 1) * std::exp2(expo(rng))));
+  return edges;
+}
+
+// A random fp32 bit pattern x and a scale b in the fast range (random bits, moved into the
+// range when they fall outside it).
+void random_fp32_pair(std::mt19937_64& rng, float& x, float& b) {
+  const std::uint32_t xb = static_cast<std::uint32_t>(rng()), bb = static_cast<std::uint32_t>(rng());
+  std::memcpy(&x, &xb, 4);
+  std::memcpy(&b, &bb, 4);
+  if (!kvcast::detail::scale_allows_fast_division(b)) b = std::ldexp(1.0f + (bb & 0xFFFF) / 65536.0f, static_cast<int>(bb % 81) - 40);
+}
+
 // The hoisted-reciprocal division equals IEEE fp32 division bit for bit (signed zeros
 // included) wherever it is used: every fp16 and bf16 value against 600 scales spread over the
 // whole allowed range, and 20 million random fp32 pairs.
 TEST(FastDivision, EqualsIeeeDivisionForEvery16BitInputAndManyScales) {
   std::mt19937_64 rng(41);
-  std::vector<float> scales = {1.0f, -1.0f, 0.5f, 3.0f, 0.1f, 3.7e-3f, 1000.0f, 0x1p-40f, -0x1p-40f, 0x1p40f,
-                               0x1.fffffep-41f * 2, 0x1.000002p-40f, 0x1.fffffep39f, 1.0000001f, 0.99999994f};
-  std::uniform_real_distribution<double> expo(-40.0, 40.0);
-  while (scales.size() < 600) scales.push_back(static_cast<float>((rng() & 1 ? -1 : 1) * std::exp2(expo(rng))));
+  const std::vector<float> scales = scales_over_fast_range(
+      {1.0f, -1.0f, 0.5f, 3.0f, 0.1f, 3.7e-3f, 1000.0f, 0x1p-40f, -0x1p-40f, 0x1p40f, 0x1.fffffep-41f * 2, 0x1.000002p-40f,
+       0x1.fffffep39f, 1.0000001f, 0.99999994f},
+      rng);
   long long checked = 0, mismatches = 0;
   std::string first;
   for (float b : scales) {
@@ -232,11 +248,8 @@ TEST(FastDivision, EqualsIeeeDivisionForRandomFp32) {
   long long mismatches = 0, checked = 0;
   std::string first;
   for (int i = 0; i < 20000000; ++i) {
-    const std::uint32_t xb = static_cast<std::uint32_t>(rng()), bb = static_cast<std::uint32_t>(rng());
     float x, b;
-    std::memcpy(&x, &xb, 4);
-    std::memcpy(&b, &bb, 4);
-    if (!kvcast::detail::scale_allows_fast_division(b)) b = std::ldexp(1.0f + (bb & 0xFFFF) / 65536.0f, static_cast<int>(bb % 81) - 40);
+    random_fp32_pair(rng, x, b);
     if (!exact_range(x)) continue;
     ++checked;
     const float got = kvcast::detail::divide_fast(x, b, 1.0f / b), want = x / b;
@@ -309,9 +322,8 @@ void check_bracket(float x, float b, BracketStats& st) {
 
 TEST(BracketCodes, AgreeingBracketsGiveIeeeCodesForEvery16BitInput) {
   std::mt19937_64 rng(53);
-  std::vector<float> scales = {1.0f, -1.0f, 0.5f, 3.0f, 0.1f, 3.7e-3f, 1000.0f, 0x1p-40f, 0x1p40f, 1.0000001f, 0.99999994f};
-  std::uniform_real_distribution<double> expo(-40.0, 40.0);
-  while (scales.size() < 600) scales.push_back(static_cast<float>((rng() & 1 ? -1 : 1) * std::exp2(expo(rng))));
+  const std::vector<float> scales =
+      scales_over_fast_range({1.0f, -1.0f, 0.5f, 3.0f, 0.1f, 3.7e-3f, 1000.0f, 0x1p-40f, 0x1p40f, 1.0000001f, 0.99999994f}, rng);
   // Powers of two never disagree (zero-width bracket); short significands like 3 often do.
   for (float b : {1.0f, -0.5f, 0x1p-40f, 0x1p40f, 3.0f}) {
     BracketStats st;
@@ -343,11 +355,8 @@ TEST(BracketCodes, AgreeingBracketsGiveIeeeCodesForFp32AndNearBoundaries) {
   std::mt19937_64 rng(59);
   BracketStats st;
   for (int i = 0; i < 20000000; ++i) {
-    const std::uint32_t xb = static_cast<std::uint32_t>(rng()), bb = static_cast<std::uint32_t>(rng());
     float x, b;
-    std::memcpy(&x, &xb, 4);
-    std::memcpy(&b, &bb, 4);
-    if (!kvcast::detail::scale_allows_fast_division(b)) b = std::ldexp(1.0f + (bb & 0xFFFF) / 65536.0f, static_cast<int>(bb % 81) - 40);
+    random_fp32_pair(rng, x, b);
     if (i % 2 == 0) check_bracket<kvcast::e4m3>(x, b, st); else check_bracket<kvcast::e5m2>(x, b, st);
   }
   // Quotients on and a few ulps around every rounding boundary (fp8 values and midpoints)
