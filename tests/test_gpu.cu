@@ -46,6 +46,9 @@ std::vector<Case> grid() {
   add([](Case& c) { c.tokens = 1; });                                          // decode
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });        // larger rows, 2 vectors a thread
   add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });         // a mid-size call: vec 8
+  // The same widths off the dense kernel (Plan::dense): paged rows, one tensor.
+  add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; c.out = OutKind::nhd; c.block_size = 16; });
+  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; c.has_v = false; });
   add([](Case& c) { c.tokens = 7; c.heads = 3; c.head_dim = 33; });            // heads*dim odd (99)
   add([](Case& c) { c.tokens = 5; c.heads = 8; c.head_dim = 100; });           // dim 100
   add([](Case& c) { c.tokens = 9; c.heads = 1; c.head_dim = 1; });             // one element a token

@@ -194,6 +194,42 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   EXPECT_EQ(p.log2_group, 3);
 }
 
+TEST(Plan, DenseOnlyForFusedFlatCallsWithBothTensors) {
+  kvcast::detail::Plan p;
+  DowncastArgs<Bf16> a = valid_args();
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_TRUE(p.dense);  // contiguous K and V into a contiguous cache: SGLang's call
+  a.in_token_stride = 3 * 1024;  // a qkv slice: rows apart, heads still back to back
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_TRUE(p.dense);
+
+  a = valid_args();
+  a.v = nullptr;  // K only (MLA): the kernel must check which tensors it has
+  a.v_out = nullptr;
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_FALSE(p.dense);
+  a = valid_args();
+  a.k = nullptr;
+  a.k_out = nullptr;
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_FALSE(p.dense);
+
+  a = valid_args();
+  a.out = OutputLayout::paged_nhd(16, 8, 128);  // heads fuse, but rows live in pages
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.segs_per_token, 1);
+  EXPECT_FALSE(p.dense);
+  a.out = OutputLayout::paged_nhd(1, 8, 128);  // pages of one row are flat rows
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_TRUE(p.dense);
+
+  a = valid_args();
+  a.in_head_stride = 256;  // heads apart in the input: one segment per head
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.segs_per_token, 8);
+  EXPECT_FALSE(p.dense);
+}
+
 TEST(Plan, SlotBoundsMatchRowRange) {
   // For many (mult, offset, out_rows), the plan's slot range is exactly the slots whose row
   // lands in [0, out_rows).

@@ -105,7 +105,12 @@ KVCAST_DEVICE_NOINLINE void quantize_tail(const T* k_in, const T* v_in, std::uin
 //! straight-line code; the tail of a segment whose length Vec does not divide is done element
 //! by element, out of line. Where no vector access is legal (Access == 1) a thread's Vec
 //! elements are interleaved with its group's, `stride` apart, each with its own bound.
-template <class T, class Format, Arithmetic Mode, int Vec, int Access, int BlockSize>
+//!
+//! Dense: the common serving call (a token's heads fused into one segment, a flat output, K
+//! and V both given; Plan::dense). Its kernel knows the head is 0, the row needs no page
+//! split and no pointer is null, which takes a third of the instructions off the path to the
+//! loads and the stores: a decode step is nothing but that path.
+template <class T, class Format, Arithmetic Mode, int Vec, int Access, bool Dense, int BlockSize>
 __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
   static_assert(BlockSize >= 32 && BlockSize <= 1024 && (BlockSize & (BlockSize - 1)) == 0,
                 "downcast_kernel: BlockSize must be a power of two from 32 to 1024.");
@@ -132,18 +137,21 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const std::uint32_t stride = Access == Vec ? 1u : walk.size();
   if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the end of the segment
-  const std::uint32_t token = p.segs_per_token.div(seg);
-  const std::uint32_t head = seg - token * p.segs_per_token.divisor();
+  const std::uint32_t token = Dense ? seg : p.segs_per_token.div(seg);
+  const std::uint32_t head = Dense ? 0u : seg - token * p.segs_per_token.divisor();
+  // Which tensors the call has (make_plan: a tensor and its output are null together).
+  const bool has_k = Dense || p.k != nullptr;
+  const bool has_v = Dense || p.v != nullptr;
 
   // Loads first: K and V (the bulk of the bytes), then the slot and the scales.
-  const std::int64_t in_base = token * p.in_token_stride + head * p.in_head_stride;
+  const std::int64_t in_base = Dense ? token * p.in_token_stride : token * p.in_token_stride + head * p.in_head_stride;
   const T* __restrict__ k_in = p.k + in_base;  // not dereferenced when p.k is null
   const T* __restrict__ v_in = p.v + in_base;
   // Element by element there is no partial vector: each element has its own bound.
   const bool full = Access == 1 || j < p.full_items;
   AlignedVector<T, Vec> k_vec, v_vec;
-  if (full && p.k) load_vector<T, Vec, Access>(k_in + first, stride, end, k_vec);
-  if (full && p.v) load_vector<T, Vec, Access>(v_in + first, stride, end, v_vec);
+  if (full && has_k) load_vector<T, Vec, Access>(k_in + first, stride, end, k_vec);
+  if (full && has_v) load_vector<T, Vec, Access>(v_in + first, stride, end, v_vec);
   // Two predicated loads rather than a branch, which would hold the K/V loads back behind it.
   long long slot64 = token;
   std::int32_t slot32 = static_cast<std::int32_t>(token);
@@ -151,7 +159,7 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   if (p.loc && !p.loc_is_int32) slot64 = __ldg(static_cast<const long long*>(p.loc) + token);
   if (loc32) slot32 = __ldg(static_cast<const std::int32_t*>(p.loc) + token);
   const std::int64_t slot = loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
-  const std::int64_t out_in_row = head * p.out.head_stride + first;  // the part the slot does not decide
+  const std::int64_t out_in_row = Dense ? std::int64_t{first} : head * p.out.head_stride + first;  // the part the slot does not decide
   const float k_scale = p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale;
   const float v_scale = p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale;
 
@@ -164,11 +172,12 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   // In range, so the true row fits int64; unsigned arithmetic keeps the intermediate defined.
   const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
                                                      static_cast<std::uint64_t>(p.offset));
-  const std::int64_t out_base = p.out.row_address(row) + out_in_row;  // = out.address(row, head) + first
-  std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when p.k_out is set
+  // = out.address(row, head) + first; a flat row is row * block_stride.
+  const std::int64_t out_base = (Dense ? row * p.out.block_stride : p.out.row_address(row)) + out_in_row;
+  std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + out_base;
   if (!full) {
-    quantize_tail<T, Format, Mode>(k_in + first, v_in + first, p.k_out ? k_out : nullptr, p.v_out ? v_out : nullptr, end,
+    quantize_tail<T, Format, Mode>(k_in + first, v_in + first, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end,
                                    k_scale, v_scale);
     return;
   }
@@ -176,8 +185,8 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const Quantizer<T, Format, Mode> qv(v_scale);
   // One tensor after the other, so that K's registers are free before V's conversion needs
   // them (converting both at once costs occupancy on the widest vectors).
-  if (p.k_out) store_vector<Vec, Access>(k_out, stride, end, quantize(qk, k_vec));
-  if (p.v_out) store_vector<Vec, Access>(v_out, stride, end, quantize(qv, v_vec));
+  if (has_k) store_vector<Vec, Access>(k_out, stride, end, quantize(qk, k_vec));
+  if (has_v) store_vector<Vec, Access>(v_out, stride, end, quantize(qv, v_vec));
 }
 
 }  // namespace detail

@@ -24,12 +24,13 @@ inline Status cuda_status(cudaError_t err, const char* what) {
   return Status::error(Code::cuda_error, "%s: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
 }
 
-//! Resident CTAs of `kernel` on the current device: SM count x occupancy, asked once per
-//! kernel and device and cached (the queries are not stream work, so capture is unaffected).
+//! Fills the kernel's parameters from a validated plan and launches it on `stream`: one
+//! launch, no query, nothing cached.
 template <class T, class Format, Arithmetic Mode, int Vec, int Access>
 Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   constexpr int kBlock = kBlockSize;
-  auto kernel = &downcast_kernel<T, Format, Mode, Vec, Access, kBlock>;
+  auto kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock>
+                           : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock>;
   DowncastParams<T> p{};
   p.k = a.k;
   p.v = a.v;

@@ -51,6 +51,9 @@ class FastDivmod {
 //! `access` elements per memory instruction (`vec` when every pointer and stride allows that
 //! vector, else 1); the last vector of a segment may be partial (the tail, done element by element).
 struct Plan {
+  //! One segment per token, a flat output, K and V both given: the serving engines' call,
+  //! which takes a kernel without head split, page arithmetic or null checks.
+  bool dense = false;
   int vec = 1;
   int access = 1;
   int log2_group = 0;
@@ -249,6 +252,7 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   // Grouping: heads fuse into one run when they are back to back in input and output.
   const bool fuse = a.heads == 1 || (plan.in_head_stride == a.head_dim && out.head_stride == a.head_dim);
   plan.segs_per_token = fuse ? 1 : a.heads;
+  plan.dense = fuse && flat && a.k != nullptr && a.v != nullptr;
   plan.seg_len = fuse ? row_elems : a.head_dim;
   if (!detail::mul_add(a.num_tokens, plan.segs_per_token, 0, plan.num_segments) ||
       plan.num_segments > std::numeric_limits<std::int32_t>::max())
