@@ -296,6 +296,40 @@ TEST(FastDivision, ScaleRange) {
   EXPECT_TRUE(kvcast::detail::scale_allows_fast_division(0x1p-40f));
 }
 
+// Input precision takes T's reciprocal of the scale by rounding the hardware's fp32
+// reciprocal (detail::rcp_approx, within one ulp) to T. That is the correctly rounded T
+// quotient 1/s for every half and bf16 scale s, whichever float within one ulp the hardware
+// returns: tried here with each of them, and, where the device prescales a subnormal or huge
+// bf16 scale by 2^24 or 1/4, with each float within one ulp of the prescaled reciprocal
+// scaled back. (The device test compares the device's own result with CUDA's T division.)
+std::vector<float> floats_within_one_ulp_of_reciprocal(float s) {
+  std::vector<float> ys;
+  const float a = std::fabs(s);
+  const float pre = a < 0x1p-126f ? 0x1p24f : a > 0x1p126f ? 0.25f : 1.0f;
+  const float rn = 1.0f / (s * pre);  // s * pre is exact
+  for (float y : {rn, std::nextafter(rn, 0.0f), std::nextafter(rn, std::copysign(INFINITY, rn))}) ys.push_back(y * pre);
+  return ys;
+}
+
+TEST(ReciprocalApprox, OneUlpGivesTheCorrectlyRoundedQuotientForEvery16BitScale) {
+  long long tried = 0;
+  for (int half = 0; half < 2; ++half)
+    for (std::uint32_t bits = 0; bits < 65536; ++bits) {
+      const float s = half ? kvcast::ref::half_to_float(static_cast<std::uint16_t>(bits))
+                           : kvcast::ref::bf16_to_float(static_cast<std::uint16_t>(bits));
+      if (!std::isfinite(s) || s == 0.0f) continue;
+      // 1/s in double is within 2^-53 of the quotient, far closer than any rounding boundary
+      // of T can be (at least 2^-23 relative, as the check below needs), so this is T's RN.
+      const std::uint16_t want = half ? kvcast::ref::to_half(1.0 / s) : kvcast::ref::to_bf16(1.0 / s);
+      for (float y : floats_within_one_ulp_of_reciprocal(s)) {
+        const std::uint16_t got = half ? kvcast::ref::to_half(y) : kvcast::ref::to_bf16(y);
+        ++tried;
+        ASSERT_EQ(got, want) << (half ? "half" : "bf16") << " scale bits " << bits << ", reciprocal candidate " << y;
+      }
+    }
+  EXPECT_GT(tried, 3 * 128000);
+}
+
 // The bracketed vector path (detail::bracket_codes): whenever the two brackets agree, their
 // code is IEEE division's code, for every fp16 and bf16 input against 600 scales, both formats,
 // and for 20 million random fp32 pairs; the brackets disagree (and the exact division runs)
@@ -305,19 +339,25 @@ struct BracketStats {
   std::string first;
 };
 
+// The device brackets from rcp.approx, which is only known to be within one ulp of 1/b: each
+// check runs with every float that can be, RN(1/b) and its two neighbours. (Counts are of
+// the RN reciprocal's brackets, which the host uses.)
 template <class Format>
 void check_bracket(float x, float b, BracketStats& st) {
-  float below, above;
-  kvcast::detail::bracket(b, 1.0f / b, below, above);
-  std::uint32_t differ = 0;
-  const std::uint16_t codes = kvcast::detail::bracket_codes<Format>(x, -x, below, above, differ);
-  if (differ != 0) {
-    ++st.disagreed;
-    return;
+  const float rn = 1.0f / b;
+  for (const float y : {rn, std::nextafter(rn, 0.0f), std::nextafter(rn, 2.0f * rn)}) {
+    float below, above;
+    kvcast::detail::bracket(b, y, below, above);
+    std::uint32_t differ = 0;
+    const std::uint16_t codes = kvcast::detail::bracket_codes<Format>(x, -x, below, above, differ);
+    if (differ != 0) {
+      if (y == rn) ++st.disagreed;
+      continue;
+    }
+    if (y == rn) ++st.agreed;
+    const std::uint16_t want = kvcast::float2_to_fp8x2<Format>(x / b, -x / b);
+    if (codes != want && st.wrong++ == 0) st.first = std::to_string(x) + " / " + std::to_string(b) + " with y " + std::to_string(y);
   }
-  ++st.agreed;
-  const std::uint16_t want = kvcast::float2_to_fp8x2<Format>(x / b, -x / b);
-  if (codes != want && st.wrong++ == 0) st.first = std::to_string(x) + " / " + std::to_string(b);
 }
 
 TEST(BracketCodes, AgreeingBracketsGiveIeeeCodesForEvery16BitInput) {

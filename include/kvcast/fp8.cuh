@@ -49,6 +49,22 @@ KVCAST_HOST_DEVICE float mul_rn(float a, float b) {
 KVCAST_HOST_DEVICE float rcp_rn(float a) {
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return __frcp_rn(a);), (return 1.0f / a;))
 }
+
+// Reciprocals for uses that need only "within one ulp of 1/b" (the PTX ISA's bound for
+// rcp.approx.f32), where __frcp_rn's refinement and range check would sit on a decode step's
+// path from the scale's load to the first store. On the host both are RN(1/b), which is
+// within that bound too. --use_fast_math does not change them (inline PTX).
+//! Within one ulp of 1/b where b and 1/b are normal (|b| in [2^-126, 2^126]): one `MUFU.RCP`.
+KVCAST_HOST_DEVICE float rcp_approx_normal(float b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(b)); return r;),
+                    (return 1.0f / b;))
+}
+//! Within one ulp of 1/b for every b, subnormal b or 1/b included (the hardware prescales
+//! them, branch-free); 0 for ±inf, ±inf for ±0, NaN for NaN.
+KVCAST_HOST_DEVICE float rcp_approx(float b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (float r; asm("rcp.approx.f32 %0, %1;" : "=f"(r) : "f"(b)); return r;),
+                    (return 1.0f / b;))
+}
 }  // namespace detail
 
 //! Converts to fp8: round to nearest-even, ±max finite for |x| beyond it (±inf included),
@@ -139,23 +155,26 @@ KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) {
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
 }
 
-// Vectors in fp32 mode: bracket, then verify. With y = RN(1/b), below = RN(y*(1-2^-21)) and
-// above = RN(y*(1+2^-21)), the products RN(x*below) and RN(x*above) bracket RN(x/b) strictly:
-// three roundings of at most 2^-24 each leave them within factors (1-2^-21)(1+2^-24)^3 <
-// 1-5*2^-24 and (1+2^-21)(1-2^-24)^3 > 1+5*2^-24 of x/b, while RN(x/b) is within 1±2^-24 of
-// it. Rounding to fp8 with saturation is monotone, so when the two products give the same
-// code, RN(x/b) gives it too: two multiplies and two packed conversions per pair of elements
-// instead of a division each. The bracket straddles a rounding boundary for about 2 in 10^5
-// quotients (the CPU tests measure it); only then does the vector take the exact division.
-// Where the relative bounds fail (results below 2^-126 or past FLT_MAX) all three values give
-// the same code anyway: ±0 with the sign of x/b, or ±max; NaN gives the NaN code either way.
-constexpr float kBracketBelow = 1.0f - 0x1p-21f;
-constexpr float kBracketAbove = 1.0f + 0x1p-21f;
+// Vectors in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
+// at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20)) and above =
+// RN(y*(1+2^-20)). The products RN(x*below) and RN(x*above) bracket RN(x/b) strictly: y's error
+// and two roundings of at most 2^-24 each leave them within factors
+// (1+2^-23)(1-2^-20)(1+2^-24)^2 < 1-2^-21 and (1-2^-23)(1+2^-20)(1-2^-24)^2 > 1+2^-21 of x/b,
+// while RN(x/b) is within 1±2^-24 of it. Rounding to fp8 with saturation is monotone, so when
+// the two products give the same code, RN(x/b) gives it too: two multiplies and two packed
+// conversions per pair of elements instead of a division each. The bracket straddles a
+// rounding boundary for about 4 in 10^5 quotients (the CPU tests measure it); only then does
+// the vector take the exact division. Where the relative bounds fail (results below 2^-126 or
+// past FLT_MAX) all three values give the same code anyway: ±0 with the sign of x/b, or ±max;
+// NaN gives the NaN code either way.
+constexpr float kBracketBelow = 1.0f - 0x1p-20f;
+constexpr float kBracketAbove = 1.0f + 0x1p-20f;
 
-//! The bracketing reciprocals for scale b, given y = RN(1/b). A power-of-two scale (y * b is
-//! exactly 1) has an exact reciprocal, so x * y rounds exactly as x / b does: a zero-width
-//! bracket that never disagrees. Scale 1, the uncalibrated default, would otherwise put many
-//! bf16 inputs exactly on fp8 midpoints, where any bracket of nonzero width disagrees.
+//! The bracketing reciprocals for scale b, given y within one ulp of 1/b. When y * b is exactly
+//! 1 (a power-of-two scale: the hardware's reciprocal is exact there too), x * y rounds exactly
+//! as x / b does: a zero-width bracket that never disagrees. Scale 1, the uncalibrated
+//! default, would otherwise put many bf16 inputs exactly on fp8 midpoints, where any bracket
+//! of nonzero width disagrees.
 KVCAST_HOST_DEVICE void bracket(float b, float y, float& below, float& above) {
   const bool exact_inverse = fma_rn(y, b, -1.0f) == 0.0f;
   below = exact_inverse ? y : mul_rn(y, kBracketBelow);
@@ -190,7 +209,9 @@ class Quantizer<T, Format, Arithmetic::fp32> {
       : scale_(scale),
         inv_(detail::rcp_rn(scale)),
         fast_(detail::scale_allows_fast_division(scale)) {
-    detail::bracket(scale, inv_, below_, above_);
+    // y within one ulp of 1/scale in the fast range, [2^-40, 2^40]; outside it every vector
+    // takes the exact path, so the bracket's value there does not matter.
+    detail::bracket(scale, detail::rcp_approx_normal(scale), below_, above_);
   }
 
   //! x / scale, as close as the fp8 code needs: see detail::divide_fast.
@@ -270,11 +291,12 @@ class Quantizer<float, Format, Arithmetic::input_precision> {
 template <class Format>
 class Quantizer<__half, Format, Arithmetic::input_precision> {
  public:
-  // Rounding the fp32 reciprocal of the half scale to half is the correctly rounded half
-  // quotient 1/s: the exact quotient is never within 2^-24 (relative) of a half rounding
-  // boundary unless it is exactly on one, so the first rounding cannot move it across.
+  // Rounding an fp32 reciprocal of the half scale s to half gives the correctly rounded half
+  // quotient 1/s as long as the fp32 value is within one ulp of 1/s: 1/s is never that close
+  // to a half rounding boundary (the host tests and the device test try every half scale with
+  // every float within one ulp of 1/s). A half scale and its reciprocal are normal floats.
   KVCAST_HOST_DEVICE explicit Quantizer(float scale)
-      : inv_(__half2half2(__float2half_rn(detail::rcp_rn(__half2float(__float2half_rn(scale)))))) {}
+      : inv_(__half2half2(__float2half_rn(detail::rcp_approx_normal(__half2float(__float2half_rn(scale)))))) {}
   KVCAST_HOST_DEVICE std::uint8_t operator()(__half x) const {
     return static_cast<std::uint8_t>(half2_to_fp8x2<Format>(__hmul2_rn(__half2half2(x), inv_)));
   }
@@ -290,10 +312,11 @@ class Quantizer<__half, Format, Arithmetic::input_precision> {
 template <class Format>
 class Quantizer<__nv_bfloat16, Format, Arithmetic::input_precision> {
  public:
-  // Same argument as for half, with 8-bit significands.
+  // Same argument as for half, with 8-bit significands; a bf16 scale or its reciprocal may
+  // be a subnormal float, which rcp_approx covers.
   KVCAST_HOST_DEVICE explicit Quantizer(float scale)
       : inv_(__bfloat162bfloat162(
-            __float2bfloat16_rn(detail::rcp_rn(__bfloat162float(__float2bfloat16_rn(scale)))))) {}
+            __float2bfloat16_rn(detail::rcp_approx(__bfloat162float(__float2bfloat16_rn(scale)))))) {}
   KVCAST_HOST_DEVICE std::uint8_t operator()(__nv_bfloat16 x) const {
     return pair(x, x) & 0xFF;
   }
