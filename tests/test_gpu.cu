@@ -63,6 +63,7 @@ std::vector<Case> grid() {
   add([](Case& c) { c.in_token_pad = 3; c.tokens = 10; });                     // token stride odd: vec 1
   add([](Case& c) { c.in_misalign = 1; });                                     // input one element off
   add([](Case& c) { c.in_misalign = 4; });                                     // input 4 elements off
+  add([](Case& c) { c.in_misalign = 1; c.tokens = 3; c.heads = 32; c.head_dim = 256; });  // element by element, 4 chunks a row
   add([](Case& c) { c.out_misalign = 1; });                                    // output one byte off
   add([](Case& c) { c.out_misalign = 8; c.tokens = 20; });                     // output 8 bytes off
   add([](Case& c) { c.out = OutKind::flat_padded; c.out_head_pad = 16; });     // flat rows with padded heads
@@ -216,23 +217,27 @@ void check_reciprocals() {
   const bool half = std::is_same_v<T, __half>;
   long long differ = 0;
   std::string first;
-  long long skipped = 0;
+  long long extreme = 0, extreme_differ = 0;
   for (unsigned i = 0; i < 65536; ++i) {
-    // Under flush-to-zero (--use_fast_math) the fp32 reciprocal of a bf16 scale beyond 2^126 is
-    // subnormal and flushes to 0, and a subnormal scale reads as 0, while CUDA's bf16 division
-    // guards against that; README documents the difference. Those scales are left out there.
-    const unsigned exponent = (i >> 7) & 0xFF;
-    if (ftz && !half && (exponent == 0 || exponent >= 253)) {
-      ++skipped;
-      continue;
-    }
     const double x = half ? kvcast::ref::half_to_float(cuda_div[i]) : kvcast::ref::bf16_to_float(cuda_div[i]);
     const double y = half ? kvcast::ref::half_to_float(ours[i]) : kvcast::ref::bf16_to_float(ours[i]);
-    if (cuda_div[i] == ours[i] || (std::isnan(x) && std::isnan(y))) continue;
+    const bool same = cuda_div[i] == ours[i] || (std::isnan(x) && std::isnan(y));
+    // Under flush-to-zero (--use_fast_math) a subnormal bf16 scale, or one beyond 2^126 whose
+    // reciprocal is subnormal, may be flushed on either side; README documents it. Those
+    // scales are counted and reported there, not failed.
+    const unsigned exponent = (i >> 7) & 0xFF;
+    if (ftz && !half && (exponent == 0 || exponent >= 253)) {
+      ++extreme;
+      extreme_differ += same ? 0 : 1;
+      continue;
+    }
+    if (same) continue;
     if (differ++ == 0) first = "scale bits " + std::to_string(i) + ": cuda " + std::to_string(cuda_div[i]) + ", kvcast " + std::to_string(ours[i]);
   }
   EXPECT_EQ(differ, 0) << first;
-  if (skipped) std::printf("[ note ] flush-to-zero build: %lld bf16 scales (|s| > 2^126 or subnormal) not compared\n", skipped);
+  if (extreme)
+    std::printf("[ note ] flush-to-zero build: %lld of %lld bf16 scales (|s| > 2^126 or subnormal) differ from CUDA's division\n",
+                extreme_differ, extreme);
 }
 
 TEST(InputPrecision, ReciprocalEqualsCudaDivisionForEveryHalfScale) {

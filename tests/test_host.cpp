@@ -183,7 +183,8 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   a.head_dim = 33;  // 99-element rows: odd token stride
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.access, 1);
-  EXPECT_EQ(p.items_per_seg, 13);  // 13 threads of up to 8 elements, interleaved
+  EXPECT_EQ(p.items_per_seg, 13);
+  EXPECT_EQ(p.log2_group, 5);  // element by element, a whole warp: 32 lanes of 3 or 4 elements, interleaved
 
   a = large_args();
   a.out = OutputLayout::paged_hnd(16, 8, 128);  // heads apart in the output: one segment per head

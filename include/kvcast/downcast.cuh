@@ -55,8 +55,12 @@ static_assert(offsetof(DowncastParams<float>, error_count) == 176, "DowncastPara
 
 //! A thread's Vec elements. Access == Vec: one aligned vector at `src`, one access. Access ==
 //! 1 serves pointers and strides that allow no vector: element i is at `src[i * stride]` (the
-//! group's threads interleave, so every warp-wide access is one coalesced run), and only the
+//! warp's lanes interleave, so every warp-wide access is one coalesced run; `stride` is the
+//! constant kLanes, so each access is an immediate offset from one address), and only the
 //! elements before `end` (counted from src) exist; the others stay as they were.
+//! Lanes of a warp: the interleave of element-by-element accesses.
+constexpr std::uint32_t kLanes = 32;
+
 template <class T, int Vec, int Access>
 KVCAST_DEVICE void load_vector(const T* __restrict__ src, std::uint32_t stride, std::uint32_t end, AlignedVector<T, Vec>& v) {
   if constexpr (Access == Vec) {
@@ -103,8 +107,9 @@ KVCAST_DEVICE_NOINLINE void quantize_tail(const T* k_in, const T* v_in, std::uin
 //! is short and 32-bit, and every load the thread needs — slot, K, V, scales — is issued before
 //! any of them is used, so a decode step pays one memory latency. The main path is
 //! straight-line code; the tail of a segment whose length Vec does not divide is done element
-//! by element, out of line. Where no vector access is legal (Access == 1) a thread's Vec
-//! elements are interleaved with its group's, `stride` apart, each with its own bound.
+//! by element, out of line. Where no vector access is legal (Access == 1) each warp of a group
+//! takes a run of kLanes * Vec elements of the chunk, its lanes interleaved, kLanes apart,
+//! each element with its own bound (make_plan gives such calls groups of at least a warp).
 //!
 //! Dense: the common serving call (a token's heads fused into one segment, a flat output, K
 //! and V both given; Plan::dense). Its kernel knows the head is 0, the row needs no page
@@ -131,10 +136,12 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const std::uint32_t seg = (blockIdx.x << (kLog2Block - lg)) + (threadIdx.x >> lg);
   const tile::Memory<AlignedVector<T, Vec>, std::uint32_t> walk(threadIdx.x & ((1u << lg) - 1), 1u << lg);
   const std::uint32_t j = walk.index(blockIdx.y);  // this thread's vector in the segment
-  // Its first element: vector j (Access == Vec), or, element by element, member `rank` of the
-  // chunk's interleaved run, with the next elements `stride` apart.
-  const std::uint32_t first = Access == Vec ? j * Vec : blockIdx.y * (walk.size() * Vec) + walk.rank();
-  const std::uint32_t stride = Access == Vec ? 1u : walk.size();
+  // Its first element: vector j (Access == Vec), or, element by element, lane `rank % kLanes`
+  // of its warp's run in the chunk, with the next elements `stride` apart.
+  const std::uint32_t first = Access == Vec ? j * Vec
+                                            : blockIdx.y * (walk.size() * Vec) + (walk.rank() / kLanes) * (kLanes * Vec) +
+                                                  walk.rank() % kLanes;
+  constexpr std::uint32_t stride = Access == Vec ? 1u : kLanes;
   if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the end of the segment
   const std::uint32_t token = Dense ? seg : p.segs_per_token.div(seg);

@@ -285,6 +285,10 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   }
   plan.items_per_seg = (plan.seg_len + plan.vec - 1) / plan.vec;
   plan.log2_group = std::min(detail::log2_ceil(plan.items_per_seg), detail::log2_ceil(detail::kBlockSize));
+  // Element by element, a group is at least a warp: its lanes interleave a constant 32 apart
+  // (downcast_kernel), which makes every element's address an immediate offset. A row shorter
+  // than a warp's 32 * vec elements spreads over all 32 lanes, fewer elements each.
+  if (plan.access == 1) plan.log2_group = std::max(plan.log2_group, 5);
   plan.chunks_per_seg = (plan.items_per_seg + (std::int64_t{1} << plan.log2_group) - 1) >> plan.log2_group;
   return Status{};
 }
