@@ -64,6 +64,7 @@ std::vector<Case> grid() {
   add([](Case& c) { c.in_misalign = 1; });                                     // input one element off
   add([](Case& c) { c.in_misalign = 4; });                                     // input 4 elements off
   add([](Case& c) { c.in_misalign = 1; c.tokens = 3; c.heads = 32; c.head_dim = 256; });  // element by element, 4 chunks a row
+  add([](Case& c) { c.out_misalign = 1; c.tokens = 300; c.heads = 32; c.head_dim = 256; });  // element by element, 16 a thread
   add([](Case& c) { c.out_misalign = 1; });                                    // output one byte off
   add([](Case& c) { c.out_misalign = 8; c.tokens = 20; });                     // output 8 bytes off
   add([](Case& c) { c.out = OutKind::flat_padded; c.out_head_pad = 16; });     // flat rows with padded heads

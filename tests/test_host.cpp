@@ -158,7 +158,15 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   a.k = fake_in(0x10000 + 16);  // 8 elements off a 32-byte boundary
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 8);
-  a.k = fake_in(0x10000 + 2);  // one element off: no vector access, 8 elements a thread
+  a.k = fake_in(0x10000 + 2);  // one element off: no vector access, 16 elements a thread in a large call
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.access, 1);
+  a.num_tokens = 1024;  // a mid-size call: 8
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 8);
+  EXPECT_EQ(p.access, 1);
+  a.num_tokens = 16;  // a decode-sized call: still 8 (fewer would leave lanes idle on short rows)
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 8);
   EXPECT_EQ(p.access, 1);

@@ -77,6 +77,26 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   return cuda_status(cudaLaunchKernelEx(&config, kernel, p), "kvcast::downcast: kernel launch");
 }
 
+//! Launches the kernel a validated plan calls for.
+template <class Format, Arithmetic Mode, class T>
+Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
+  if (plan.access == 1) {
+    if constexpr (sizeof(T) * 16 <= kMaxVectorBytes)
+      if (plan.vec == 16) return launch<T, Format, Mode, 16, 1>(args, plan, stream);
+    if (plan.vec == kUnalignedVector) return launch<T, Format, Mode, kUnalignedVector, 1>(args, plan, stream);
+  } else {
+    switch (plan.vec) {
+    case 16:
+      if constexpr (sizeof(T) * 16 <= kMaxVectorBytes) return launch<T, Format, Mode, 16, 16>(args, plan, stream);
+      break;
+    case 8: return launch<T, Format, Mode, 8, 8>(args, plan, stream);
+    case 4: return launch<T, Format, Mode, 4, 4>(args, plan, stream);
+    case 2: return launch<T, Format, Mode, 2, 2>(args, plan, stream);
+    default: break;
+    }
+  }
+  return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.vec);
+}
 }  // namespace detail
 
 //! Downcasts K and V into their KV-cache slots (DESIGN.md §1–2) on `stream`.
@@ -88,24 +108,6 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
 //! @return ok once the kernel is enqueued (or there is nothing to do); otherwise the first
 //!         broken rule, before any CUDA call, or the CUDA error of the launch.
 //! @post nothing is written outside the rows the contract names; asynchronous.
-namespace detail {
-// Launches the kernel a validated plan calls for.
-template <class Format, Arithmetic Mode, class T>
-Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
-  if (plan.access == 1) return launch<T, Format, Mode, kUnalignedVector, 1>(args, plan, stream);
-  switch (plan.vec) {
-    case 16:
-      if constexpr (sizeof(T) * 16 <= kMaxVectorBytes) return launch<T, Format, Mode, 16, 16>(args, plan, stream);
-      break;
-    case 8: return launch<T, Format, Mode, 8, 8>(args, plan, stream);
-    case 4: return launch<T, Format, Mode, 4, 4>(args, plan, stream);
-    case 2: return launch<T, Format, Mode, 2, 2>(args, plan, stream);
-    default: break;
-  }
-  return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.vec);
-}
-}  // namespace detail
-
 template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
 Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");

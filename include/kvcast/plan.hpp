@@ -76,7 +76,7 @@ struct Plan {
 
 constexpr int kMaxVectorBytes = 32;
 constexpr int kMaxVectorElements = 16;
-constexpr int kUnalignedVector = 8;  // elements a thread when only scalar accesses are legal
+constexpr int kUnalignedVector = 8;  // fewest elements a thread when only scalar accesses are legal
 constexpr std::int64_t kDecodeCall = std::int64_t{1} << 18;  // elements a tensor: see make_plan
 constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;
 // A row spans at most 2^24 / (2 * 256) = 2^15 chunks of threads: grid y holds them.
@@ -259,8 +259,9 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
     return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^31-1", ll(a.num_tokens), ll(a.heads));
 
   // Widest vector legal for every pointer and every stride a vector start depends on; when none
-  // is, kUnalignedVector elements a thread, moved one element at a time and interleaved with
-  // the group's other threads (each warp-wide access is one coalesced run). The cap grows with
+  // is, as many elements a thread as the cap below (at least kUnalignedVector, at most 32 bytes
+  // of input), moved one element at a time and interleaved with the warp's other lanes (each
+  // warp-wide access is one coalesced run). The cap grows with
   // the call: up to kDecodeCall elements a tensor, 4 (the call is all latency: more threads,
   // each with a shorter chain of instructions after its loads, finish sooner; measured on the
   // H100, 0.05-0.15 us less than 8 below 2^18 elements, and slower than 8 from 2^20); up to
@@ -268,7 +269,7 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   std::int64_t elements = 0;
   detail::mul_add(a.num_tokens, row_elems, 0, elements);
   const int widest = elements <= detail::kDecodeCall ? 4 : elements <= detail::kSmallCall ? 8 : detail::kMaxVectorElements;
-  plan.vec = detail::kUnalignedVector;
+  plan.vec = std::max(detail::kUnalignedVector, std::min(widest, detail::kMaxVectorBytes / static_cast<int>(sizeof(T))));
   plan.access = 1;
   for (int v = widest; v >= 2; v /= 2) {
     if (v * static_cast<std::int64_t>(sizeof(T)) > detail::kMaxVectorBytes || v > plan.seg_len) continue;
