@@ -132,6 +132,7 @@ struct Outcome {
   bool ran = false;        // the device call was made (validation passed)
   int vec = 0;             // vector the launcher chose: elements a thread, elements an access
   int access = 0;
+  bool dense = false;      // the launcher took the dense kernel (Plan::dense)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
   std::string first_mismatch;
@@ -257,6 +258,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   if (!planned.ok()) return result;
   result.vec = plan.vec;
   result.access = plan.access;
+  result.dense = plan.dense;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

@@ -2,6 +2,7 @@
 // of shapes, strides, alignments, tails, layouts, loc types, padding and out-of-range slots;
 // untouched bytes stay poisoned. Skipped, with the reason, where there is no GPU.
 #include <set>
+#include <tuple>
 
 #include "gpu_harness.cuh"
 
@@ -95,16 +96,24 @@ TYPED_TEST(Downcast, BitExactOverTheShapeGrid) {
   KVTEST_REQUIRE_GPU();
   using C = TypeParam;
   std::set<std::pair<int, int>> shapes;
+  std::set<std::tuple<int, int, bool>> kernels;
   for (const Case& c : grid()) {
     const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
     if (c.tokens > 0) shapes.insert({o.vec, o.access});
+    if (c.tokens > 0) kernels.insert({o.vec, o.access, o.dense});
     if (::testing::Test::HasFailure()) return;  // the first failing case says enough
   }
-  // The grid reaches every kernel the launcher can pick for this input type: each aligned
-  // vector width, and 8 elements a thread moved one at a time.
+  // The grid reaches every shape of kernel the launcher can pick for this input type: each
+  // aligned vector width, and 8 (and, for 16-bit inputs in a large call, 16) elements a thread
+  // moved one at a time; the wide vectors both in the dense kernel and in the general one.
+  const bool narrow = sizeof(typename C::T) == 2;
   std::set<std::pair<int, int>> all = {{2, 2}, {4, 4}, {8, 8}, {8, 1}};
-  if (sizeof(typename C::T) == 2) all.insert({16, 16});
+  if (narrow) all.insert({{16, 16}, {16, 1}});
   EXPECT_EQ(shapes, all);
+  for (const int vec : {4, 8, narrow ? 16 : 8})
+    for (const bool dense : {false, true})
+      EXPECT_EQ(kernels.count({vec, vec, dense}), 1u) << "vector " << vec << (dense ? ", dense kernel" : ", general kernel");
+  EXPECT_EQ(kernels.count({8, 1, true}) + kernels.count({8, 1, false}), 2u) << "element by element, both kernels";
 }
 
 // Every 16-bit input pattern through the kernel on the device (hardware cvt from sm_89): the
