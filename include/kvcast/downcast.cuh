@@ -152,13 +152,13 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
 
   // Loads first: K and V (the bulk of the bytes), then the slot and the scales.
   const std::int64_t in_base = Dense ? token * p.in_token_stride : token * p.in_token_stride + head * p.in_head_stride;
-  const T* __restrict__ k_in = p.k + in_base;  // not dereferenced when p.k is null
-  const T* __restrict__ v_in = p.v + in_base;
+  const T* __restrict__ k_in = p.k + in_base + first;  // not dereferenced when p.k is null
+  const T* __restrict__ v_in = p.v + in_base + first;
   // Element by element there is no partial vector: each element has its own bound.
   const bool full = Access == 1 || j < p.full_items;
   AlignedVector<T, Vec> k_vec, v_vec;
-  if (full && has_k) load_vector<T, Vec, Access>(k_in + first, stride, end, k_vec);
-  if (full && has_v) load_vector<T, Vec, Access>(v_in + first, stride, end, v_vec);
+  if (full && has_k) load_vector<T, Vec, Access>(k_in, stride, end, k_vec);
+  if (full && has_v) load_vector<T, Vec, Access>(v_in, stride, end, v_vec);
   // Two predicated loads rather than a branch, which would hold the K/V loads back behind it.
   long long slot64 = token;
   std::int32_t slot32 = static_cast<std::int32_t>(token);
@@ -184,8 +184,7 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + out_base;
   if (!full) {
-    quantize_tail<T, Format, Mode>(k_in + first, v_in + first, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end,
-                                   k_scale, v_scale);
+    quantize_tail<T, Format, Mode>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end, k_scale, v_scale);
     return;
   }
   const Quantizer<T, Format, Mode> qk(k_scale);
