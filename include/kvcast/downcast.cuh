@@ -53,14 +53,14 @@ struct DowncastParams {
 };
 static_assert(offsetof(DowncastParams<float>, error_count) == 176, "DowncastParams: keep the hot fields in 176 bytes");
 
+//! Lanes of a warp: the interleave of element-by-element accesses.
+constexpr std::uint32_t kLanes = 32;
+
 //! A thread's Vec elements. Access == Vec: one aligned vector at `src`, one access. Access ==
 //! 1 serves pointers and strides that allow no vector: element i is at `src[i * stride]` (the
 //! warp's lanes interleave, so every warp-wide access is one coalesced run; `stride` is the
 //! constant kLanes, so each access is an immediate offset from one address), and only the
 //! elements before `end` (counted from src) exist; the others stay as they were.
-//! Lanes of a warp: the interleave of element-by-element accesses.
-constexpr std::uint32_t kLanes = 32;
-
 template <class T, int Vec, int Access>
 KVCAST_DEVICE void load_vector(const T* __restrict__ src, std::uint32_t stride, std::uint32_t end, AlignedVector<T, Vec>& v) {
   if constexpr (Access == Vec) {
