@@ -73,16 +73,19 @@ KVCAST_DEVICE void load_vector(const T* __restrict__ src, std::uint32_t stride, 
   }
 }
 
-//! The stores matching load_vector.
-template <int Vec, int Access>
+//! Quantizes and stores a thread's Vec elements, as load_vector placed them. A whole vector
+//! goes as its packed codes (one access of Vec bytes).
+template <int Access, class T, class Format, Arithmetic Mode, int Vec>
 KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, std::uint32_t stride, std::uint32_t end,
-                                const AlignedVector<std::uint8_t, Vec>& v) {
+                                const Quantizer<T, Format, Mode>& q, const AlignedVector<T, Vec>& v) {
   if constexpr (Access == Vec) {
-    v.store(dst);
+    const auto codes = quantize_packed(q, v);
+    codes.store(reinterpret_cast<typename decltype(codes)::value_type*>(dst));
   } else {
+    const AlignedVector<std::uint8_t, Vec> codes = quantize(q, v);
     KVCAST_UNROLL
     for (int i = 0; i < Vec; ++i)
-      if (i * stride < end) dst[i * stride] = v[i];
+      if (i * stride < end) dst[i * stride] = codes[i];
   }
 }
 
@@ -191,8 +194,8 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   const Quantizer<T, Format, Mode> qv(v_scale);
   // One tensor after the other, so that K's registers are free before V's conversion needs
   // them (converting both at once costs occupancy on the widest vectors).
-  if (has_k) store_vector<Vec, Access>(k_out, stride, end, quantize(qk, k_vec));
-  if (has_v) store_vector<Vec, Access>(v_out, stride, end, quantize(qv, v_vec));
+  if (has_k) store_vector<Access>(k_out, stride, end, qk, k_vec);
+  if (has_v) store_vector<Access>(v_out, stride, end, qv, v_vec);
 }
 
 }  // namespace detail

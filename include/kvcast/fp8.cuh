@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "config.cuh"
 #include "format.hpp"
@@ -181,11 +182,33 @@ KVCAST_HOST_DEVICE void bracket(float b, float y, float& below, float& above) {
   above = exact_inverse ? y : mul_rn(y, kBracketAbove);
 }
 
-//! Puts a pair's codes (low byte first, as the packed conversions return them) at out[i], out[i+1].
+// Packed codes put the first code in the lowest byte of a word: its lowest address only where
+// the host is little-endian, as every host CUDA supports is.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "kvcast: packed fp8 codes assume a little-endian host"
+#endif
+
+//! N codes held as whole words (N = 2: one 16-bit word), first code in the lowest byte, as the
+//! packed conversions return pairs. Codes built, merged and stored as words never take a
+//! detour through single bytes, which the compiler would otherwise extract and re-pack on
+//! every store's path (fp32 mode's exact and bracketed codes meet at a branch's join).
 template <int N>
-KVCAST_HOST_DEVICE void put_pair(AlignedVector<std::uint8_t, N>& out, int i, std::uint16_t codes) {
-  out[i] = static_cast<std::uint8_t>(codes & 0xFF);
-  out[i + 1] = static_cast<std::uint8_t>(codes >> 8);
+struct PackedCodes {
+  using type = AlignedVector<std::uint32_t, N / 4>;
+};
+template <>
+struct PackedCodes<2> {
+  using type = AlignedVector<std::uint16_t, 1>;
+};
+
+//! Puts a pair's codes (low byte first) at codes i and i + 1 of packed codes (i even).
+template <int N>
+KVCAST_HOST_DEVICE void put_pair(typename PackedCodes<N>::type& out, int i, std::uint16_t codes) {
+  if constexpr (N == 2) {
+    out[0] = codes;
+  } else {
+    out[i / 4] = i % 4 == 0 ? std::uint32_t{codes} : out[i / 4] | std::uint32_t{codes} << 16;
+  }
 }
 
 //! Codes of x0 (low byte) and x1 (high byte) from the bracketing products; `differ` collects
@@ -199,7 +222,7 @@ KVCAST_HOST_DEVICE std::uint16_t bracket_codes(float x0, float x1, float below, 
 }
 
 template <class T, class Format, int N>
-KVCAST_HOST_DEVICE_NOINLINE AlignedVector<std::uint8_t, N> exact_codes_out_of_line(AlignedVector<T, N> in, float scale);
+KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_line(AlignedVector<T, N> in, float scale);
 }  // namespace detail
 
 template <class T, class Format>
@@ -223,34 +246,35 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
     return float2_to_fp8x2<Format>(divide(to_float(x0)), divide(to_float(x1)));
   }
-  //! Codes of N elements (N even): bracketed and verified (see detail::bracket_codes), the
+  //! Codes of N elements (N even), packed: bracketed and verified (see detail::bracket_codes), the
   //! exact division only for a vector whose bracket straddles a rounding boundary, and for
   //! every vector when the scale is outside the fast range (a branch the whole grid takes the
   //! same way).
   template <int N>
-  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> codes(const AlignedVector<T, N>& in) const {
+  KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
     std::uint32_t differ = 0;
-    AlignedVector<std::uint8_t, N> out = bracketed(in, differ);
-    if (differ != 0) out = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
-    return out;
+    typename detail::PackedCodes<N>::type packed = bracketed(in, differ);
+    if (differ != 0) packed = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
+    return packed;
   }
-  //! The first half of codes(): the bracketed codes of N elements (N even), exact where
+  //! The first half of codes(): the bracketed codes of N elements (N even), packed, exact where
   //! `differ` comes back 0, otherwise to be replaced by exact(in).
   template <int N>
-  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
+  KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
     static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
-    AlignedVector<std::uint8_t, N> out;
+    typename detail::PackedCodes<N>::type out;
     differ = fast_ ? 0u : 1u;
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) {
-      detail::put_pair(out, i, detail::bracket_codes<Format>(to_float(in[i]), to_float(in[i + 1]), below_, above_, differ));
+      detail::put_pair<N>(out, i, detail::bracket_codes<Format>(to_float(in[i]), to_float(in[i + 1]), below_, above_, differ));
     }
     return out;
   }
-  //! The second half of codes(): the codes of N elements (N even) from the quotients themselves.
+  //! The second half of codes(): the codes of N elements (N even) from the quotients themselves,
+  //! packed.
   template <int N>
-  KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> exact(const AlignedVector<T, N>& in) const {
-    AlignedVector<std::uint8_t, N> out;
+  KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type exact(const AlignedVector<T, N>& in) const {
+    typename detail::PackedCodes<N>::type out;
     float q[N];  // the scale's range is checked once for the vector, not per element
     if (fast_) {
       KVCAST_UNROLL
@@ -260,7 +284,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
       for (int i = 0; i < N; ++i) q[i] = detail::div_rn(to_float(in[i]), scale_);
     }
     KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) detail::put_pair(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
+    for (int i = 0; i < N; i += 2) detail::put_pair<N>(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
     return out;
   }
 
@@ -336,23 +360,38 @@ namespace detail {
 // The rare exact path of Quantizer<T, Format, fp32>::codes, out of line on the device: its
 // registers and instructions stay out of the main path. The vector travels by value.
 template <class T, class Format, int N>
-KVCAST_HOST_DEVICE_NOINLINE AlignedVector<std::uint8_t, N> exact_codes_out_of_line(AlignedVector<T, N> in, float scale) {
+KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_line(AlignedVector<T, N> in, float scale) {
   return Quantizer<T, Format, Arithmetic::fp32>(scale).exact(in);
 }
 }  // namespace detail
 
-//! Quantizes a whole vector, two elements per conversion where N allows it.
+//! The codes of a whole vector (N even), packed (detail::PackedCodes): what the kernel
+//! stores, two elements per conversion.
+template <class T, class Format, Arithmetic Mode, int N>
+KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Quantizer<T, Format, Mode>& q,
+                                                                         const AlignedVector<T, N>& in) {
+  static_assert(N % 2 == 0, "quantize_packed: codes come in pairs.");
+  if constexpr (Mode == Arithmetic::fp32) {
+    return q.codes(in);
+  } else {
+    typename detail::PackedCodes<N>::type out;
+    KVCAST_UNROLL
+    for (int i = 0; i < N; i += 2) detail::put_pair<N>(out, i, q.pair(in[i], in[i + 1]));
+    return out;
+  }
+}
+
+//! Quantizes a whole vector: its codes one byte each, in order.
 template <class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Format, Mode>& q,
                                                           const AlignedVector<T, N>& in) {
   AlignedVector<std::uint8_t, N> out;
   if constexpr (N == 1) {
     out[0] = q(in[0]);
-  } else if constexpr (Mode == Arithmetic::fp32) {
-    out = q.codes(in);
   } else {
-    KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) detail::put_pair(out, i, q.pair(in[i], in[i + 1]));
+    const auto packed = quantize_packed(q, in);
+    static_assert(sizeof packed == sizeof out, "quantize: packed codes hold N bytes.");
+    memcpy(&out, &packed, sizeof out);
   }
   return out;
 }
