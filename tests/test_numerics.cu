@@ -6,6 +6,8 @@
 #include <kvcast/fp8.cuh>
 #include <kvcast/reference.hpp>
 
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -302,12 +304,16 @@ TEST(FastDivision, ScaleRange) {
 // returns: tried here with each of them, and, where the device prescales a subnormal or huge
 // bf16 scale by 2^24 or 1/4, with each float within one ulp of the prescaled reciprocal
 // scaled back. (The device test compares the device's own result with CUDA's T division.)
+//! y and its two neighbours: every float within one ulp of a value whose RN is y.
+std::array<float, 3> within_one_ulp(float y) {
+  return {y, std::nextafter(y, 0.0f), std::nextafter(y, std::copysign(INFINITY, y))};
+}
+
 std::vector<float> floats_within_one_ulp_of_reciprocal(float s) {
   std::vector<float> ys;
   const float a = std::fabs(s);
   const float pre = a < 0x1p-126f ? 0x1p24f : a > 0x1p126f ? 0.25f : 1.0f;
-  const float rn = 1.0f / (s * pre);  // s * pre is exact
-  for (float y : {rn, std::nextafter(rn, 0.0f), std::nextafter(rn, std::copysign(INFINITY, rn))}) ys.push_back(y * pre);
+  for (float y : within_one_ulp(1.0f / (s * pre))) ys.push_back(y * pre);  // s * pre is exact
   return ys;
 }
 
@@ -345,7 +351,7 @@ struct BracketStats {
 template <class Format>
 void check_bracket(float x, float b, BracketStats& st) {
   const float rn = 1.0f / b;
-  for (const float y : {rn, std::nextafter(rn, 0.0f), std::nextafter(rn, 2.0f * rn)}) {
+  for (const float y : within_one_ulp(rn)) {
     float below, above;
     kvcast::detail::bracket(b, y, below, above);
     std::uint32_t differ = 0;

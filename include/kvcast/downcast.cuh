@@ -133,8 +133,7 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   // Grid: x walks the segments, 2^(log2(BlockSize) - log2_group) of them per CTA; y the chunks
   // of one segment. No sum here can wrap: segments < 2^31, and a CTA's count past the last
   // segment is below BlockSize.
-  constexpr std::uint32_t kLog2Block = BlockSize >= 1024 ? 10 : BlockSize >= 512 ? 9 : BlockSize >= 256 ? 8
-                                     : BlockSize >= 128 ? 7 : BlockSize >= 64 ? 6 : 5;
+  constexpr std::uint32_t kLog2Block = log2_ceil(BlockSize);
   const std::uint32_t lg = p.log2_group;
   const std::uint32_t seg = (blockIdx.x << (kLog2Block - lg)) + (threadIdx.x >> lg);
   const tile::Memory<AlignedVector<T, Vec>, std::uint32_t> walk(threadIdx.x & ((1u << lg) - 1), 1u << lg);

@@ -123,7 +123,8 @@ inline bool aligned(const void* p, std::int64_t bytes) {
   return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % static_cast<std::uintptr_t>(bytes) == 0;
 }
 
-inline int log2_ceil(std::int64_t n) {
+//! Smallest l with 2^l >= n. Also the kernel's log2 of its block size, at compile time.
+KVCAST_HOST_DEVICE constexpr int log2_ceil(std::int64_t n) {
   int l = 0;
   while ((std::int64_t{1} << l) < n) ++l;
   return l;
@@ -261,11 +262,11 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   // Widest vector legal for every pointer and every stride a vector start depends on; when none
   // is, as many elements a thread as the cap below (at least kUnalignedVector, at most 32 bytes
   // of input), moved one element at a time and interleaved with the warp's other lanes (each
-  // warp-wide access is one coalesced run). The cap grows with
-  // the call: up to kDecodeCall elements a tensor, 4 (the call is all latency: more threads,
-  // each with a shorter chain of instructions after its loads, finish sooner; measured on the
-  // H100, 0.05-0.15 us less than 8 below 2^18 elements, and slower than 8 from 2^20); up to
-  // kSmallCall, 8; beyond, 16 (fewer, wider accesses once bandwidth is what counts).
+  // warp-wide access is one coalesced run). The cap grows with the call: up to kDecodeCall
+  // elements a tensor, 4 (the call is all latency: more threads, each with a shorter chain of
+  // instructions after its loads, finish sooner; measured on the H100, 0.05-0.15 us less than 8
+  // below 2^18 elements, and slower than 8 from 2^20); up to kSmallCall, 8; beyond, 16 (fewer,
+  // wider accesses once bandwidth is what counts).
   std::int64_t elements = 0;
   detail::mul_add(a.num_tokens, row_elems, 0, elements);
   const int widest = elements <= detail::kDecodeCall ? 4 : elements <= detail::kSmallCall ? 8 : detail::kMaxVectorElements;
