@@ -133,6 +133,7 @@ struct Outcome {
   int vec = 0;             // vector the launcher chose: elements a thread, elements an access
   int access = 0;
   bool dense = false;      // the launcher took the dense kernel (Plan::dense)
+  bool chunks_first = false;  // grid x walked the chunks of a row (Plan::chunks_first)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
   std::string first_mismatch;
@@ -259,6 +260,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   result.vec = plan.vec;
   result.access = plan.access;
   result.dense = plan.dense;
+  result.chunks_first = plan.chunks_first;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

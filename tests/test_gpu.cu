@@ -116,6 +116,36 @@ TYPED_TEST(Downcast, BitExactOverTheShapeGrid) {
   EXPECT_EQ(kernels.count({8, 1, true}) + kernels.count({8, 1, false}), 2u) << "element by element, both kernels";
 }
 
+// Calls above kLargeCall elements a tensor whose rows span several chunks take a grid with the
+// chunks on x (Plan::chunks_first): the dense kernel, the general one (paged, K only) and
+// element by element, each on rows of 8192 elements just past 2^23 elements a tensor.
+TYPED_TEST(Downcast, LargeCallsWithChunksFirst) {
+  KVTEST_REQUIRE_GPU();
+  using C = TypeParam;
+  auto large = [](Case& c) {
+    c.tokens = 1025;
+    c.heads = 32;
+    c.head_dim = 256;
+    c.seed = 77;
+  };
+  Case dense, paged, element_wise;
+  large(dense);
+  large(paged);
+  paged.out = OutKind::nhd;
+  paged.block_size = 16;
+  paged.has_v = false;
+  paged.pad_fraction = 0.1;
+  paged.bad_fraction = 0.1;
+  large(element_wise);
+  element_wise.out_misalign = 1;
+  element_wise.has_v = false;
+  for (const Case* c : {&dense, &paged, &element_wise}) {
+    const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(*c);
+    EXPECT_TRUE(o.chunks_first) << c->describe();
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
 // Every 16-bit input pattern through the kernel on the device (hardware cvt from sm_89): the
 // device's conversions, NaN and signed zeros included, equal the reference's.
 TYPED_TEST(Downcast, EveryInputPatternOnTheDevice) {

@@ -239,6 +239,46 @@ TEST(Plan, DenseOnlyForFusedFlatCallsWithBothTensors) {
   EXPECT_FALSE(p.dense);
 }
 
+TEST(Plan, ChunksFirstOnlyForLargeCallsWithRowsOfSeveralChunks) {
+  kvcast::detail::Plan p;
+  DowncastArgs<Bf16> a = valid_args();
+  a.heads = 32;
+  a.head_dim = 256;  // 8192-element rows: 512 vectors of 16, two chunks of 256 threads
+  a.num_tokens = 1025;  // just above 2^23 elements a tensor
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.chunks_per_seg, 2);
+  EXPECT_TRUE(p.chunks_first);
+  a.num_tokens = 1024;  // exactly 2^23: the default order
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.chunks_per_seg, 2);
+  EXPECT_FALSE(p.chunks_first);
+  a.num_tokens = 65535;  // the most segments grid y holds
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_TRUE(p.chunks_first);
+  a.num_tokens = 65536;
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_FALSE(p.chunks_first);
+
+  a.num_tokens = 4096;
+  a.k = fake_in(0x10000 + 2);  // one element off: element by element, still 16 a thread
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_TRUE(p.chunks_first);
+  a.k = fake_in(0x10000 + 8);  // 4 elements off: vectors of 4 (a narrower kernel): default order
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 4);
+  EXPECT_GT(p.chunks_per_seg, 1);
+  EXPECT_FALSE(p.chunks_first);
+
+  a = valid_args();
+  a.num_tokens = 16384;  // 2^24 elements, but 1024-element rows: one chunk, nothing to reorder
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.chunks_per_seg, 1);
+  EXPECT_FALSE(p.chunks_first);
+}
+
 TEST(Plan, SlotBoundsMatchRowRange) {
   // For many (mult, offset, out_rows), the plan's slot range is exactly the slots whose row
   // lands in [0, out_rows).

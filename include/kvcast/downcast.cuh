@@ -104,44 +104,34 @@ KVCAST_DEVICE_NOINLINE void quantize_tail(const T* k_in, const T* v_in, std::uin
   }
 }
 
-//! One vector per thread. A segment (a token's row, or one head of it) is cut into chunks of
-//! 2^log2_group vectors, one chunk per group of threads (grid y), so that a single long row
-//! spreads over several CTAs (tile::Memory indexing: vector `chunk * G + rank`). The prologue
-//! is short and 32-bit, and every load the thread needs — slot, K, V, scales — is issued before
-//! any of them is used, so a decode step pays one memory latency. The main path is
-//! straight-line code; the tail of a segment whose length Vec does not divide is done element
-//! by element, out of line. Where no vector access is legal (Access == 1) each warp of a group
-//! takes a run of kLanes * Vec elements of the chunk, its lanes interleaved, kLanes apart,
-//! each element with its own bound (make_plan gives such calls groups of at least a warp).
+//! One CTA's work: block `bx` of segments, chunk `by` of each, one vector per thread. A
+//! segment (a token's row, or one head of it) is cut into chunks of 2^log2_group vectors, one
+//! chunk per group of threads, so that a single long row spreads over several CTAs
+//! (tile::Memory indexing: vector `chunk * G + rank`). The prologue is short and 32-bit, and
+//! every load the thread needs — slot, K, V, scales — is issued before any of them is used, so
+//! a decode step pays one memory latency. The main path is straight-line code; the tail of a
+//! segment whose length Vec does not divide is done element by element, out of line. Where no
+//! vector access is legal (Access == 1) each warp of a group takes a run of kLanes * Vec
+//! elements of the chunk, its lanes interleaved, kLanes apart, each element with its own bound
+//! (make_plan gives such calls groups of at least a warp).
 //!
 //! Dense: the common serving call (a token's heads fused into one segment, a flat output, K
 //! and V both given; Plan::dense). Its kernel knows the head is 0, the row needs no page
 //! split and no pointer is null, which takes a third of the instructions off the path to the
 //! loads and the stores: a decode step is nothing but that path.
 template <class T, class Format, Arithmetic Mode, int Vec, int Access, bool Dense, int BlockSize>
-__global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
-  static_assert(BlockSize >= 32 && BlockSize <= 1024 && (BlockSize & (BlockSize - 1)) == 0,
-                "downcast_kernel: BlockSize must be a power of two from 32 to 1024.");
-  static_assert(Vec >= 2 && Vec * sizeof(T) <= 32, "downcast_kernel: a vector holds 2 elements up to 32 bytes of input.");
-  static_assert(Access == Vec || Access == 1, "downcast_kernel: vectors are accessed whole or element by element.");
-#if KVCAST_HAS_PDL
-  // Programmatic dependent launch: no-ops unless the launch asked for it. Wait for the kernel
-  // before us (it may write K, V, loc or the scales), then let the next one start launching.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
-  // Grid: x walks the segments, 2^(log2(BlockSize) - log2_group) of them per CTA; y the chunks
-  // of one segment. No sum here can wrap: segments < 2^31, and a CTA's count past the last
-  // segment is below BlockSize.
+KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_t bx, const std::uint32_t by) {
+  // 2^(log2(BlockSize) - log2_group) segments per CTA. No sum here can wrap: segments < 2^31,
+  // and a CTA's count past the last segment is below BlockSize.
   constexpr std::uint32_t kLog2Block = log2_ceil(BlockSize);
   const std::uint32_t lg = p.log2_group;
-  const std::uint32_t seg = (blockIdx.x << (kLog2Block - lg)) + (threadIdx.x >> lg);
+  const std::uint32_t seg = (bx << (kLog2Block - lg)) + (threadIdx.x >> lg);
   const tile::Memory<AlignedVector<T, Vec>, std::uint32_t> walk(threadIdx.x & ((1u << lg) - 1), 1u << lg);
-  const std::uint32_t j = walk.index(blockIdx.y);  // this thread's vector in the segment
+  const std::uint32_t j = walk.index(by);  // this thread's vector in the segment
   // Its first element: vector j (Access == Vec), or, element by element, lane `rank % kLanes`
   // of its warp's run in the chunk, with the next elements `stride` apart.
   const std::uint32_t first = Access == Vec ? j * Vec
-                                            : blockIdx.y * (walk.size() * Vec) + (walk.rank() / kLanes) * (kLanes * Vec) +
+                                            : by * (walk.size() * Vec) + (walk.rank() / kLanes) * (kLanes * Vec) +
                                                   walk.rank() % kLanes;
   constexpr std::uint32_t stride = Access == Vec ? 1u : kLanes;
   if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
@@ -195,6 +185,28 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
   // them (converting both at once costs occupancy on the widest vectors).
   if (has_k) store_vector<Access>(k_out, stride, end, qk, k_vec);
   if (has_v) store_vector<Access>(v_out, stride, end, qv, v_vec);
+}
+
+//! The downcast kernel: downcast_block for the CTA's place in the grid.
+template <class T, class Format, Arithmetic Mode, int Vec, int Access, bool Dense, int BlockSize, bool ChunksFirst>
+__global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_constant__ DowncastParams<T> p) {
+  static_assert(BlockSize >= 32 && BlockSize <= 1024 && (BlockSize & (BlockSize - 1)) == 0,
+                "downcast_kernel: BlockSize must be a power of two from 32 to 1024.");
+  static_assert(Vec >= 2 && Vec * sizeof(T) <= 32, "downcast_kernel: a vector holds 2 elements up to 32 bytes of input.");
+  static_assert(Access == Vec || Access == 1, "downcast_kernel: vectors are accessed whole or element by element.");
+#if KVCAST_HAS_PDL
+  // Programmatic dependent launch: no-ops unless the launch asked for it. Wait for the kernel
+  // before us (it may write K, V, loc or the scales), then let the next one start launching.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+  // Grid: x walks the blocks of segments and y their chunks; ChunksFirst (Plan::chunks_first,
+  // large calls) swaps them, so that CTAs dispatched one after the other cover a row from its
+  // start to its end.
+  if constexpr (ChunksFirst)
+    downcast_block<T, Format, Mode, Vec, Access, Dense, BlockSize>(p, blockIdx.y, blockIdx.x);
+  else
+    downcast_block<T, Format, Mode, Vec, Access, Dense, BlockSize>(p, blockIdx.x, blockIdx.y);
 }
 
 }  // namespace detail

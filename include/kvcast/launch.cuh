@@ -29,8 +29,6 @@ inline Status cuda_status(cudaError_t err, const char* what) {
 template <class T, class Format, Arithmetic Mode, int Vec, int Access>
 Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   constexpr int kBlock = kBlockSize;
-  auto kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock>
-                           : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock>;
   DowncastParams<T> p{};
   p.k = a.k;
   p.v = a.v;
@@ -57,10 +55,21 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.v_scale = a.v_scale.value;
 
   // One group of threads per chunk of a segment: x walks the segments (at most 2^31 - 1, see
-  // make_plan), y the chunks of a segment (at most 2^15).
+  // make_plan), y the chunks of a segment (at most 2^15); or, chunks first, the other way round.
   const std::int64_t groups_per_cta = kBlock >> plan.log2_group;
   const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
-  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.chunks_per_seg));
+  // make_plan asks for chunks first only with the widest vectors (those of calls above
+  // kLargeCall); the other widths don't instantiate the chunks-first kernels.
+  constexpr bool kWidest = Vec == kMaxVectorElements || Vec * sizeof(T) == kMaxVectorBytes;
+  const bool chunks_first = kWidest && plan.chunks_first;
+  const dim3 grid = chunks_first ? dim3(static_cast<unsigned>(plan.chunks_per_seg), static_cast<unsigned>(ctas))
+                                 : dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.chunks_per_seg));
+  auto kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, false>
+                           : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, false>;
+  if constexpr (kWidest)
+    if (chunks_first)
+      kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, true>
+                          : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, true>;
 
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
