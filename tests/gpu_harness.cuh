@@ -254,7 +254,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
                                reinterpret_cast<const float*>(d_scales.get()),
                                reinterpret_cast<unsigned long long*>(d_errors.get()));
   kvcast::detail::Plan plan;
-  const kvcast::Status planned = kvcast::make_plan(dargs, plan);
+  const kvcast::Status planned = kvcast::make_plan(dargs, plan, Mode);
   EXPECT_TRUE(planned.ok()) << planned.message() << "\n" << c.describe();
   if (!planned.ok()) return result;
   result.vec = plan.vec;

@@ -141,6 +141,17 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   EXPECT_EQ(p.log2_group, 6);
   EXPECT_EQ(p.chunks_per_seg, 1);
 
+  // Input precision with 16-bit inputs: at most 8 elements a vector (make_plan says why); element
+  // by element still 16 a thread.
+  ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
+  EXPECT_EQ(p.vec, 8);
+  EXPECT_EQ(p.access, 8);
+  a.k = fake_in(0x10000 + 2);
+  ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.access, 1);
+  a.k = fake_in(0x10000);
+
   a.num_tokens = 16;  // a decode-sized call (16K elements): at most 4 elements a thread, for latency
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 4);
@@ -271,6 +282,15 @@ TEST(Plan, ChunksFirstOnlyForLargeCallsWithRowsOfSeveralChunks) {
   EXPECT_EQ(p.vec, 4);
   EXPECT_GT(p.chunks_per_seg, 1);
   EXPECT_FALSE(p.chunks_first);
+
+  a = valid_args();
+  a.heads = 32;
+  a.head_dim = 256;
+  a.num_tokens = 1025;  // input precision: vectors of 8, four chunks, still chunks first
+  ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
+  EXPECT_EQ(p.vec, 8);
+  EXPECT_EQ(p.chunks_per_seg, 4);
+  EXPECT_TRUE(p.chunks_first);
 
   a = valid_args();
   a.num_tokens = 16384;  // 2^24 elements, but 1024-element rows: one chunk, nothing to reorder

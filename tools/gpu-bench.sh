@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 # SASS of the main variant: 16-byte loads, 16-byte stores and packed fp8 conversions.
 if command -v cuobjdump >/dev/null; then
   cuobjdump -sass "$bench" > "$out/sass-all.txt" 2>/dev/null
-  awk '/Function : .*downcast_kernel.*13__nv_bfloat16.*4e4m3.*ELi16ELi16ELb1ELi256/{p=1} p&&/Function : /&&!/downcast_kernel.*13__nv_bfloat16.*4e4m3.*ELi16ELi16ELb1ELi256/{p=0} p' "$out/sass-all.txt" > "$out/sass-kvcast-bf16-e4m3-v16.txt"
+  awk '/Function : .*downcast_kernel.*13__nv_bfloat16.*4e4m3.*ELi16ELi16ELb1ELi256ELb0E/{p=1} p&&/Function : /&&!/downcast_kernel.*13__nv_bfloat16.*4e4m3.*ELi16ELi16ELb1ELi256ELb0E/{p=0} p' "$out/sass-all.txt" > "$out/sass-kvcast-bf16-e4m3-v16.txt"
   {
     echo "SASS opcode counts, kvcast downcast_kernel<bf16, e4m3, *, vec 16, dense> (both modes):"
     grep -oE '(LDG|STG|LD|ST)\.E[A-Z0-9_.]*|F2FP[A-Z0-9_.]*|MUFU[A-Z0-9_.]*|FCHK|CALL[A-Z.]*' "$out/sass-kvcast-bf16-e4m3-v16.txt" | sort | uniq -c

@@ -58,15 +58,15 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   // make_plan), y the chunks of a segment (at most 2^15); or, chunks first, the other way round.
   const std::int64_t groups_per_cta = kBlock >> plan.log2_group;
   const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
-  // make_plan asks for chunks first only with the widest vectors (those of calls above
-  // kLargeCall); the other widths don't instantiate the chunks-first kernels.
-  constexpr bool kWidest = Vec == kMaxVectorElements || Vec * sizeof(T) == kMaxVectorBytes;
-  const bool chunks_first = kWidest && plan.chunks_first;
+  // make_plan asks for chunks first only with vectors of at least kChunksFirstMinBytes (those
+  // of calls above kLargeCall); narrower ones don't instantiate the chunks-first kernels.
+  constexpr bool kChunksFirstKernel = Vec * sizeof(T) >= kChunksFirstMinBytes;
+  const bool chunks_first = kChunksFirstKernel && plan.chunks_first;
   const dim3 grid = chunks_first ? dim3(static_cast<unsigned>(plan.chunks_per_seg), static_cast<unsigned>(ctas))
                                  : dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.chunks_per_seg));
   auto kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, false>
                            : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, false>;
-  if constexpr (kWidest)
+  if constexpr (kChunksFirstKernel)
     if (chunks_first)
       kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, true>
                           : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, true>;
@@ -121,7 +121,7 @@ template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
 Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");
   detail::Plan plan;
-  if (Status s = make_plan(args, plan); !s || plan.num_segments == 0) return s;
+  if (Status s = make_plan(args, plan, Mode); !s || plan.num_segments == 0) return s;
   return detail::dispatch<Format, Mode>(args, plan, stream);
 }
 
@@ -134,7 +134,7 @@ Status downcast_checked(const DowncastArgs<T>& args, cudaStream_t stream = nullp
   if (args.error_count == nullptr)
     return Status::error(Code::null_pointer, "error_count is null: downcast_checked needs a device counter to read back");
   detail::Plan plan;  // validated once, before anything touches the device
-  if (Status s = make_plan(args, plan); !s) return s;
+  if (Status s = make_plan(args, plan, Mode); !s) return s;
   if (Status s = detail::cuda_status(cudaMemsetAsync(args.error_count, 0, sizeof(unsigned long long), stream),
                                      "kvcast::downcast_checked: zeroing error_count");
       !s)

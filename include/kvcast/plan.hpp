@@ -84,6 +84,7 @@ constexpr std::int64_t kDecodeCall = std::int64_t{1} << 18;  // elements a tenso
 constexpr std::int64_t kSmallCall = std::int64_t{1} << 21;
 constexpr std::int64_t kLargeCall = std::int64_t{1} << 23;  // elements a tensor: see make_plan
 constexpr std::int64_t kMaxGridY = 65535;
+constexpr int kChunksFirstMinBytes = 16;  // input bytes a thread: see make_plan
 // A row spans at most 2^24 / (2 * 256) = 2^15 chunks of threads: grid y holds them.
 constexpr std::int64_t kMaxRowElements = std::int64_t{1} << 24;
 constexpr int kBlockSize = 256;
@@ -140,8 +141,9 @@ KVCAST_HOST_DEVICE constexpr int log2_ceil(std::int64_t n) {
 //! Validates `args` and derives the launch plan. Returns the first broken rule, naming the
 //! argument; on success `plan` is filled. Zero tokens is valid (and launches nothing) once the
 //! sizes are sane: empty tensors often have null data pointers.
+//! `mode`, the arithmetic of the kernel to launch, steers only the vector width.
 template <class T>
-Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
+Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan, Arithmetic mode = Arithmetic::fp32) {
   using detail::Dim;
   plan = detail::Plan{};
   const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
@@ -277,7 +279,12 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   const int widest = elements <= detail::kDecodeCall ? 4 : elements <= detail::kSmallCall ? 8 : detail::kMaxVectorElements;
   plan.vec = std::max(detail::kUnalignedVector, std::min(widest, detail::kMaxVectorBytes / static_cast<int>(sizeof(T))));
   plan.access = 1;
-  for (int v = widest; v >= 2; v /= 2) {
+  // Input precision converts in half the registers of fp32 mode, so twice the CTAs fit on an
+  // SM. With 16-bit inputs and 16-element vectors, that keeps 128 KB an SM in flight, twice
+  // what fp32 mode and SGLang's design keep, and DRAM serves it worse: 8-element vectors are
+  // 0.5-4.8% faster cold at every size above kSmallCall on the H100 (hot, -1.8..+5.9%).
+  const int widest_vector = mode == Arithmetic::input_precision && sizeof(T) == 2 ? std::min(widest, 8) : widest;
+  for (int v = widest_vector; v >= 2; v /= 2) {
     if (v * static_cast<std::int64_t>(sizeof(T)) > detail::kMaxVectorBytes || v > plan.seg_len) continue;
     const bool in_ok = detail::aligned(a.k, v * sizeof(T)) && detail::aligned(a.v, v * sizeof(T)) &&
                        (a.num_tokens == 1 || plan.in_token_stride % v == 0) &&
@@ -303,11 +310,10 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan) {
   // many rows. Measured on the H100 at heads x dim 32 x 256 (2 chunks): 0.7-1.7% faster from
   // 2048 tokens up, both modes, hot and cold; at 512-1024 tokens mixed (input precision, hot:
   // 4% slower), hence the threshold. Grid y holds at most 65535 CTAs of segments (a row of
-  // several chunks fills a CTA, see log2_group): bigger calls keep the default order. Only the
-  // widest vectors, which are what such calls take when aligned: the launcher instantiates
-  // chunks-first kernels for those alone.
-  const bool widest_vec = plan.vec == detail::kMaxVectorElements || plan.vec * static_cast<int>(sizeof(T)) == detail::kMaxVectorBytes;
-  plan.chunks_first = widest_vec && plan.chunks_per_seg > 1 && elements > detail::kLargeCall && plan.num_segments <= detail::kMaxGridY;
+  // several chunks fills a CTA, see log2_group): bigger calls keep the default order. Vectors
+  // of at least 16 bytes only, which such calls take unless misaligned: the launcher
+  // instantiates chunks-first kernels for those alone.
+  plan.chunks_first = plan.vec * static_cast<int>(sizeof(T)) >= detail::kChunksFirstMinBytes && plan.chunks_per_seg > 1 && elements > detail::kLargeCall && plan.num_segments <= detail::kMaxGridY;
   return Status{};
 }
 
