@@ -69,8 +69,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   a.in_capacity = in.ConsumeBool() ? -1 : pick(in, 200000);
   a.out_capacity = in.ConsumeBool() ? -1 : pick(in, 200000);
 
+  const auto mode = in.ConsumeBool() ? kvcast::Arithmetic::fp32 : kvcast::Arithmetic::input_precision;
+
   kvcast::detail::Plan p;
-  const kvcast::Status s = kvcast::make_plan(a, p);
+  const kvcast::Status s = kvcast::make_plan(a, p, mode);
 #ifdef KVCAST_FUZZ_STATS  // how often each outcome happens, printed at exit
   static long long counts[16] = {};
   static const bool registered = [] {
@@ -135,6 +137,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (p.items_per_seg * p.vec < p.seg_len || (p.items_per_seg - 1) * p.vec >= p.seg_len) fail("items do not cover the segment", a);
   if ((p.chunks_per_seg << p.log2_group) < p.items_per_seg || p.chunks_per_seg > 65535) fail("chunks do not cover the segment", a);
   if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail("segments do not cover the row", a);
+  // Chunks first puts the segments on grid y (at most 65535) and exists for 16-byte vectors up.
+  if (p.chunks_first && (p.num_segments > 65535 || p.chunks_per_seg < 2 || p.vec * 2 < 16))
+    fail("chunks first outside its kernels or grid", a);
   // Slot bounds: for slots near both ends, in range exactly when the row is.
   const std::int64_t last_row = a.out_rows >= 0 ? a.out_rows - 1 : INT64_MAX;
   for (std::int64_t base : {p.min_slot, p.max_slot, std::int64_t{0}, std::int64_t{7}})

@@ -40,7 +40,7 @@ done
 grep -h '^\[ property \]' "$out/kvcast_test_gpu_hostile.log" | tee -a "$summary"
 
 # Sanitizers over a subset that reaches every kernel variant, layout and path but runs in minutes.
-gpu_subset='Downcast/0.*:Downcast/5.*:Downcast/10.*:DropIn.*:Checked.*:InputPrecision.*'
+gpu_subset='Downcast/0.*:Downcast/5.*:Downcast/10.*:DropIn.*:Checked.*:InputPrecision.*:LargeCalls.*'
 hostile_subset='Property.*:EdgeValues.*:Graph.*:Streams.*'
 export KVCAST_PROPERTY_CASES=${KVCAST_PROPERTY_CASES_SANITIZED:-150}
 for tool in memcheck racecheck initcheck synccheck; do
