@@ -59,21 +59,22 @@ double input_value(std::uint32_t bits) {
 }
 
 struct Mismatches {
-  long long library = 0, pair = 0, vector = 0, reference = 0;
+  long long library = 0, pair = 0, vector = 0, two = 0, reference = 0;
   std::string first;
 };
 
-// Checks inputs `bits` for one (T, Format, Mode, scale): scalar, packed pair and 8-wide vector
-// paths of the library, and the reference, all against the oracle.
+// Checks inputs `bits` for one (T, Format, Mode, scale): scalar, packed pair, 8-wide vector and
+// two-vector (quantize_packed_two, the second vector with scale 3 or 0.37) paths of the
+// library, and the reference, all against the oracle.
 template <class T, class Format, Arithmetic Mode>
 Mismatches check(const std::vector<std::uint32_t>& bits, float scale) {
   const kvcast::Quantizer<T, Format, Mode> q(scale);
   const bool ip = Mode == Arithmetic::input_precision;
   Mismatches mm;
-  auto note = [&](const char* who, std::uint32_t in, unsigned got, unsigned want) {
+  auto note = [&](const char* who, std::uint32_t in, unsigned got, unsigned want, float in_scale) {
     if (!mm.first.empty()) return;
     char buf[200];
-    std::snprintf(buf, sizeof buf, "%s: input 0x%08x scale %g -> 0x%02x, oracle 0x%02x", who, in, scale, got, want);
+    std::snprintf(buf, sizeof buf, "%s: input 0x%08x scale %g -> 0x%02x, oracle 0x%02x", who, in, in_scale, got, want);
     mm.first = buf;
   };
   for (std::size_t i = 0; i < bits.size(); ++i) {
@@ -81,13 +82,13 @@ Mismatches check(const std::vector<std::uint32_t>& bits, float scale) {
     const unsigned want = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(b), scale, ip);
     const unsigned lib = q(from_bits<T>(b));
     const unsigned ref = kvcast::ref::quantize<Format, Mode>(kvcast::dtype_of<T>::value, b, scale);
-    if (lib != want) ++mm.library, note("library", b, lib, want);
-    if (ref != want) ++mm.reference, note("reference", b, ref, want);
+    if (lib != want) ++mm.library, note("library", b, lib, want, scale);
+    if (ref != want) ++mm.reference, note("reference", b, ref, want, scale);
     // Packed pair: this input and the next one.
     const std::uint32_t b2 = bits[(i + 1) % bits.size()];
     const unsigned want2 = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(b2), scale, ip);
     const std::uint16_t pair = q.pair(from_bits<T>(b), from_bits<T>(b2));
-    if ((pair & 0xFF) != want || (pair >> 8) != want2) ++mm.pair, note("pair", b, pair, want | (want2 << 8));
+    if ((pair & 0xFF) != want || (pair >> 8) != want2) ++mm.pair, note("pair", b, pair, want | (want2 << 8), scale);
   }
   // Whole vectors of 8 through kvcast::quantize.
   for (std::size_t i = 0; i + 8 <= bits.size(); i += 8) {
@@ -96,7 +97,24 @@ Mismatches check(const std::vector<std::uint32_t>& bits, float scale) {
     const auto out = kvcast::quantize(q, in);
     for (int j = 0; j < 8; ++j) {
       const unsigned want = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(bits[i + j]), scale, ip);
-      if (out[j] != want) ++mm.vector, note("vector", bits[i + j], out[j], want);
+      if (out[j] != want) ++mm.vector, note("vector", bits[i + j], out[j], want, scale);
+    }
+  }
+  // Two vectors of 4 at once, each with its own scale: the second is a short-significand scale
+  // (3; 0.37 when the first is 3), whose brackets disagree often, so that either vector, or
+  // both, takes the exact path.
+  const float scale_b = scale == 3.0f ? 0.37f : 3.0f;
+  const kvcast::Quantizer<T, Format, Mode> qb(scale_b);
+  for (std::size_t i = 0; i + 8 <= bits.size(); i += 8) {
+    kvcast::AlignedVector<T, 4> a, b;
+    for (int j = 0; j < 4; ++j) a[j] = from_bits<T>(bits[i + j]), b[j] = from_bits<T>(bits[i + 4 + j]);
+    typename kvcast::detail::PackedCodes<4>::type codes_a, codes_b;
+    kvcast::quantize_packed_two(q, a, codes_a, qb, b, codes_b);
+    for (int j = 0; j < 8; ++j) {
+      const float s = j < 4 ? scale : scale_b;
+      const unsigned want = oracle::quantize(fp8_table<Format>(), input_table<T>(), input_value<T>(bits[i + j]), s, ip);
+      const unsigned got = ((j < 4 ? codes_a[0] : codes_b[0]) >> (8 * (j % 4))) & 0xFF;
+      if (got != want) ++mm.two, note("two vectors", bits[i + j], got, want, s);
     }
   }
   return mm;
@@ -146,6 +164,7 @@ void run_all(const std::vector<std::uint32_t>& inputs) {
     EXPECT_EQ(mm.library, 0) << mm.first;
     EXPECT_EQ(mm.pair, 0) << mm.first;
     EXPECT_EQ(mm.vector, 0) << mm.first;
+    EXPECT_EQ(mm.two, 0) << mm.first;
     EXPECT_EQ(mm.reference, 0) << mm.first;
   }
 }

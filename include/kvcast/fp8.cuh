@@ -257,6 +257,21 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     if (differ != 0) packed = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
     return packed;
   }
+  //! codes() of two vectors, `a` by this quantizer and `b` by `qb`, with one branch for both:
+  //! the two brackets are computed before either is verified, so that neither vector's
+  //! conversions wait behind the other's check.
+  template <int N>
+  KVCAST_HOST_DEVICE void codes_of_two(const AlignedVector<T, N>& a, typename detail::PackedCodes<N>::type& codes_a,
+                                       const Quantizer& qb, const AlignedVector<T, N>& b,
+                                       typename detail::PackedCodes<N>::type& codes_b) const {
+    std::uint32_t differ_a = 0, differ_b = 0;
+    codes_a = bracketed(a, differ_a);
+    codes_b = qb.bracketed(b, differ_b);
+    if ((differ_a | differ_b) != 0) {
+      if (differ_a != 0) codes_a = detail::exact_codes_out_of_line<T, Format, N>(a, scale_);
+      if (differ_b != 0) codes_b = detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale_);
+    }
+  }
   //! The first half of codes(): the bracketed codes of N elements (N even), packed, exact where
   //! `differ` comes back 0, otherwise to be replaced by exact(in).
   template <int N>
@@ -378,6 +393,22 @@ KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Q
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) detail::put_pair<N>(out, i, q.pair(in[i], in[i + 1]));
     return out;
+  }
+}
+
+//! quantize_packed() of two vectors, each with its own quantizer. fp32 mode verifies both
+//! brackets with one branch (Quantizer::codes_of_two); the kernel takes this for vectors short
+//! enough that both conversions fit in registers at once.
+template <class T, class Format, Arithmetic Mode, int N>
+KVCAST_HOST_DEVICE void quantize_packed_two(const Quantizer<T, Format, Mode>& qa, const AlignedVector<T, N>& a,
+                                            typename detail::PackedCodes<N>::type& codes_a,
+                                            const Quantizer<T, Format, Mode>& qb, const AlignedVector<T, N>& b,
+                                            typename detail::PackedCodes<N>::type& codes_b) {
+  if constexpr (Mode == Arithmetic::fp32) {
+    qa.codes_of_two(a, codes_a, qb, b, codes_b);
+  } else {
+    codes_a = quantize_packed(qa, a);
+    codes_b = quantize_packed(qb, b);
   }
 }
 
