@@ -313,7 +313,8 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan, Arithmetic mode =
   // several chunks fills a CTA, see log2_group): bigger calls keep the default order. Vectors
   // of at least 16 bytes only, which such calls take unless misaligned: the launcher
   // instantiates chunks-first kernels for those alone.
-  plan.chunks_first = plan.vec * static_cast<int>(sizeof(T)) >= detail::kChunksFirstMinBytes && plan.chunks_per_seg > 1 && elements > detail::kLargeCall && plan.num_segments <= detail::kMaxGridY;
+  plan.chunks_first = plan.vec * static_cast<int>(sizeof(T)) >= detail::kChunksFirstMinBytes && plan.chunks_per_seg > 1 &&
+                      elements > detail::kLargeCall && plan.num_segments <= detail::kMaxGridY;
   return Status{};
 }
 
