@@ -77,14 +77,19 @@ KVCAST_DEVICE void load_vector(const T* __restrict__ src, std::uint32_t stride, 
   }
 }
 
+//! Stores a whole vector's packed codes at `dst`: one access of N bytes.
+template <int N>
+KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, const typename PackedCodes<N>::type& codes) {
+  codes.store(reinterpret_cast<typename PackedCodes<N>::type::value_type*>(dst));
+}
+
 //! Quantizes and stores a thread's Vec elements, as load_vector placed them. A whole vector
 //! goes as its packed codes (one access of Vec bytes).
 template <int Access, class T, class Format, Arithmetic Mode, int Vec>
 KVCAST_DEVICE void store_vector(std::uint8_t* __restrict__ dst, std::uint32_t stride, std::uint32_t end,
                                 const Quantizer<T, Format, Mode>& q, const AlignedVector<T, Vec>& v) {
   if constexpr (Access == Vec) {
-    const auto codes = quantize_packed(q, v);
-    codes.store(reinterpret_cast<typename decltype(codes)::value_type*>(dst));
+    store_codes<Vec>(dst, quantize_packed(q, v));
   } else {
     const AlignedVector<std::uint8_t, Vec> codes = quantize(q, v);
     KVCAST_UNROLL
@@ -191,8 +196,8 @@ KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_
     // other's check.
     typename PackedCodes<Vec>::type k_codes, v_codes;
     quantize_packed_two(qk, k_vec, k_codes, qv, v_vec, v_codes);
-    k_codes.store(reinterpret_cast<typename PackedCodes<Vec>::type::value_type*>(k_out));
-    v_codes.store(reinterpret_cast<typename PackedCodes<Vec>::type::value_type*>(v_out));
+    store_codes<Vec>(k_out, k_codes);
+    store_codes<Vec>(v_out, v_codes);
     return;
   }
   // One tensor after the other, so that K's registers are free before V's conversion needs
