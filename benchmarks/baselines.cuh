@@ -1,6 +1,7 @@
 // kvcast benchmarks — the baselines a user compares with, re-implemented here from their
 // published descriptions (not copied): the legacy scalar kernel and SGLang's vectorized design.
 // Both use SGLang's arithmetic: inv = T(1)/T(scale), x*inv in T, clamp to ±448, E4M3.
+// Two floors besides: a plain copy kernel, and kvcast's own kernel with its conversion taken out.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -8,6 +9,10 @@
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <kvcast/kvcast.cuh>
 
 namespace baseline {
 
@@ -79,4 +84,73 @@ __global__ void __launch_bounds__(kSglangBlock) sglang_vectorized(const T* k, co
   reinterpret_cast<Out*>(v_out + row * row_elems)[vec] = vo;
 }
 
+// A copy kernel of `bytes` bytes, one 16-byte vector a thread (the thread past the last vector
+// copies the odd bytes): what cudaMemcpyAsync's copy costs when it is a kernel like any other.
+__global__ void __launch_bounds__(256) copy_kernel(const int4* __restrict__ src, int4* __restrict__ dst, std::size_t bytes) {
+  const std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x;
+  const std::size_t vectors = bytes / sizeof(int4);
+  if (i < vectors) {
+    dst[i] = src[i];
+  } else if (i == vectors) {
+    for (std::size_t b = vectors * sizeof(int4); b < bytes; ++b)
+      reinterpret_cast<char*>(dst)[b] = reinterpret_cast<const char*>(src)[b];
+  }
+}
+
+//! Format tag of the no_math variant: kvcast's kernel (its plan, launch, loads, slot arithmetic
+//! and stores) with each element's conversion replaced by its high byte. What is left is the
+//! cost of the job's memory traffic in kvcast's access pattern, with no arithmetic.
+struct HighByte {};
+
+//! The no_math variant's "quantizer": the high byte of each 16-bit input, picked by one byte
+//! permute whose selector comes from the scale (its bits above the 16 the permute reads), so
+//! that, as with a real conversion, the codes wait for the scale and the compiler keeps the
+//! kernel's order (every load issued before any is used).
+template <class T>
+class HighByteQuantizer {
+  static_assert(sizeof(T) == 2, "the no_math variant takes 16-bit inputs");
+
+ public:
+  __host__ __device__ explicit HighByteQuantizer(float scale) {
+    std::uint32_t bits;
+    memcpy(&bits, &scale, sizeof bits);
+    selector_ = (bits & 0xFFFF0000u) | 0x4431u;  // result bytes: input bytes 1 and 3, then zeros
+  }
+  __host__ __device__ std::uint8_t operator()(T x) const { return static_cast<std::uint8_t>(pair(x, x)); }
+  __host__ __device__ std::uint16_t pair(T x0, T x1) const {
+    // The pair as one word, the way the real conversions take it (no split into halves).
+    std::uint32_t word;
+    if constexpr (std::is_same_v<T, __half>) {
+      const __half2 h = __halves2half2(x0, x1);
+      memcpy(&word, &h, sizeof word);
+    } else {
+      const __nv_bfloat162 h = __halves2bfloat162(x0, x1);
+      memcpy(&word, &h, sizeof word);
+    }
+#if defined(__CUDA_ARCH__)
+    std::uint32_t codes;  // asm: the compiler folds __byte_perm's known selector bits away
+    asm("prmt.b32 %0, %1, 0, %2;" : "=r"(codes) : "r"(word), "r"(selector_));
+    return static_cast<std::uint16_t>(codes);
+#else
+    return static_cast<std::uint16_t>((word >> 8 & 0xFFu) | (word >> 16 & 0xFF00u));
+#endif
+  }
+
+ private:
+  std::uint32_t selector_;
+};
+
 }  // namespace baseline
+
+// kvcast's kernel takes its conversion from Quantizer<T, Format, Mode>: the tag selects the one above.
+namespace kvcast {
+template <>
+class Quantizer<__nv_bfloat16, baseline::HighByte, Arithmetic::input_precision>
+    : public baseline::HighByteQuantizer<__nv_bfloat16> {
+  using HighByteQuantizer::HighByteQuantizer;
+};
+template <>
+class Quantizer<__half, baseline::HighByte, Arithmetic::input_precision> : public baseline::HighByteQuantizer<__half> {
+  using HighByteQuantizer::HighByteQuantizer;
+};
+}  // namespace kvcast

@@ -4,7 +4,9 @@
 // way, a device-to-device copy of the same bytes (bytes read + written), so each row carries
 // its own roofline ratio. Variants: copy (the roofline), empty (the launch floor), legacy
 // (one block per token, scalar), sglang (SGLang's vectorized design), kvcast (fp32 arithmetic,
-// the default) and kvcast_ip (input precision, SGLang's numerics).
+// the default) and kvcast_ip (input precision, SGLang's numerics); and two that show where the
+// time goes: copy_kernel (the same copy as a plain kernel) and no_math (kvcast's input-precision
+// kernel with its conversion taken out: the job's traffic in kvcast's pattern, no arithmetic).
 //   timing: stream = B calls launched back to back from the host; graph = the same B calls
 //           captured in a CUDA graph and replayed. Time per call = elapsed / B.
 //   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
@@ -102,7 +104,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
   }
 }
 
-enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip };
+enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
 const char* name_of(Variant v) {
@@ -113,6 +115,8 @@ const char* name_of(Variant v) {
     case Variant::sglang: return "sglang";
     case Variant::kvcast: return "kvcast";
     case Variant::kvcast_ip: return "kvcast_ip";
+    case Variant::copy_kernel: return "copy_kernel";
+    case Variant::no_math: return "no_math";
   }
   return "?";
 }
@@ -219,6 +223,19 @@ struct Problem {
         if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
         break;
       }
+      case Variant::copy_kernel: {
+        const std::size_t bytes = static_cast<std::size_t>(traffic / 2);
+        const unsigned blocks = static_cast<unsigned>((bytes / sizeof(int4) + 1 + 255) / 256);
+        baseline::copy_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const int4*>(set.k),
+                                                          reinterpret_cast<int4*>(set.copy_dst), bytes);
+        break;
+      }
+      case Variant::no_math:
+        if constexpr (sizeof(T) == 2) {
+          const kvcast::Status s = kvcast::downcast<baseline::HighByte, kvcast::Arithmetic::input_precision>(args(set), stream);
+          if (!s.ok()) std::fprintf(stderr, "no_math: %s\n", s.message()), std::abort();
+        }
+        break;
     }
   }
 };
@@ -389,7 +406,8 @@ void register_downcast(const char* dtype, const Shape& shape, std::initializer_l
 void register_all() {
   const auto all_timing = {Timing::stream, Timing::graph};
   const auto all_cache = {Cache::hot, Cache::cold};
-  const auto baselines = {Variant::copy, Variant::empty, Variant::legacy, Variant::sglang, Variant::kvcast, Variant::kvcast_ip};
+  const auto baselines = {Variant::copy,   Variant::empty,     Variant::legacy,      Variant::sglang,
+                         Variant::kvcast, Variant::kvcast_ip, Variant::copy_kernel, Variant::no_math};
   for (const Shape& s : grid_shapes()) {
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, baselines, all_timing, all_cache);
     register_downcast<__half, kvcast::e4m3>("f16", s, baselines, all_timing, all_cache);
@@ -399,12 +417,12 @@ void register_all() {
     const Shape s{tokens, 8, 128};
     register_downcast<__nv_bfloat16, kvcast::e5m2>("bf16", s, {Variant::kvcast, Variant::kvcast_ip}, all_timing, {Cache::cold});
     register_downcast<float, kvcast::e4m3>("f32", s, {Variant::kvcast, Variant::kvcast_ip}, all_timing, {Cache::cold});
-    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, true, "qkv_slice"}, {Variant::kvcast},
-                                                   all_timing, {Cache::cold});
-    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 100, false, "odd"}, {Variant::kvcast}, all_timing,
+    // Strided and odd shapes in both modes, and no_math: how much of their cost is the access pattern.
+    const auto shaped = {Variant::kvcast, Variant::kvcast_ip, Variant::no_math};
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, true, "qkv_slice"}, shaped, all_timing,
                                                    {Cache::cold});
-    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 5, 99, false, "odd"}, {Variant::kvcast}, all_timing,
-                                                   {Cache::cold});
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 100, false, "odd"}, shaped, all_timing, {Cache::cold});
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 5, 99, false, "odd"}, shaped, all_timing, {Cache::cold});
     for (int pair : {1, 2})
       register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, false, pair == 1 ? "scale1" : "scale3", pair},
                                                      {Variant::kvcast}, {Timing::graph}, {Cache::cold, Cache::hot});

@@ -113,6 +113,22 @@ def targets(s):
         out.append(f"- decode (1-16 tokens, cold, graph): copy time / kvcast time >= **{worst_copy:.3f}** "
                    f"(>= 1 means kvcast is no slower than the copy); kvcast speed-up over SGLang "
                    f"**{min(sg):.2f}x .. {max(sg):.2f}x** (median {statistics.median(sg):.2f}x)")
+    # 2b. the floors: kvcast's own traffic with no arithmetic (no_math), and the copy as a plain kernel.
+    floor = [(k, r) for k, r in s.items() if k[0] == "no_math" and k[2] == "e4m3" and k[3] == "graph" and k[4] == "cold"
+             and not k[8] and k[1] in ("bf16", "f16")]
+    if floor:
+        big = [r["copy_us"] / r["us"] for k, r in floor if r["traffic_mb"] >= 64]
+        small = [(k, r) for k, r in floor if k[5] <= 16]
+        ip = [s[("kvcast_ip",) + k[1:]]["us"] / r["us"] for k, r in small if ("kvcast_ip",) + k[1:] in s]
+        fp = [s[("kvcast",) + k[1:]]["us"] / r["us"] for k, r in small if ("kvcast",) + k[1:] in s]
+        ck = [s[("copy_kernel",) + k[1:]]["us"] / r["copy_us"] for k, r in small if ("copy_kernel",) + k[1:] in s]
+        if big and small and ip and fp and ck:
+            out.append(f"- floor (`no_math`: kvcast's kernel with the conversion taken out, the same traffic; cold, graph): "
+                       f"from 64 MB up no_math/copy GB/s **{min(big):.3f} .. {max(big):.3f}**; at decode (1-16 tokens) "
+                       f"copy time / no_math time **{min(r['copy_us'] / r['us'] for _, r in small):.3f} .. "
+                       f"{max(r['copy_us'] / r['us'] for _, r in small):.3f}**, kvcast_ip time / no_math time "
+                       f"**{min(ip):.3f} .. {max(ip):.3f}**, kvcast (fp32) **{min(fp):.3f} .. {max(fp):.3f}**; "
+                       f"a plain copy kernel's time / cudaMemcpyAsync's **{min(ck):.3f} .. {max(ck):.3f}**")
     # 3. never slower than SGLang on its grid, either timing mode (cold and hot).
     for variant, timing in (("kvcast", "graph"), ("kvcast", "stream"), ("kvcast_ip", "graph"), ("kvcast_ip", "stream")):
         ratios = []
@@ -126,14 +142,19 @@ def targets(s):
             out.append(f"- {variant}, {timing}: speed ratio to SGLang min **{lo[0]:.3f}** at {'/'.join(map(str, lo[2]))} "
                        f"(noise there {lo[1] * 100:.1f}%), median {statistics.median(x[0] for x in ratios):.3f}, "
                        f"{sum(x[0] < 1 - max(x[1], 0.02) for x in ratios)} of {len(ratios)} rows below 1 beyond noise")
-    # 4. odd and strided inputs vs contiguous, >= 64 MB.
+    # 4. odd and strided inputs vs contiguous, >= 64 MB (each variant against its own contiguous 8x128).
     for tag in ("odd", "qkv_slice"):
         for k, r in sorted(s.items()):
             if k[0] == "kvcast" and k[8] == tag and r["traffic_mb"] >= 64:
                 base = s.get(("kvcast", k[1], k[2], k[3], k[4], k[5], 8, 128, ""))
                 if base:
-                    out.append(f"- {tag} {k[5]}x{k[6]}x{k[7]} ({k[3]}): {gbps(r):.0f} GB/s = "
-                               f"**{gbps(r) / gbps(base) * 100:.0f}%** of contiguous 8x128 ({gbps(base):.0f} GB/s)")
+                    line = (f"- {tag} {k[5]}x{k[6]}x{k[7]} ({k[3]}): {gbps(r):.0f} GB/s = "
+                            f"**{gbps(r) / gbps(base) * 100:.0f}%** of contiguous 8x128 ({gbps(base):.0f} GB/s)")
+                    for other in ("kvcast_ip", "no_math"):
+                        o, ob = s.get((other,) + k[1:]), s.get((other,) + k[1:6] + (8, 128, ""))
+                        if o and ob:
+                            line += f"; {other} {gbps(o) / gbps(ob) * 100:.0f}%"
+                    out.append(line)
     # 5. fp32 mode with other scales (1: exact reciprocal; 3: many inputs on rounding boundaries).
     for k, r in sorted(s.items()):
         if k[0] == "kvcast" and k[8] in ("scale1", "scale3") and k[5] in (2048, 32768):
@@ -166,6 +187,22 @@ def extras(rows):
             if "on" in v and "off" in v:
                 out.append(f"| {t} | {v['off']:.2f} | {v['on']:.2f} | {v['off'] - v['on']:.2f} us ({(1 - v['on'] / v['off']) * 100:.0f}%) |")
     return "\n".join(out)
+
+
+def breakdown(s, dtype, timing, cache):
+    """Decode sizes, each variant's time: where kvcast's time goes beyond the copy's."""
+    cols = (("empty", "empty"), ("copy", "copy (cudaMemcpyAsync)"), ("copy_kernel", "copy kernel"),
+            ("no_math", "no_math"), ("kvcast_ip", "kvcast_ip"), ("kvcast", "kvcast"), ("sglang", "SGLang"))
+    lines = ["| tokens | heads x dim | " + " | ".join(c[1] + " us" for c in cols) + " |",
+             "|---:|---|" + "---:|" * len(cols)]
+    shapes = sorted({(k[5], k[6], k[7]) for k in s if k[0] == "no_math" and k[5] <= 16 and not k[8]})
+    for (t, h, d) in shapes:
+        cells = []
+        for variant, _ in cols:
+            r = s.get((variant if variant != "copy" else "kvcast", dtype, "e4m3", timing, cache, t, h, d, ""))
+            cells.append("" if not r else f"{(r['copy_us'] if variant == 'copy' else r['us']):.2f}")
+        lines.append(f"| {t} | {h}x{d} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if shapes else ""
 
 
 def plot(s, path, gpu):
@@ -216,6 +253,14 @@ def main():
     head = f"GPU: **{gpu}**, {ctx.get('date', '')}; medians of {max(r['reps'] for r in s.values())} repetitions."
     md = [f"# kvcast benchmark results\n\n{head}\n\nGenerated by `tools/bench_report.py` from `kvcast_bench` JSON.\n",
           "## Targets\n", targets(s), "\n## Host cost and programmatic dependent launch\n", extras(rows)]
+    for cache in ("cold", "hot"):
+        b = breakdown(s, "bf16", "graph", cache)
+        if b:
+            md.append(f"\n## Where the time goes at decode: bf16 -> e4m3, graph, {cache} L2\n")
+            md.append("`no_math` is kvcast's input-precision kernel with each conversion replaced by taking the "
+                      "element's high byte: the same plan, launch, loads, slot arithmetic and stores. `copy kernel` "
+                      "is the same-bytes copy as a plain kernel (one 16-byte vector a thread).\n")
+            md.append(b)
     for dtype in ("bf16", "f16"):
         for timing in ("graph", "stream"):
             for cache in ("cold", "hot"):
