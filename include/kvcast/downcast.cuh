@@ -191,13 +191,12 @@ KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
   if constexpr (Mode == Arithmetic::fp32 && Dense && Access == Vec && Vec <= kBothAtOnce) {
-    // Short vectors (decode and mid-size calls) in fp32 mode: K's and V's codes at once, the
-    // two brackets' checks in one branch, so that neither tensor's conversions wait behind the
-    // other's check.
-    typename PackedCodes<Vec>::type k_codes, v_codes;
-    quantize_packed_two(qk, k_vec, k_codes, qv, v_vec, v_codes);
-    store_codes<Vec>(k_out, k_codes);
-    store_codes<Vec>(v_out, v_codes);
+    // Short vectors (decode and mid-size calls) in fp32 mode: K's and V's codes at once, stored
+    // as soon as they are bracketed; the rare vector whose brackets disagree is stored again,
+    // exactly, after the one check for both.
+    store_codes_of_two(qk, k_vec, qv, v_vec, [&](int tensor, const typename PackedCodes<Vec>::type& codes) {
+      store_codes<Vec>(tensor == 0 ? k_out : v_out, codes);
+    });
     return;
   }
   // One tensor after the other, so that K's registers are free before V's conversion needs

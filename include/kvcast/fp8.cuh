@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "config.cuh"
 #include "format.hpp"
@@ -102,6 +103,27 @@ KVCAST_HOST_DEVICE float fp8_to_float(std::uint8_t code) {
 KVCAST_HOST_DEVICE float to_float(float x) { return x; }
 KVCAST_HOST_DEVICE float to_float(__half x) { return __half2float(x); }
 KVCAST_HOST_DEVICE float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+namespace detail {
+//! The floats of two neighbouring elements. With FromWord, for bf16 halves of one 32-bit word
+//! (a vector loaded whole): the word shifted up and the word masked, two instructions where the
+//! compiler otherwise extracts the high half and then shifts it. Elements loaded one by one
+//! would first be packed into a word, so those take to_float (FromWord = false).
+template <bool FromWord, class T>
+KVCAST_HOST_DEVICE float2 pair_to_float2(T x0, T x1) {
+  if constexpr (FromWord && std::is_same_v<T, __nv_bfloat16>) {
+    NV_IF_TARGET(NV_IS_DEVICE, (
+      const __nv_bfloat162 pair = __halves2bfloat162(x0, x1);
+      std::uint32_t word, lo, hi;
+      memcpy(&word, &pair, sizeof word);
+      // asm: spelled in C++ (word << 16, word & 0xffff0000), the compiler re-derives the halves.
+      asm("shl.b32 %0, %2, 16;\n\tand.b32 %1, %2, 0xffff0000;" : "=r"(lo), "=r"(hi) : "r"(word));
+      return make_float2(__uint_as_float(lo), __uint_as_float(hi));
+    ))
+  }
+  return make_float2(to_float(x0), to_float(x1));
+}
+}  // namespace detail
 
 //! `quantize(x, scale)` of DESIGN.md §2 for input type T, fp8 format Format and mode Mode.
 //! Built once per thread from the scale (the division or reciprocal is hoisted out of the
@@ -257,31 +279,18 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     if (differ != 0) packed = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
     return packed;
   }
-  //! codes() of two vectors, `a` by this quantizer and `b` by `qb`, with one branch for both:
-  //! the two brackets are computed before either is verified, so that neither vector's
-  //! conversions wait behind the other's check.
-  template <int N>
-  KVCAST_HOST_DEVICE void codes_of_two(const AlignedVector<T, N>& a, typename detail::PackedCodes<N>::type& codes_a,
-                                       const Quantizer& qb, const AlignedVector<T, N>& b,
-                                       typename detail::PackedCodes<N>::type& codes_b) const {
-    std::uint32_t differ_a = 0, differ_b = 0;
-    codes_a = bracketed(a, differ_a);
-    codes_b = qb.bracketed(b, differ_b);
-    if ((differ_a | differ_b) != 0) {
-      if (differ_a != 0) codes_a = detail::exact_codes_out_of_line<T, Format, N>(a, scale_);
-      if (differ_b != 0) codes_b = detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale_);
-    }
-  }
   //! The first half of codes(): the bracketed codes of N elements (N even), packed, exact where
-  //! `differ` comes back 0, otherwise to be replaced by exact(in).
-  template <int N>
+  //! `differ` comes back 0, otherwise to be replaced by exact(in). PairWords: `in` was loaded
+  //! whole, so each pair is one word (detail::pair_to_float2; the codes are the same either way).
+  template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
     static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
     typename detail::PackedCodes<N>::type out;
     differ = fast_ ? 0u : 1u;
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) {
-      detail::put_pair<N>(out, i, detail::bracket_codes<Format>(to_float(in[i]), to_float(in[i + 1]), below_, above_, differ));
+      const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
+      detail::put_pair<N>(out, i, detail::bracket_codes<Format>(x.x, x.y, below_, above_, differ));
     }
     return out;
   }
@@ -302,6 +311,8 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     for (int i = 0; i < N; i += 2) detail::put_pair<N>(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
     return out;
   }
+
+  KVCAST_HOST_DEVICE float scale() const { return scale_; }
 
  private:
   float scale_;
@@ -396,19 +407,22 @@ KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Q
   }
 }
 
-//! quantize_packed() of two vectors, each with its own quantizer. fp32 mode verifies both
-//! brackets with one branch (Quantizer::codes_of_two); the kernel takes this for vectors short
-//! enough that both conversions fit in registers at once.
-template <class T, class Format, Arithmetic Mode, int N>
-KVCAST_HOST_DEVICE void quantize_packed_two(const Quantizer<T, Format, Mode>& qa, const AlignedVector<T, N>& a,
-                                            typename detail::PackedCodes<N>::type& codes_a,
-                                            const Quantizer<T, Format, Mode>& qb, const AlignedVector<T, N>& b,
-                                            typename detail::PackedCodes<N>::type& codes_b) {
-  if constexpr (Mode == Arithmetic::fp32) {
-    qa.codes_of_two(a, codes_a, qb, b, codes_b);
-  } else {
-    codes_a = quantize_packed(qa, a);
-    codes_b = quantize_packed(qb, b);
+//! fp32 mode's codes of two vectors loaded whole (K's and V's), each with its own quantizer,
+//! handed to `store(i, codes)` (i = 0 for `a`, 1 for `b`) as soon as they are bracketed; then,
+//! for a vector whose brackets disagree (rare), its exact codes, which land on the same bytes
+//! and so replace the bracketed ones. Neither store waits for the check, nor one vector's
+//! conversions for the other's: the kernel's path for vectors short enough that both
+//! conversions fit in registers at once.
+template <class T, class Format, int N, class Store>
+KVCAST_HOST_DEVICE void store_codes_of_two(const Quantizer<T, Format, Arithmetic::fp32>& qa, const AlignedVector<T, N>& a,
+                                           const Quantizer<T, Format, Arithmetic::fp32>& qb, const AlignedVector<T, N>& b,
+                                           Store&& store) {
+  std::uint32_t differ_a = 0, differ_b = 0;
+  store(0, qa.template bracketed<N, true>(a, differ_a));
+  store(1, qb.template bracketed<N, true>(b, differ_b));
+  if ((differ_a | differ_b) != 0) {
+    if (differ_a != 0) store(0, detail::exact_codes_out_of_line<T, Format, N>(a, qa.scale()));
+    if (differ_b != 0) store(1, detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale()));
   }
 }
 
