@@ -327,17 +327,17 @@ TEST(FastDivision, ScaleRange) {
   EXPECT_TRUE(kvcast::detail::scale_allows_fast_division(0x1p-40f));
 }
 
+// y and its two neighbours: every float within one ulp of a value whose RN is y.
+std::array<float, 3> within_one_ulp(float y) {
+  return {y, std::nextafter(y, 0.0f), std::nextafter(y, std::copysign(INFINITY, y))};
+}
+
 // Input precision takes T's reciprocal of the scale by rounding the hardware's fp32
 // reciprocal (detail::rcp_approx, within one ulp) to T. That is the correctly rounded T
 // quotient 1/s for every half and bf16 scale s, whichever float within one ulp the hardware
 // returns: tried here with each of them, and, where the device prescales a subnormal or huge
 // bf16 scale by 2^24 or 1/4, with each float within one ulp of the prescaled reciprocal
 // scaled back. (The device test compares the device's own result with CUDA's T division.)
-//! y and its two neighbours: every float within one ulp of a value whose RN is y.
-std::array<float, 3> within_one_ulp(float y) {
-  return {y, std::nextafter(y, 0.0f), std::nextafter(y, std::copysign(INFINITY, y))};
-}
-
 std::vector<float> floats_within_one_ulp_of_reciprocal(float s) {
   std::vector<float> ys;
   const float a = std::fabs(s);

@@ -119,14 +119,14 @@ def targets(s):
     if floor:
         big = [r["copy_us"] / r["us"] for k, r in floor if r["traffic_mb"] >= 64]
         small = [(k, r) for k, r in floor if k[5] <= 16]
+        dec = [r["copy_us"] / r["us"] for _, r in small]
         ip = [s[("kvcast_ip",) + k[1:]]["us"] / r["us"] for k, r in small if ("kvcast_ip",) + k[1:] in s]
         fp = [s[("kvcast",) + k[1:]]["us"] / r["us"] for k, r in small if ("kvcast",) + k[1:] in s]
         ck = [s[("copy_kernel",) + k[1:]]["us"] / r["copy_us"] for k, r in small if ("copy_kernel",) + k[1:] in s]
         if big and small and ip and fp and ck:
             out.append(f"- floor (`no_math`: kvcast's kernel with the conversion taken out, the same traffic; cold, graph): "
                        f"from 64 MB up no_math/copy GB/s **{min(big):.3f} .. {max(big):.3f}**; at decode (1-16 tokens) "
-                       f"copy time / no_math time **{min(r['copy_us'] / r['us'] for _, r in small):.3f} .. "
-                       f"{max(r['copy_us'] / r['us'] for _, r in small):.3f}**, kvcast_ip time / no_math time "
+                       f"copy time / no_math time **{min(dec):.3f} .. {max(dec):.3f}**, kvcast_ip time / no_math time "
                        f"**{min(ip):.3f} .. {max(ip):.3f}**, kvcast (fp32) **{min(fp):.3f} .. {max(fp):.3f}**; "
                        f"a plain copy kernel's time / cudaMemcpyAsync's **{min(ck):.3f} .. {max(ck):.3f}**")
     # 3. never slower than SGLang on its grid, either timing mode (cold and hot).
