@@ -6,11 +6,15 @@
 // (one block per token, scalar), sglang (SGLang's vectorized design), kvcast (fp32 arithmetic,
 // the default) and kvcast_ip (input precision, SGLang's numerics); and two that show where the
 // time goes: copy_kernel (the same copy as a plain kernel) and no_math (kvcast's input-precision
-// kernel with its conversion taken out: the job's traffic in kvcast's pattern, no arithmetic).
+// kernel with its conversion taken out: the job's traffic in kvcast's pattern, no arithmetic);
+// kvcast_pdl and kvcast_ip_pdl launch kvcast with programmatic dependent launch, so that in a
+// graph each call's launch overlaps the call before it, as it would overlap its producer's.
 //   timing: stream = B calls launched back to back from the host; graph = the same B calls
 //           captured in a CUDA graph and replayed. Time per call = elapsed / B.
 //   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
 //           sample and B distinct buffer sets, so every call starts from DRAM.
+// Slots: loc is a random permutation of the tokens (every token's row lands somewhere else);
+// rows tagged `sorted` use loc = identity, which isolates what the scatter costs.
 // Name: variant/dtype/format/timing/cache/TOKENSxHEADSxDIM[/tag]
 #include <benchmark/benchmark.h>
 
@@ -104,7 +108,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
   }
 }
 
-enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math };
+enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
 const char* name_of(Variant v) {
@@ -117,6 +121,8 @@ const char* name_of(Variant v) {
     case Variant::kvcast_ip: return "kvcast_ip";
     case Variant::copy_kernel: return "copy_kernel";
     case Variant::no_math: return "no_math";
+    case Variant::kvcast_pdl: return "kvcast_pdl";
+    case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
   }
   return "?";
 }
@@ -126,6 +132,7 @@ struct Shape {
   bool qkv_slice = false;  // K and V as slices of a packed [tokens, 4H + H + H, dim] projection
   const char* tag = "";
   int scale_pair = 0;  // which (K, V) scales of Gpu::scales: 0 calibrated, 1 both 1.0, 2 both 3.0
+  bool sorted_slots = false;  // loc = identity instead of a random permutation
 };
 
 // One problem instance, with `count` independent buffer sets carved from the pool.
@@ -154,7 +161,7 @@ struct Problem {
     const int count = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(wanted_sets, kPoolBytes / set_bytes)));
     std::vector<std::int64_t> perm(s.tokens);
     std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), std::mt19937_64(s.tokens * 31 + row));
+    if (!s.sorted_slots) std::shuffle(perm.begin(), perm.end(), std::mt19937_64(s.tokens * 31 + row));
     std::uint8_t* p = gpu().pool;
     for (int i = 0; i < count; ++i) {
       Set set;
@@ -213,13 +220,19 @@ struct Problem {
               0, set.loc);
         }
         break;
-      case Variant::kvcast: {
-        const kvcast::Status s = kvcast::downcast<Format>(args(set), stream);
+      case Variant::kvcast:
+      case Variant::kvcast_pdl: {
+        kvcast::DowncastArgs<T> a = args(set);
+        a.pdl = variant == Variant::kvcast_pdl;
+        const kvcast::Status s = kvcast::downcast<Format>(a, stream);
         if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
         break;
       }
-      case Variant::kvcast_ip: {
-        const kvcast::Status s = kvcast::downcast<Format, kvcast::Arithmetic::input_precision>(args(set), stream);
+      case Variant::kvcast_ip:
+      case Variant::kvcast_ip_pdl: {
+        kvcast::DowncastArgs<T> a = args(set);
+        a.pdl = variant == Variant::kvcast_ip_pdl;
+        const kvcast::Status s = kvcast::downcast<Format, kvcast::Arithmetic::input_precision>(a, stream);
         if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
         break;
       }
@@ -408,9 +421,23 @@ void register_all() {
   const auto all_cache = {Cache::hot, Cache::cold};
   const auto baselines = {Variant::copy,   Variant::empty,     Variant::legacy,      Variant::sglang,
                          Variant::kvcast, Variant::kvcast_ip, Variant::copy_kernel, Variant::no_math};
-  for (const Shape& s : grid_shapes()) {
+  const auto chained = {Variant::kvcast_pdl, Variant::kvcast_ip_pdl};
+  const auto sorted = {Variant::kvcast, Variant::kvcast_ip, Variant::no_math, Variant::sglang};
+  for (Shape s : grid_shapes()) {
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, baselines, all_timing, all_cache);
     register_downcast<__half, kvcast::e4m3>("f16", s, baselines, all_timing, all_cache);
+    // Decode sizes with PDL, each call's launch overlapping the call before it.
+    if (s.tokens <= 16) {
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, chained, {Timing::graph}, all_cache);
+      register_downcast<__half, kvcast::e4m3>("f16", s, chained, {Timing::graph}, all_cache);
+    }
+    // Large sizes with sorted slots: the same calls without the scatter.
+    if (s.tokens >= 2048) {
+      s.sorted_slots = true;
+      s.tag = "sorted";
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, sorted, {Timing::graph}, {Cache::cold});
+      register_downcast<__half, kvcast::e4m3>("f16", s, sorted, {Timing::graph}, {Cache::cold});
+    }
   }
   // Subsets: E5M2, fp32 input, strided input, odd shapes (graph and stream, cold).
   for (std::int64_t tokens : {1, 16, 256, 2048, 32768}) {
