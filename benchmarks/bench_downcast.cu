@@ -450,6 +450,9 @@ void register_all() {
                                                    {Cache::cold});
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 100, false, "odd"}, shaped, all_timing, {Cache::cold});
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 5, 99, false, "odd"}, shaped, all_timing, {Cache::cold});
+    Shape odd_sorted{tokens, 5, 99, false, "odd_sorted"};
+    odd_sorted.sorted_slots = true;
+    register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", odd_sorted, shaped, {Timing::graph}, {Cache::cold});
     for (int pair : {1, 2})
       register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, false, pair == 1 ? "scale1" : "scale3", pair},
                                                      {Variant::kvcast}, {Timing::graph}, {Cache::cold, Cache::hot});

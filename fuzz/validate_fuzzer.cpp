@@ -140,6 +140,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Chunks first puts the segments on grid y (at most 65535) and exists for 16-byte vectors up.
   if (p.chunks_first && (p.num_segments > 65535 || p.chunks_per_seg < 2 || p.vec * 2 < 16))
     fail("chunks first outside its kernels or grid", a);
+  // The realigned kernel: dense calls going element by element, 16 a thread; its runs of
+  // kRealignRun elements (grid y) cover a row from up to 7 elements before it, no run more.
+  if (p.realign && (!p.dense || p.access != 1 || p.vec != 16 || p.chunks_first ||
+                    p.chunks_per_seg * kvcast::detail::kRealignRun < p.seg_len ||
+                    (p.chunks_per_seg - 1) * kvcast::detail::kRealignRun >= p.seg_len + 7 || p.chunks_per_seg > 65535))
+    fail("realigned runs do not cover the row", a);
   // Slot bounds: for slots near both ends, in range exactly when the row is.
   const std::int64_t last_row = a.out_rows >= 0 ? a.out_rows - 1 : INT64_MAX;
   for (std::int64_t base : {p.min_slot, p.max_slot, std::int64_t{0}, std::int64_t{7}})

@@ -134,6 +134,7 @@ struct Outcome {
   int access = 0;
   bool dense = false;      // the launcher took the dense kernel (Plan::dense)
   bool chunks_first = false;  // grid x walked the chunks of a row (Plan::chunks_first)
+  bool realign = false;       // the realigned kernel ran (Plan::realign)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
   std::string first_mismatch;
@@ -261,6 +262,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   result.access = plan.access;
   result.dense = plan.dense;
   result.chunks_first = plan.chunks_first;
+  result.realign = plan.realign;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

@@ -151,6 +151,57 @@ TEST(LargeCalls, ChunksFirstIsBitExact) {
   check_chunks_first<__nv_bfloat16, kvcast::e4m3, Arithmetic::fp32>(element_wise);  // 16 a thread, 2 chunks
 }
 
+// Dense calls of 16-bit inputs above kSmallCall elements a tensor with no vector access legal
+// take the realigned kernel (Plan::realign): 16-byte loads at the input's 16-byte boundaries,
+// codes moved to the output's in registers, whole 16-byte stores, and each run's ends a byte a
+// lane. Every case is just past 2^21 elements a tensor, and every alignment of the output row
+// against the input row comes up (odd row lengths and strides put each row elsewhere). Rows
+// shorter than a block (every byte an end), rows of exactly one block off its boundary, rows
+// of several runs, K and V at different alignments, padding and out-of-range slots, int32
+// slots and none, mult/offset, a short-significand scale (fp32 mode's exact fallback).
+template <class T, class Format, Arithmetic Mode>
+void check_realigned(const Case& c) {
+  const kvtest::Outcome o = kvtest::check_case<T, Format, Mode>(c);
+  EXPECT_TRUE(o.realign) << c.describe();
+}
+
+TEST(LargeCalls, RealignedIsBitExact) {
+  KVTEST_REQUIRE_GPU();
+  using bf16 = __nv_bfloat16;
+  auto make = [](std::int64_t tokens, std::int64_t heads, std::int64_t dim, auto edit) {
+    Case c;
+    c.tokens = tokens;
+    c.heads = heads;
+    c.head_dim = dim;
+    c.seed = 7000 + static_cast<std::uint64_t>(tokens);
+    edit(c);
+    return c;
+  };
+  const auto none = [](Case&) {};
+  check_realigned<bf16, kvcast::e4m3, Arithmetic::input_precision>(make(4300, 5, 99, none));
+  check_realigned<bf16, kvcast::e4m3, Arithmetic::fp32>(make(4301, 5, 99, [](Case& c) { c.pad_fraction = 0.1; c.bad_fraction = 0.1; }));
+  check_realigned<__half, kvcast::e5m2, Arithmetic::fp32>(make(4302, 5, 99, [](Case& c) { c.in_misalign = 3; c.out_misalign = 5; }));
+  check_realigned<__half, kvcast::e4m3, Arithmetic::input_precision>(
+      make(4303, 5, 99, [](Case& c) { c.packed_kv = true; c.out_misalign = 1; c.loc = LocKind::i32; }));
+  check_realigned<bf16, kvcast::e5m2, Arithmetic::input_precision>(
+      make(600, 1, 3601, [](Case& c) { c.in_misalign = 1; c.pad_fraction = 0.2; c.bad_fraction = 0.1; }));  // 8 runs a row
+  check_realigned<bf16, kvcast::e4m3, Arithmetic::fp32>(make(300000, 1, 7, [](Case& c) { c.out_misalign = 2; }));  // all ends
+  check_realigned<__half, kvcast::e4m3, Arithmetic::fp32>(make(140000, 1, 16, [](Case& c) { c.out_misalign = 3; }));
+  check_realigned<bf16, kvcast::e4m3, Arithmetic::fp32>(make(2200, 8, 128, [](Case& c) {
+    c.in_token_pad = 3;  // odd token stride: rows of every alignment
+    c.loc = LocKind::none;
+    c.mult = 2;
+    c.offset = 1;
+    c.k_scale = 3.0f;  // many inputs on fp8 rounding boundaries: the exact fallback
+  }));
+  check_realigned<bf16, kvcast::e4m3, Arithmetic::input_precision>(make(4304, 5, 99, [](Case& c) {
+    c.device_scale = false;
+    c.k_scale = 0.013f;
+    c.v_scale = 2.5f;
+    c.magnitude = 600.0f;  // saturation
+  }));
+}
+
 // Every 16-bit input pattern through the kernel on the device (hardware cvt from sm_89): the
 // device's conversions, NaN and signed zeros included, equal the reference's.
 TYPED_TEST(Downcast, EveryInputPatternOnTheDevice) {

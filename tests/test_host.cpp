@@ -273,10 +273,15 @@ TEST(Plan, ChunksFirstOnlyForLargeCallsWithRowsOfSeveralChunks) {
 
   a.num_tokens = 4096;
   a.k = fake_in(0x10000 + 2);  // one element off: element by element, still 16 a thread
+  a.v = nullptr;               // (not dense: the dense call takes the realigned kernel, see below)
+  a.v_out = nullptr;
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.access, 1);
   EXPECT_EQ(p.vec, 16);
   EXPECT_TRUE(p.chunks_first);
+  EXPECT_FALSE(p.realign);
+  a.v = valid_args().v;
+  a.v_out = valid_args().v_out;
   a.k = fake_in(0x10000 + 8);  // 4 elements off: vectors of 4 (a narrower kernel): default order
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 4);
@@ -297,6 +302,63 @@ TEST(Plan, ChunksFirstOnlyForLargeCallsWithRowsOfSeveralChunks) {
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.chunks_per_seg, 1);
   EXPECT_FALSE(p.chunks_first);
+}
+
+TEST(Plan, RealignedOnlyForLargeDenseCallsOf16BitInputsWithNoVectorAccess) {
+  kvcast::detail::Plan p;
+  DowncastArgs<Bf16> a = valid_args();
+  a.heads = 5;
+  a.head_dim = 99;      // odd rows: no vector access
+  a.num_tokens = 4300;  // just above 2^21 elements a tensor
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_TRUE(p.dense);
+  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.vec, 16);
+  EXPECT_TRUE(p.realign);
+  EXPECT_FALSE(p.chunks_first);
+  EXPECT_EQ(p.chunks_per_seg, 1);  // 495 elements from up to 7 before the row: one run of 512
+  ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
+  EXPECT_TRUE(p.realign);
+  a.num_tokens = 4236;  // 2096820 elements: at most 2^21, 8 a thread, one at a time
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 8);
+  EXPECT_FALSE(p.realign);
+  a.num_tokens = 4300;
+  a.v = nullptr;  // one tensor: not dense
+  a.v_out = nullptr;
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_FALSE(p.dense);
+  EXPECT_FALSE(p.realign);
+  a = large_args();  // aligned: vectors, nothing to realign
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.access, 16);
+  EXPECT_FALSE(p.realign);
+  a.k_out = fake_out(0x20000 + 1);  // output one byte off: element by element, realigned
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.access, 1);
+  EXPECT_TRUE(p.realign);
+  EXPECT_EQ(p.chunks_per_seg, 2);  // inputs aligned, every row alike: 1024 elements, two runs
+  a.k = fake_in(0x10000 + 6);  // three elements before each row's boundary: a third run
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_TRUE(p.realign);
+  EXPECT_EQ(p.chunks_per_seg, 3);
+  a.k = fake_in(0x10000);
+  a.out = kvcast::OutputLayout::paged_nhd(16, a.heads, a.head_dim);  // paged: not dense
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_FALSE(p.realign);
+
+  DowncastArgs<float> f;  // fp32 inputs: 8 a thread one at a time, never realigned
+  f.k = reinterpret_cast<const float*>(std::uintptr_t{0x10000 + 4});
+  f.v = reinterpret_cast<const float*>(std::uintptr_t{0x90000000});
+  f.k_out = fake_out(0x20000);
+  f.v_out = fake_out(0x30000000);
+  f.num_tokens = 4096;
+  f.heads = 8;
+  f.head_dim = 128;
+  ASSERT_TRUE(kvcast::make_plan(f, p).ok());
+  EXPECT_TRUE(p.dense);
+  EXPECT_EQ(p.access, 1);
+  EXPECT_FALSE(p.realign);
 }
 
 TEST(Plan, SlotBoundsMatchRowRange) {

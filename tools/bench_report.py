@@ -184,16 +184,19 @@ def targets(s):
                      f"{max(empty):.2f} us a call there) {sum(x[0] < 1 - max(x[1], 0.02) for x in small)} of "
                      f"{len(small)} rows below 1 beyond their own repetitions' noise")
         out.append(line)
-    # 4. odd and strided inputs vs contiguous, >= 64 MB (each variant against its own contiguous 8x128).
-    for tag in ("odd", "qkv_slice"):
+    # 4. odd and strided inputs vs contiguous, >= 64 MB (each variant against its own contiguous
+    # 8x128; odd_sorted, odd rows with sorted slots, against 8x128 with sorted slots).
+    for tag in ("odd", "odd_sorted", "qkv_slice"):
+        base_tag = "sorted" if tag.endswith("sorted") else ""
         for k, r in sorted(s.items()):
             if k[0] == "kvcast" and k[8] == tag and r["traffic_mb"] >= 64:
-                base = s.get(("kvcast", k[1], k[2], k[3], k[4], k[5], 8, 128, ""))
+                base = s.get(("kvcast", k[1], k[2], k[3], k[4], k[5], 8, 128, base_tag))
                 if base:
                     line = (f"- {tag} {k[5]}x{k[6]}x{k[7]} ({k[3]}): {gbps(r):.0f} GB/s = "
-                            f"**{gbps(r) / gbps(base) * 100:.0f}%** of contiguous 8x128 ({gbps(base):.0f} GB/s)")
+                            f"**{gbps(r) / gbps(base) * 100:.0f}%** of contiguous 8x128{' (sorted slots)' if base_tag else ''} "
+                            f"({gbps(base):.0f} GB/s)")
                     for other in ("kvcast_ip", "no_math"):
-                        o, ob = s.get((other,) + k[1:]), s.get((other,) + k[1:6] + (8, 128, ""))
+                        o, ob = s.get((other,) + k[1:]), s.get((other,) + k[1:6] + (8, 128, base_tag))
                         if o and ob:
                             line += f"; {other} {gbps(o) / gbps(ob) * 100:.0f}%"
                     out.append(line)

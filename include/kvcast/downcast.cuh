@@ -53,6 +53,18 @@ struct DowncastParams {
 };
 static_assert(offsetof(DowncastParams<float>, error_count) == 176, "DowncastParams: keep the hot fields in 176 bytes");
 
+//! Token `token`'s slot: `loc[token]` (int64 or int32), or the token itself without loc. Two
+//! predicated loads rather than a branch, which would hold back the loads issued before it.
+template <class T>
+KVCAST_DEVICE std::int64_t load_slot(const DowncastParams<T>& p, std::uint32_t token) {
+  long long slot64 = token;
+  std::int32_t slot32 = static_cast<std::int32_t>(token);
+  const bool loc32 = p.loc && p.loc_is_int32;
+  if (p.loc && !p.loc_is_int32) slot64 = __ldg(static_cast<const long long*>(p.loc) + token);
+  if (loc32) slot32 = __ldg(static_cast<const std::int32_t*>(p.loc) + token);
+  return loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
+}
+
 //! Lanes of a warp: the interleave of element-by-element accesses.
 constexpr std::uint32_t kLanes = 32;
 //! Widest vector whose K and V codes the dense kernel computes at once in fp32 mode (measured
@@ -160,13 +172,7 @@ KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_
   AlignedVector<T, Vec> k_vec, v_vec;
   if (full && has_k) load_vector<T, Vec, Access>(k_in, stride, end, k_vec);
   if (full && has_v) load_vector<T, Vec, Access>(v_in, stride, end, v_vec);
-  // Two predicated loads rather than a branch, which would hold the K/V loads back behind it.
-  long long slot64 = token;
-  std::int32_t slot32 = static_cast<std::int32_t>(token);
-  const bool loc32 = p.loc && p.loc_is_int32;
-  if (p.loc && !p.loc_is_int32) slot64 = __ldg(static_cast<const long long*>(p.loc) + token);
-  if (loc32) slot32 = __ldg(static_cast<const std::int32_t*>(p.loc) + token);
-  const std::int64_t slot = loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
+  const std::int64_t slot = load_slot(p, token);
   const std::int64_t out_in_row = Dense ? std::int64_t{first} : head * p.out.head_stride + first;  // the part the slot does not decide
   const float k_scale = p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale;
   const float v_scale = p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale;
@@ -225,6 +231,150 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
     downcast_block<T, Format, Mode, Vec, Access, Dense, BlockSize>(p, blockIdx.y, blockIdx.x);
   else
     downcast_block<T, Format, Mode, Vec, Access, Dense, BlockSize>(p, blockIdx.x, blockIdx.y);
+}
+
+//! Elements a lane of the realigned kernel converts: 16 of a 16-bit input, two 16-byte loads.
+constexpr int kRealignVec = 16;
+static_assert(kRealignRun == kLanes * kRealignVec, "downcast_realigned_kernel: a run is a warp's 16 elements a lane.");
+//! Warps (rows) a CTA of the realigned kernel.
+constexpr std::uint32_t kRealignWarps = 8;
+
+//! One tensor of a realigned run: the 16 elements of lane `lane` (those of the row's range
+//! [cs, ce) only; the others read as zero), loaded before the slot is known.
+//! `rs` is the run's first element, relative to the row, at a 16-byte boundary of the input
+//! (at most 7 elements before the row's start). Whole 16-byte halves are loaded when they hold
+//! an element of the range; `whole` is false for a tensor's first and last rows, whose halves
+//! may reach past the tensor, and whose elements are then loaded one at a time.
+template <class T>
+KVCAST_DEVICE void load_realigned(const T* __restrict__ row, std::int32_t rs, std::int32_t cs, std::int32_t ce, bool whole,
+                                  AlignedVector<T, kRealignVec>& v) {
+  constexpr int kHalf = kRealignVec / 2;
+  const std::int32_t first = rs + static_cast<std::int32_t>((threadIdx.x % kLanes) * kRealignVec);
+  if (whole) {
+    // As whole words, straight into the vector's registers (element by element, the compiler
+    // would take every element apart and put it back together).
+    uint4 halves[2];
+    KVCAST_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const std::int32_t e = first + h * kHalf;
+      halves[h] = make_uint4(0, 0, 0, 0);
+      if (e < ce && e + kHalf > cs) halves[h] = *reinterpret_cast<const uint4*>(row + e);
+    }
+    static_assert(sizeof halves == sizeof v, "load_realigned: two 16-byte halves make the vector.");
+    memcpy(&v, halves, sizeof v);
+  } else {
+    KVCAST_UNROLL
+    for (int i = 0; i < kRealignVec; ++i) v[i] = first + i >= cs && first + i < ce ? row[first + i] : T{};
+  }
+}
+
+//! Stores one tensor's codes of a realigned run (`codes`: this lane's 16 elements, in input
+//! alignment) at `out` (the row's first byte). With the output's 16-byte boundaries at elements
+//! `d` (mod 16) of the run, each lane joins its left neighbour's codes from there to its own up
+//! to there: one whole, aligned 16-byte block, stored when it lies inside [cs, ce). The at most
+//! 15 bytes at each end of the range that fill no whole block go one byte a lane: lanes 0-15
+//! the head, 16-31 the tail, each fetching its byte's word from the lane that converted it.
+//! Every lane of the warp takes part (the shuffles).
+KVCAST_DEVICE void store_realigned(std::uint8_t* __restrict__ out, std::int32_t rs, std::int32_t cs, std::int32_t ce,
+                                   const typename PackedCodes<kRealignVec>::type& codes) {
+  constexpr unsigned kAll = 0xffffffffu;
+  const std::int32_t lane = static_cast<std::int32_t>(threadIdx.x % kLanes);
+  const std::int32_t h = static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(out) % 16);
+  const std::int32_t d = -(h + rs) & 15;  // run elements before the first output boundary
+  std::uint32_t prev[4];
+  KVCAST_UNROLL
+  for (int w = 0; w < 4; ++w) prev[w] = __shfl_up_sync(kAll, codes[w], 1);
+  // The block from element rs + 16 lane + d - 16 (d > 0: the left neighbour's codes from d on,
+  // then this lane's up to d), or this lane's own codes (d == 0).
+  const std::int32_t start = rs + 16 * lane + (d == 0 ? 0 : d - 16);
+  if (start >= cs && start + 16 <= ce) {
+    AlignedVector<std::uint32_t, 4> block;
+    if (d == 0) {
+      block = codes;
+    } else {
+      // Bytes d .. d + 15 of (prev, codes): d / 4 picks the words, the same for the whole warp.
+      const std::uint32_t bits = 8u * static_cast<std::uint32_t>(d % 4);
+      const std::uint32_t all[8] = {prev[0], prev[1], prev[2], prev[3], codes[0], codes[1], codes[2], codes[3]};
+      switch (d / 4) {
+#define KVCAST_REALIGN_CASE(q)                                                              \
+  case q:                                                                                   \
+    KVCAST_UNROLL                                                                           \
+    for (int w = 0; w < 4; ++w) block[w] = __funnelshift_r(all[q + w], all[q + w + 1], bits); \
+    break;
+        KVCAST_REALIGN_CASE(0)
+        KVCAST_REALIGN_CASE(1)
+        KVCAST_REALIGN_CASE(2)
+        default:
+          KVCAST_REALIGN_CASE(3)
+#undef KVCAST_REALIGN_CASE
+      }
+    }
+    block.store(reinterpret_cast<std::uint32_t*>(out + start));
+  }
+  // The ends: [cs, head_end) before the first whole block, [tail, ce) after the last.
+  const std::int32_t first_block = cs + (-(h + cs) & 15);
+  const std::int32_t head_end = first_block < ce ? first_block : ce;
+  const std::int32_t last_block_end = ce - ((h + ce) & 15);
+  const std::int32_t tail = last_block_end > head_end ? last_block_end : head_end;
+  const std::int32_t e = lane < 16 ? cs + lane : tail + lane - 16;
+  const bool mine = lane < 16 ? e < head_end : e < ce;
+  const std::int32_t from = mine ? e - rs : 0;  // in [0, kRealignRun): the run holds [cs, ce)
+  std::uint32_t word[4];
+  KVCAST_UNROLL
+  for (int w = 0; w < 4; ++w) word[w] = __shfl_sync(kAll, codes[w], from / 16);
+  const int b = from % 16;
+  const std::uint32_t x = b < 8 ? (b < 4 ? word[0] : word[1]) : (b < 12 ? word[2] : word[3]);
+  if (mine) out[e] = static_cast<std::uint8_t>(x >> (8 * (b % 4)));
+}
+
+//! Realigned rows: the dense call (Plan::dense) of 16-bit inputs whose rows allow no vector
+//! access (an odd row length or stride, a misaligned pointer), above kSmallCall elements a
+//! tensor (Plan::realign). A warp takes a run of kRealignRun elements of a row, starting at a
+//! 16-byte boundary of its input: lane L loads its 16 elements with two 16-byte loads, before
+//! the slot is known, and converts them. Once the slot gives the output row, store_realigned
+//! moves the codes to the output's 16-byte boundaries (a shuffle and a funnel shift a word) and
+//! stores whole blocks, and the run's ends a byte a lane. Grid: x walks groups of
+//! kRealignWarps rows, y the runs of a row.
+template <class T, class Format, Arithmetic Mode>
+__global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_kernel(const __grid_constant__ DowncastParams<T> p) {
+  static_assert(sizeof(T) == 2, "downcast_realigned_kernel: 16-bit inputs (16 elements, two 16-byte loads a lane).");
+#if KVCAST_HAS_PDL
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+  const std::uint32_t token = blockIdx.x * kRealignWarps + threadIdx.x / kLanes;  // dense: a segment is a token
+  if (token >= p.num_segments) return;  // the whole warp: it shares the token
+  const std::int32_t n = static_cast<std::int32_t>(p.seg_len);
+  const std::int32_t run = static_cast<std::int32_t>(blockIdx.y * kRealignRun);  // grid y: Plan::chunks_per_seg
+  const T* __restrict__ k_row = p.k + token * p.in_token_stride;
+  const T* __restrict__ v_row = p.v + token * p.in_token_stride;
+  // Each tensor's run starts at the 16-byte boundary at or before element `run` of its row.
+  const std::int32_t k_rs = run - static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(k_row) % 16 / sizeof(T));
+  const std::int32_t v_rs = run - static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(v_row) % 16 / sizeof(T));
+  const auto clamp = [n](std::int32_t x) { return x < 0 ? 0 : x > n ? n : x; };
+  const std::int32_t k_cs = clamp(k_rs), k_ce = clamp(k_rs + static_cast<std::int32_t>(kRealignRun));
+  const std::int32_t v_cs = clamp(v_rs), v_ce = clamp(v_rs + static_cast<std::int32_t>(kRealignRun));
+  // A tensor's first and last rows may sit at its ends: their halves could reach past it.
+  const bool whole = token != 0 && token + 1 != p.num_segments;
+  AlignedVector<T, kRealignVec> k_vec, v_vec;
+  load_realigned(k_row, k_rs, k_cs, k_ce, whole, k_vec);
+  load_realigned(v_row, v_rs, v_cs, v_ce, whole, v_vec);
+  const std::int64_t slot = load_slot(p, token);
+  const float k_scale = p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale;
+  const float v_scale = p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale;
+
+  if (slot < 0) return;  // padding token (the whole warp)
+  if (slot < p.min_slot || slot > p.max_slot) {
+    if (p.error_count && blockIdx.y == 0 && threadIdx.x % kLanes == 0) atomicAdd(p.error_count, 1ull);  // once per token
+    return;
+  }
+  const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                                     static_cast<std::uint64_t>(p.offset));
+  const std::int64_t out_base = row * p.out.block_stride;
+  const Quantizer<T, Format, Mode> qk(k_scale);
+  const Quantizer<T, Format, Mode> qv(v_scale);
+  store_realigned(p.k_out + out_base, k_rs, k_cs, k_ce, quantize_packed(qk, k_vec));
+  store_realigned(p.v_out + out_base, v_rs, v_cs, v_ce, quantize_packed(qv, v_vec));
 }
 
 }  // namespace detail

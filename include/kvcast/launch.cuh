@@ -62,18 +62,36 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   // of calls above kLargeCall); narrower ones don't instantiate the chunks-first kernels.
   constexpr bool kChunksFirstKernel = Vec * sizeof(T) >= kChunksFirstMinBytes;
   const bool chunks_first = kChunksFirstKernel && plan.chunks_first;
-  const dim3 grid = chunks_first ? dim3(static_cast<unsigned>(plan.chunks_per_seg), static_cast<unsigned>(ctas))
-                                 : dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.chunks_per_seg));
-  auto kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, false>
-                           : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, false>;
-  if constexpr (kChunksFirstKernel)
-    if (chunks_first)
-      kernel = plan.dense ? &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, true>
-                          : &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, true>;
+  // Dense calls of 16-bit inputs that take 16 elements a thread one at a time (make_plan:
+  // Plan::realign) go to the realigned kernel instead: a warp a row (kRealignWarps rows a CTA
+  // on grid x), runs of kRealignRun elements of it on grid y (Plan::chunks_per_seg). No other
+  // call takes 16 elements a thread one at a time in the dense kernel.
+  constexpr bool kRealignable = Access == 1 && Vec == kRealignVec && sizeof(T) == 2;
+  dim3 grid = chunks_first ? dim3(static_cast<unsigned>(plan.chunks_per_seg), static_cast<unsigned>(ctas))
+                           : dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.chunks_per_seg));
+  dim3 block(kBlock);
+  void (*kernel)(DowncastParams<T>) = &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, false>;
+  if constexpr (kRealignable) {
+    if (plan.realign) {
+      kernel = &downcast_realigned_kernel<T, Format, Mode>;
+      grid = dim3(static_cast<unsigned>((plan.num_segments + kRealignWarps - 1) / kRealignWarps),
+                  static_cast<unsigned>(plan.chunks_per_seg));
+      block = dim3(kRealignWarps * kLanes);
+    }
+  } else {
+    if (plan.dense) kernel = &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, false>;
+  }
+  if constexpr (kChunksFirstKernel) {
+    if (chunks_first) {
+      kernel = &downcast_kernel<T, Format, Mode, Vec, Access, false, kBlock, true>;
+      if constexpr (!kRealignable)
+        if (plan.dense) kernel = &downcast_kernel<T, Format, Mode, Vec, Access, true, kBlock, true>;
+    }
+  }
 
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
-  config.blockDim = dim3(kBlock);
+  config.blockDim = block;
   config.dynamicSmemBytes = 0;
   config.stream = stream;
   cudaLaunchAttribute attribute[1];

@@ -64,6 +64,10 @@ struct Plan {
   //! Grid x walks the chunks of a segment and y the segments (the default is the other way
   //! round): a large call's consecutive CTAs then cover a row from its start to its end.
   bool chunks_first = false;
+  //! The dense call of 16-bit inputs with no vector access legal, above kSmallCall elements a
+  //! tensor: the realigned kernel (whole 16-byte loads and stores, codes moved between the
+  //! input's and the output's alignment in registers) instead of one element at a time.
+  bool realign = false;
   std::int64_t num_segments = 0;
   std::int64_t in_token_stride = 0;
   std::int64_t in_head_stride = 0;
@@ -88,6 +92,8 @@ constexpr int kChunksFirstMinBytes = 16;  // input bytes a thread: see make_plan
 // A row spans at most 2^24 / (2 * 256) = 2^15 chunks of threads: grid y holds them.
 constexpr std::int64_t kMaxRowElements = std::int64_t{1} << 24;
 constexpr int kBlockSize = 256;
+// Elements a warp of the realigned kernel takes from a row: 32 lanes x 16 (downcast.cuh).
+constexpr std::int64_t kRealignRun = 512;
 constexpr std::int64_t kMaxOffset = std::int64_t{1} << 62;
 constexpr std::int64_t kMaxMult = (std::int64_t{1} << 31) - 1;
 
@@ -313,8 +319,22 @@ Status make_plan(const DowncastArgs<T>& a, detail::Plan& plan, Arithmetic mode =
   // several chunks fills a CTA, see log2_group): bigger calls keep the default order. Vectors
   // of at least 16 bytes only, which such calls take unless misaligned: the launcher
   // instantiates chunks-first kernels for those alone.
-  plan.chunks_first = plan.vec * static_cast<int>(sizeof(T)) >= detail::kChunksFirstMinBytes && plan.chunks_per_seg > 1 &&
-                      elements > detail::kLargeCall && plan.num_segments <= detail::kMaxGridY;
+  // Realigned: a dense call of 16-bit inputs that would go element by element, 16 a thread.
+  // Each of its warps loads a row's input as whole 16-byte halves from the input's 16-byte
+  // boundaries, and stores whole 16-byte blocks at the output's (downcast_realigned_kernel).
+  plan.realign = plan.dense && plan.access == 1 && sizeof(T) == 2 && plan.vec == detail::kMaxVectorElements;
+  if (plan.realign) {
+    // Its runs start at the 16-byte boundary at or before a row's element 0, 512, ...: up to
+    // 16 / sizeof(T) - 1 elements before it, fewer where every row of K and V sits alike.
+    const std::int64_t most = 16 / static_cast<std::int64_t>(sizeof(T)) - 1;
+    const bool rows_alike = a.num_tokens == 1 || (plan.in_token_stride * static_cast<std::int64_t>(sizeof(T))) % 16 == 0;
+    const auto lead = [&](const T* p) {
+      return rows_alike ? static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p) % 16 / sizeof(T)) : most;
+    };
+    plan.chunks_per_seg = (plan.seg_len + std::max(lead(a.k), lead(a.v)) + detail::kRealignRun - 1) / detail::kRealignRun;
+  }
+  plan.chunks_first = !plan.realign && plan.vec * static_cast<int>(sizeof(T)) >= detail::kChunksFirstMinBytes &&
+                      plan.chunks_per_seg > 1 && elements > detail::kLargeCall && plan.num_segments <= detail::kMaxGridY;
   return Status{};
 }
 
