@@ -19,6 +19,10 @@ if command -v cuobjdump >/dev/null; then
   {
     echo "SASS opcode counts, kvcast downcast_kernel<bf16, e4m3, *, vec 16, dense> (both modes):"
     grep -oE '(LDG|STG|LD|ST)\.E[A-Z0-9_.]*|F2FP[A-Z0-9_.]*|MUFU[A-Z0-9_.]*|FCHK|CALL[A-Z.]*' "$out/sass-kvcast-bf16-e4m3-v16.txt" | sort | uniq -c
+    # The realigned kernel (odd rows): 16-byte loads and stores, shuffles, byte stores at the ends.
+    echo "SASS opcode counts, kvcast downcast_realigned_kernel<bf16, e4m3, *> (both modes; each shuffle also has a divergent-path copy):"
+    awk '/Function : .*downcast_realigned_kernel.*13__nv_bfloat16NS_4e4m3/{p=1;next} p&&/Function : /{p=0} p' "$out/sass-all.txt" |
+      grep -oE '(LDG|STG)\.E[A-Z0-9_.]*|SHFL\.[A-Z]+|F2FP[A-Z0-9_.]*|CALL[A-Z.]*' | sort | uniq -c
   } > "$out/sass-summary.txt"
   rm -f "$out/sass-all.txt"
 fi
