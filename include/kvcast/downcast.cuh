@@ -250,22 +250,31 @@ KVCAST_DEVICE void load_realigned(const T* __restrict__ row, std::int32_t rs, st
                                   AlignedVector<T, kRealignVec>& v) {
   constexpr int kHalf = kRealignVec / 2;
   const std::int32_t first = rs + static_cast<std::int32_t>((threadIdx.x % kLanes) * kRealignVec);
+  // Both ways end in whole 32-bit words, so that the vector reaches the conversion as the words
+  // it was loaded in (joined element by element, the compiler would take every word apart and
+  // put it back together).
+  std::uint32_t words[kRealignVec / 2];
   if (whole) {
-    // As whole words, straight into the vector's registers (element by element, the compiler
-    // would take every element apart and put it back together).
-    uint4 halves[2];
     KVCAST_UNROLL
     for (int h = 0; h < 2; ++h) {
       const std::int32_t e = first + h * kHalf;
-      halves[h] = make_uint4(0, 0, 0, 0);
-      if (e < ce && e + kHalf > cs) halves[h] = *reinterpret_cast<const uint4*>(row + e);
+      uint4 half = make_uint4(0, 0, 0, 0);
+      if (e < ce && e + kHalf > cs) half = *reinterpret_cast<const uint4*>(row + e);
+      words[4 * h] = half.x, words[4 * h + 1] = half.y, words[4 * h + 2] = half.z, words[4 * h + 3] = half.w;
     }
-    static_assert(sizeof halves == sizeof v, "load_realigned: two 16-byte halves make the vector.");
-    memcpy(&v, halves, sizeof v);
   } else {
+    const auto bits = [&](std::int32_t e) -> std::uint32_t {  // element e's bits, 0 outside [cs, ce)
+      if (e < cs || e >= ce) return 0u;
+      const T x = row[e];
+      std::uint16_t b;
+      memcpy(&b, &x, sizeof b);
+      return b;
+    };
     KVCAST_UNROLL
-    for (int i = 0; i < kRealignVec; ++i) v[i] = first + i >= cs && first + i < ce ? row[first + i] : T{};
+    for (int i = 0; i < kRealignVec; i += 2) words[i / 2] = bits(first + i) | bits(first + i + 1) << 16;
   }
+  static_assert(sizeof words == sizeof v, "load_realigned: eight words make the vector.");
+  memcpy(&v, words, sizeof v);
 }
 
 //! Stores one tensor's codes of a realigned run (`codes`: this lane's 16 elements, in input
@@ -373,8 +382,15 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_ker
   const std::int64_t out_base = row * p.out.block_stride;
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
-  store_realigned(p.k_out + out_base, k_rs, k_cs, k_ce, quantize_packed(qk, k_vec));
-  store_realigned(p.v_out + out_base, v_rs, v_cs, v_ce, quantize_packed(qv, v_vec));
+  // The vectors hold whole words (load_realigned): fp32 mode takes each bf16 pair's floats from its word.
+  const auto codes = [](const Quantizer<T, Format, Mode>& q, const AlignedVector<T, kRealignVec>& v) {
+    if constexpr (Mode == Arithmetic::fp32)
+      return q.template codes<kRealignVec, true>(v);
+    else
+      return quantize_packed(q, v);
+  };
+  store_realigned(p.k_out + out_base, k_rs, k_cs, k_ce, codes(qk, k_vec));
+  store_realigned(p.v_out + out_base, v_rs, v_cs, v_ce, codes(qv, v_vec));
 }
 
 }  // namespace detail

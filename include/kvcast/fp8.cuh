@@ -271,11 +271,11 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   //! Codes of N elements (N even), packed: bracketed and verified (see detail::bracket_codes), the
   //! exact division only for a vector whose bracket straddles a rounding boundary, and for
   //! every vector when the scale is outside the fast range (a branch the whole grid takes the
-  //! same way).
-  template <int N>
+  //! same way). PairWords: as for bracketed().
+  template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
     std::uint32_t differ = 0;
-    typename detail::PackedCodes<N>::type packed = bracketed(in, differ);
+    typename detail::PackedCodes<N>::type packed = bracketed<N, PairWords>(in, differ);
     if (differ != 0) packed = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
     return packed;
   }
