@@ -158,11 +158,14 @@ def targets(s):
     # 3. never slower than SGLang on its grid, either timing mode (cold and hot). Launched from the
     # host, calls below ~10 MB take the host's launch interval whatever they do (the empty kernel
     # as long as the others): those rows are counted apart, with the empty kernel's range.
+    def below(rows):  # rows slower than SGLang by more than their noise (at least 2%)
+        return sum(x[0] < 1 - max(x[1], 0.02) for x in rows)
+
     def vs_sglang(rows):
         lo = min(rows)
         return (f"speed ratio to SGLang min **{lo[0]:.3f}** at {'/'.join(map(str, lo[2]))} "
                 f"(noise there {lo[1] * 100:.1f}%), median {statistics.median(x[0] for x in rows):.3f}, "
-                f"{sum(x[0] < 1 - max(x[1], 0.02) for x in rows)} of {len(rows)} rows below 1 beyond noise")
+                f"{below(rows)} of {len(rows)} rows below 1 beyond noise")
     for variant, timing in (("kvcast", "graph"), ("kvcast", "stream"), ("kvcast_ip", "graph"), ("kvcast_ip", "stream")):
         ratios = []
         for k, r in s.items():
@@ -181,7 +184,7 @@ def targets(s):
         line = f"- {variant}, {timing}, from {LAUNCH_BOUND_MB} MB: " + (vs_sglang(big) if big else "no rows")
         if small and empty:
             line += (f"; below {LAUNCH_BOUND_MB} MB (launch-bound: the empty kernel takes {min(empty):.2f} .. "
-                     f"{max(empty):.2f} us a call there) {sum(x[0] < 1 - max(x[1], 0.02) for x in small)} of "
+                     f"{max(empty):.2f} us a call there) {below(small)} of "
                      f"{len(small)} rows below 1 beyond their own repetitions' noise")
         out.append(line)
     # 4. odd and strided inputs vs contiguous, >= 64 MB (each variant against its own contiguous

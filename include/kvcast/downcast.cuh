@@ -65,6 +65,14 @@ KVCAST_DEVICE std::int64_t load_slot(const DowncastParams<T>& p, std::uint32_t t
   return loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
 }
 
+//! The output row of an in-range slot: `slot * mult + offset`. In range, the true row fits
+//! int64; unsigned arithmetic keeps the intermediate defined.
+template <class T>
+KVCAST_DEVICE std::int64_t row_of_slot(const DowncastParams<T>& p, std::int64_t slot) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                   static_cast<std::uint64_t>(p.offset));
+}
+
 //! Lanes of a warp: the interleave of element-by-element accesses.
 constexpr std::uint32_t kLanes = 32;
 //! Widest vector whose K and V codes the dense kernel computes at once in fp32 mode (measured
@@ -183,9 +191,7 @@ KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_
     if (p.error_count && head == 0 && j == 0) atomicAdd(p.error_count, 1ull);  // once per token
     return;
   }
-  // In range, so the true row fits int64; unsigned arithmetic keeps the intermediate defined.
-  const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
-                                                     static_cast<std::uint64_t>(p.offset));
+  const std::int64_t row = row_of_slot(p, slot);
   // = out.address(row, head) + first; a flat row is row * block_stride.
   const std::int64_t out_base = (Dense ? row * p.out.block_stride : p.out.row_address(row)) + out_in_row;
   std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when the call has K
@@ -297,7 +303,7 @@ KVCAST_DEVICE void store_realigned(std::uint8_t* __restrict__ out, std::int32_t 
   // then this lane's up to d), or this lane's own codes (d == 0).
   const std::int32_t start = rs + 16 * lane + (d == 0 ? 0 : d - 16);
   if (start >= cs && start + 16 <= ce) {
-    AlignedVector<std::uint32_t, 4> block;
+    typename PackedCodes<kRealignVec>::type block;
     if (d == 0) {
       block = codes;
     } else {
@@ -318,7 +324,7 @@ KVCAST_DEVICE void store_realigned(std::uint8_t* __restrict__ out, std::int32_t 
 #undef KVCAST_REALIGN_CASE
       }
     }
-    block.store(reinterpret_cast<std::uint32_t*>(out + start));
+    store_codes<kRealignVec>(out + start, block);
   }
   // The ends: [cs, head_end) before the first whole block, [tail, ce) after the last.
   const std::int32_t first_block = cs + (-(h + cs) & 15);
@@ -377,9 +383,7 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_ker
     if (p.error_count && blockIdx.y == 0 && threadIdx.x % kLanes == 0) atomicAdd(p.error_count, 1ull);  // once per token
     return;
   }
-  const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
-                                                     static_cast<std::uint64_t>(p.offset));
-  const std::int64_t out_base = row * p.out.block_stride;
+  const std::int64_t out_base = row_of_slot(p, slot) * p.out.block_stride;
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
   // The vectors hold whole words (load_realigned): fp32 mode takes each bf16 pair's floats from its word.
