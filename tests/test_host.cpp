@@ -155,6 +155,17 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   a.num_tokens = 16;  // a decode-sized call (16K elements): at most 4 elements a thread, for latency
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 4);
+  a.num_tokens = 2;  // 2048 elements: 2 a thread in fp32 mode (its longer chain), 4 in input precision
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 2);
+  EXPECT_EQ(p.access, 2);
+  EXPECT_EQ(p.log2_group, 8);
+  EXPECT_EQ(p.chunks_per_seg, 2);
+  ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
+  EXPECT_EQ(p.vec, 4);
+  a.num_tokens = 3;  // 3072 elements: 4 in both modes
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.vec, 4);
   a.num_tokens = 1024;  // a mid-size call (1M elements): at most 8
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.vec, 8);

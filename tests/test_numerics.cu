@@ -383,15 +383,14 @@ void check_bracket(float x, float b, BracketStats& st) {
   for (const float y : within_one_ulp(rn)) {
     float below, above;
     kvcast::detail::bracket(b, y, below, above);
-    std::uint32_t differ = 0;
-    const std::uint16_t codes = kvcast::detail::bracket_codes<Format>(x, -x, below, above, differ);
-    if (differ != 0) {
+    const kvcast::detail::BracketCodes codes = kvcast::detail::bracket_codes<Format>(x, -x, below, above);
+    if (codes.below != codes.above) {
       if (y == rn) ++st.disagreed;
       continue;
     }
     if (y == rn) ++st.agreed;
     const std::uint16_t want = kvcast::float2_to_fp8x2<Format>(x / b, -x / b);
-    if (codes != want && st.wrong++ == 0) st.first = std::to_string(x) + " / " + std::to_string(b) + " with y " + std::to_string(y);
+    if (codes.below != want && st.wrong++ == 0) st.first = std::to_string(x) + " / " + std::to_string(b) + " with y " + std::to_string(y);
   }
 }
 

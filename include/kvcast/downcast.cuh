@@ -44,8 +44,8 @@ struct DowncastParams {
   // To decide and place the stores.
   std::int64_t min_slot;
   std::int64_t max_slot;
-  std::int64_t mult;
-  std::int64_t offset;
+  std::int64_t mult;    //!< dense plans: times the row stride (launch), so the row is a byte offset
+  std::int64_t offset;  //!< likewise
   OutputLayout out;
   std::uint8_t* k_out;
   std::uint8_t* v_out;
@@ -65,8 +65,9 @@ KVCAST_DEVICE std::int64_t load_slot(const DowncastParams<T>& p, std::uint32_t t
   return loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
 }
 
-//! The output row of an in-range slot: `slot * mult + offset`. In range, the true row fits
-//! int64; unsigned arithmetic keeps the intermediate defined.
+//! The output row of an in-range slot: `slot * mult + offset`; for a dense plan, whose launch
+//! scales mult and offset by the row stride, the row's byte offset in the output. In range, the
+//! true value fits int64; unsigned arithmetic keeps the intermediate defined.
 template <class T>
 KVCAST_DEVICE std::int64_t row_of_slot(const DowncastParams<T>& p, std::int64_t slot) {
   return static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
@@ -192,8 +193,8 @@ KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_
     return;
   }
   const std::int64_t row = row_of_slot(p, slot);
-  // = out.address(row, head) + first; a flat row is row * block_stride.
-  const std::int64_t out_base = (Dense ? row * p.out.block_stride : p.out.row_address(row)) + out_in_row;
+  // = out.address(row, head) + first; a dense call's row is already a byte offset (launch).
+  const std::int64_t out_base = (Dense ? row : p.out.row_address(row)) + out_in_row;
   std::uint8_t* __restrict__ k_out = p.k_out + out_base;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + out_base;
   if (!full) {
@@ -383,7 +384,7 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_ker
     if (p.error_count && blockIdx.y == 0 && threadIdx.x % kLanes == 0) atomicAdd(p.error_count, 1ull);  // once per token
     return;
   }
-  const std::int64_t out_base = row_of_slot(p, slot) * p.out.block_stride;
+  const std::int64_t out_base = row_of_slot(p, slot);  // dense: the row's byte offset (launch)
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
   // The vectors hold whole words (load_realigned): fp32 mode takes each bf16 pair's floats from its word.

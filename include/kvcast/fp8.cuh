@@ -233,14 +233,16 @@ KVCAST_HOST_DEVICE void put_pair(typename PackedCodes<N>::type& out, int i, std:
   }
 }
 
-//! Codes of x0 (low byte) and x1 (high byte) from the bracketing products; `differ` collects
-//! the bits in which the two brackets' codes disagree (0: both codes are exact).
+//! Codes of x0 (low byte) and x1 (high byte) from each bracketing product: when `below` and
+//! `above` are equal, they are the codes of RN(x / b).
+struct BracketCodes {
+  std::uint16_t below;
+  std::uint16_t above;
+};
 template <class Format>
-KVCAST_HOST_DEVICE std::uint16_t bracket_codes(float x0, float x1, float below, float above, std::uint32_t& differ) {
-  const std::uint16_t lo = float2_to_fp8x2<Format>(mul_rn(x0, below), mul_rn(x1, below));
-  const std::uint16_t hi = float2_to_fp8x2<Format>(mul_rn(x0, above), mul_rn(x1, above));
-  differ |= static_cast<std::uint32_t>(lo ^ hi);
-  return lo;
+KVCAST_HOST_DEVICE BracketCodes bracket_codes(float x0, float x1, float below, float above) {
+  return {float2_to_fp8x2<Format>(mul_rn(x0, below), mul_rn(x1, below)),
+          float2_to_fp8x2<Format>(mul_rn(x0, above), mul_rn(x1, above))};
 }
 
 template <class T, class Format, int N>
@@ -285,13 +287,18 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
     static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
-    typename detail::PackedCodes<N>::type out;
-    differ = fast_ ? 0u : 1u;
+    typename detail::PackedCodes<N>::type out, above;
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) {
       const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
-      detail::put_pair<N>(out, i, detail::bracket_codes<Format>(x.x, x.y, below_, above_, differ));
+      const detail::BracketCodes c = detail::bracket_codes<Format>(x.x, x.y, below_, above_);
+      detail::put_pair<N>(out, i, c.below);
+      detail::put_pair<N>(above, i, c.above);
     }
+    // Compared as packed words: one XOR a word, not one a pair.
+    differ = fast_ ? 0u : 1u;
+    KVCAST_UNROLL
+    for (int w = 0; w < static_cast<int>(sizeof out / sizeof out[0]); ++w) differ |= static_cast<std::uint32_t>(out[w] ^ above[w]);
     return out;
   }
   //! The second half of codes(): the codes of N elements (N even) from the quotients themselves,

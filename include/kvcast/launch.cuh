@@ -44,8 +44,14 @@ Status launch(const DowncastArgs<T>& a, const Plan& plan, cudaStream_t stream) {
   p.log2_group = static_cast<std::uint32_t>(plan.log2_group);
   p.loc = a.loc.data;
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
-  p.mult = a.mult;
-  p.offset = a.offset;
+  // A dense plan's rows are flat: its kernels take `slot * mult + offset` as the row's byte
+  // offset, so the row stride is folded in here (modulo 2^64, exact for every row in range),
+  // which takes a 64-bit multiply off the path from the slot's load to the stores.
+  const auto times_stride = [&](std::int64_t x) {
+    return plan.dense ? static_cast<std::int64_t>(static_cast<std::uint64_t>(x) * static_cast<std::uint64_t>(plan.out.block_stride)) : x;
+  };
+  p.mult = times_stride(a.mult);
+  p.offset = times_stride(a.offset);
   p.min_slot = plan.min_slot;
   p.max_slot = plan.max_slot;
   p.error_count = a.error_count;
