@@ -287,18 +287,18 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
     static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
-    typename detail::PackedCodes<N>::type out, above;
+    typename detail::PackedCodes<N>::type out, above_codes;
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) {
       const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
       const detail::BracketCodes c = detail::bracket_codes<Format>(x.x, x.y, below_, above_);
       detail::put_pair<N>(out, i, c.below);
-      detail::put_pair<N>(above, i, c.above);
+      detail::put_pair<N>(above_codes, i, c.above);
     }
     // Compared as packed words: one XOR a word, not one a pair.
     differ = fast_ ? 0u : 1u;
     KVCAST_UNROLL
-    for (int w = 0; w < static_cast<int>(sizeof out / sizeof out[0]); ++w) differ |= static_cast<std::uint32_t>(out[w] ^ above[w]);
+    for (int w = 0; w < static_cast<int>(sizeof out / sizeof out[0]); ++w) differ |= static_cast<std::uint32_t>(out[w] ^ above_codes[w]);
     return out;
   }
   //! The second half of codes(): the codes of N elements (N even) from the quotients themselves,
