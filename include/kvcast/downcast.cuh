@@ -74,6 +74,23 @@ KVCAST_DEVICE std::int64_t row_of_slot(const DowncastParams<T>& p, std::int64_t 
                                    static_cast<std::uint64_t>(p.offset));
 }
 
+//! K's and V's scales: each from device memory (read at every launch, so a graph replays the
+//! current value) or the host value passed by the launch.
+template <class T>
+KVCAST_DEVICE float2 load_scales(const DowncastParams<T>& p) {
+  return make_float2(p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale, p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale);
+}
+
+//! Programmatic dependent launch: no-ops unless the launch asked for it. Waits for the kernel
+//! before this one (it may write K, V, loc or the scales), then lets the next one start
+//! launching.
+KVCAST_DEVICE void pdl_wait_then_release() {
+#if KVCAST_HAS_PDL
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 //! Lanes of a warp: the interleave of element-by-element accesses.
 constexpr std::uint32_t kLanes = 32;
 //! Widest vector whose K and V codes the dense kernel computes at once in fp32 mode (measured
@@ -183,8 +200,8 @@ KVCAST_DEVICE void downcast_block(const DowncastParams<T>& p, const std::uint32_
   if (full && has_v) load_vector<T, Vec, Access>(v_in, stride, end, v_vec);
   const std::int64_t slot = load_slot(p, token);
   const std::int64_t out_in_row = Dense ? std::int64_t{first} : head * p.out.head_stride + first;  // the part the slot does not decide
-  const float k_scale = p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale;
-  const float v_scale = p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale;
+  const float2 scales = load_scales(p);
+  const float k_scale = scales.x, v_scale = scales.y;
 
   // Then the slot decides.
   if (slot < 0) return;  // padding token
@@ -225,12 +242,7 @@ __global__ void __launch_bounds__(BlockSize) downcast_kernel(const __grid_consta
                 "downcast_kernel: BlockSize must be a power of two from 32 to 1024.");
   static_assert(Vec >= 2 && Vec * sizeof(T) <= 32, "downcast_kernel: a vector holds 2 elements up to 32 bytes of input.");
   static_assert(Access == Vec || Access == 1, "downcast_kernel: vectors are accessed whole or element by element.");
-#if KVCAST_HAS_PDL
-  // Programmatic dependent launch: no-ops unless the launch asked for it. Wait for the kernel
-  // before us (it may write K, V, loc or the scales), then let the next one start launching.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
+  pdl_wait_then_release();
   // Grid: x walks the blocks of segments and y their chunks; ChunksFirst (Plan::chunks_first,
   // large calls) swaps them, so that CTAs dispatched one after the other cover a row from its
   // start to its end.
@@ -354,10 +366,7 @@ KVCAST_DEVICE void store_realigned(std::uint8_t* __restrict__ out, std::int32_t 
 template <class T, class Format, Arithmetic Mode>
 __global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_kernel(const __grid_constant__ DowncastParams<T> p) {
   static_assert(sizeof(T) == 2, "downcast_realigned_kernel: 16-bit inputs (16 elements, two 16-byte loads a lane).");
-#if KVCAST_HAS_PDL
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
+  pdl_wait_then_release();
   const std::uint32_t token = blockIdx.x * kRealignWarps + threadIdx.x / kLanes;  // dense: a segment is a token
   if (token >= p.num_segments) return;  // the whole warp: it shares the token
   const std::int32_t n = static_cast<std::int32_t>(p.seg_len);
@@ -376,8 +385,8 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_ker
   load_realigned(k_row, k_rs, k_cs, k_ce, whole, k_vec);
   load_realigned(v_row, v_rs, v_cs, v_ce, whole, v_vec);
   const std::int64_t slot = load_slot(p, token);
-  const float k_scale = p.k_scale_ptr ? __ldg(p.k_scale_ptr) : p.k_scale;
-  const float v_scale = p.v_scale_ptr ? __ldg(p.v_scale_ptr) : p.v_scale;
+  const float2 scales = load_scales(p);
+  const float k_scale = scales.x, v_scale = scales.y;
 
   if (slot < 0) return;  // padding token (the whole warp)
   if (slot < p.min_slot || slot > p.max_slot) {
@@ -387,15 +396,9 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) downcast_realigned_ker
   const std::int64_t out_base = row_of_slot(p, slot);  // dense: the row's byte offset (launch)
   const Quantizer<T, Format, Mode> qk(k_scale);
   const Quantizer<T, Format, Mode> qv(v_scale);
-  // The vectors hold whole words (load_realigned): fp32 mode takes each bf16 pair's floats from its word.
-  const auto codes = [](const Quantizer<T, Format, Mode>& q, const AlignedVector<T, kRealignVec>& v) {
-    if constexpr (Mode == Arithmetic::fp32)
-      return q.template codes<kRealignVec, true>(v);
-    else
-      return quantize_packed(q, v);
-  };
-  store_realigned(p.k_out + out_base, k_rs, k_cs, k_ce, codes(qk, k_vec));
-  store_realigned(p.v_out + out_base, v_rs, v_cs, v_ce, codes(qv, v_vec));
+  // The vectors hold whole words (load_realigned): fp32 mode takes each pair's floats from its word.
+  store_realigned(p.k_out + out_base, k_rs, k_cs, k_ce, quantize_packed<true>(qk, k_vec));
+  store_realigned(p.v_out + out_base, v_rs, v_cs, v_ce, quantize_packed<true>(qv, v_vec));
 }
 
 }  // namespace detail

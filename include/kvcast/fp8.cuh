@@ -105,13 +105,13 @@ KVCAST_HOST_DEVICE float to_float(__half x) { return __half2float(x); }
 KVCAST_HOST_DEVICE float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 namespace detail {
-//! The floats of two neighbouring elements. With FromWord, for bf16 halves of one 32-bit word
+//! The floats of two neighbouring elements. With PairWords, for bf16 halves of one 32-bit word
 //! (a vector loaded whole): the word shifted up and the word masked, two instructions where the
 //! compiler otherwise extracts the high half and then shifts it. Elements loaded one by one
-//! would first be packed into a word, so those take to_float (FromWord = false).
-template <bool FromWord, class T>
+//! would first be packed into a word, so those take to_float (PairWords = false).
+template <bool PairWords, class T>
 KVCAST_HOST_DEVICE float2 pair_to_float2(T x0, T x1) {
-  if constexpr (FromWord && std::is_same_v<T, __nv_bfloat16>) {
+  if constexpr (PairWords && std::is_same_v<T, __nv_bfloat16>) {
     NV_IF_TARGET(NV_IS_DEVICE, (
       const __nv_bfloat162 pair = __halves2bfloat162(x0, x1);
       std::uint32_t word, lo, hi;
@@ -399,13 +399,15 @@ KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_lin
 }  // namespace detail
 
 //! The codes of a whole vector (N even), packed (detail::PackedCodes): what the kernel
-//! stores, two elements per conversion.
-template <class T, class Format, Arithmetic Mode, int N>
+//! stores, two elements per conversion. PairWords: `in` was loaded as whole words, and fp32
+//! mode takes each pair's floats from its word (Quantizer::bracketed); input precision converts
+//! its pairs the same way either way.
+template <bool PairWords = false, class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Quantizer<T, Format, Mode>& q,
                                                                          const AlignedVector<T, N>& in) {
   static_assert(N % 2 == 0, "quantize_packed: codes come in pairs.");
   if constexpr (Mode == Arithmetic::fp32) {
-    return q.codes(in);
+    return q.template codes<N, PairWords>(in);
   } else {
     typename detail::PackedCodes<N>::type out;
     KVCAST_UNROLL
