@@ -9,6 +9,9 @@
 // kernel with its conversion taken out: the job's traffic in kvcast's pattern, no arithmetic);
 // kvcast_pdl and kvcast_ip_pdl launch kvcast with programmatic dependent launch, so that in a
 // graph each call's launch overlaps the call before it, as it would overlap its producer's.
+// rope_fused is examples/fused_rope.cuh (K rotated, then the block-level write); rope_split the
+// same work as two kernels (rope_only writing the rotated K, then kvcast's downcast). Their
+// rows count the downcast's bytes, so "% of copy" reads as for kvcast.
 //   timing: stream = B calls launched back to back from the host; graph = the same B calls
 //           captured in a CUDA graph and replayed. Time per call = elapsed / B.
 //   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
@@ -29,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "../examples/fused_rope.cuh"
 #include "baselines.cuh"
 
 namespace {
@@ -108,7 +112,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
   }
 }
 
-enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl };
+enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
 const char* name_of(Variant v) {
@@ -123,6 +127,8 @@ const char* name_of(Variant v) {
     case Variant::no_math: return "no_math";
     case Variant::kvcast_pdl: return "kvcast_pdl";
     case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
+    case Variant::rope_fused: return "rope_fused";
+    case Variant::rope_split: return "rope_split";
   }
   return "?";
 }
@@ -133,7 +139,10 @@ struct Shape {
   const char* tag = "";
   int scale_pair = 0;  // which (K, V) scales of Gpu::scales: 0 calibrated, 1 both 1.0, 2 both 3.0
   bool sorted_slots = false;  // loc = identity instead of a random permutation
+  bool rope = false;          // a rotated-K buffer a set, positions and tables (rope_* variants)
 };
+
+constexpr std::int64_t kRopePositions = 4096;
 
 // One problem instance, with `count` independent buffer sets carved from the pool.
 template <class T>
@@ -145,10 +154,12 @@ struct Problem {
     std::uint8_t* v_out;
     std::int64_t* loc;
     std::uint8_t* copy_dst;
+    T* k_rotated;  // rope_split's intermediate (Shape::rope)
   };
   Shape shape;
   std::int64_t elems = 0, in_token_stride = 0, traffic = 0;
   std::vector<Set> sets;
+  example::Rope rope{};  // positions and tables (Shape::rope)
 
   Problem(const Shape& s, int wanted_sets) : shape(s) {
     const std::int64_t row = s.heads * s.dim;
@@ -157,8 +168,10 @@ struct Problem {
     traffic = 2 * elems * static_cast<std::int64_t>(sizeof(T) + 1) + s.tokens * 8;
     auto round_up = [](std::size_t b) { return (b + 255) / 256 * 256; };
     const std::size_t in_bytes = round_up((s.qkv_slice ? 1 : 2) * s.tokens * in_token_stride * sizeof(T));
-    const std::size_t set_bytes = in_bytes + 2 * round_up(elems) + round_up(s.tokens * 8) + round_up(traffic / 2);
-    const int count = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(wanted_sets, kPoolBytes / set_bytes)));
+    const std::size_t rot_bytes = s.rope ? round_up(elems * sizeof(T)) : 0;
+    const std::size_t set_bytes = in_bytes + 2 * round_up(elems) + round_up(s.tokens * 8) + round_up(traffic / 2) + rot_bytes;
+    const std::size_t rope_bytes = s.rope ? round_up(s.tokens * 8) + 2 * round_up(kRopePositions * (s.dim / 2) * 4) : 0;
+    const int count = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(wanted_sets, (kPoolBytes - rope_bytes) / set_bytes)));
     std::vector<std::int64_t> perm(s.tokens);
     std::iota(perm.begin(), perm.end(), 0);
     if (!s.sorted_slots) std::shuffle(perm.begin(), perm.end(), std::mt19937_64(s.tokens * 31 + row));
@@ -175,8 +188,26 @@ struct Problem {
       set.v_out = p, p += round_up(elems);
       set.loc = reinterpret_cast<std::int64_t*>(p), p += round_up(s.tokens * 8);
       set.copy_dst = p, p += round_up(traffic / 2);
+      set.k_rotated = s.rope ? reinterpret_cast<T*>(p) : nullptr, p += rot_bytes;
       BENCH_CUDA(cudaMemcpyAsync(set.loc, perm.data(), s.tokens * 8, cudaMemcpyHostToDevice, gpu().stream));
       sets.push_back(set);
+    }
+    if (s.rope) {  // after the sets, also from the pool: positions, then the cos and sin tables
+      const std::int64_t half = s.dim / 2;
+      std::vector<std::int64_t> positions(s.tokens);
+      std::mt19937_64 rng(s.tokens);
+      for (auto& x : positions) x = static_cast<std::int64_t>(rng() % kRopePositions);
+      std::vector<float> table(kRopePositions * half);
+      for (std::size_t i = 0; i < table.size(); ++i) table[i] = static_cast<float>((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+      auto* pos = reinterpret_cast<std::int64_t*>(p);
+      p += round_up(s.tokens * 8);
+      auto* cos = reinterpret_cast<float*>(p);
+      p += round_up(table.size() * 4);
+      auto* sin = reinterpret_cast<float*>(p);
+      BENCH_CUDA(cudaMemcpyAsync(pos, positions.data(), s.tokens * 8, cudaMemcpyHostToDevice, gpu().stream));
+      BENCH_CUDA(cudaMemcpyAsync(cos, table.data(), table.size() * 4, cudaMemcpyHostToDevice, gpu().stream));
+      BENCH_CUDA(cudaMemcpyAsync(sin, table.data(), table.size() * 4, cudaMemcpyHostToDevice, gpu().stream));
+      rope = example::Rope{cos, sin, pos};
     }
     BENCH_CUDA(cudaStreamSynchronize(gpu().stream));
   }
@@ -241,6 +272,19 @@ struct Problem {
         const unsigned blocks = static_cast<unsigned>((bytes / sizeof(int4) + 1 + 255) / 256);
         baseline::copy_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const int4*>(set.k),
                                                           reinterpret_cast<int4*>(set.copy_dst), bytes);
+        break;
+      }
+      case Variant::rope_fused: {
+        const kvcast::Status s = example::rope_then_write<kvcast::Fp8<Format>>(args(set), rope, stream);
+        if (!s.ok()) std::fprintf(stderr, "rope_fused: %s\n", s.message()), std::abort();
+        break;
+      }
+      case Variant::rope_split: {
+        BENCH_CUDA(example::rope_only(set.k, set.k_rotated, rope, shape.tokens, shape.heads, shape.dim, stream));
+        kvcast::DowncastArgs<T> a = args(set);
+        a.k = set.k_rotated;
+        const kvcast::Status s = kvcast::downcast<Format>(a, stream);
+        if (!s.ok()) std::fprintf(stderr, "rope_split: %s\n", s.message()), std::abort();
         break;
       }
       case Variant::no_math:
@@ -457,6 +501,15 @@ void register_all() {
       register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, false, pair == 1 ? "scale1" : "scale3", pair},
                                                      {Variant::kvcast}, {Timing::graph}, {Cache::cold, Cache::hot});
   }
+  // The fused RoPE example against the same work as two kernels, and kvcast's write alone:
+  // decode calls (graph replay) and calls from 64 MB up.
+  for (std::int64_t tokens : {1, 4, 16, 8192, 32768})
+    for (auto [h, d] : {std::pair{8, 128}, std::pair{32, 256}}) {
+      Shape s{tokens, h, d, false, "rope"};
+      s.rope = true;
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::rope_fused, Variant::rope_split, Variant::kvcast},
+                                                     {Timing::graph}, all_cache);
+    }
   benchmark::RegisterBenchmark("host/validate", bm_host_validate);
   benchmark::RegisterBenchmark("host/downcast_launch", bm_host_downcast);
   benchmark::RegisterBenchmark("host/raw_empty_launch", bm_host_raw_launch);

@@ -9,7 +9,7 @@
 //   ./validate_fuzzer -max_total_time=60
 #include <fuzzer/FuzzedDataProvider.h>
 
-#include <kvcast/plan.hpp>
+#include <kvcast/detail/plan.hpp>
 #include <kvcast/reference.hpp>
 
 #include <cstdio>
@@ -65,7 +65,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   a.mult = pick(in, 4);
   a.offset = pick(in, 10);
   if (in.ConsumeBool() && a.offset != INT64_MIN) a.offset = -a.offset;
-  a.out_rows = in.ConsumeBool() ? -1 : pick(in, 100);
+  switch (in.ConsumeIntegralInRange<int>(0, 3)) {  // unchecked, not given, or a row count
+    case 0: a.out_rows = kvcast::DowncastArgs<T>::kUncheckedRows; break;
+    case 1: break;
+    default: a.out_rows = pick(in, 100);
+  }
   a.in_capacity = in.ConsumeBool() ? -1 : pick(in, 200000);
   a.out_capacity = in.ConsumeBool() ? -1 : pick(in, 200000);
 
@@ -124,28 +128,42 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           if (!seen.insert(addr).second) fail("output elements overlap", a);
         }
   }
-  // The access width (elements per load/store: the vector, or 1 for the unaligned variant)
-  // divides every pointer and every stride a vector start depends on.
-  if (p.access != p.vec && p.access != 1) fail("access width is neither the vector nor 1", a);
-  const std::int64_t v = p.access;
-  auto misaligned = [&](const void* q, std::int64_t bytes) { return q && reinterpret_cast<std::uintptr_t>(q) % bytes != 0; };
+  // The planner's choice: a kernel that exists (dispatch instantiates no other), a vector whose
+  // width divides every pointer and every stride a vector start depends on, and a grid that
+  // covers every segment and every vector of it.
+  if (a.out_rows == kvcast::DowncastArgs<T>::kRowsNotGiven) fail("accepted a call without out_rows", a);
+  const kvcast::detail::KernelChoice& c = p.choice;
+  const int bytes = static_cast<int>(sizeof(T));
+  if (!kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, bytes, mode)) fail("chose a kernel that does not exist", a);
+  const bool vector = c.access == kvcast::tile::Access::vector;
+  if ((c.kernel == kvcast::detail::WriteKernel::general) == p.dense) fail("dense call on the general kernel or the other way", a);
+  const std::int64_t v = vector ? c.vec : 1;
+  auto misaligned = [&](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, v) || misaligned(a.v_out, v))
     fail("vector width not allowed by a pointer", a);
   if (a.num_tokens > 1 && p.in_token_stride % v) fail("vector width not allowed by in_token_stride", a);
   if (p.segs_per_token > 1 && (p.in_head_stride % v || p.out.head_stride % v)) fail("vector width not allowed by a head stride", a);
   if (p.out.block_stride % v || (p.out.block_size > 1 && p.out.token_stride % v)) fail("vector width not allowed by the layout", a);
-  if (p.items_per_seg * p.vec < p.seg_len || (p.items_per_seg - 1) * p.vec >= p.seg_len) fail("items do not cover the segment", a);
-  if ((p.chunks_per_seg << p.log2_group) < p.items_per_seg || p.chunks_per_seg > 65535) fail("chunks do not cover the segment", a);
   if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail("segments do not cover the row", a);
-  // Chunks first puts the segments on grid y (at most 65535) and exists for 16-byte vectors up.
-  if (p.chunks_first && (p.num_segments > 65535 || p.chunks_per_seg < 2 || p.vec * 2 < 16))
-    fail("chunks first outside its kernels or grid", a);
-  // The realigned kernel: dense calls going element by element, 16 a thread; its runs of
-  // kRealignRun elements (grid y) cover a row from up to 7 elements before it, no run more.
-  if (p.realign && (!p.dense || p.access != 1 || p.vec != 16 || p.chunks_first ||
-                    p.chunks_per_seg * kvcast::detail::kRealignRun < p.seg_len ||
-                    (p.chunks_per_seg - 1) * kvcast::detail::kRealignRun >= p.seg_len + 7 || p.chunks_per_seg > 65535))
-    fail("realigned runs do not cover the row", a);
+  if (c.grid_x < 1 || c.grid_y < 1 || c.grid_y > 65535) fail("grid outside the hardware's limits", a);
+  if (c.kernel == kvcast::detail::WriteKernel::realigned) {
+    // Dense, element by element, 16 a thread; kRealignRun-element runs (grid y) cover a row
+    // from up to 7 elements before it, no run more; a warp a row.
+    if (vector || c.vec != 16 || c.order != kvcast::detail::GridOrder::segments_first ||
+        c.grid_y * kvcast::detail::kRealignRun < p.seg_len || (c.grid_y - 1) * kvcast::detail::kRealignRun >= p.seg_len + 7 ||
+        c.grid_x * kvcast::detail::kRealignWarps < p.num_segments)
+      fail("realigned runs do not cover the rows", a);
+  } else {
+    const std::int64_t items = (p.seg_len + c.vec - 1) / c.vec;
+    const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
+    const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
+    const std::int64_t ctas = chunks_first ? c.grid_y : c.grid_x;
+    if ((c.chunks() << c.log2_group) < items || ctas * groups < p.num_segments || (ctas - 1) * groups >= p.num_segments)
+      fail("the grid does not cover the segments", a);
+    if (!vector && c.log2_group < 5) fail("an interleaved group smaller than a warp", a);
+    // Chunks first exists for rows of several chunks with vectors of at least 16 bytes.
+    if (chunks_first && (c.chunks() < 2 || c.vec * bytes < 16)) fail("chunks first outside its calls", a);
+  }
   // Slot bounds: for slots near both ends, in range exactly when the row is.
   const std::int64_t last_row = a.out_rows >= 0 ? a.out_rows - 1 : INT64_MAX;
   for (std::int64_t base : {p.min_slot, p.max_slot, std::int64_t{0}, std::int64_t{7}})

@@ -132,9 +132,9 @@ struct Outcome {
   bool ran = false;        // the device call was made (validation passed)
   int vec = 0;             // vector the launcher chose: elements a thread, elements an access
   int access = 0;
-  bool dense = false;      // the launcher took the dense kernel (Plan::dense)
-  bool chunks_first = false;  // grid x walked the chunks of a row (Plan::chunks_first)
-  bool realign = false;       // the realigned kernel ran (Plan::realign)
+  bool dense = false;         // the dense kernel ran (WriteKernel::dense)
+  bool chunks_first = false;  // grid x walked the chunks of a row (GridOrder::chunks_first)
+  bool realign = false;       // the realigned kernel ran (WriteKernel::realigned)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
   std::string first_mismatch;
@@ -258,11 +258,11 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   const kvcast::Status planned = kvcast::make_plan(dargs, plan, Mode);
   EXPECT_TRUE(planned.ok()) << planned.message() << "\n" << c.describe();
   if (!planned.ok()) return result;
-  result.vec = plan.vec;
-  result.access = plan.access;
-  result.dense = plan.dense;
-  result.chunks_first = plan.chunks_first;
-  result.realign = plan.realign;
+  result.vec = plan.choice.vec;
+  result.access = plan.choice.access == kvcast::tile::Access::vector ? plan.choice.vec : 1;
+  result.dense = plan.choice.kernel == kvcast::detail::WriteKernel::dense;
+  result.chunks_first = plan.choice.order == kvcast::detail::GridOrder::chunks_first;
+  result.realign = plan.choice.kernel == kvcast::detail::WriteKernel::realigned;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

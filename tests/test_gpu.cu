@@ -47,7 +47,7 @@ std::vector<Case> grid() {
   add([](Case& c) { c.tokens = 1; });                                          // decode
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });        // larger rows, 2 vectors a thread
   add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });         // a mid-size call: vec 8
-  // The same widths off the dense kernel (Plan::dense): paged rows, one tensor.
+  // The same widths off the dense kernel (WriteKernel::dense): paged rows, one tensor.
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; c.out = OutKind::nhd; c.block_size = 16; });
   add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; c.has_v = false; });
   add([](Case& c) { c.tokens = 7; c.heads = 3; c.head_dim = 33; });            // heads*dim odd (99)
@@ -60,7 +60,7 @@ std::vector<Case> grid() {
   add([](Case& c) { c.tokens = 6; c.heads = 3; c.head_dim = 20; });            // 60: vec 4 (stride 60)
   add([](Case& c) { c.packed_kv = true; c.tokens = 33; });                     // K/V slices of one buffer
   add([](Case& c) { c.in_head_pad = 8; c.in_token_pad = 16; });                // strided: vec 4 (a small call)
-  add([](Case& c) { c.in_head_pad = 2; c.tokens = 10; });                      // strided: vec 2
+  add([](Case& c) { c.in_head_pad = 2; c.tokens = 10; });                      // strided by 2: element by element
   add([](Case& c) { c.in_token_pad = 3; c.tokens = 10; });                     // token stride odd: vec 1
   add([](Case& c) { c.in_misalign = 1; });                                     // input one element off
   add([](Case& c) { c.in_misalign = 4; });                                     // input 4 elements off
@@ -103,24 +103,28 @@ TYPED_TEST(Downcast, BitExactOverTheShapeGrid) {
   }
   std::set<std::pair<int, int>> shapes;
   for (const auto& [vec, access, dense] : kernels) shapes.insert({vec, access});
-  // The grid reaches every shape of kernel the launcher can pick for this input type and mode:
-  // each aligned vector width (16 for 16-bit inputs in fp32 mode), and 8 (and, for 16-bit
-  // inputs in a large call, 16) elements a thread moved one at a time; the wide vectors both in
-  // the dense kernel and in the general one.
+  // The grid reaches every shape of kernel the launcher can pick for this input type and mode
+  // (detail::write_kernel_exists): each aligned vector width (2 in fp32 mode only, dense only;
+  // 16 for 16-bit inputs in fp32 mode), and 8 (and, for 16-bit inputs in a large call, 16)
+  // elements a thread moved one at a time; the wide vectors both in the dense kernel and in
+  // the general one.
   const bool narrow = sizeof(typename C::T) == 2;
-  const bool vec16 = narrow && C::kMode == Arithmetic::fp32;
-  std::set<std::pair<int, int>> all = {{2, 2}, {4, 4}, {8, 8}, {8, 1}};
+  const bool fp32 = C::kMode == Arithmetic::fp32;
+  const bool vec16 = narrow && fp32;
+  std::set<std::pair<int, int>> all = {{4, 4}, {8, 8}, {8, 1}};
+  if (fp32) all.insert({2, 2});
   if (narrow) all.insert({16, 1});
   if (vec16) all.insert({16, 16});
   EXPECT_EQ(shapes, all);
   for (const int vec : {4, 8, vec16 ? 16 : 8})
     for (const bool dense : {false, true})
       EXPECT_EQ(kernels.count({vec, vec, dense}), 1u) << "vector " << vec << (dense ? ", dense kernel" : ", general kernel");
+  if (fp32) EXPECT_EQ(kernels.count({2, 2, false}), 0u) << "2-element vectors in the dense kernel alone";
   EXPECT_EQ(kernels.count({8, 1, true}) + kernels.count({8, 1, false}), 2u) << "element by element, both kernels";
 }
 
-// Calls above kLargeCall elements a tensor whose rows span several chunks take a grid with the
-// chunks on x (Plan::chunks_first). Rows of 8192 elements, just past 2^23 elements a tensor:
+// Calls above tuning::kChunksFirstAbove elements a tensor whose rows span several chunks take a grid with the
+// chunks on x (GridOrder::chunks_first). Rows of 8192 elements, just past 2^23 elements a tensor:
 // the dense kernel (both modes), the general one (paged, K only, padding and out-of-range
 // slots) and element by element, over the three input types. A few combinations, not all: the
 // host reference of 2^23-element tensors takes seconds.
@@ -151,8 +155,8 @@ TEST(LargeCalls, ChunksFirstIsBitExact) {
   check_chunks_first<__nv_bfloat16, kvcast::e4m3, Arithmetic::fp32>(element_wise);  // 16 a thread, 2 chunks
 }
 
-// Dense calls of 16-bit inputs above kSmallCall elements a tensor with no vector access legal
-// take the realigned kernel (Plan::realign): 16-byte loads at the input's 16-byte boundaries,
+// Dense calls of 16-bit inputs above tuning::kRealignAbove elements a tensor with no vector access legal
+// take the realigned kernel (WriteKernel::realigned): 16-byte loads at the input's 16-byte boundaries,
 // codes moved to the output's in registers, whole 16-byte stores, and each run's ends a byte a
 // lane. Every case is just past 2^21 elements a tensor, and every alignment of the output row
 // against the input row comes up (odd row lengths and strides put each row elsewhere). Rows
@@ -271,6 +275,7 @@ TEST(DropIn, SglangSignatureMatchesReference) {
   a.loc = loc.data();
   a.mult = 2;
   a.offset = 1;
+  a.out_rows = kvcast::DowncastArgs<__nv_bfloat16>::kUncheckedRows;  // as the drop-in: SGLang passes no row count
   a.k_scale = kvcast::Scale::in_device_memory(&scales[0]);
   a.v_scale = kvcast::Scale::in_device_memory(&scales[1]);
   ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, Arithmetic::input_precision>(a).ok()));

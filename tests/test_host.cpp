@@ -2,7 +2,9 @@
 // layout address maths, FastDivmod, and the host reference on hand-checked cases.
 #include <gtest/gtest.h>
 
-#include <kvcast/plan.hpp>
+#include <kvcast/detail/fast_divmod.hpp>
+#include <kvcast/detail/plan.hpp>
+#include <kvcast/validate.hpp>
 #include <kvcast/reference.hpp>
 
 #include <cstring>
@@ -22,8 +24,16 @@ using Bf16 = kvcast::ref::BFloat16;
 const Bf16* fake_in(std::uintptr_t a = 0x10000) { return reinterpret_cast<const Bf16*>(a); }
 void* fake_out(std::uintptr_t a = 0x20000) { return reinterpret_cast<void*>(a); }
 
+// The plan's choice as the tests read it: elements an access (the vector, or 1 interleaved),
+// vectors a segment, the grid order, the realigned kernel.
+int access(const kvcast::detail::Plan& p) { return p.choice.access == kvcast::tile::Access::vector ? p.choice.vec : 1; }
+std::int64_t items(const kvcast::detail::Plan& p) { return (p.seg_len + p.choice.vec - 1) / p.choice.vec; }
+bool chunks_first(const kvcast::detail::Plan& p) { return p.choice.order == kvcast::detail::GridOrder::chunks_first; }
+bool realigned(const kvcast::detail::Plan& p) { return p.choice.kernel == kvcast::detail::WriteKernel::realigned; }
+
 DowncastArgs<Bf16> valid_args() {
   DowncastArgs<Bf16> a;
+  a.out_rows = DowncastArgs<Bf16>::kUncheckedRows;
   a.k = fake_in(0x10000);
   a.v = fake_in(0x30000);
   a.k_out = fake_out(0x50000);
@@ -59,6 +69,7 @@ const Invalid kInvalid[] = {
     {"mult huge", [](auto& a) { a.mult = std::int64_t{1} << 31; }, Code::bad_option, "mult (2147483648) must be in"},
     {"offset huge", [](auto& a) { a.offset = (std::int64_t{1} << 62) + 1; }, Code::bad_option, "offset (4611686018427387905) must be within +-2^62"},
     {"out_rows -2", [](auto& a) { a.out_rows = -2; }, Code::bad_option, "out_rows (-2) must be >= 0"},
+    {"out_rows not set", [](auto& a) { a.out_rows = DowncastArgs<Bf16>::kRowsNotGiven; }, Code::bad_option, "out_rows is not set: give the cache's row count, or kUncheckedRows"},
     {"capacity unchecked", [](auto& a) { a.out_capacity = 100; }, Code::bad_option, "out_capacity (100) is given but out_rows is unchecked"},
     {"head stride overlap", [](auto& a) { a.in_head_stride = 64; }, Code::bad_stride, "in_head_stride (64) < 128"},
     {"token stride overlap", [](auto& a) { a.heads = 1; a.in_token_stride = 100; }, Code::bad_stride, "in_token_stride (100) < 128"},
@@ -110,6 +121,9 @@ TEST(Validation, ZeroTokensIsANoOpEvenWithNullPointers) {
   DowncastArgs<Bf16> a;
   a.heads = 8;
   a.head_dim = 128;
+  // out_rows is required even here: a forgotten row count is caught on the first call.
+  EXPECT_EQ(kvcast::validate(a).code(), Code::bad_option);
+  a.out_rows = 0;
   EXPECT_TRUE(kvcast::validate(a).ok());
   kvcast::detail::Plan plan;
   ASSERT_TRUE(kvcast::make_plan(a, plan).ok());
@@ -134,95 +148,95 @@ TEST(Plan, VectorWidthFollowsEveryPointerAndStride) {
   kvcast::detail::Plan p;
   DowncastArgs<Bf16> a = large_args();
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 16);
+  EXPECT_EQ(p.choice.vec, 16);
   EXPECT_EQ(p.segs_per_token, 1);  // contiguous heads fuse
   EXPECT_EQ(p.seg_len, 1024);
-  EXPECT_EQ(p.items_per_seg, 64);
-  EXPECT_EQ(p.log2_group, 6);
-  EXPECT_EQ(p.chunks_per_seg, 1);
+  EXPECT_EQ(items(p), 64);
+  EXPECT_EQ(p.choice.log2_group, 6);
+  EXPECT_EQ(p.choice.chunks(), 1);
 
   // Input precision with 16-bit inputs: at most 8 elements a vector (make_plan says why); element
   // by element still 16 a thread.
   ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
-  EXPECT_EQ(p.vec, 8);
-  EXPECT_EQ(p.access, 8);
+  EXPECT_EQ(p.choice.vec, 8);
+  EXPECT_EQ(access(p), 8);
   a.k = fake_in(0x10000 + 2);
   ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_EQ(access(p), 1);
   a.k = fake_in(0x10000);
 
   a.num_tokens = 16;  // a decode-sized call (16K elements): at most 4 elements a thread, for latency
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 4);
+  EXPECT_EQ(p.choice.vec, 4);
   a.num_tokens = 2;  // 2048 elements: 2 a thread in fp32 mode (its longer chain), 4 in input precision
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 2);
-  EXPECT_EQ(p.access, 2);
-  EXPECT_EQ(p.log2_group, 8);
-  EXPECT_EQ(p.chunks_per_seg, 2);
+  EXPECT_EQ(p.choice.vec, 2);
+  EXPECT_EQ(access(p), 2);
+  EXPECT_EQ(p.choice.log2_group, 8);
+  EXPECT_EQ(p.choice.chunks(), 2);
   ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
-  EXPECT_EQ(p.vec, 4);
+  EXPECT_EQ(p.choice.vec, 4);
   a.num_tokens = 3;  // 3072 elements: 4 in both modes
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 4);
+  EXPECT_EQ(p.choice.vec, 4);
   a.num_tokens = 1024;  // a mid-size call (1M elements): at most 8
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 8);
+  EXPECT_EQ(p.choice.vec, 8);
   a.num_tokens = 4096;
   a.heads = 32;
   a.head_dim = 256;  // 8192-element rows: 512 vectors, two groups of 256 threads
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.log2_group, 8);
-  EXPECT_EQ(p.chunks_per_seg, 2);
+  EXPECT_EQ(p.choice.log2_group, 8);
+  EXPECT_EQ(p.choice.chunks(), 2);
   a = large_args();
 
   a.k = fake_in(0x10000 + 16);  // 8 elements off a 32-byte boundary
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 8);
+  EXPECT_EQ(p.choice.vec, 8);
   a.k = fake_in(0x10000 + 2);  // one element off: no vector access, 16 elements a thread in a large call
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_EQ(access(p), 1);
   a.num_tokens = 1024;  // a mid-size call: 8
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 8);
-  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.choice.vec, 8);
+  EXPECT_EQ(access(p), 1);
   a.num_tokens = 16;  // a decode-sized call: still 8 (fewer would leave lanes idle on short rows)
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 8);
-  EXPECT_EQ(p.access, 1);
+  EXPECT_EQ(p.choice.vec, 8);
+  EXPECT_EQ(access(p), 1);
 
   a = large_args();
   a.in_token_stride = 3 * 1024 + 4;  // a qkv slice with padding: 4-element multiple only
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 4);
+  EXPECT_EQ(p.choice.vec, 4);
 
   a = large_args();
   a.k_out = fake_out(0x50000 + 2);
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 2);
+  EXPECT_EQ(p.choice.vec, 2);
 
   a = large_args();
   a.head_dim = 100;  // odd head_dim, contiguous: 800-element rows, 16 divides 800
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_EQ(p.items_per_seg, 50);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_EQ(items(p), 50);
 
   a.heads = 3;
   a.head_dim = 33;  // 99-element rows: odd token stride
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.access, 1);
-  EXPECT_EQ(p.items_per_seg, 13);
-  EXPECT_EQ(p.log2_group, 5);  // element by element, a whole warp: 32 lanes of 3 or 4 elements, interleaved
+  EXPECT_EQ(access(p), 1);
+  EXPECT_EQ(items(p), 13);
+  EXPECT_EQ(p.choice.log2_group, 5);  // element by element, a whole warp: 32 lanes of 3 or 4 elements, interleaved
 
   a = large_args();
   a.out = OutputLayout::paged_hnd(16, 8, 128);  // heads apart in the output: one segment per head
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_EQ(p.segs_per_token, 8);
   EXPECT_EQ(p.seg_len, 128);
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_EQ(p.log2_group, 3);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_EQ(p.choice.log2_group, 3);
 }
 
 TEST(Plan, DenseOnlyForFusedFlatCallsWithBothTensors) {
@@ -268,51 +282,51 @@ TEST(Plan, ChunksFirstOnlyForLargeCallsWithRowsOfSeveralChunks) {
   a.head_dim = 256;  // 8192-element rows: 512 vectors of 16, two chunks of 256 threads
   a.num_tokens = 1025;  // just above 2^23 elements a tensor
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_EQ(p.chunks_per_seg, 2);
-  EXPECT_TRUE(p.chunks_first);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_EQ(p.choice.chunks(), 2);
+  EXPECT_TRUE(chunks_first(p));
   a.num_tokens = 1024;  // exactly 2^23: the default order
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.chunks_per_seg, 2);
-  EXPECT_FALSE(p.chunks_first);
+  EXPECT_EQ(p.choice.chunks(), 2);
+  EXPECT_FALSE(chunks_first(p));
   a.num_tokens = 65535;  // the most segments grid y holds
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_TRUE(p.chunks_first);
+  EXPECT_TRUE(chunks_first(p));
   a.num_tokens = 65536;
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_FALSE(p.chunks_first);
+  EXPECT_FALSE(chunks_first(p));
 
   a.num_tokens = 4096;
   a.k = fake_in(0x10000 + 2);  // one element off: element by element, still 16 a thread
   a.v = nullptr;               // (not dense: the dense call takes the realigned kernel, see below)
   a.v_out = nullptr;
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.access, 1);
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_TRUE(p.chunks_first);
-  EXPECT_FALSE(p.realign);
+  EXPECT_EQ(access(p), 1);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_TRUE(chunks_first(p));
+  EXPECT_FALSE(realigned(p));
   a.v = valid_args().v;
   a.v_out = valid_args().v_out;
   a.k = fake_in(0x10000 + 8);  // 4 elements off: vectors of 4 (a narrower kernel): default order
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 4);
-  EXPECT_GT(p.chunks_per_seg, 1);
-  EXPECT_FALSE(p.chunks_first);
+  EXPECT_EQ(p.choice.vec, 4);
+  EXPECT_GT(p.choice.chunks(), 1);
+  EXPECT_FALSE(chunks_first(p));
 
   a = valid_args();
   a.heads = 32;
   a.head_dim = 256;
   a.num_tokens = 1025;  // input precision: vectors of 8, four chunks, still chunks first
   ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
-  EXPECT_EQ(p.vec, 8);
-  EXPECT_EQ(p.chunks_per_seg, 4);
-  EXPECT_TRUE(p.chunks_first);
+  EXPECT_EQ(p.choice.vec, 8);
+  EXPECT_EQ(p.choice.chunks(), 4);
+  EXPECT_TRUE(chunks_first(p));
 
   a = valid_args();
   a.num_tokens = 16384;  // 2^24 elements, but 1024-element rows: one chunk, nothing to reorder
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.chunks_per_seg, 1);
-  EXPECT_FALSE(p.chunks_first);
+  EXPECT_EQ(p.choice.chunks(), 1);
+  EXPECT_FALSE(chunks_first(p));
 }
 
 TEST(Plan, RealignedOnlyForLargeDenseCallsOf16BitInputsWithNoVectorAccess) {
@@ -323,40 +337,40 @@ TEST(Plan, RealignedOnlyForLargeDenseCallsOf16BitInputsWithNoVectorAccess) {
   a.num_tokens = 4300;  // just above 2^21 elements a tensor
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_TRUE(p.dense);
-  EXPECT_EQ(p.access, 1);
-  EXPECT_EQ(p.vec, 16);
-  EXPECT_TRUE(p.realign);
-  EXPECT_FALSE(p.chunks_first);
-  EXPECT_EQ(p.chunks_per_seg, 1);  // 495 elements from up to 7 before the row: one run of 512
+  EXPECT_EQ(access(p), 1);
+  EXPECT_EQ(p.choice.vec, 16);
+  EXPECT_TRUE(realigned(p));
+  EXPECT_FALSE(chunks_first(p));
+  EXPECT_EQ(p.choice.chunks(), 1);  // 495 elements from up to 7 before the row: one run of 512
   ASSERT_TRUE(kvcast::make_plan(a, p, kvcast::Arithmetic::input_precision).ok());
-  EXPECT_TRUE(p.realign);
+  EXPECT_TRUE(realigned(p));
   a.num_tokens = 4236;  // 2096820 elements: at most 2^21, 8 a thread, one at a time
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.vec, 8);
-  EXPECT_FALSE(p.realign);
+  EXPECT_EQ(p.choice.vec, 8);
+  EXPECT_FALSE(realigned(p));
   a.num_tokens = 4300;
   a.v = nullptr;  // one tensor: not dense
   a.v_out = nullptr;
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
   EXPECT_FALSE(p.dense);
-  EXPECT_FALSE(p.realign);
+  EXPECT_FALSE(realigned(p));
   a = large_args();  // aligned: vectors, nothing to realign
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.access, 16);
-  EXPECT_FALSE(p.realign);
+  EXPECT_EQ(access(p), 16);
+  EXPECT_FALSE(realigned(p));
   a.k_out = fake_out(0x20000 + 1);  // output one byte off: element by element, realigned
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_EQ(p.access, 1);
-  EXPECT_TRUE(p.realign);
-  EXPECT_EQ(p.chunks_per_seg, 2);  // inputs aligned, every row alike: 1024 elements, two runs
+  EXPECT_EQ(access(p), 1);
+  EXPECT_TRUE(realigned(p));
+  EXPECT_EQ(p.choice.chunks(), 2);  // inputs aligned, every row alike: 1024 elements, two runs
   a.k = fake_in(0x10000 + 6);  // three elements before each row's boundary: a third run
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_TRUE(p.realign);
-  EXPECT_EQ(p.chunks_per_seg, 3);
+  EXPECT_TRUE(realigned(p));
+  EXPECT_EQ(p.choice.chunks(), 3);
   a.k = fake_in(0x10000);
   a.out = kvcast::OutputLayout::paged_nhd(16, a.heads, a.head_dim);  // paged: not dense
   ASSERT_TRUE(kvcast::make_plan(a, p).ok());
-  EXPECT_FALSE(p.realign);
+  EXPECT_FALSE(realigned(p));
 
   DowncastArgs<float> f;  // fp32 inputs: 8 a thread one at a time, never realigned
   f.k = reinterpret_cast<const float*>(std::uintptr_t{0x10000 + 4});
@@ -364,12 +378,70 @@ TEST(Plan, RealignedOnlyForLargeDenseCallsOf16BitInputsWithNoVectorAccess) {
   f.k_out = fake_out(0x20000);
   f.v_out = fake_out(0x30000000);
   f.num_tokens = 4096;
+  f.out_rows = DowncastArgs<float>::kUncheckedRows;
   f.heads = 8;
   f.head_dim = 128;
   ASSERT_TRUE(kvcast::make_plan(f, p).ok());
   EXPECT_TRUE(p.dense);
-  EXPECT_EQ(p.access, 1);
-  EXPECT_FALSE(p.realign);
+  EXPECT_EQ(access(p), 1);
+  EXPECT_FALSE(realigned(p));
+}
+
+// The planner chooses only kernels that exist (dispatch instantiates exactly those), and the
+// write path instantiates 102 kernels over its 12 (input, format, mode) combinations: at most
+// half of kvcast 0.1's 208 (docs/ARCHITECTURE.md, "Instantiation budget").
+TEST(Plan, ChoosesOnlyInstantiatedKernels) {
+  using kvcast::Arithmetic;
+  using kvcast::detail::WriteKernel;
+  using kvcast::tile::Access;
+  int count = 0;
+  for (int bytes : {2, 2, 4})  // bf16, f16, f32
+    for (Arithmetic mode : {Arithmetic::fp32, Arithmetic::input_precision})
+      for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
+        for (Access acc : {Access::vector, Access::interleaved})
+          for (int vec : {1, 2, 4, 8, 16, 32}) count += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode) ? 2 : 0;
+  EXPECT_EQ(count, 102);  // x 2 formats
+
+  // A 2-element vector is legal, but the call is not dense: element by element instead.
+  DowncastArgs<Bf16> a = large_args();
+  a.v = nullptr;
+  a.v_out = nullptr;
+  a.k_out = fake_out(0x50000 + 2);
+  kvcast::detail::Plan p;
+  ASSERT_TRUE(kvcast::make_plan(a, p).ok());
+  EXPECT_EQ(p.choice.kernel, WriteKernel::general);
+  EXPECT_EQ(p.choice.access, Access::interleaved);
+  EXPECT_EQ(p.choice.vec, 16);
+
+  // Every choice over a spread of shapes, alignments and modes exists, and its grid covers
+  // every segment and every vector of it.
+  std::mt19937 rng(3);
+  for (int i = 0; i < 20000; ++i) {
+    DowncastArgs<Bf16> b = valid_args();
+    b.num_tokens = 1 + static_cast<std::int64_t>(rng() % 5000);
+    b.heads = 1 + static_cast<std::int64_t>(rng() % 40);
+    b.head_dim = 1 + static_cast<std::int64_t>(rng() % 300);
+    if (rng() % 2) b.k = fake_in(0x100000 + 2 * (rng() % 16));
+    if (rng() % 2) b.k_out = fake_out(0x900000 + rng() % 16);
+    if (rng() % 3 == 0) b.out = OutputLayout::paged_hnd(16, b.heads, b.head_dim);
+    if (rng() % 4 == 0) b.v = nullptr, b.v_out = nullptr;
+    b.v = b.v ? fake_in(0x40000000) : nullptr;
+    b.v_out = b.v_out ? fake_out(0x60000000) : nullptr;
+    const Arithmetic mode = rng() % 2 ? Arithmetic::fp32 : Arithmetic::input_precision;
+    ASSERT_TRUE(kvcast::make_plan(b, p, mode).ok());
+    const auto& c = p.choice;
+    ASSERT_TRUE(kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, 2, mode)) << i;
+    if (c.kernel == WriteKernel::realigned) {
+      EXPECT_GE(c.grid_x * kvcast::detail::kRealignWarps, p.num_segments);
+      EXPECT_GE(c.grid_y * kvcast::detail::kRealignRun, p.seg_len);
+      continue;
+    }
+    const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
+    const std::int64_t ctas = chunks_first(p) ? c.grid_y : c.grid_x;
+    EXPECT_GE(ctas * groups, p.num_segments) << i;
+    EXPECT_GE(c.chunks() << c.log2_group, items(p)) << i;
+    EXPECT_LE(c.grid_y, kvcast::detail::kMaxGridY) << i;
+  }
 }
 
 TEST(Plan, SlotBoundsMatchRowRange) {

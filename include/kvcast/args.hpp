@@ -1,4 +1,4 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file args.hpp
 //! The argument struct of the downcast, plain C++ so that the host reference, the validation
@@ -6,8 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
-#include "layout.cuh"
+#include "layout.hpp"
 
 namespace kvcast {
 
@@ -38,8 +39,11 @@ struct Scale {
 //! @tparam T input element type: `__nv_bfloat16`, `__half` or `float`.
 template <class T>
 struct DowncastArgs {
-  //! Rows are skipped, not written, when `slot * mult + offset` leaves [0, out_rows).
+  //! `out_rows = kUncheckedRows` trusts the slots: rows are not bounded above (negative rows are
+  //! still skipped and counted). SGLang's behaviour; never the default.
   static constexpr std::int64_t kUncheckedRows = -1;
+  //! The default of `out_rows`: a call that leaves it so is refused (validation names it).
+  static constexpr std::int64_t kRowsNotGiven = std::numeric_limits<std::int64_t>::min();
 
   // Inputs `[num_tokens, heads, head_dim]`; either may be null (MLA caches have one tensor).
   const T* k = nullptr;
@@ -60,9 +64,9 @@ struct DowncastArgs {
   Slots loc{};
   std::int64_t mult = 1;    //!< row = slot * mult + offset (SGLang); 1 <= mult < 2^31
   std::int64_t offset = 0;  //!< |offset| <= 2^62
-  //! Number of rows of the output, or kUncheckedRows. Rows outside [0, out_rows) are skipped and
-  //! counted; negative rows are skipped and counted even when unchecked.
-  std::int64_t out_rows = kUncheckedRows;
+  //! Number of rows of the output (the cache's row count): rows outside [0, out_rows) are skipped
+  //! and counted, never written. Required: give it, or kUncheckedRows to trust the slots.
+  std::int64_t out_rows = kRowsNotGiven;
   //! Optional device counter: the kernel adds the number of tokens whose row was skipped by the
   //! bounds check (not the padding tokens with a negative slot). The caller zeroes it.
   unsigned long long* error_count = nullptr;

@@ -1,4 +1,4 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file format.hpp
 //! The fp8 format tags, the arithmetic modes and the input dtypes, as plain C++ so that the host

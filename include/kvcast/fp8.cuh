@@ -1,4 +1,4 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file fp8.cuh
 //! Scalar and packed conversions to fp8 built on cuda_fp8.h, and Quantizer, the whole of
@@ -21,7 +21,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "config.cuh"
+#include "config.hpp"
 #include "format.hpp"
 #include "vec.cuh"
 

@@ -1,4 +1,4 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file reference.hpp
 //! The host reference of the contract (DESIGN.md §1–2) in plain C++: no CUDA header, no device
@@ -12,7 +12,7 @@
 
 #include "args.hpp"
 #include "format.hpp"
-#include "plan.hpp"
+#include "detail/plan.hpp"
 #include "status.hpp"
 
 namespace kvcast {
@@ -183,7 +183,7 @@ Status downcast(const DowncastArgs<T>& args) {
   // Validation, and the defaults it resolves (0 strides, an all-zero layout), are the launcher's;
   // the rest — slots, rows, addresses, arithmetic — is computed here on its own.
   detail::Plan plan;
-  const Status status = make_plan(args, plan);
+  const Status status = detail::check_args(args, plan);
   if (!status.ok() || args.num_tokens == 0) return status;
   const DType dtype = dtype_of<T>::value;
   const std::int64_t head_stride = plan.in_head_stride;

@@ -1,4 +1,4 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file status.hpp
 //! The result of every host entry point: a code and a message that names the argument and the

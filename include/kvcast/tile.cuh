@@ -1,10 +1,16 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file tile.cuh
-//! tile::Memory<T>: cooperative, coalesced access by a group of threads. A group of `size`
-//! threads walks an array in tiles of `size` elements (T is usually an AlignedVector): at tile
-//! `t`, member `rank` touches element `t * size + rank`, so consecutive threads touch
-//! consecutive words and every warp access is one coalesced transaction per word.
+//! tile::Memory: how a group of threads walks memory together. A group of `size` threads
+//! walks a run of elements in tiles: at tile `t`, member `rank` takes item `t * size + rank`
+//! (an item: Vec elements), so consecutive threads touch consecutive words and every warp-wide
+//! access is coalesced. A member's Vec elements lie one of two ways (tile::Access):
+//!  - vector: consecutive, moved by one aligned AlignedVector access;
+//!  - interleaved: kLanes apart, each warp taking kLanes * Vec consecutive elements with its
+//!    lanes interleaved, moved one element an access (each warp-wide access still one
+//!    coalesced run): for pointers or strides that allow no vector.
+//! Either way a member's elements past the end of the run are not touched (the predicated
+//! tail). Every load and store of kvcast's kernels goes through here.
 //!
 //! `Index` is the integer type of ranks, sizes and indices: 64-bit by default; a kernel whose
 //! indices provably stay below 2^32 asks for 32-bit ones, one instruction each instead of two.
@@ -12,22 +18,22 @@
 
 #include <cstdint>
 
-#include "config.cuh"
+#include "config.hpp"
+#include "detail/geometry.hpp"
+#include "vec.cuh"
 
 namespace kvcast {
 namespace tile {
 
-template <class T, class Index = std::int64_t>
+template <class Index = std::int64_t>
 class Memory {
  public:
   //! A group of `size` threads of which the caller is member `rank` (`0 <= rank < size`).
   KVCAST_HOST_DEVICE constexpr Memory(Index rank, Index size) : rank_(rank), size_(size) {}
 
-  //! The calling thread alone.
-  KVCAST_HOST_DEVICE static constexpr Memory thread() { return Memory(0, 1); }
 #if defined(__CUDACC__)
-  //! The calling thread's warp (lane = rank). @pre blockDim.x is a multiple of 32.
-  KVCAST_DEVICE static Memory warp() { return Memory(threadIdx.x % 32, 32); }
+  //! The calling thread's warp (rank = lane). @pre blockDim.x is a multiple of 32.
+  KVCAST_DEVICE static Memory warp() { return Memory(threadIdx.x % detail::kLanes, detail::kLanes); }
   //! The whole CTA, threads ranked in x-major order.
   KVCAST_DEVICE static Memory cta() {
     const Index rank = threadIdx.x + Index{blockDim.x} * (threadIdx.y + Index{blockDim.y} * threadIdx.z);
@@ -38,15 +44,56 @@ class Memory {
   KVCAST_HOST_DEVICE constexpr Index rank() const { return rank_; }
   KVCAST_HOST_DEVICE constexpr Index size() const { return size_; }
 
-  //! Index of this thread's element in tile `tile`.
+  //! This member's item in tile `tile`.
   KVCAST_HOST_DEVICE constexpr Index index(Index tile) const { return tile * size_ + rank_; }
-  //! Whether this thread's element of tile `tile` lies inside an array of `count` elements.
-  KVCAST_HOST_DEVICE constexpr bool in_bound(Index count, Index tile = 0) const {
-    return index(tile) < count;
+  //! Whether this member's item of tile `tile` lies inside `count` items.
+  KVCAST_HOST_DEVICE constexpr bool in_bound(Index count, Index tile = 0) const { return index(tile) < count; }
+
+  //! The element of the run where this member's Vec elements start in tile `tile`: its
+  //! item's first element (vector), or its lane's within its warp's kLanes * Vec elements
+  //! (interleaved). The others follow stride<A>() apart.
+  template <Access A, int Vec>
+  KVCAST_HOST_DEVICE constexpr Index first_element(Index tile) const {
+    if constexpr (A == Access::vector) {
+      return index(tile) * Vec;
+    } else {
+      constexpr Index kLanes = detail::kLanes;
+      return tile * (size_ * Vec) + (rank_ / kLanes) * (kLanes * Vec) + rank_ % kLanes;
+    }
   }
-  KVCAST_HOST_DEVICE T load(const T* ptr, Index tile = 0) const { return ptr[index(tile)]; }
-  KVCAST_HOST_DEVICE void store(T* ptr, const T& value, Index tile = 0) const {
-    ptr[index(tile)] = value;
+  //! Distance between a member's consecutive elements.
+  template <Access A>
+  KVCAST_HOST_DEVICE static constexpr Index stride() {
+    return A == Access::vector ? Index{1} : Index{detail::kLanes};
+  }
+
+  //! Loads this member's Vec elements from `src`, its first element. Vector: one access.
+  //! Interleaved: element i from `src[i * stride<A>()]`, only where that is before `end`
+  //! (elements from `src` to the end of the run); the others stay as they were.
+  template <Access A, class T, int Vec>
+  KVCAST_HOST_DEVICE static void load(const T* __restrict__ src, Index end, AlignedVector<T, Vec>& v) {
+    if constexpr (A == Access::vector) {
+      v.load(src);
+    } else {
+      KVCAST_UNROLL
+      for (int i = 0; i < Vec; ++i)
+        if (i * stride<A>() < end) v[i] = src[i * stride<A>()];
+    }
+  }
+  //! Stores a whole vector at `dst` in one access, whatever its elements' type (packed codes).
+  template <class V>
+  KVCAST_HOST_DEVICE static void store_vector(void* __restrict__ dst, const V& v) {
+    v.store_bytes(dst);
+  }
+  //! Stores this member's Vec bytes as load() placed them: element i at
+  //! `dst[i * stride<Access::interleaved>()]` where that is before `end`.
+  template <int Vec>
+  KVCAST_HOST_DEVICE static void store_interleaved(std::uint8_t* __restrict__ dst, Index end,
+                                                  const AlignedVector<std::uint8_t, Vec>& v) {
+    constexpr Index kStride = stride<Access::interleaved>();
+    KVCAST_UNROLL
+    for (int i = 0; i < Vec; ++i)
+      if (i * kStride < end) dst[i * kStride] = v[i];
   }
 
  private:

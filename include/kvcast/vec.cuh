@@ -1,17 +1,20 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file vec.cuh
 //! AlignedVector<T, N>: N elements in one naturally aligned word, so that one load or store
 //! instruction moves all of them (LDG.128 for 16 bytes; two of them for 32 bytes before sm_100).
+//! Every vector access of kvcast's kernels is one of its methods.
 #pragma once
 
 #include <cstdint>
 
-#include "config.cuh"
+#include "config.hpp"
+#include "detail/align.hpp"
 
 namespace kvcast {
 
-//! @tparam T element type (trivially copyable: fp8 bytes, `__half`, `__nv_bfloat16`, `float`…)
+//! @tparam T element type (trivially copyable: fp8 bytes, `__half`, `__nv_bfloat16`, `float`,
+//!           32-bit words of packed codes…)
 //! @tparam N element count; a power of two with `sizeof(T) * N` from 1 to 32 bytes. One byte
 //!           is allowed on purpose: a single fp8 element is a legitimate one-byte access, so
 //!           code generic over the width needs no special case for it.
@@ -33,13 +36,8 @@ struct alignas(sizeof(T) * N) AlignedVector {
   KVCAST_HOST_DEVICE T& operator[](int i) { return data[i]; }
   KVCAST_HOST_DEVICE const T& operator[](int i) const { return data[i]; }
 
-  KVCAST_HOST_DEVICE void fill(const T& value) {
-    KVCAST_UNROLL
-    for (int i = 0; i < N; ++i) data[i] = value;
-  }
-
   //! Loads the N elements that start at `base[element_offset]`, in one access.
-  //! @pre `base + element_offset` is aligned to `kBytes` (use is_aligned()).
+  //! @pre `base + element_offset` is aligned to `kBytes` (is_aligned()).
   KVCAST_HOST_DEVICE void load(const T* base, std::int64_t element_offset = 0) {
     *this = *reinterpret_cast<const AlignedVector*>(base + element_offset);
   }
@@ -48,11 +46,15 @@ struct alignas(sizeof(T) * N) AlignedVector {
   KVCAST_HOST_DEVICE void store(T* base, std::int64_t element_offset = 0) const {
     *reinterpret_cast<AlignedVector*>(base + element_offset) = *this;
   }
+  //! Loads the kBytes bytes at `src`, whatever their type, in one access: a row of 16-bit
+  //! inputs as 32-bit words, say. @pre `src` is aligned to kBytes.
+  KVCAST_HOST_DEVICE void load_bytes(const void* src) { *this = *static_cast<const AlignedVector*>(src); }
+  //! Stores the vector as the kBytes bytes at `dst`, in one access: packed fp8 codes held as
+  //! words, stored to a byte pointer. @pre `dst` is aligned to kBytes.
+  KVCAST_HOST_DEVICE void store_bytes(void* dst) const { *static_cast<AlignedVector*>(dst) = *this; }
 
-  //! True when `ptr` may be passed to load()/store().
-  KVCAST_HOST_DEVICE static bool is_aligned(const void* ptr) {
-    return reinterpret_cast<std::uintptr_t>(ptr) % kBytes == 0;
-  }
+  //! True when `ptr` may be passed to the loads and stores above.
+  KVCAST_HOST_DEVICE static bool is_aligned(const void* ptr) { return detail::is_aligned(ptr, kBytes); }
 };
 
 }  // namespace kvcast

@@ -1,6 +1,6 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
-//! @file layout.cuh
+//! @file layout.hpp
 //! Output address policy: where row `row`, head `head` of a KV cache starts. One formula covers
 //! flat rows (SGLang, vLLM flash NHD) and paged caches (NHD pages, HND pages, K/V interleaved
 //! pages of FlashInfer and vLLM). Plain C++ on the host, inlined on the device.
@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "config.cuh"
+#include "config.hpp"
 
 namespace kvcast {
 

@@ -1,6 +1,6 @@
-// kvcast — fused KV-cache downcast to fp8. Apache-2.0.
+// kvcast — KV-cache quantization. Apache-2.0.
 //
-//! @file config.cuh
+//! @file config.hpp
 //! Version, the only macros kvcast defines, and the architecture gates.
 //! Safe to include from a plain host compiler (no CUDA header is pulled in).
 #pragma once

@@ -1,0 +1,131 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file detail/dispatch.cuh
+//! From a plan to a launch: the kernel parameters, one switch over the planner's choice, and
+//! the launch itself, which takes the grid as planned. No query, no allocation, nothing cached.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "../args.hpp"
+#include "../config.hpp"
+#include "../format.hpp"
+#include "../policy.cuh"
+#include "../status.hpp"
+#include "plan.hpp"
+#include "write_kernel.cuh"
+
+namespace kvcast {
+namespace detail {
+
+inline Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status{};
+  return Status::error(Code::cuda_error, "%s: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+//! The kernel parameters of a planned call.
+template <class T, class Scales>
+WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& plan) {
+  WriteParams<T, Scales> p{};
+  p.log2_group = static_cast<std::uint32_t>(plan.choice.log2_group);
+  p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
+  p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
+  p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
+  p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
+  p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
+  p.k = a.k;
+  p.v = a.v;
+  p.in_token_stride = plan.in_token_stride;
+  p.in_head_stride = plan.in_head_stride;
+  p.loc = a.loc.data;
+  p.scales = Scales::make(a);
+  p.min_slot = plan.min_slot;
+  p.max_slot = plan.max_slot;
+  // DenseRows (the dense and realigned kernels) take `slot * mult + offset` as the row's byte
+  // offset: the row stride is folded in here (modulo 2^64, exact for every row in range), which
+  // takes a 64-bit multiply off the path from the slot's load to the stores.
+  const bool byte_rows = plan.choice.kernel != WriteKernel::general;
+  const auto times_stride = [&](std::int64_t x) {
+    return byte_rows ? static_cast<std::int64_t>(static_cast<std::uint64_t>(x) * static_cast<std::uint64_t>(plan.out.block_stride)) : x;
+  };
+  p.mult = times_stride(a.mult);
+  p.offset = times_stride(a.offset);
+  p.out = plan.out;
+  p.k_out = static_cast<std::uint8_t*>(a.k_out);
+  p.v_out = static_cast<std::uint8_t*>(a.v_out);
+  p.error_count = a.error_count;
+  return p;
+}
+
+template <class T, class Scales>
+using WriteKernelPointer = void (*)(WriteParams<T, Scales>);
+
+//! The write kernel with a vector of `Vec` elements laid out as `A`, when it exists.
+template <class T, class Codes, class Scales, tile::Access A, int Vec>
+WriteKernelPointer<T, Scales> vector_kernel(WriteKernel kernel) {
+  constexpr int kBytes = static_cast<int>(sizeof(T));
+  constexpr Arithmetic kMode = Codes::kMode;
+  if constexpr (write_kernel_exists(WriteKernel::dense, Vec, A, kBytes, kMode))
+    if (kernel == WriteKernel::dense) return &write_kernel<T, Codes, Scales, DenseRows, Vec, A>;
+  if constexpr (write_kernel_exists(WriteKernel::general, Vec, A, kBytes, kMode))
+    if (kernel == WriteKernel::general) return &write_kernel<T, Codes, Scales, LayoutRows, Vec, A>;
+  return nullptr;
+}
+
+//! The one switch over the planner's choice. Null for a choice no kernel exists for (the
+//! planner never makes one: write_kernel_exists).
+template <class T, class Codes, class Scales>
+WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
+  if (c.kernel == WriteKernel::realigned) {
+    if constexpr (sizeof(T) == 2)
+      return &write_realigned_kernel<T, Codes, Scales>;
+    else
+      return nullptr;
+  }
+  if (c.access == tile::Access::interleaved) {
+    switch (c.vec) {
+      case 8: return vector_kernel<T, Codes, Scales, tile::Access::interleaved, 8>(c.kernel);
+      case 16: return vector_kernel<T, Codes, Scales, tile::Access::interleaved, 16>(c.kernel);
+      default: return nullptr;
+    }
+  }
+  switch (c.vec) {
+    case 2: return vector_kernel<T, Codes, Scales, tile::Access::vector, 2>(c.kernel);
+    case 4: return vector_kernel<T, Codes, Scales, tile::Access::vector, 4>(c.kernel);
+    case 8: return vector_kernel<T, Codes, Scales, tile::Access::vector, 8>(c.kernel);
+    case 16: return vector_kernel<T, Codes, Scales, tile::Access::vector, 16>(c.kernel);
+    default: return nullptr;
+  }
+}
+
+//! Launches `kernel` on `stream` with the planned grid; programmatic dependent launch on request.
+template <class Params>
+Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bool pdl, cudaStream_t stream) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y));
+  config.blockDim = dim3(static_cast<unsigned>(c.block));
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  if (pdl) {
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+  }
+  return cuda_status(cudaLaunchKernelEx(&config, kernel, p), "kvcast::downcast: kernel launch");
+}
+
+//! Carries out a planned call: parameters, the kernel the plan chose, the launch.
+template <class Codes, class Scales, class T>
+Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
+  const WriteKernelPointer<T, Scales> kernel = select_kernel<T, Codes, Scales>(plan.choice);
+  if (kernel == nullptr)
+    return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.choice.vec);
+  return launch(kernel, plan.choice, make_write_params<T, Scales>(args, plan), args.pdl, stream);
+}
+
+}  // namespace detail
+}  // namespace kvcast

@@ -1,0 +1,52 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file detail/geometry.hpp
+//! The shapes the write kernels are built with: what the planner must know of them to size a
+//! grid, and nothing else. Plain C++, included by both the planner and the kernels (neither
+//! includes the other).
+#pragma once
+
+#include <cstdint>
+
+#include "../config.hpp"
+
+namespace kvcast {
+namespace detail {
+
+//! Smallest l with 2^l >= n.
+KVCAST_HOST_DEVICE constexpr int log2_ceil(std::int64_t n) {
+  int l = 0;
+  while ((std::int64_t{1} << l) < n) ++l;
+  return l;
+}
+
+//! Threads a CTA of the write kernel (write_kernel.cuh).
+constexpr int kBlockSize = 256;
+//! Lanes of a warp: the interleave of element-by-element accesses (tile::Access::interleaved).
+constexpr int kLanes = 32;
+//! The widest access one thread makes: 32 bytes (two 16-byte instructions before sm_100).
+constexpr int kMaxVectorBytes = 32;
+//! Elements a lane of the realigned kernel converts: 16 of a 16-bit input, two 16-byte loads.
+constexpr int kRealignVec = 16;
+//! Elements a warp of the realigned kernel takes from a row.
+constexpr std::int64_t kRealignRun = std::int64_t{kLanes} * kRealignVec;
+//! Warps (rows) a CTA of the realigned kernel.
+constexpr int kRealignWarps = 8;
+//! A segment (a token's row or one head) spans at most this many elements; the grid's y
+//! dimension then holds its chunks (2^24 / (2 * kBlockSize) = 2^15).
+constexpr std::int64_t kMaxSegmentElements = std::int64_t{1} << 24;
+//! Grid y (and z) hold at most this many CTAs.
+constexpr std::int64_t kMaxGridY = 65535;
+
+}  // namespace detail
+
+namespace tile {
+//! How a thread's Vec elements lie in memory (tile::Memory walks both). Declared here, in plain
+//! C++, so that the planner can name the choice it makes.
+enum class Access : std::uint8_t {
+  vector,       //!< consecutive: one aligned access moves the whole vector
+  interleaved,  //!< kLanes apart, the warp's lanes interleaved: one element an access, each
+                //!< warp-wide access one coalesced run (for pointers or strides no vector fits)
+};
+}  // namespace tile
+}  // namespace kvcast

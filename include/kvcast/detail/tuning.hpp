@@ -1,0 +1,87 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file detail/tuning.hpp
+//! The write path's tuning table: every number the planner decides with, named by what it
+//! decides, each citing the measurement behind it (benchmarks/NOTES.md, by the row's label).
+//! Plain C++. Timings live in NOTES, not here.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "../format.hpp"
+#include "geometry.hpp"
+
+namespace kvcast {
+namespace detail {
+namespace tuning {
+
+//! Widest vector a thread takes, by the size of the call (elements a tensor). Small calls are
+//! all latency: more threads, each with a shorter chain after its loads, finish sooner; large
+//! ones are all bandwidth: fewer, wider accesses.
+struct VectorTier {
+  std::int64_t up_to_elements;  //!< calls of at most this many elements a tensor...
+  int fp32_mode;                //!< ...take vectors of at most this many elements in fp32 mode,
+  int input_precision;          //!< and at most this many in input-precision mode.
+};
+constexpr VectorTier kVectorTiers[] = {
+    // NOTES v11 (c): fp32 mode converts a pair with two products and two conversions, so on
+    // the tiniest calls its thread's chain is what the call waits for.
+    {std::int64_t{1} << 11, 2, 4},
+    // NOTES v4e: 2^16 / 2^18 / 2^20 tried, 2^18 best; "tried" after v7b: 2 elements lose here.
+    {std::int64_t{1} << 18, 4, 4},
+    // NOTES v2 (8-element vectors up to 2M elements), v5d.
+    {std::int64_t{1} << 21, 8, 8},
+    {std::numeric_limits<std::int64_t>::max(), 16, 16},
+};
+
+//! NOTES v7b: with 16-bit inputs input precision needs half fp32 mode's registers, and its
+//! 16-element vectors kept twice the bytes an SM in flight that DRAM serves best.
+constexpr int kInputPrecision16BitMaxVector = 8;
+
+//! Elements a thread where no vector access is legal (one element an access, the warp's lanes
+//! interleaved): at least this many...
+constexpr int kElementWiseVector = 8;
+//! ...and, for 16-bit inputs in calls above this many elements a tensor, 16 (NOTES v5d: 16 is
+//! slower below it).
+constexpr std::int64_t kElementWiseWideAbove = std::int64_t{1} << 21;
+
+//! Dense calls of 16-bit inputs with no vector access legal take the realigned kernel above
+//! this many elements a tensor (NOTES v9, v10; its threshold measured in "tried" after v10).
+constexpr std::int64_t kRealignAbove = std::int64_t{1} << 21;
+
+//! Rows of several chunks put the chunks on grid x (GridOrder::chunks_first) in calls above
+//! this many elements a tensor, with vectors of at least kChunksFirstMinVectorBytes (NOTES v7a:
+//! mixed at 512-1024 tokens, a gain from 2048 up).
+constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
+constexpr int kChunksFirstMinVectorBytes = 16;
+
+//! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
+//! fallbacks, which the interleaved kernels serve.
+constexpr int narrowest_vector(Arithmetic mode) {
+  int narrowest = 1 << 30;
+  for (const VectorTier& tier : kVectorTiers) {
+    const int v = mode == Arithmetic::fp32 ? tier.fp32_mode : tier.input_precision;
+    narrowest = v < narrowest ? v : narrowest;
+  }
+  return narrowest;
+}
+
+//! The widest vector of a call of `elements` elements a tensor (before alignment narrows it).
+constexpr int widest_vector(std::int64_t elements, Arithmetic mode, int input_bytes) {
+  int widest = 0;
+  for (const VectorTier& tier : kVectorTiers) {
+    if (elements <= tier.up_to_elements) {
+      widest = mode == Arithmetic::fp32 ? tier.fp32_mode : tier.input_precision;
+      break;
+    }
+  }
+  if (mode == Arithmetic::input_precision && input_bytes == 2 && widest > kInputPrecision16BitMaxVector)
+    widest = kInputPrecision16BitMaxVector;
+  const int by_bytes = kMaxVectorBytes / input_bytes;
+  return widest < by_bytes ? widest : by_bytes;
+}
+
+}  // namespace tuning
+}  // namespace detail
+}  // namespace kvcast

@@ -1,0 +1,421 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file detail/write_kernel.cuh
+//! The write skeleton and its kernels. A kernel holds no policy of its own: the planner
+//! (detail/plan.hpp) decides, dispatch (detail/dispatch.cuh) fills WriteParams and launches.
+//! Each thread goes through the same stages, in this order:
+//!
+//!   locate   (layout policy)   which token and head its segment is
+//!   load     (tile::Memory)    its K and V vectors, then the token's slot and the scales
+//!   resolve  (slot stage)      padding and out-of-range slots write nothing; else the row
+//!   convert  (code policy)     codes from the vectors and the scale policy's scales
+//!   store    (tile::Memory)    at the row's place, as the layout policy gives it
+//!
+//! Every load is issued before any is used, so that a decode step pays one memory latency.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "../config.hpp"
+#include "../layout.hpp"
+#include "../policy.cuh"
+#include "../tile.cuh"
+#include "../vec.cuh"
+#include "fast_divmod.hpp"
+#include "geometry.hpp"
+
+namespace kvcast {
+namespace detail {
+
+//! Everything a write kernel reads, passed by value as a `__grid_constant__` parameter. Ordered
+//! by first use, and packed so that everything but the error counter fits in the first 176
+//! bytes: the three constant-cache lines they span are all touched by the prologue, so the
+//! store side never waits for a line after its loads have returned.
+template <class T, class Scales>
+struct WriteParams {
+  // To find the thread's work and issue its loads. 32-bit where the planner bounds the value:
+  // segments <= 2^31 - 1, a segment <= 2^24 elements.
+  std::uint32_t log2_group;
+  std::uint32_t num_segments;
+  std::uint32_t seg_len;
+  std::uint32_t chunks_first;  //!< GridOrder::chunks_first: grid x walks the chunks, y the segments
+  FastDivmod segs_per_token;
+  std::uint32_t loc_is_int32;
+  const T* k;
+  const T* v;
+  std::int64_t in_token_stride;
+  std::int64_t in_head_stride;
+  const void* loc;
+  typename Scales::Params scales;
+  // To decide and place the stores.
+  std::int64_t min_slot;
+  std::int64_t max_slot;
+  std::int64_t mult;    //!< DenseRows: times the row stride (dispatch), so the row is a byte offset
+  std::int64_t offset;  //!< likewise
+  OutputLayout out;
+  std::uint8_t* k_out;
+  std::uint8_t* v_out;
+  unsigned long long* error_count;  //!< only on the rare out-of-range path
+};
+using PerTensorWriteParams = WriteParams<float, PerTensorScale>;
+static_assert(offsetof(PerTensorWriteParams, error_count) == 176, "WriteParams: keep the hot fields in 176 bytes.");
+
+// ---- Layout policies of the write kernels: where a segment's input and output are. ----------
+
+//! The dense serving call (heads fused into one segment, flat rows, K and V both given): the
+//! head is 0, the row needs no page split, no pointer is null, and dispatch folds the row stride
+//! into mult and offset, so a slot's row is already its byte offset. A decode step is nothing
+//! but the path from the loads to the stores, and this takes a third of its instructions off.
+struct DenseRows {
+  static constexpr bool kBothTensors = true;
+  static constexpr bool kRowIsByteOffset = true;
+  template <class P>
+  KVCAST_DEVICE static void locate(const P&, std::uint32_t seg, std::uint32_t& token, std::uint32_t& head) {
+    token = seg;
+    head = 0;
+  }
+  template <class P>
+  KVCAST_DEVICE static std::int64_t in_offset(const P& p, std::uint32_t token, std::uint32_t) {
+    return token * p.in_token_stride;
+  }
+  //! The part of the output offset the slot does not decide.
+  template <class P>
+  KVCAST_DEVICE static std::int64_t out_offset_in_row(const P&, std::uint32_t, std::uint32_t first) {
+    return std::int64_t{first};
+  }
+  template <class P>
+  KVCAST_DEVICE static std::int64_t row_start(const P&, std::int64_t row) {
+    return row;
+  }
+  template <class P>
+  KVCAST_DEVICE static bool has_k(const P&) {
+    return true;
+  }
+  template <class P>
+  KVCAST_DEVICE static bool has_v(const P&) {
+    return true;
+  }
+};
+
+//! Any call: segments of one head where heads are apart, OutputLayout's formula for the row,
+//! either tensor absent (the planner: a tensor and its output are null together).
+struct LayoutRows {
+  static constexpr bool kBothTensors = false;
+  static constexpr bool kRowIsByteOffset = false;
+  template <class P>
+  KVCAST_DEVICE static void locate(const P& p, std::uint32_t seg, std::uint32_t& token, std::uint32_t& head) {
+    token = p.segs_per_token.div(seg);
+    head = seg - token * p.segs_per_token.divisor();
+  }
+  template <class P>
+  KVCAST_DEVICE static std::int64_t in_offset(const P& p, std::uint32_t token, std::uint32_t head) {
+    return token * p.in_token_stride + head * p.in_head_stride;
+  }
+  template <class P>
+  KVCAST_DEVICE static std::int64_t out_offset_in_row(const P& p, std::uint32_t head, std::uint32_t first) {
+    return head * p.out.head_stride + first;
+  }
+  template <class P>
+  KVCAST_DEVICE static std::int64_t row_start(const P& p, std::int64_t row) {
+    return p.out.row_address(row);
+  }
+  template <class P>
+  KVCAST_DEVICE static bool has_k(const P& p) {
+    return p.k != nullptr;
+  }
+  template <class P>
+  KVCAST_DEVICE static bool has_v(const P& p) {
+    return p.v != nullptr;
+  }
+};
+
+// ---- Stages every write kernel shares. ---------------------------------------------------
+
+//! Token `token`'s slot: `loc[token]` (int64 or int32), or the token itself without loc. Two
+//! predicated loads rather than a branch, which would hold back the loads issued before it.
+template <class P>
+KVCAST_DEVICE std::int64_t load_slot(const P& p, std::uint32_t token) {
+  long long slot64 = token;
+  std::int32_t slot32 = static_cast<std::int32_t>(token);
+  const bool loc32 = p.loc && p.loc_is_int32;
+  if (p.loc && !p.loc_is_int32) slot64 = __ldg(static_cast<const long long*>(p.loc) + token);
+  if (loc32) slot32 = __ldg(static_cast<const std::int32_t*>(p.loc) + token);
+  return loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
+}
+
+//! The slot stage: false when the token writes nothing (a negative slot is padding; a slot
+//! whose row is outside [0, out_rows) is skipped and counted once a token, by the thread that
+//! `counts`); otherwise `row_start`, where the token's row starts in the output (Rows).
+template <class Rows, class P>
+KVCAST_DEVICE bool resolve_slot(const P& p, std::int64_t slot, bool counts, std::int64_t& row_start) {
+  if (slot < 0) return false;
+  if (slot < p.min_slot || slot > p.max_slot) {
+    if (p.error_count && counts) atomicAdd(p.error_count, 1ull);
+    return false;
+  }
+  // In range, the true row fits int64; unsigned arithmetic keeps the intermediate defined.
+  const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                                     static_cast<std::uint64_t>(p.offset));
+  row_start = Rows::row_start(p, row);
+  return true;
+}
+
+//! Programmatic dependent launch: no-ops unless the launch asked for it. Waits for the kernel
+//! before this one (it may write K, V, loc or the scales), then lets the next one start
+//! launching.
+KVCAST_DEVICE void pdl_wait_then_release() {
+#if KVCAST_HAS_PDL
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+//! Converts and stores a thread's Vec elements, as tile::Memory::load placed them: a whole
+//! vector as its packed codes (one access), interleaved ones a byte each.
+template <class Codes, tile::Access A, class T, int Vec>
+KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const typename Codes::template Quantizer<T>& q,
+                               const AlignedVector<T, Vec>& v) {
+  if constexpr (A == tile::Access::vector)
+    tile::Memory<std::uint32_t>::store_vector(dst, Codes::packed(q, v));
+  else
+    tile::Memory<std::uint32_t>::store_interleaved(dst, end, Codes::bytes(q, v));
+}
+
+//! The partial last vector of a segment, element by element. Out of line, so that the main
+//! path's instructions stay contiguous (a decode step fetches them cold). A null output skips
+//! its tensor.
+template <class T, class Codes>
+KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_t* k_out, std::uint8_t* v_out,
+                                       std::uint32_t count, float k_scale, float v_scale) {
+  const typename Codes::template Quantizer<T> qk(k_scale);
+  const typename Codes::template Quantizer<T> qv(v_scale);
+#pragma unroll 1
+  for (std::uint32_t e = 0; e < count; ++e) {
+    if (k_out) k_out[e] = Codes::code(qk, k_in[e]);
+    if (v_out) v_out[e] = Codes::code(qv, v_in[e]);
+  }
+}
+
+// ---- The skeleton. ------------------------------------------------------------------------
+
+//! One thread's share of the write: block `bx` of segments, chunk `by` of each. A segment (a
+//! token's row, or one head of it) is cut into chunks of 2^log2_group items, one chunk a group
+//! of threads, so that one long row spreads over several CTAs; a thread takes item
+//! `by * group + rank` (tile::Memory), Vec elements laid out as `A` says. The tail of a segment
+//! whose length Vec does not divide goes element by element, out of line.
+template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
+KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
+  using Walk = tile::Memory<std::uint32_t>;
+  // 2^(log2(kBlockSize) - log2_group) segments a CTA. No sum here can wrap: segments < 2^31,
+  // and a CTA's count past the last segment is below kBlockSize.
+  constexpr std::uint32_t kLog2Block = log2_ceil(kBlockSize);
+  const std::uint32_t lg = p.log2_group;
+  const std::uint32_t seg = (bx << (kLog2Block - lg)) + (threadIdx.x >> lg);
+  const Walk group(threadIdx.x & ((1u << lg) - 1), 1u << lg);
+  const std::uint32_t first = group.template first_element<A, Vec>(by);  // in the segment
+  if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
+  const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
+
+  // locate
+  std::uint32_t token, head;
+  Rows::locate(p, seg, token, head);
+  const bool has_k = Rows::has_k(p);
+  const bool has_v = Rows::has_v(p);
+
+  // load: K and V (the bulk of the bytes), then the slot and the scales. Interleaved, every
+  // element has its own bound, so there is no partial vector.
+  const std::int64_t in_base = Rows::in_offset(p, token, head);
+  const T* __restrict__ k_in = p.k + in_base + first;  // not dereferenced when p.k is null
+  const T* __restrict__ v_in = p.v + in_base + first;
+  const bool full = A == tile::Access::interleaved || end >= Vec;
+  AlignedVector<T, Vec> k_vec, v_vec;
+  if (full && has_k) Walk::template load<A>(k_in, end, k_vec);
+  if (full && has_v) Walk::template load<A>(v_in, end, v_vec);
+  const std::int64_t slot = load_slot(p, token);
+  const std::int64_t out_in_row = Rows::out_offset_in_row(p, head, first);
+  const float2 scales = Scales::load(p.scales, token, head);
+
+  // resolve
+  std::int64_t row_start;
+  if (!resolve_slot<Rows>(p, slot, head == 0 && first == 0, row_start)) return;
+  std::uint8_t* __restrict__ k_out = p.k_out + row_start + out_in_row;  // written only when the call has K
+  std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
+
+  // convert and store
+  if (!full) {
+    write_tail<T, Codes>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end, scales.x, scales.y);
+    return;
+  }
+  const typename Codes::template Quantizer<T> qk(scales.x);
+  const typename Codes::template Quantizer<T> qv(scales.y);
+  if constexpr (A == tile::Access::vector && Rows::kBothTensors && Codes::template kBothAtOnce<Vec>) {
+    Codes::store_both(qk, k_vec, qv, v_vec, [&](int tensor, const typename PackedCodes<Vec>::type& codes) {
+      Walk::store_vector(tensor == 0 ? k_out : v_out, codes);
+    });
+    return;
+  }
+  // One tensor after the other, so that K's registers are free before V's conversion needs them.
+  if (has_k) store_codes<Codes, A>(k_out, end, qk, k_vec);
+  if (has_v) store_codes<Codes, A>(v_out, end, qv, v_vec);
+}
+
+//! The write kernel: write_chunk for the CTA's place in the grid.
+template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
+__global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
+  static_assert(Vec >= 2 && Vec * sizeof(T) <= kMaxVectorBytes, "write_kernel: a vector holds 2 elements up to 32 bytes of input.");
+  pdl_wait_then_release();
+  const bool chunks_first = p.chunks_first != 0;
+  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
+}
+
+// ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
+
+//! One tensor of a realigned run: the 16 elements of lane `lane` (those of the row's range
+//! [cs, ce) only; the others read as zero), loaded before the slot is known. `rs` is the run's
+//! first element, relative to the row, at a 16-byte boundary of the input (at most 7 elements
+//! before the row's start). Whole 16-byte halves are loaded when they hold an element of the
+//! range; `whole` is false for a tensor's first and last rows, whose halves may reach past the
+//! tensor, and whose elements are then loaded one at a time.
+template <class T>
+KVCAST_DEVICE void load_realigned(const T* __restrict__ row, std::int32_t lane, std::int32_t rs, std::int32_t cs, std::int32_t ce,
+                                  bool whole, AlignedVector<T, kRealignVec>& v) {
+  constexpr int kHalf = kRealignVec / 2;
+  const std::int32_t first = rs + lane * kRealignVec;
+  // Both ways end in whole 32-bit words, so that the vector reaches the conversion as the words
+  // it was loaded in (joined element by element, the compiler would take every word apart and
+  // put it back together).
+  AlignedVector<std::uint32_t, kRealignVec / 2> words;
+  if (whole) {
+    KVCAST_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const std::int32_t e = first + h * kHalf;
+      AlignedVector<std::uint32_t, 4> half;
+      KVCAST_UNROLL
+      for (int w = 0; w < 4; ++w) half[w] = 0;
+      if (e < ce && e + kHalf > cs) half.load_bytes(row + e);
+      KVCAST_UNROLL
+      for (int w = 0; w < 4; ++w) words[4 * h + w] = half[w];
+    }
+  } else {
+    const auto bits = [&](std::int32_t e) -> std::uint32_t {  // element e's bits, 0 outside [cs, ce)
+      if (e < cs || e >= ce) return 0u;
+      const T x = row[e];
+      std::uint16_t b;
+      memcpy(&b, &x, sizeof b);
+      return b;
+    };
+    KVCAST_UNROLL
+    for (int i = 0; i < kRealignVec; i += 2) words[i / 2] = bits(first + i) | bits(first + i + 1) << 16;
+  }
+  static_assert(sizeof words == sizeof v, "load_realigned: eight words make the vector.");
+  memcpy(&v, &words, sizeof v);
+}
+
+//! Stores one tensor's codes of a realigned run (`codes`: this lane's 16 elements, in input
+//! alignment) at `out` (the row's first byte). With the output's 16-byte boundaries at elements
+//! `d` (mod 16) of the run, each lane joins its left neighbour's codes from there to its own up
+//! to there: one whole, aligned 16-byte block, stored when it lies inside [cs, ce). The at most
+//! 15 bytes at each end of the range that fill no whole block go one byte a lane: lanes 0-15
+//! the head, 16-31 the tail, each fetching its byte's word from the lane that converted it.
+//! Every lane of the warp takes part (the shuffles).
+KVCAST_DEVICE void store_realigned(std::uint8_t* __restrict__ out, std::int32_t lane, std::int32_t rs, std::int32_t cs,
+                                   std::int32_t ce, const typename PackedCodes<kRealignVec>::type& codes) {
+  constexpr unsigned kAll = 0xffffffffu;
+  const std::int32_t h = static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(out) % 16);
+  const std::int32_t d = -(h + rs) & 15;  // run elements before the first output boundary
+  std::uint32_t prev[4];
+  KVCAST_UNROLL
+  for (int w = 0; w < 4; ++w) prev[w] = __shfl_up_sync(kAll, codes[w], 1);
+  // The block from element rs + 16 lane + d - 16 (d > 0: the left neighbour's codes from d on,
+  // then this lane's up to d), or this lane's own codes (d == 0).
+  const std::int32_t start = rs + 16 * lane + (d == 0 ? 0 : d - 16);
+  if (start >= cs && start + 16 <= ce) {
+    typename PackedCodes<kRealignVec>::type block;
+    if (d == 0) {
+      block = codes;
+    } else {
+      // Bytes d .. d + 15 of (prev, codes): d / 4 picks the words, the same for the whole warp.
+      const std::uint32_t bits = 8u * static_cast<std::uint32_t>(d % 4);
+      const std::uint32_t all[8] = {prev[0], prev[1], prev[2], prev[3], codes[0], codes[1], codes[2], codes[3]};
+      switch (d / 4) {
+#define KVCAST_REALIGN_CASE(q)                                                              \
+  case q:                                                                                   \
+    KVCAST_UNROLL                                                                           \
+    for (int w = 0; w < 4; ++w) block[w] = __funnelshift_r(all[q + w], all[q + w + 1], bits); \
+    break;
+        KVCAST_REALIGN_CASE(0)
+        KVCAST_REALIGN_CASE(1)
+        KVCAST_REALIGN_CASE(2)
+        default:
+          KVCAST_REALIGN_CASE(3)
+#undef KVCAST_REALIGN_CASE
+      }
+    }
+    tile::Memory<std::uint32_t>::store_vector(out + start, block);
+  }
+  // The ends: [cs, head_end) before the first whole block, [tail, ce) after the last.
+  const std::int32_t first_block = cs + (-(h + cs) & 15);
+  const std::int32_t head_end = first_block < ce ? first_block : ce;
+  const std::int32_t last_block_end = ce - ((h + ce) & 15);
+  const std::int32_t tail = last_block_end > head_end ? last_block_end : head_end;
+  const std::int32_t e = lane < 16 ? cs + lane : tail + lane - 16;
+  const bool mine = lane < 16 ? e < head_end : e < ce;
+  const std::int32_t from = mine ? e - rs : 0;  // in [0, kRealignRun): the run holds [cs, ce)
+  std::uint32_t word[4];
+  KVCAST_UNROLL
+  for (int w = 0; w < 4; ++w) word[w] = __shfl_sync(kAll, codes[w], from / 16);
+  const int b = from % 16;
+  const std::uint32_t x = b < 8 ? (b < 4 ? word[0] : word[1]) : (b < 12 ? word[2] : word[3]);
+  if (mine) out[e] = static_cast<std::uint8_t>(x >> (8 * (b % 4)));
+}
+
+//! The skeleton with a warp-wide access pattern, for the dense call (DenseRows) of 16-bit
+//! inputs whose rows allow no vector access (an odd row length or stride, a misaligned
+//! pointer), above tuning::kRealignAbove elements a tensor. A warp takes a run of kRealignRun
+//! elements of a row, starting at a 16-byte boundary of its input: each lane loads its 16
+//! elements with two 16-byte loads, before the slot is known, and converts them. Once the
+//! slot gives the output row, store_realigned moves the codes to the output's 16-byte
+//! boundaries (a shuffle and a funnel shift a word) and stores whole blocks, and the run's
+//! ends a byte a lane. Grid: x walks groups of kRealignWarps rows, y the runs of a row.
+template <class T, class Codes, class Scales>
+__global__ void __launch_bounds__(kRealignWarps * kLanes) write_realigned_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
+  static_assert(sizeof(T) == 2, "write_realigned_kernel: 16-bit inputs (16 elements, two 16-byte loads a lane).");
+  using Rows = DenseRows;
+  pdl_wait_then_release();
+  const auto warp = tile::Memory<std::uint32_t>::warp();
+  const std::int32_t lane = static_cast<std::int32_t>(warp.rank());
+  // locate: a warp a row.
+  std::uint32_t token, head;
+  Rows::locate(p, blockIdx.x * kRealignWarps + threadIdx.x / kLanes, token, head);
+  if (token >= p.num_segments) return;  // the whole warp: it shares the token
+  const std::int32_t n = static_cast<std::int32_t>(p.seg_len);
+  const std::int32_t run = static_cast<std::int32_t>(blockIdx.y * kRealignRun);
+  const T* __restrict__ k_row = p.k + Rows::in_offset(p, token, head);
+  const T* __restrict__ v_row = p.v + Rows::in_offset(p, token, head);
+  // Each tensor's run starts at the 16-byte boundary at or before element `run` of its row.
+  const std::int32_t k_rs = run - static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(k_row) % 16 / sizeof(T));
+  const std::int32_t v_rs = run - static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(v_row) % 16 / sizeof(T));
+  const auto clamp = [n](std::int32_t x) { return x < 0 ? 0 : x > n ? n : x; };
+  const std::int32_t k_cs = clamp(k_rs), k_ce = clamp(k_rs + static_cast<std::int32_t>(kRealignRun));
+  const std::int32_t v_cs = clamp(v_rs), v_ce = clamp(v_rs + static_cast<std::int32_t>(kRealignRun));
+  // load. A tensor's first and last rows may sit at its ends: their halves could reach past it.
+  const bool whole = token != 0 && token + 1 != p.num_segments;
+  AlignedVector<T, kRealignVec> k_vec, v_vec;
+  load_realigned(k_row, lane, k_rs, k_cs, k_ce, whole, k_vec);
+  load_realigned(v_row, lane, v_rs, v_cs, v_ce, whole, v_vec);
+  const std::int64_t slot = load_slot(p, token);
+  const float2 scales = Scales::load(p.scales, token, head);
+  // resolve (the whole warp shares the token)
+  std::int64_t row_start;
+  if (!resolve_slot<Rows>(p, slot, blockIdx.y == 0 && lane == 0, row_start)) return;
+  // convert (the vectors hold whole words: fp32 mode takes each pair's floats from its word), store
+  const typename Codes::template Quantizer<T> qk(scales.x);
+  const typename Codes::template Quantizer<T> qv(scales.y);
+  store_realigned(p.k_out + row_start, lane, k_rs, k_cs, k_ce, Codes::template packed<true>(qk, k_vec));
+  store_realigned(p.v_out + row_start, lane, v_rs, v_cs, v_ce, Codes::template packed<true>(qv, v_vec));
+}
+
+}  // namespace detail
+}  // namespace kvcast

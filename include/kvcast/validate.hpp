@@ -1,0 +1,21 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file validate.hpp
+//! The device-wide launcher's checks alone, in plain C++: no CUDA header, no CUDA call. For a
+//! caller that wants an argument error before it builds a CUDA graph, and for tools.
+#pragma once
+
+#include "args.hpp"
+#include "detail/plan.hpp"
+#include "status.hpp"
+
+namespace kvcast {
+
+//! The first rule `args` breaks, naming the argument (the message downcast() would return), or ok.
+template <class T>
+Status validate(const DowncastArgs<T>& args) {
+  detail::Plan plan;
+  return detail::check_args(args, plan);
+}
+
+}  // namespace kvcast
