@@ -100,7 +100,9 @@ inline int rope_tokens_per_cta(std::int64_t num_tokens, std::int64_t row_bytes) 
 //! validates it, and its codes are those of downcast() on the rotated K.
 template <class Codes = kvcast::Fp8<kvcast::e4m3>, class T>
 kvcast::Status rope_then_write(const kvcast::DowncastArgs<T>& args, const Rope& rope, cudaStream_t stream) {
-  if (args.k == nullptr || args.v == nullptr || args.in_token_stride != 0 || args.in_head_stride != 0)
+  const bool contiguous = (args.in_head_stride == 0 || args.in_head_stride == args.head_dim) &&
+                          (args.in_token_stride == 0 || args.in_token_stride == args.heads * args.head_dim);
+  if (args.k == nullptr || args.v == nullptr || !contiguous)
     return kvcast::Status::error(kvcast::Code::bad_option, "rope_then_write: K and V both given, contiguous");
   if (args.head_dim % (2 * kRopeVec<T>) != 0)
     return kvcast::Status::error(kvcast::Code::bad_shape, "rope_then_write: head_dim (%lld) must be a multiple of %d",

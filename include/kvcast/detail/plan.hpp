@@ -317,7 +317,10 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   const std::int64_t chunks = (items + (std::int64_t{1} << c.log2_group) - 1) >> c.log2_group;
   const std::int64_t groups_per_cta = std::int64_t{kBlockSize} >> c.log2_group;
   const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
-  const bool chunks_first = c.vec * kBytes >= tuning::kChunksFirstMinVectorBytes && chunks > 1 &&
+  static_assert(tuning::kRealignAbove <= tuning::kChunksFirstAbove,
+                "The dense call goes element by element only below chunks first's size (write_kernel).");
+  const bool chunks_first = c.vec * kBytes >= kChunksFirstMinVectorBytes && chunks > 1 &&
+                            !(c.kernel == WriteKernel::dense && c.access == tile::Access::interleaved) &&
                             plan.elements > tuning::kChunksFirstAbove && ctas <= kMaxGridY;
   c.order = chunks_first ? GridOrder::chunks_first : GridOrder::segments_first;
   c.grid_x = chunks_first ? chunks : ctas;

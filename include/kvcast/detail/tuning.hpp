@@ -51,10 +51,9 @@ constexpr std::int64_t kElementWiseWideAbove = std::int64_t{1} << 21;
 constexpr std::int64_t kRealignAbove = std::int64_t{1} << 21;
 
 //! Rows of several chunks put the chunks on grid x (GridOrder::chunks_first) in calls above
-//! this many elements a tensor, with vectors of at least kChunksFirstMinVectorBytes (NOTES v7a:
-//! mixed at 512-1024 tokens, a gain from 2048 up).
+//! this many elements a tensor, with vectors of at least kChunksFirstMinVectorBytes (geometry.hpp;
+//! NOTES v7a: mixed at 512-1024 tokens, a gain from 2048 up).
 constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
-constexpr int kChunksFirstMinVectorBytes = 16;
 
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.

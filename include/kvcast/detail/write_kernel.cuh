@@ -214,7 +214,8 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const std::uint32_t lg = p.log2_group;
   const std::uint32_t seg = (bx << (kLog2Block - lg)) + (threadIdx.x >> lg);
   const Walk group(threadIdx.x & ((1u << lg) - 1), 1u << lg);
-  const std::uint32_t first = group.template first_element<A, Vec>(by);  // in the segment
+  const std::uint32_t item = group.index(by);                             // this thread's vector in the segment
+  const std::uint32_t first = group.template first_element<A, Vec>(by);  // its first element
   if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
 
@@ -229,7 +230,8 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const std::int64_t in_base = Rows::in_offset(p, token, head);
   const T* __restrict__ k_in = p.k + in_base + first;  // not dereferenced when p.k is null
   const T* __restrict__ v_in = p.v + in_base + first;
-  const bool full = A == tile::Access::interleaved || end >= Vec;
+  constexpr std::uint32_t kLog2Vec = log2_ceil(Vec);
+  const bool full = A == tile::Access::interleaved || item < (p.seg_len >> kLog2Vec);
   AlignedVector<T, Vec> k_vec, v_vec;
   if (full && has_k) Walk::template load<A>(k_in, end, k_vec);
   if (full && has_v) Walk::template load<A>(v_in, end, v_vec);
@@ -239,7 +241,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
 
   // resolve
   std::int64_t row_start;
-  if (!resolve_slot<Rows>(p, slot, head == 0 && first == 0, row_start)) return;
+  if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0, row_start)) return;
   std::uint8_t* __restrict__ k_out = p.k_out + row_start + out_in_row;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
 
@@ -266,7 +268,11 @@ template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access 
 __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
   static_assert(Vec >= 2 && Vec * sizeof(T) <= kMaxVectorBytes, "write_kernel: a vector holds 2 elements up to 32 bytes of input.");
   pdl_wait_then_release();
-  const bool chunks_first = p.chunks_first != 0;
+  // Only wide vectors take the chunks-first grid, and never the dense call element by element
+  // (it is that only below the realigned kernel's size, itself below chunks first's).
+  constexpr bool kMayTakeChunksFirst =
+      Vec * sizeof(T) >= kChunksFirstMinVectorBytes && !(Rows::kBothTensors && A == tile::Access::interleaved);
+  const bool chunks_first = kMayTakeChunksFirst && p.chunks_first != 0;
   write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
 }
 
