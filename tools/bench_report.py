@@ -159,13 +159,16 @@ def plot(s, path, gpu):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
-    for variant, style in (("copy", "k--"), ("kvcast", "b-o"), ("kvcast_ip", "c-s"), ("sglang", "r-^"), ("legacy", "y-v")):
-        pts = sorted((r["mb"], r["mb"] / (r["copy_us"] if variant == "copy" else r["us"]) * 1e3)
-                     for k, r in s.items()
-                     if k[0] == ("kvcast" if variant == "copy" else variant) and k[1] == "bf16" and k[3] == "graph"
-                     and k[4] == "cold" and k[8] == "")
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=variant, markersize=4)
+    colors = {"copy": "k", "kvcast": "tab:blue", "kvcast_ip": "tab:cyan", "sglang": "tab:red", "legacy": "tab:olive"}
+    for variant, color in colors.items():
+        for (h, d), style in (((8, 128), "-o"), ((32, 256), ":s")):
+            pts = sorted((r["mb"], r["mb"] / (r["copy_us"] if variant == "copy" else r["us"]) * 1e3)
+                         for k, r in s.items()
+                         if k[0] == ("kvcast" if variant == "copy" else variant) and k[1] == "bf16" and k[3] == "graph"
+                         and k[4] == "cold" and k[8] == "" and (k[6], k[7]) == (h, d))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, markersize=3,
+                        label=f"{variant} {h}x{d}")
     ax.set_xscale("log")
     ax.set_xlabel("MB moved (inputs read + codes written + slots)")
     ax.set_ylabel("GB/s")
@@ -183,11 +186,11 @@ def main():
     p.add_argument("--png")
     p.add_argument("--readme")
     p.add_argument("--save")
-    p.add_argument("--ab", nargs="*", default=[])
+    p.add_argument("--ab", nargs="*", default=[], help="A's runs; with RUN files, an A/B section in --md against them")
     p.add_argument("--vs", nargs="*", default=[])
     args = p.parse_args()
 
-    if args.ab:
+    if args.ab and not args.runs:
         _, ra, _ = load(args.ab)
         _, rb, _ = load(args.vs)
         lines, detail, total, slower = ab_report(summarize(ra), summarize(rb))
@@ -216,6 +219,12 @@ def main():
                            for (h, d) in ((8, 128), (32, 128), (8, 256), (32, 256))]), ""]
         for cache in ("cold", "hot"):
             parts += [f"## RoPE fused with the block-level write (bf16, {cache} L2, graph)\n", rope_table(s, cache), ""]
+        if args.ab:
+            _, ra, _ = load(args.ab)
+            lines, detail, total, slower = ab_report(summarize(ra), summarize(rows))
+            parts += ["## Same-call A/B: this run (B) against the files given with --ab (A)\n",
+                      f"{total} rows, {slower} with B slower than A beyond noise (the larger of both sides' spreads "
+                      f"over their runs, at least {MIN_NOISE:.0%}).\n", *lines, "", *detail, ""]
         pathlib.Path(args.md).write_text("\n".join(parts))
     if args.readme:
         text = pathlib.Path(args.readme).read_text()
