@@ -9,6 +9,15 @@
 //! (cuda_fp8.h's behaviour on the host and the device; the sign of a NaN is not kept). Results
 //! are identical on the host (cuda_fp8.h's software path) and the device (hardware `cvt` from
 //! sm_89 on), which the CPU tests check exhaustively and the GPU tests check on the device.
+//!
+//! `--use_fast_math` (and its `-ftz=true`): only `_rn` intrinsics and inline PTX are used, so the
+//! results do not change, except where fp32 subnormals are involved. In fp32 mode a scale outside
+//! the fast range [2^-40, 2^40] that is subnormal reads as ±0 (so 0 / scale gives NaN instead of
+//! 0, and subnormal fp32 inputs divided by it change); quotients that flush-to-zero flushes lie
+//! far below the smallest fp8 subnormal, so their codes do not change. In input-precision mode
+//! the reciprocal is `rcp.approx.f32` without `.ftz` where a bf16 scale or its reciprocal may be
+//! subnormal, so even bf16 scales beyond 2^126 or below 2^-126 get CUDA's own bf16 quotient
+//! (the GPU test checks every bf16 scale pattern in a fast-math build and reports any that differ).
 #pragma once
 
 #include <cuda_bf16.h>
