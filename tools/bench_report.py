@@ -68,8 +68,8 @@ def ratio(a, b):
 
 
 def grid_table(s, dtype, timing, cache, shapes=GRID):
-    head = ("| tokens | heads x dim | MB moved | copy us | kvcast us | GB/s | % of copy | kvcast_ip us | SGLang us | "
-            "legacy us | kvcast vs SGLang | ip vs SGLang |")
+    head = ("| tokens | heads x dim | MB moved | copy us | kvcast us | GB/s | % of copy | kvcast_ip us | SGLang design us | "
+            "legacy us | kvcast vs SGLang design | ip vs SGLang design |")
     lines = [head, "|" + "---:|" * 2 + "---:|" * 10]
     lines[1] = "|---:|---|" + "---:|" * 10
     for (t, h, d) in shapes:
@@ -112,7 +112,8 @@ def summary_lines(s):
         lo, hi = copy_ratio_range(s, v, large)
         out.append(f"- {v}, from 64 MB up (bf16/fp16, cold, graph): **{lo:.3f} .. {hi:.3f}** of the copy's speed")
         lo, hi = ratio_range(s, "sglang", v, decode)
-        out.append(f"- {v}, decode (1-16 tokens, cold, graph): **{lo:.2f}x .. {hi:.2f}x** SGLang's speed")
+        out.append(f"- {v}, decode (1-16 tokens, cold, graph): **{lo:.2f}x .. {hi:.2f}x** the speed of SGLang's design "
+                   "(re-implemented in benchmarks/baselines.cuh)")
     rope = [(k, s[k]["us"] / s[("rope_fused",) + k[1:]]["us"]) for k in s if k[0] == "rope_split" and ("rope_fused",) + k[1:] in s]
     for label, pred in (("decode (1-16 tokens)", lambda k: k[5] <= 16), ("from 64 MB up", lambda k: s[k]["mb"] >= 64)):
         vals = [r for k, r in rope if pred(k)]
