@@ -70,8 +70,7 @@ def ratio(a, b):
 def grid_table(s, dtype, timing, cache, shapes=GRID):
     head = ("| tokens | heads x dim | MB moved | copy us | kvcast us | GB/s | % of copy | kvcast_ip us | SGLang design us | "
             "legacy us | kvcast vs SGLang design | ip vs SGLang design |")
-    lines = [head, "|" + "---:|" * 2 + "---:|" * 10]
-    lines[1] = "|---:|---|" + "---:|" * 10
+    lines = [head, "|---:|---|" + "---:|" * 10]
     for (t, h, d) in shapes:
         get = lambda v: s.get((v, dtype, "e4m3", timing, cache, t, h, d, ""))
         k, ip, g, leg = get("kvcast"), get("kvcast_ip"), get("sglang"), get("legacy")
@@ -126,7 +125,7 @@ def summary_lines(s):
 def ab_tables(a, b):
     """Rows of both runs, grouped: (label, rows, worst speed, rows slower beyond noise)."""
     groups = collections.OrderedDict()
-    for key in sorted(set(a) & set(b), key=lambda k: (k[0], k[8], k[1], k[4], k[6] * k[7], k[5])):
+    for key in sorted(set(a) & set(b), key=lambda k: (k[0], k[8], k[1], k[4], k[6] * k[7], k[5], k)):
         if key[3] != "graph":
             continue
         size = "decode (1-16 tokens)" if key[5] <= 16 else ("from 64 MB" if a[key]["mb"] >= 64 else "mid sizes")

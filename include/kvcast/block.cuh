@@ -46,7 +46,6 @@ template <class T, class Scales = PerTensorScale>
 Status make_block_write_params(const DowncastArgs<T>& args, BlockWriteParams<T, Scales>& params) {
   detail::Plan plan;
   if (Status s = detail::check_args(args, plan); !s) return s;
-  if (args.num_tokens > 0 && plan.num_segments == 0) return Status{};
   plan.choice = detail::KernelChoice{};  // LayoutRows: rows stay row indices
   plan.choice.kernel = detail::WriteKernel::general;
   params.write = detail::make_write_params<T, Scales>(args, plan);
@@ -54,9 +53,7 @@ Status make_block_write_params(const DowncastArgs<T>& args, BlockWriteParams<T, 
   params.head_dim = static_cast<std::uint32_t>(args.head_dim);
   params.out_vector_bytes = 1;
   for (std::uint32_t b = 16; b > 1; b /= 2) {
-    const bool ok = detail::is_aligned(args.k_out, b) && detail::is_aligned(args.v_out, b) && plan.out.head_stride % b == 0 &&
-                    plan.out.block_stride % b == 0 && (plan.out.block_size == 1 || plan.out.token_stride % b == 0);
-    if (ok) {
+    if (detail::outputs_allow(args, plan, b, /*heads_apart=*/true)) {  // every head is stored on its own
       params.out_vector_bytes = b;
       break;
     }

@@ -258,6 +258,14 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
   return Status{};
 }
 
+//! Whether every output row-head of a validated call starts at a multiple of `bytes`: k_out,
+//! v_out and the layout's strides (the head stride only when a row's heads are written apart).
+template <class T>
+bool outputs_allow(const DowncastArgs<T>& a, const Plan& plan, std::int64_t bytes, bool heads_apart) {
+  return is_aligned(a.k_out, bytes) && is_aligned(a.v_out, bytes) && plan.out.block_stride % bytes == 0 &&
+         (plan.out.block_size == 1 || plan.out.token_stride % bytes == 0) && (!heads_apart || plan.out.head_stride % bytes == 0);
+}
+
 //! The kernel for a validated call (check_args), from the tuning table. The widest vector the
 //! call's size and `mode` allow that every pointer and every stride a vector start depends on
 //! allows too; where none does, one element an access, the warp's lanes interleaved.
@@ -266,16 +274,13 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   constexpr int kBytes = static_cast<int>(sizeof(T));
   KernelChoice c;
   const bool fused = plan.segs_per_token == 1;
-  const bool flat = plan.out.block_size == 1;
+  const WriteKernel kernel = plan.dense ? WriteKernel::dense : WriteKernel::general;
   const int widest = tuning::widest_vector(plan.elements, mode, kBytes);
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
     if (v > plan.seg_len) continue;
     const bool in_ok = is_aligned(a.k, std::int64_t{v} * kBytes) && is_aligned(a.v, std::int64_t{v} * kBytes) &&
                        (a.num_tokens == 1 || plan.in_token_stride % v == 0) && (fused || plan.in_head_stride % v == 0);
-    const bool out_ok = is_aligned(a.k_out, v) && is_aligned(a.v_out, v) && plan.out.block_stride % v == 0 &&
-                        (flat || plan.out.token_stride % v == 0) && (fused || plan.out.head_stride % v == 0);
-    const WriteKernel kernel = plan.dense ? WriteKernel::dense : WriteKernel::general;
-    if (in_ok && out_ok && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode)) {
+    if (in_ok && outputs_allow(a, plan, v, !fused) && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode)) {
       c.vec = v;
       c.kernel = kernel;
     }

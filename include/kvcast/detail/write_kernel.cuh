@@ -398,8 +398,9 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) write_realigned_kernel
   if (token >= p.num_segments) return;  // the whole warp: it shares the token
   const std::int32_t n = static_cast<std::int32_t>(p.seg_len);
   const std::int32_t run = static_cast<std::int32_t>(blockIdx.y * kRealignRun);
-  const T* __restrict__ k_row = p.k + Rows::in_offset(p, token, head);
-  const T* __restrict__ v_row = p.v + Rows::in_offset(p, token, head);
+  const std::int64_t in_base = Rows::in_offset(p, token, head);
+  const T* __restrict__ k_row = p.k + in_base;
+  const T* __restrict__ v_row = p.v + in_base;
   // Each tensor's run starts at the 16-byte boundary at or before element `run` of its row.
   const std::int32_t k_rs = run - static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(k_row) % 16 / sizeof(T));
   const std::int32_t v_rs = run - static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(v_row) % 16 / sizeof(T));
