@@ -80,6 +80,9 @@ std::uint32_t bits_of(float f) {
 
 enum class OutKind { contiguous, flat_padded, nhd, hnd, kv_interleaved };
 enum class LocKind { none, i64, i32 };
+// Where per-(token, head) scales go: a separate [rows, heads] tensor, a paged [pages, block,
+// heads] tensor, or floats after the codes of each page (nhd/hnd pages only).
+enum class ScaleOut { separate, paged, inline_in_page };
 
 inline const char* name_of(OutKind o) {
   switch (o) {
@@ -115,6 +118,10 @@ struct Case {
   std::uint64_t seed = 1;
   // Inputs to use instead of random normals (bit patterns, cycled), for exhaustive runs.
   const std::vector<std::uint32_t>* input_bits = nullptr;
+  kvcast::ScaleKind scale_kind = kvcast::ScaleKind::per_tensor;
+  ScaleOut scale_out = ScaleOut::separate;  // per_token_head
+  float min_scale = 1e-6f;                  // per_token_head
+  bool amax = false;                        // ask for k_amax / v_amax
 
   std::string describe() const {
     std::ostringstream s;
@@ -123,7 +130,8 @@ struct Case {
       << " B=" << block_size << " out_pad=" << out_head_pad << " out_misalign=" << out_misalign
       << " loc=" << static_cast<int>(loc) << " pad=" << pad_fraction << " bad=" << bad_fraction << " mult=" << mult
       << " offset=" << offset << " checked=" << checked_rows << " device_scale=" << device_scale << " k=" << has_k
-      << " v=" << has_v << " scales=" << k_scale << "/" << v_scale << " seed=" << seed;
+      << " v=" << has_v << " scales=" << k_scale << "/" << v_scale << " kind=" << kvcast::to_string(scale_kind)
+      << " scale_out=" << static_cast<int>(scale_out) << " min_scale=" << min_scale << " amax=" << amax << " seed=" << seed;
     return s.str();
   }
 };
@@ -137,6 +145,7 @@ struct Outcome {
   bool realign = false;       // the realigned kernel ran (WriteKernel::realigned)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
+  float device_amax[2] = {0, 0}, reference_amax[2] = {0, 0};
   std::string first_mismatch;
 };
 
@@ -197,6 +206,19 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
       v_shift = B * H * D;
       break;
   }
+  // Per-(token, head) scales: their layout, in floats, and where they start (bytes from k_out).
+  const bool per_token_head = c.scale_kind == kvcast::ScaleKind::per_token_head;
+  const bool inline_scales = per_token_head && c.scale_out == ScaleOut::inline_in_page &&
+                             (c.out == OutKind::nhd || c.out == OutKind::hnd);
+  kvcast::OutputLayout scale_layout = kvcast::OutputLayout::contiguous(H, 1);
+  std::int64_t inline_at = 0;
+  if (inline_scales) {  // each page: its codes, then its B*H floats
+    inline_at = ((B * H * D + 3) / 4) * 4;
+    layout.block_stride = inline_at + 4 * B * H;
+    scale_layout = kvcast::OutputLayout::paged(B, layout.block_stride / 4, H, 1);
+  } else if (per_token_head && c.scale_out == ScaleOut::paged) {
+    scale_layout = kvcast::OutputLayout::paged(B, B * H + 3, H, 1);  // pages with a gap
+  }
   const std::int64_t pages = (out_rows + B - 1) / B;
   const std::int64_t span = std::max(layout.address(out_rows - 1, H - 1) + D, pages * layout.block_stride) + v_shift;
   const std::int64_t margin = 64;
@@ -207,7 +229,17 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   DeviceBytes d_k(static_cast<std::size_t>(in_elems) * sizeof(T)), d_v(static_cast<std::size_t>(in_elems) * sizeof(T));
   DeviceBytes d_kout(static_cast<std::size_t>(out_bytes)), d_vout(shared_out ? 0 : static_cast<std::size_t>(out_bytes));
   DeviceBytes d_loc(static_cast<std::size_t>(N) * 8 + 8), d_scales(8), d_errors(8);
-  if (!d_k || !d_v || !d_kout || !d_vout || !d_loc || !d_scales || !d_errors) {
+  // Per-head scales (K's then V's), the amax outputs, the separate scale tensors (floats,
+  // poisoned like the codes, margins included).
+  const std::int64_t scale_span = inline_scales ? 0 : scale_layout.address(out_rows - 1, H - 1) + 1 + scale_layout.block_stride;
+  const std::int64_t scale_bytes = per_token_head && !inline_scales ? 4 * (scale_span + 2 * margin) : 0;
+  DeviceBytes d_head_scales(static_cast<std::size_t>(8 * H)), d_amax(8), d_kscales(static_cast<std::size_t>(scale_bytes)),
+      d_vscales(static_cast<std::size_t>(scale_bytes));
+  std::vector<float> head_scales(static_cast<std::size_t>(2 * H));
+  std::uniform_real_distribution<float> scale_dist(0.02f, 3.0f);
+  for (float& x : head_scales) x = scale_dist(rng);
+  if (!d_k || !d_v || !d_kout || !d_vout || !d_loc || !d_scales || !d_errors || !d_head_scales || !d_amax || !d_kscales ||
+      !d_vscales) {
     ADD_FAILURE() << "cudaMalloc failed";
     return result;
   }
@@ -221,10 +253,22 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   EXPECT_EQ(cudaMemset(d_kout.get(), poison, d_kout.size()), cudaSuccess);
   if (!shared_out) EXPECT_EQ(cudaMemset(d_vout.get(), poison, d_vout.size()), cudaSuccess);
   EXPECT_EQ(cudaMemset(d_errors.get(), 0, 8), cudaSuccess);
+  EXPECT_EQ(copy_in(d_head_scales.get(), head_scales.data(), head_scales.size() * 4), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d_amax.get(), 0, 8), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d_kscales.get(), poison, d_kscales.size()), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d_vscales.get(), poison, d_vscales.size()), cudaSuccess);
 
   // One argument struct, filled twice: device pointers, then host pointers for the reference.
+  // The scale-kind pointers of one side (device or host).
+  struct ScalePointers {
+    const float* head_scales;  // 2*H: K's, then V's
+    float* amax;               // 2: K's, V's
+    std::uint8_t* k_scales;    // separate scale tensors (bytes), or null when inline
+    std::uint8_t* v_scales;
+  };
   auto fill_args = [&](const std::uint8_t* k_base, const std::uint8_t* v_base, std::uint8_t* kout_base,
-                       std::uint8_t* vout_base, const void* loc, const float* scale_ptr, unsigned long long* errors) {
+                       std::uint8_t* vout_base, const void* loc, const float* scale_ptr, unsigned long long* errors,
+                       ScalePointers sp) {
     kvcast::DowncastArgs<T> a;
     const T* kb = reinterpret_cast<const T*>(k_base) + c.in_misalign;
     const T* vb = c.packed_kv ? kb + tensor_token : reinterpret_cast<const T*>(v_base) + c.in_misalign;
@@ -248,12 +292,32 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
     a.error_count = errors;
     a.k_scale = c.device_scale ? kvcast::Scale::in_device_memory(scale_ptr) : kvcast::Scale::host_value(c.k_scale);
     a.v_scale = c.device_scale ? kvcast::Scale::in_device_memory(scale_ptr + 1) : kvcast::Scale::host_value(c.v_scale);
+    a.scale_kind = c.scale_kind;
+    if (c.scale_kind != kvcast::ScaleKind::per_tensor) a.k_scale = a.v_scale = kvcast::Scale{};
+    if (c.scale_kind == kvcast::ScaleKind::per_head) {
+      a.k_head_scales = c.has_k ? sp.head_scales : nullptr;
+      a.v_head_scales = c.has_v ? sp.head_scales + H : nullptr;
+    }
+    if (per_token_head) {
+      float* k_scales = inline_scales ? reinterpret_cast<float*>(ko + inline_at) : reinterpret_cast<float*>(sp.k_scales + 4 * margin);
+      float* v_scales = inline_scales ? reinterpret_cast<float*>(vo + inline_at) : reinterpret_cast<float*>(sp.v_scales + 4 * margin);
+      a.k_scales_out = c.has_k ? k_scales : nullptr;
+      a.v_scales_out = c.has_v ? v_scales : nullptr;
+      a.scales_out = scale_layout;
+      a.min_scale = c.min_scale;
+    }
+    if (c.amax) {
+      a.k_amax = c.has_k ? sp.amax : nullptr;
+      a.v_amax = c.has_v ? sp.amax + 1 : nullptr;
+    }
     return a;
   };
 
   const auto dargs = fill_args(d_k.get(), d_v.get(), d_kout.get(), shared_out ? nullptr : d_vout.get(), d_loc.get(),
                                reinterpret_cast<const float*>(d_scales.get()),
-                               reinterpret_cast<unsigned long long*>(d_errors.get()));
+                               reinterpret_cast<unsigned long long*>(d_errors.get()),
+                               ScalePointers{reinterpret_cast<const float*>(d_head_scales.get()),
+                                             reinterpret_cast<float*>(d_amax.get()), d_kscales.get(), d_vscales.get()});
   kvcast::detail::Plan plan;
   const kvcast::Status planned = kvcast::make_plan(dargs, plan, Mode);
   EXPECT_TRUE(planned.ok()) << planned.message() << "\n" << c.describe();
@@ -272,14 +336,20 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   EXPECT_EQ(cudaMemcpy(dev_kout.data(), d_kout.get(), dev_kout.size(), cudaMemcpyDeviceToHost), cudaSuccess);
   if (!shared_out) EXPECT_EQ(cudaMemcpy(dev_vout.data(), d_vout.get(), dev_vout.size(), cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_EQ(cudaMemcpy(&result.device_errors, d_errors.get(), 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(result.device_amax, d_amax.get(), 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<std::uint8_t> dev_kscales(d_kscales.size()), dev_vscales(d_vscales.size());
+  EXPECT_EQ(cudaMemcpy(dev_kscales.data(), d_kscales.get(), dev_kscales.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(dev_vscales.data(), d_vscales.get(), dev_vscales.size(), cudaMemcpyDeviceToHost), cudaSuccess);
 
   // Host reference, same bytes, same poison.
   std::vector<std::uint8_t> ref_kout(static_cast<std::size_t>(out_bytes), poison);
   std::vector<std::uint8_t> ref_vout(shared_out ? 0 : static_cast<std::size_t>(out_bytes), poison);
   const void* host_loc = c.loc == LocKind::i64 ? static_cast<const void*>(loc64.data()) : static_cast<const void*>(loc32.data());
+  std::vector<std::uint8_t> ref_kscales(static_cast<std::size_t>(scale_bytes), poison), ref_vscales(ref_kscales);
   const auto hargs = fill_args(reinterpret_cast<const std::uint8_t*>(k_host.data()),
                                reinterpret_cast<const std::uint8_t*>(v_host.data()), ref_kout.data(),
-                               shared_out ? nullptr : ref_vout.data(), host_loc, scales, &result.reference_errors);
+                               shared_out ? nullptr : ref_vout.data(), host_loc, scales, &result.reference_errors,
+                               ScalePointers{head_scales.data(), result.reference_amax, ref_kscales.data(), ref_vscales.data()});
   const kvcast::Status ref_status = kvcast::ref::downcast<Format, Mode>(hargs);
   EXPECT_TRUE(ref_status.ok()) << ref_status.message();
 
@@ -297,6 +367,16 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   };
   compare(dev_kout, ref_kout, "k_out allocation");
   compare(dev_vout, ref_vout, "v_out allocation");
+  compare(dev_kscales, ref_kscales, "k_scales_out allocation");
+  compare(dev_vscales, ref_vscales, "v_scales_out allocation");
+  for (int i = 0; i < 2; ++i) {  // bit for bit, but any NaN equals any NaN (torch.amax's NaN has no set payload)
+    const float got = result.device_amax[i], want = result.reference_amax[i];
+    if (std::memcmp(&got, &want, 4) != 0 && !(got != got && want != want) && result.mismatches++ == 0) {
+      std::ostringstream s;
+      s << (i == 0 ? "k_amax" : "v_amax") << ": device " << got << ", reference " << want;
+      result.first_mismatch = s.str();
+    }
+  }
   return result;
 }
 
@@ -312,6 +392,43 @@ Outcome check_case(const Case& c) {
     EXPECT_EQ(last.device_errors, last.reference_errors) << c.describe();
   }
   return last;
+}
+
+}  // namespace kvtest
+
+namespace kvtest {
+
+// Row-heads of `head_dim` elements that a per-(token, head) reduction must get right, as input
+// bit patterns of T, one row-head after the other (cycle them with Case::input_bits over a
+// contiguous input): all zeros, all negative zeros, one +inf, one -inf, one NaN, subnormals
+// only, T's largest finite magnitude, a single non-zero element, and a plain random row.
+template <class T>
+std::vector<std::uint32_t> hostile_row_heads(std::int64_t head_dim, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  constexpr bool kF32 = sizeof(T) == 4;
+  const bool f16 = kvcast::dtype_of<T>::value == kvcast::DType::f16;
+  const std::uint32_t sign = kF32 ? 0x80000000u : 0x8000u;
+  const std::uint32_t inf = kF32 ? 0x7f800000u : f16 ? 0x7c00u : 0x7f80u;
+  const std::uint32_t nan = kF32 ? 0x7fc00000u : f16 ? 0x7e00u : 0x7fc0u;
+  const std::uint32_t max_finite = kF32 ? 0x7f7fffffu : f16 ? 0x7bffu : 0x7f7fu;
+  const std::uint32_t mantissa_mask = kF32 ? 0x7fffffu : f16 ? 0x3ffu : 0x7fu;
+  std::vector<std::uint32_t> bits;
+  auto row = [&](auto element) {
+    const std::int64_t at = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(head_dim));
+    for (std::int64_t d = 0; d < head_dim; ++d) bits.push_back(element(d, d == at));
+  };
+  auto random = [&] { return bits_of<T>(normal(rng)); };
+  row([&](std::int64_t, bool) { return 0u; });
+  row([&](std::int64_t, bool) { return sign; });
+  row([&](std::int64_t, bool one) { return one ? inf : random(); });
+  row([&](std::int64_t, bool one) { return one ? inf | sign : random(); });
+  row([&](std::int64_t, bool one) { return one ? nan : random(); });
+  row([&](std::int64_t, bool) { return static_cast<std::uint32_t>(rng() & mantissa_mask) | (rng() & 1 ? sign : 0u); });
+  row([&](std::int64_t, bool one) { return one ? max_finite | (rng() & 1 ? sign : 0u) : random(); });
+  row([&](std::int64_t, bool one) { return one ? bits_of<T>(-5.0f) : 0u; });
+  row([&](std::int64_t, bool) { return random(); });
+  return bits;
 }
 
 }  // namespace kvtest

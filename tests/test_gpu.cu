@@ -123,6 +123,143 @@ TYPED_TEST(Downcast, BitExactOverTheShapeGrid) {
   EXPECT_EQ(kernels.count({8, 1, true}) + kernels.count({8, 1, false}), 2u) << "element by element, both kernels";
 }
 
+// The scale kinds over the shapes that matter to them: per-head scales and the amax output (a
+// per-tensor call with amax takes the per-head kernels) in both modes, per-(token, head) scales
+// in fp32 mode with their three placements; every kernel shape each one has.
+std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
+  std::vector<Case> cases;
+  const bool computed = kind == kvcast::ScaleKind::per_token_head;
+  auto add = [&](auto edit) {
+    Case c;
+    c.seed = 5000 + cases.size();
+    c.scale_kind = kind;
+    c.amax = amax || cases.size() % 2 == 1;
+    edit(c);
+    cases.push_back(c);
+  };
+  add([](Case&) {});
+  add([](Case& c) { c.tokens = 1; });                                       // decode
+  add([](Case& c) { c.tokens = 4; c.heads = 8; c.head_dim = 64; });
+  add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });     // past 2^21 elements: the widest vectors
+  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });
+  add([](Case& c) { c.tokens = 5; c.heads = 8; c.head_dim = 100; });        // vec 4
+  add([](Case& c) { c.tokens = 7; c.heads = 3; c.head_dim = 33; });         // element by element
+  add([](Case& c) { c.tokens = 3; c.heads = 2; c.head_dim = 576; });        // MLA-sized head
+  add([](Case& c) { c.tokens = 2; c.heads = 4; c.head_dim = 2048; });       // the largest reduced head
+  add([](Case& c) { c.tokens = 9; c.heads = 1; c.head_dim = 1; });
+  add([](Case& c) { c.tokens = 4; c.heads = 5; c.head_dim = 7; c.out = OutKind::hnd; c.block_size = 3; });
+  add([](Case& c) { c.in_misalign = 1; c.tokens = 10; });                   // element by element
+  add([](Case& c) { c.in_head_pad = 8; c.in_token_pad = 16; });
+  add([](Case& c) { c.packed_kv = true; c.tokens = 33; });
+  add([](Case& c) { c.out_misalign = 1; c.tokens = 300; c.heads = 32; c.head_dim = 256; });
+  add([](Case& c) { c.out = OutKind::flat_padded; c.out_head_pad = 16; });
+  add([](Case& c) { c.out = OutKind::nhd; c.block_size = 16; c.tokens = 40; });
+  add([](Case& c) { c.out = OutKind::hnd; c.block_size = 16; c.tokens = 40; });
+  add([](Case& c) { c.out = OutKind::kv_interleaved; c.block_size = 8; c.tokens = 40; });
+  add([](Case& c) { c.pad_fraction = 0.2; c.bad_fraction = 0.2; c.loc = LocKind::i32; c.tokens = 64; });
+  add([](Case& c) { c.mult = 3; c.offset = -5; c.tokens = 24; c.bad_fraction = 0.1; });
+  add([](Case& c) { c.loc = LocKind::none; c.tokens = 20; });
+  add([](Case& c) { c.has_v = false; c.tokens = 30; });
+  add([](Case& c) { c.has_k = false; c.tokens = 30; c.out = OutKind::kv_interleaved; });
+  add([](Case& c) { c.magnitude = 600.0f; });                              // saturation
+  add([](Case& c) { c.tokens = 0; });
+  if (!computed) {
+    add([](Case& c) { c.device_scale = false; c.k_scale = 0.013f; c.v_scale = 2.5f; });
+    add([](Case& c) { c.checked_rows = false; c.pad_fraction = 0.2; c.tokens = 30; });
+    return cases;
+  }
+  // Placements of the scales and min_scale.
+  for (auto out : {OutKind::nhd, OutKind::hnd})
+    for (auto where : {kvtest::ScaleOut::separate, kvtest::ScaleOut::paged, kvtest::ScaleOut::inline_in_page})
+      add([&](Case& c) {
+        c.out = out;
+        c.block_size = 16;
+        c.tokens = 50;
+        c.pad_fraction = 0.1;
+        c.bad_fraction = 0.1;
+        c.scale_out = where;
+      });
+  add([](Case& c) { c.scale_out = kvtest::ScaleOut::paged; c.out = OutKind::nhd; c.block_size = 5; c.tokens = 17; c.has_v = false; });
+  add([](Case& c) { c.min_scale = 0.5f; c.magnitude = 10.0f; });          // min_scale decides most rows
+  add([](Case& c) { c.min_scale = 0.0f; });
+  return cases;
+}
+
+template <class C>
+void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::pair<int, int>>& shapes) {
+  for (const Case& c : scale_grid(kind, amax)) {
+    const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
+    EXPECT_FALSE(o.dense) << "scale kinds other than per tensor take the general kernel\n" << c.describe();
+    if (c.tokens > 0) shapes.insert({o.vec, o.access});
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+TYPED_TEST(Downcast, PerHeadScalesAndAmaxOverTheGrid) {
+  KVTEST_REQUIRE_GPU();
+  using C = TypeParam;
+  std::set<std::pair<int, int>> shapes;
+  check_scale_grid<C>(kvcast::ScaleKind::per_head, false, shapes);
+  if (::testing::Test::HasFailure()) return;
+  check_scale_grid<C>(kvcast::ScaleKind::per_tensor, true, shapes);
+  const bool vec16 = sizeof(typename C::T) == 2 && C::kMode == Arithmetic::fp32;
+  std::set<std::pair<int, int>> all = {{4, 4}, {8, 8}, {8, 1}};
+  if (vec16) all.insert({16, 16});
+  EXPECT_EQ(shapes, all) << "every kernel of PerHeadScale (detail::write_kernel_exists)";
+}
+
+TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
+  KVTEST_REQUIRE_GPU();
+  using C = TypeParam;
+  if constexpr (C::kMode != Arithmetic::fp32) {
+    // Refused before any launch: the scale is defined in fp32 arithmetic.
+    Case c;
+    c.scale_kind = kvcast::ScaleKind::per_token_head;
+    kvtest::DeviceBytes scratch(1);
+    kvcast::DowncastArgs<typename C::T> a;
+    a.scale_kind = kvcast::ScaleKind::per_token_head;
+    a.num_tokens = 1, a.heads = 1, a.head_dim = 16, a.out_rows = 1;
+    a.k = reinterpret_cast<const typename C::T*>(scratch.get());
+    a.k_out = scratch.get();
+    a.k_scales_out = reinterpret_cast<float*>(0x100);
+    const kvcast::Status s = kvcast::downcast<typename C::Format, C::kMode>(a);
+    EXPECT_EQ(s.code(), kvcast::Code::bad_option) << s.message();
+    EXPECT_NE(std::string(s.message()).find("fp32 arithmetic"), std::string::npos) << s.message();
+  } else {
+    std::set<std::pair<int, int>> shapes;
+    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes);
+    const bool vec16 = sizeof(typename C::T) == 2;
+    std::set<std::pair<int, int>> all = {{4, 4}, {8, 8}, {8, 1}};
+    if (vec16) all.insert({16, 16});
+    EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";
+  }
+}
+
+// Row-heads that the reduction must get right (zeros, ±inf, NaN, subnormals, the largest
+// magnitude, one non-zero element) at head sizes that take each kernel shape.
+TYPED_TEST(Downcast, PerTokenHeadScalesOfHostileRows) {
+  KVTEST_REQUIRE_GPU();
+  using C = TypeParam;
+  if constexpr (C::kMode == Arithmetic::fp32) {
+    for (const std::int64_t dim : {std::int64_t{64}, std::int64_t{128}, std::int64_t{100}, std::int64_t{33}, std::int64_t{576}}) {
+      const std::vector<std::uint32_t> bits = kvtest::hostile_row_heads<typename C::T>(dim, 7 + dim);
+      for (const bool min_zero : {false, true}) {
+        Case c;
+        c.scale_kind = kvcast::ScaleKind::per_token_head;
+        c.amax = true;
+        c.tokens = 12;
+        c.heads = 3;  // 36 row-heads: every hostile row lands on several
+        c.head_dim = dim;
+        c.input_bits = &bits;
+        c.min_scale = min_zero ? 0.0f : 1e-6f;
+        c.seed = static_cast<std::uint64_t>(dim);
+        kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  }
+}
+
 // Calls above tuning::kChunksFirstAbove elements a tensor whose rows span several chunks take a grid with the
 // chunks on x (GridOrder::chunks_first). Rows of 8192 elements, just past 2^23 elements a tensor:
 // the dense kernel (both modes), the general one (paged, K only, padding and out-of-range

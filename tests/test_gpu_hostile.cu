@@ -78,6 +78,16 @@ Case random_case(std::uint64_t seed, int& combo) {
   c.k_scale = static_cast<float>(log_uni(1e-3, 1e2));
   c.v_scale = static_cast<float>(log_uni(1e-3, 1e2));
   c.magnitude = static_cast<float>(log_uni(1e-2, 1e4));
+  // Scale kinds and amax, drawn last so that the fields above stay those of earlier versions.
+  const int kind = static_cast<int>(uni(0, 3));  // half per tensor, a quarter each of the others
+  const bool fp32 = combo % 2 == 0;
+  c.scale_kind = kind == 2 ? kvcast::ScaleKind::per_head
+                 : kind == 3 ? (fp32 ? kvcast::ScaleKind::per_token_head : kvcast::ScaleKind::per_head)
+                             : kvcast::ScaleKind::per_tensor;
+  c.scale_out = static_cast<kvtest::ScaleOut>(uni(0, 2));
+  if (chance(0.2)) c.min_scale = static_cast<float>(log_uni(1e-8, 1.0));
+  c.amax = chance(0.3);
+  if (c.scale_kind == kvcast::ScaleKind::per_token_head) c.checked_rows = true;  // it needs the row count
   return c;
 }
 
@@ -87,7 +97,8 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
   const char* count_env = std::getenv("KVCAST_PROPERTY_CASES");
   const int cases = one ? 1 : (count_env ? std::atoi(count_env) : 2000);
   const std::uint64_t first_seed = one ? std::strtoull(one, nullptr, 10) : 0x6b7663617374ull;  // "kvcast"
-  std::vector<int> per_combo(12, 0);
+  std::vector<int> per_combo(12, 0), per_kind(3, 0);
+  int with_amax = 0;
   long long rows_rejected = 0;
   for (int i = 0; i < cases; ++i) {
     const std::uint64_t seed = first_seed + static_cast<std::uint64_t>(i);
@@ -96,6 +107,8 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
     const std::uint8_t poison = static_cast<std::uint8_t>(seed * 0x9E3779B97F4A7C15ull >> 56);
     const kvtest::Outcome o = kCombos[combo].run(c, poison);
     ++per_combo[combo];
+    ++per_kind[static_cast<int>(c.scale_kind)];
+    with_amax += c.amax ? 1 : 0;
     rows_rejected += static_cast<long long>(o.device_errors);
     const bool ok = o.ran && o.mismatches == 0 && o.device_errors == o.reference_errors;
     ASSERT_TRUE(ok) << "property case failed; replay with KVCAST_PROPERTY_SEED=" << seed << "\n  combo " << kCombos[combo].name
@@ -104,7 +117,8 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
   }
   std::printf("[ property ] %d cases bit-exact, %lld rejected rows counted exactly; per combo:", cases, rows_rejected);
   for (int k = 0; k < 12; ++k) std::printf(" %s=%d", kCombos[k].name, per_combo[k]);
-  std::printf("\n");
+  std::printf("; per scale kind: per_tensor=%d per_head=%d per_token_head=%d; with amax %d\n", per_kind[0], per_kind[1],
+              per_kind[2], with_amax);
   if (!one) {
     for (int k = 0; k < 12; ++k) EXPECT_GT(per_combo[k], cases / 40) << kCombos[k].name << " is barely covered";
   }

@@ -7,6 +7,9 @@
 #include <kvcast/validate.hpp>
 #include <kvcast/reference.hpp>
 
+#include "oracle.hpp"
+
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -42,6 +45,23 @@ DowncastArgs<Bf16> valid_args() {
   a.heads = 8;
   a.head_dim = 128;
   return a;
+}
+
+// Pointers to floats the validation only looks at.
+float* fake_floats(std::uintptr_t a) { return reinterpret_cast<float*>(a); }
+
+// valid_args() with per-(token, head) scales: 64 rows (k_out and v_out span 64 KiB each), the
+// scale tensors beside them.
+void per_token_head(DowncastArgs<Bf16>& a) {
+  a.scale_kind = kvcast::ScaleKind::per_token_head;
+  a.out_rows = 64;
+  a.k_scales_out = fake_floats(0x90000);
+  a.v_scales_out = fake_floats(0x91000);
+}
+void per_head(DowncastArgs<Bf16>& a) {
+  a.scale_kind = kvcast::ScaleKind::per_head;
+  a.k_head_scales = fake_floats(0xA0000);
+  a.v_head_scales = fake_floats(0xA1000);
 }
 
 struct Invalid {
@@ -86,6 +106,34 @@ const Invalid kInvalid[] = {
     {"out capacity", [](auto& a) { a.out_rows = 10; a.out_capacity = 10 * 1024 - 1; }, Code::bad_shape, "out_capacity (10239) < 10240"},
     {"out overflow", [](auto& a) { a.out_rows = std::int64_t{1} << 60; }, Code::overflow, "out_rows (1152921504606846976) with this layout addresses beyond int64"},
     {"in overflow", [](auto& a) { a.num_tokens = std::int64_t{1} << 40; a.in_token_stride = std::int64_t{1} << 40; }, Code::overflow, "in_token_stride (1099511627776) * extent"},
+    // Scale kinds and amax.
+    {"bad scale_kind", [](auto& a) { a.scale_kind = static_cast<kvcast::ScaleKind>(7); }, Code::bad_option, "scale_kind (7) is not a ScaleKind"},
+    {"k_scale with per_head", [](auto& a) { per_head(a); a.k_scale = kvcast::Scale::in_device_memory(fake_floats(0xB0000)); }, Code::bad_option, "k_scale is given but scale_kind is per_head: it would be ignored"},
+    {"v_scale with per_token_head", [](auto& a) { per_token_head(a); a.v_scale = kvcast::Scale::in_device_memory(fake_floats(0xB0000)); }, Code::bad_option, "v_scale is given but scale_kind is per_token_head"},
+    {"head scales with per_tensor", [](auto& a) { a.k_head_scales = fake_floats(0xA0000); }, Code::bad_option, "k_head_scales is given but scale_kind is per_tensor: set scale_kind = per_head"},
+    {"head scales with per_token_head", [](auto& a) { per_token_head(a); a.v_head_scales = fake_floats(0xA0000); }, Code::bad_option, "v_head_scales is given but scale_kind is per_token_head"},
+    {"scales_out with per_head", [](auto& a) { per_head(a); a.k_scales_out = fake_floats(0x90000); }, Code::bad_option, "k_scales_out is given but scale_kind is per_head: set scale_kind = per_token_head"},
+    {"scales_out layout with per_tensor", [](auto& a) { a.scales_out = OutputLayout::contiguous(8, 1); }, Code::bad_option, "scales_out is set but scale_kind is per_tensor"},
+    {"per_head without k's", [](auto& a) { per_head(a); a.k_head_scales = nullptr; }, Code::null_pointer, "k_head_scales is null while k is given (scale_kind per_head)"},
+    {"per_head without v's", [](auto& a) { per_head(a); a.v_head_scales = nullptr; }, Code::null_pointer, "v_head_scales is null while v is given (scale_kind per_head)"},
+    {"head scales without k", [](auto& a) { per_head(a); a.k = nullptr; a.k_out = nullptr; }, Code::unexpected_pointer, "k_head_scales is given while k is null"},
+    {"head scales misaligned", [](auto& a) { per_head(a); a.v_head_scales = fake_floats(0xA1002); }, Code::bad_option, "v_head_scales is not aligned to a float (4 bytes)"},
+    {"k_amax without k", [](auto& a) { a.k = nullptr; a.k_out = nullptr; a.k_amax = fake_floats(0xC0000); }, Code::unexpected_pointer, "k_amax is given while k is null"},
+    {"v_amax misaligned", [](auto& a) { a.v_amax = fake_floats(0xC0001); }, Code::bad_option, "v_amax is not aligned to a float (4 bytes)"},
+    {"one amax for both", [](auto& a) { a.k_amax = a.v_amax = fake_floats(0xC0000); }, Code::unexpected_pointer, "k_amax and v_amax are the same pointer"},
+    {"min_scale negative", [](auto& a) { per_token_head(a); a.min_scale = -1.0f; }, Code::bad_option, "min_scale (-1) must be finite and >= 0"},
+    {"min_scale NaN", [](auto& a) { per_token_head(a); a.min_scale = NAN; }, Code::bad_option, "min_scale (nan) must be finite and >= 0"},
+    {"min_scale inf", [](auto& a) { per_token_head(a); a.min_scale = INFINITY; }, Code::bad_option, "min_scale (inf) must be finite and >= 0"},
+    {"reduced head too long", [](auto& a) { per_token_head(a); a.head_dim = 2049; a.heads = 1; }, Code::bad_shape, "head_dim (2049) must be <= 2048 with scale_kind per_token_head"},
+    {"per_token_head unchecked", [](auto& a) { per_token_head(a); a.out_rows = DowncastArgs<Bf16>::kUncheckedRows; }, Code::bad_option, "out_rows is unchecked, but scale_kind per_token_head needs the cache's row count"},
+    {"no k scale tensor", [](auto& a) { per_token_head(a); a.k_scales_out = nullptr; }, Code::null_pointer, "k_scales_out is null while k is given (scale_kind per_token_head)"},
+    {"v scale tensor without v", [](auto& a) { per_token_head(a); a.v = nullptr; a.v_out = nullptr; }, Code::unexpected_pointer, "v_scales_out is given while v is null"},
+    {"scale heads overlap", [](auto& a) { per_token_head(a); a.scales_out = OutputLayout::flat(8, 0); }, Code::bad_stride, "scales_out.head_stride (0) < 1, the span of the dimensions inside it: scale heads would overlap"},
+    {"scale rows overlap", [](auto& a) { per_token_head(a); a.scales_out = OutputLayout::flat(4, 1); }, Code::bad_stride, "scales_out.token_stride (4) < 8, the span of one row: rows would overlap"},
+    {"scale page overlap", [](auto& a) { per_token_head(a); a.scales_out = OutputLayout::paged(16, 100, 8, 1); }, Code::bad_stride, "scales_out.block_stride (100) < 128"},
+    {"scales on k's codes", [](auto& a) { per_token_head(a); a.k_scales_out = fake_floats(0x50000 + 4096); }, Code::bad_stride, "k_scales_out overlaps k_out"},
+    {"scales on v's codes", [](auto& a) { per_token_head(a); a.k_scales_out = fake_floats(0x70000); }, Code::bad_stride, "k_scales_out overlaps v_out"},
+    {"scales on each other", [](auto& a) { per_token_head(a); a.v_scales_out = fake_floats(0x90000 + 1024); }, Code::bad_stride, "k_scales_out overlaps v_scales_out"},
     {"too many segments", [](auto& a) { a.num_tokens = std::int64_t{1} << 30; a.in_head_stride = 256; a.in_token_stride = 0; }, Code::bad_shape, "num_tokens*heads (1073741824*8) exceeds 2^31-1"},
 };
 
@@ -128,6 +176,45 @@ TEST(Validation, ZeroTokensIsANoOpEvenWithNullPointers) {
   kvcast::detail::Plan plan;
   ASSERT_TRUE(kvcast::make_plan(a, plan).ok());
   EXPECT_EQ(plan.num_segments, 0);
+}
+
+TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
+  DowncastArgs<Bf16> a = valid_args();
+  per_head(a);
+  a.k_amax = fake_floats(0xC0000);
+  a.v_amax = fake_floats(0xC0004);
+  EXPECT_TRUE(kvcast::validate(a).ok()) << kvcast::validate(a).message();
+  // Per tensor with amax takes the per-head kernels (one scale for every head).
+  DowncastArgs<Bf16> t = valid_args();
+  t.k_amax = fake_floats(0xC0000);
+  kvcast::detail::Plan plan;
+  ASSERT_TRUE(kvcast::make_plan(t, plan).ok());
+  EXPECT_EQ(plan.scale_policy, kvcast::detail::ScalePolicyId::per_head);
+  EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::general);
+
+  // Per (token, head): separate, paged, and inline after each page's codes (16 rows of 8 heads
+  // of 128 bytes, then their 128 floats); an inline placement 4 bytes early lands on the codes.
+  DowncastArgs<Bf16> b = valid_args();
+  per_token_head(b);
+  EXPECT_TRUE(kvcast::validate(b).ok()) << kvcast::validate(b).message();
+  b.scales_out = OutputLayout::paged(16, 16 * 8 + 4, 8, 1);
+  EXPECT_TRUE(kvcast::validate(b).ok()) << kvcast::validate(b).message();
+  const std::int64_t page = 16 * 1024 + 16 * 8 * 4;
+  b.out = OutputLayout::paged(16, page, 1024, 128);
+  b.k_out = fake_out(0x100000);
+  b.v_out = fake_out(0x200000);
+  b.scales_out = OutputLayout::paged(16, page / 4, 8, 1);
+  b.k_scales_out = fake_floats(0x100000 + 16 * 1024);
+  b.v_scales_out = fake_floats(0x200000 + 16 * 1024);
+  EXPECT_TRUE(kvcast::validate(b).ok()) << kvcast::validate(b).message();
+  b.k_scales_out = fake_floats(0x100000 + 16 * 1024 - 4);
+  EXPECT_NE(std::string(kvcast::validate(b).message()).find("k_scales_out overlaps k_out"), std::string::npos)
+      << kvcast::validate(b).message();
+  // Only in fp32 arithmetic.
+  b.k_scales_out = fake_floats(0x100000 + 16 * 1024);
+  EXPECT_EQ(kvcast::make_plan(b, plan, kvcast::Arithmetic::input_precision).code(), Code::bad_option);
+  EXPECT_NE(std::string(kvcast::make_plan(b, plan, kvcast::Arithmetic::input_precision).message()).find("fp32 arithmetic"),
+            std::string::npos);
 }
 
 TEST(Validation, SingleTensorIsValid) {
@@ -400,7 +487,15 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
       for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
         for (Access acc : {Access::vector, Access::interleaved})
           for (int vec : {1, 2, 4, 8, 16, 32}) count += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode) ? 2 : 0;
-  EXPECT_EQ(count, 102);  // x 2 formats
+  EXPECT_EQ(count, 102);  // x 2 formats: PerTensorScale
+  int scaled = 0;
+  for (auto scales : {kvcast::detail::ScalePolicyId::per_head, kvcast::detail::ScalePolicyId::per_token_head})
+    for (int bytes : {2, 2, 4})
+      for (Arithmetic mode : {Arithmetic::fp32, Arithmetic::input_precision})
+        for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
+          for (Access acc : {Access::vector, Access::interleaved})
+            for (int vec : {1, 2, 4, 8, 16, 32}) scaled += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode, scales) ? 2 : 0;
+  EXPECT_EQ(scaled, 62);  // PerHeadScale 40, PerTokenHeadScale 22 (fp32 mode only)
 
   // A 2-element vector is legal, but the call is not dense: element by element instead.
   DowncastArgs<Bf16> a = large_args();
@@ -441,6 +536,38 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
     EXPECT_GE(ctas * groups, p.num_segments) << i;
     EXPECT_GE(c.chunks() << c.log2_group, items(p)) << i;
     EXPECT_LE(c.grid_y, kvcast::detail::kMaxGridY) << i;
+  }
+}
+
+// Per-(token, head) scales: one row-head a segment, in one chunk of whole vectors (at most
+// kBlockSize of them), never the dense kernel.
+TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
+  std::mt19937 rng(5);
+  for (int i = 0; i < 20000; ++i) {
+    DowncastArgs<Bf16> b = valid_args();
+    per_token_head(b);
+    b.out_rows = 64;
+    b.num_tokens = 1 + static_cast<std::int64_t>(rng() % 64);
+    b.heads = 1 + static_cast<std::int64_t>(rng() % 8);
+    b.head_dim = 1 + static_cast<std::int64_t>(rng() % 2048);
+    b.out = OutputLayout::contiguous(b.heads, b.head_dim);
+    b.k_out = fake_out(0x10000000);
+    b.v_out = fake_out(0x20000000);
+    b.k_scales_out = fake_floats(0x30000000);
+    b.v_scales_out = fake_floats(0x30100000);
+    if (rng() % 2) b.k = fake_in(0x100000 + 2 * (rng() % 16));
+    kvcast::detail::Plan p;
+    ASSERT_TRUE(kvcast::make_plan(b, p).ok()) << kvcast::make_plan(b, p).message();
+    const auto& c = p.choice;
+    EXPECT_EQ(p.seg_len, b.head_dim);
+    EXPECT_EQ(p.segs_per_token, b.heads);
+    EXPECT_EQ(c.kernel, kvcast::detail::WriteKernel::general);
+    EXPECT_EQ(c.chunks(), 1) << i;
+    if (c.access == kvcast::tile::Access::vector) EXPECT_EQ(b.head_dim % c.vec, 0) << i;
+    EXPECT_GE(std::int64_t{c.vec} << c.log2_group, b.head_dim) << i;
+    EXPECT_LE(1 << c.log2_group, kvcast::detail::kBlockSize);
+    ASSERT_TRUE(kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, 2, kvcast::Arithmetic::fp32,
+                                                    kvcast::detail::ScalePolicyId::per_token_head));
   }
 }
 
@@ -557,6 +684,93 @@ TEST(Reference, HandCheckedScatter) {
   EXPECT_EQ(out[1], 0x80);  // -0
   EXPECT_EQ(out[2], 0x44);  // 3
   EXPECT_EQ(out[3], 0xCE);  // -7
+}
+
+// The per-(token, head) scale of hostile row-heads (bf16), from its definition: amax over the
+// row-head with NaN propagating, amax / 448 in fp32, clamped below by min_scale (NaN stays);
+// each code the oracle's rounding of x / scale. Also the amax output, NaN included.
+TEST(Reference, PerTokenHeadScalesOfHostileRows) {
+  using kvcast::ref::BFloat16;
+  constexpr int D = 16;
+  const auto bf = [](float f) { return BFloat16{kvcast::ref::to_bf16(f)}; };
+  std::vector<std::vector<BFloat16>> rows;
+  auto row = [&](auto element) {
+    std::vector<BFloat16> r(D);
+    for (int d = 0; d < D; ++d) r[d] = element(d);
+    rows.push_back(r);
+  };
+  const float plain[D] = {1, -2, 3.5f, 0.25f, -7, 9, 0, 1.5f, -0.5f, 12, -3, 2, 0.125f, 6, -1, 4};
+  row([&](int) { return BFloat16{0x0000}; });                                          // zeros
+  row([&](int) { return BFloat16{0x8000}; });                                          // negative zeros
+  row([&](int d) { return d == 5 ? BFloat16{0x7f80} : bf(plain[d]); });               // one +inf
+  row([&](int d) { return d == 2 ? BFloat16{0xff80} : bf(plain[d]); });               // one -inf
+  row([&](int d) { return d == 9 ? BFloat16{0x7fc0} : bf(plain[d]); });               // one NaN
+  row([&](int d) { return BFloat16{static_cast<std::uint16_t>((d % 2 ? 0x8000 : 0) | (1 + 9 * d))}; });  // subnormals
+  row([&](int d) { return d == 4 ? BFloat16{0xff7f} : bf(plain[d]); });               // bf16's largest magnitude
+  row([&](int d) { return d == 3 ? bf(5.0f) : BFloat16{0x0000}; });                   // one non-zero
+  const std::int64_t n = static_cast<std::int64_t>(rows.size());
+  std::vector<BFloat16> k;
+  for (const auto& r : rows) k.insert(k.end(), r.begin(), r.end());
+  for (const bool with_nan : {true, false}) {
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(n * D), 0xCC);
+    std::vector<float> scales(static_cast<std::size_t>(n), -1.0f);
+    std::vector<std::int64_t> loc(static_cast<std::size_t>(n));
+    for (std::int64_t t = 0; t < n; ++t) loc[t] = with_nan || t != 4 ? t : -1;  // the NaN row as padding
+    float amax = 0.0f;
+    DowncastArgs<BFloat16> a;
+    a.k = k.data();
+    a.k_out = out.data();
+    a.num_tokens = n;
+    a.heads = 1;
+    a.head_dim = D;
+    a.loc = loc.data();
+    a.out_rows = n;
+    a.scale_kind = kvcast::ScaleKind::per_token_head;
+    a.k_scales_out = scales.data();
+    a.k_amax = &amax;
+    ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, kvcast::Arithmetic::fp32>(a).ok()));
+    if (with_nan) {
+      EXPECT_TRUE(std::isnan(amax));
+    } else {
+      EXPECT_TRUE(std::isinf(amax) && amax > 0);
+    }
+    for (std::int64_t t = 0; t < n; ++t) {
+      if (loc[t] < 0) {
+        EXPECT_EQ(scales[t], -1.0f) << "padding writes no scale";
+        for (int d = 0; d < D; ++d) EXPECT_EQ(out[t * D + d], 0xCC) << "padding writes no code";
+        continue;
+      }
+      double m = 0.0;
+      bool nan = false;
+      for (int d = 0; d < D; ++d) {
+        const double x = oracle::bf16_value(rows[t][d].bits);
+        nan = nan || std::isnan(x);
+        m = std::fabs(x) > m ? std::fabs(x) : m;
+      }
+      const float q = nan ? NAN : static_cast<float>(m) / 448.0f;
+      const float want = q < 1e-6f ? 1e-6f : q;
+      if (nan) {
+        EXPECT_TRUE(std::isnan(scales[t])) << "row " << t;
+      } else {
+        EXPECT_EQ(scales[t], want) << "row " << t;
+      }
+      for (int d = 0; d < D; ++d)
+        EXPECT_EQ(out[t * D + d], oracle::quantize(oracle::e4m3(), nullptr, oracle::bf16_value(rows[t][d].bits), scales[t], false))
+            << "row " << t << " element " << d;
+    }
+    // The named cases, by hand.
+    EXPECT_EQ(scales[0], 1e-6f);                                                     // zeros: min_scale, codes 0
+    EXPECT_EQ(out[0], 0x00);
+    EXPECT_EQ(out[D], 0x80);                                                         // -0 keeps its sign
+    EXPECT_TRUE(std::isinf(scales[2]));                                              // inf: x / inf = 0, inf / inf = NaN
+    EXPECT_EQ(out[2 * D + 5], 0x7F);
+    EXPECT_EQ(scales[5], 1e-6f);                                                     // subnormals: min_scale
+    EXPECT_EQ(scales[6], kvcast::ref::bf16_to_float(0x7f7f) / 448.0f);               // the largest magnitude...
+    EXPECT_EQ(out[6 * D + 4], 0xFE);                                                 // ...is -448
+    EXPECT_EQ(scales[7], 5.0f / 448.0f);                                             // one non-zero: it becomes 448
+    EXPECT_EQ(out[7 * D + 3], 0x7E);
+    EXPECT_EQ(out[7 * D + 0], 0x00);
+  }
 }
 
 }  // namespace

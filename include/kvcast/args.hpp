@@ -34,6 +34,25 @@ struct Scale {
   static constexpr Scale host_value(float v) { return Scale{nullptr, v}; }
 };
 
+//! How K's and V's scales are given (DESIGN.md §2). Each element is `quantize(x, scale)` with
+//! its tensor's scale for that (token, head).
+enum class ScaleKind : std::uint8_t {
+  per_tensor,      //!< `k_scale` / `v_scale`: one float a tensor, in device memory or a value
+  per_head,        //!< `k_head_scales` / `v_head_scales`: `heads` floats a tensor, in device memory
+  //! Computed by the kernel from each row-head's amax (fp32 arithmetic only):
+  //! `scale = max(amax / fp8_max, min_scale)`, written to `k_scales_out` / `v_scales_out`.
+  per_token_head,
+};
+
+inline const char* to_string(ScaleKind kind) {
+  switch (kind) {
+    case ScaleKind::per_tensor: return "per_tensor";
+    case ScaleKind::per_head: return "per_head";
+    case ScaleKind::per_token_head: return "per_token_head";
+  }
+  return "unknown";
+}
+
 //! Everything one downcast call needs. Strides are in elements of their own tensor.
 //!
 //! @tparam T input element type: `__nv_bfloat16`, `__half` or `float`.
@@ -76,8 +95,33 @@ struct DowncastArgs {
   std::int64_t in_capacity = -1;
   std::int64_t out_capacity = -1;
 
+  //! Which of the scale fields below the call reads; the others must be left unset.
+  ScaleKind scale_kind = ScaleKind::per_tensor;
+  //! ScaleKind::per_tensor.
   Scale k_scale{};
   Scale v_scale{};
+  //! ScaleKind::per_head: `heads` floats each, in device memory, read when the kernel runs.
+  const float* k_head_scales = nullptr;
+  const float* v_head_scales = nullptr;
+  //! ScaleKind::per_token_head: where each written row-head's scale goes (fp32), at
+  //! `scales_out.address(row, head)` floats from these pointers. A padding or out-of-range
+  //! token writes no scale, as it writes no code.
+  float* k_scales_out = nullptr;
+  float* v_scales_out = nullptr;
+  //! OutputLayout's formula in floats, a row-head one float: a separate `[rows, heads]` tensor
+  //! (all-zero, the default), pages `[pages, block, heads]`, or floats inside each page of the
+  //! codes (the pointers then point into the code buffer; they must not overlap the codes).
+  OutputLayout scales_out{};
+  //! ScaleKind::per_token_head: the smallest scale, so that an all-zero row divides by it
+  //! (vLLM's default). Finite and >= 0.
+  float min_scale = 1e-6f;
+
+  //! Optional, any scale kind: `*k_amax = max(*k_amax, max |float(x)|)` over every element of K
+  //! of every token whose slot is >= 0 (out-of-range rows included: they were real inputs),
+  //! NaN propagating. The caller zeroes it (or leaves a non-negative value to accumulate into);
+  //! atomics make it graph-safe. Likewise `v_amax`.
+  float* k_amax = nullptr;
+  float* v_amax = nullptr;
 
   //! Programmatic dependent launch (sm_90+): the kernel may start while the previous kernel on
   //! the stream finishes, and waits for it (`griddepcontrol.wait`) before its first read.

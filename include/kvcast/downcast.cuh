@@ -35,7 +35,7 @@ Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");
   detail::Plan plan;
   if (Status s = make_plan(args, plan, Mode); !s || plan.num_segments == 0) return s;
-  return detail::dispatch<Fp8<Format, Mode>, PerTensorScale>(args, plan, stream);
+  return detail::dispatch<Fp8<Format, Mode>>(args, plan, stream);
 }
 
 //! downcast() followed by a synchronisation of `stream` that turns the error counter into an
@@ -53,7 +53,7 @@ Status downcast_checked(const DowncastArgs<T>& args, cudaStream_t stream = nullp
       !s)
     return s;
   if (plan.num_segments > 0)
-    if (Status s = detail::dispatch<Fp8<Format, Mode>, PerTensorScale>(args, plan, stream); !s) return s;
+    if (Status s = detail::dispatch<Fp8<Format, Mode>>(args, plan, stream); !s) return s;
   unsigned long long skipped = 0;
   if (Status s = detail::cuda_status(cudaMemcpyAsync(&skipped, args.error_count, sizeof skipped, cudaMemcpyDeviceToHost, stream),
                                      "kvcast::downcast_checked: reading error_count");

@@ -50,6 +50,13 @@ struct OutputLayout {
     return paged(block_size, block_size * heads * head_dim, head_dim, block_size * head_dim);
   }
 
+  //! All-zero, the default of the argument structs: the caller asks for the contiguous layout.
+  constexpr bool is_default() const { return block_size == 1 && block_stride == 0 && token_stride == 0 && head_stride == 0; }
+  //! This layout, or contiguous `[rows, heads, run]` where it is the default.
+  constexpr OutputLayout or_contiguous(std::int64_t heads, std::int64_t run) const {
+    return is_default() ? contiguous(heads, run) : *this;
+  }
+
   //! @pre `row >= 0`, `head >= 0`, and the result fits in int64 (validated on the host).
   KVCAST_HOST_DEVICE std::int64_t address(std::int64_t row, std::int64_t head) const {
     return row_address(row) + head * head_stride;

@@ -4,7 +4,8 @@
 //! The policies a write is put together from (docs/ARCHITECTURE.md draws the whole):
 //!
 //!  - a **code policy** turns a thread's input vector into codes: `Fp8<Format, Mode>`;
-//!  - a **scale policy** gives each (token, head) its scale: `PerTensorScale`;
+//!  - a **scale policy** gives each (token, head) its scale: `PerTensorScale`, `PerHeadScale`,
+//!    `PerTokenHeadScale` (computed from the row-head, and stored);
 //!  - a **layout policy** places a row: `OutputLayout` (layout.hpp), the one address formula,
 //!    which the kernels specialise for the dense serving call (detail::DenseRows).
 //!
@@ -69,16 +70,21 @@ struct Fp8 {
 
 //! Scale policy: one scale per tensor, K's and V's, each a float in device memory (read when
 //! the kernel runs, so a CUDA graph replays with the current value) or a value fixed at launch.
-//! The concept a scale policy models:
+//! The lean policy: no amax. The concept a scale policy models:
 //!
 //!     struct Params;                                  // trivially copyable, in the kernel's parameters
 //!     static Params make(const DowncastArgs<T>&);     // host
-//!     load(params, token, head) -> float2             // K's and V's scale for that row-head
+//!     kAmax                                           // whether Params may ask for the amax output
+//!     kFromRowHead                                    // whether the scale is computed from the row-head
+//!     load(params, token, head) -> float2             // K's and V's scale for that row-head (!kFromRowHead)
+//!     from_amax<Format>(params, k_bits, v_bits)       // ...or from its amax (kFromRowHead),
+//!     store(params, row, head, scales, has_k, has_v)  // and where it is kept
 //!
-//! A scale computed from the row (per (token, head), from its amax) adds a reduction over the
-//! group that holds the row-head and a store of the scale through its own layout; see
-//! docs/ARCHITECTURE.md.
+//! The skeleton (detail/write_kernel.cuh) does the reductions: a row-head's over the group of
+//! threads that holds it, the amax output's over the CTA, then one atomic (detail/amax.cuh).
 struct PerTensorScale {
+  static constexpr bool kAmax = false;
+  static constexpr bool kFromRowHead = false;
   struct Params {
     const float* k_device;
     const float* v_device;
@@ -93,6 +99,77 @@ struct PerTensorScale {
   //! The same two scales for every (token, head).
   KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t /*head*/) {
     return make_float2(p.k_device ? __ldg(p.k_device) : p.k_value, p.v_device ? __ldg(p.v_device) : p.v_value);
+  }
+#endif
+};
+
+//! Scale policy: a scale a head, `heads` floats a tensor in device memory, read when the kernel
+//! runs (ScaleKind::per_head). With a step of 0 between heads it is one scale a tensor: the
+//! device-wide API takes it for per-tensor calls that ask for amax, so that PerTensorScale's
+//! kernels stay lean. Optional amax output.
+struct PerHeadScale {
+  static constexpr bool kAmax = true;
+  static constexpr bool kFromRowHead = false;
+  struct Params {
+    const float* k_device;   //!< null: k_value for every head
+    const float* v_device;
+    std::uint32_t head_step;  //!< floats from one head's scale to the next: 1, or 0 (one a tensor)
+    float k_value;
+    float v_value;
+    float* k_amax;
+    float* v_amax;
+  };
+  template <class T>
+  static Params make(const DowncastArgs<T>& a) {
+    if (a.scale_kind == ScaleKind::per_head) return Params{a.k_head_scales, a.v_head_scales, 1u, 1.0f, 1.0f, a.k_amax, a.v_amax};
+    return Params{a.k_scale.device, a.v_scale.device, 0u, a.k_scale.value, a.v_scale.value, a.k_amax, a.v_amax};
+  }
+#if defined(__CUDACC__)
+  KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t head) {
+    const std::uint32_t at = head * p.head_step;
+    return make_float2(p.k_device ? __ldg(p.k_device + at) : p.k_value, p.v_device ? __ldg(p.v_device + at) : p.v_value);
+  }
+#endif
+};
+
+//! Scale policy: a scale a (token, head), computed from the row-head's elements
+//! (ScaleKind::per_token_head, fp32 arithmetic):
+//!
+//!     amax  = max over d of |float(x[t, h, d])|            (NaN propagates)
+//!     scale = max(amax / fp8_max, min_scale)                (fp32 division, correctly rounded; NaN stays)
+//!
+//! and stored, as a float, at `layout.address(row, head)` of its tensor's scale pointer.
+//! Optional amax output.
+struct PerTokenHeadScale {
+  static constexpr bool kAmax = true;
+  static constexpr bool kFromRowHead = true;
+  struct Params {
+    float* k_out;
+    float* v_out;
+    OutputLayout layout;  //!< in floats, a row-head one float
+    float min_scale;
+    float* k_amax;
+    float* v_amax;
+  };
+  template <class T>
+  static Params make(const DowncastArgs<T>& a) {
+    return Params{a.k_scales_out, a.v_scales_out, a.scales_out.or_contiguous(a.heads, 1), a.min_scale, a.k_amax, a.v_amax};
+  }
+  //! The scale of a row-head whose largest magnitude is `amax` (any float, NaN included).
+  template <class Format>
+  KVCAST_HOST_DEVICE static float scale_of(float amax, float min_scale) {
+    const float s = detail::div_rn(amax, Format::kMax);
+    return s < min_scale ? min_scale : s;  // a NaN amax keeps its NaN, as torch's clamp(min=)
+  }
+#if defined(__CUDACC__)
+  template <class Format>
+  KVCAST_DEVICE static float2 from_amax(const Params& p, std::uint32_t k_bits, std::uint32_t v_bits) {
+    return make_float2(scale_of<Format>(__uint_as_float(k_bits), p.min_scale), scale_of<Format>(__uint_as_float(v_bits), p.min_scale));
+  }
+  KVCAST_DEVICE static void store(const Params& p, std::int64_t row, std::uint32_t head, float2 scales, bool has_k, bool has_v) {
+    const std::int64_t at = p.layout.address(row, head);
+    if (has_k) p.k_out[at] = scales.x;
+    if (has_v) p.v_out[at] = scales.y;
   }
 #endif
 };

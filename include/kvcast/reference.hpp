@@ -175,22 +175,35 @@ inline std::uint32_t element_bits(const T* base, std::int64_t index) {
   }
 }
 
-//! The whole contract on the host. Every pointer in `args` is a host pointer (the scales'
-//! `device` pointers and `error_count` too). Returns validation's status; writes only the
-//! bytes the contract names and adds skipped rows to `*args.error_count`.
+//! max(a, b) of magnitudes, NaN propagating (torch.amax's rule).
+inline float nan_max(float a, float b) { return std::isnan(a) || a > b ? a : (std::isnan(b) || b > a ? b : a); }
+
+//! A per-(token, head) scale from its row-head's largest magnitude (DESIGN.md §2):
+//! `max(amax / fp8_max, min_scale)`, one IEEE fp32 division, a NaN amax giving NaN.
+template <class Format>
+inline float scale_from_amax(float amax, float min_scale) {
+  const float s = amax / Format::kMax;
+  return s < min_scale ? min_scale : s;
+}
+
+//! The whole contract on the host. Every pointer in `args` is a host pointer (the scales,
+//! scale tensors, amax outputs and `error_count` too). Returns validation's status; writes only
+//! the bytes (and scale floats) the contract names, raises `*k_amax` / `*v_amax` to the inputs'
+//! largest magnitude, and adds skipped rows to `*args.error_count`.
 template <class Format, Arithmetic Mode, class T>
 Status downcast(const DowncastArgs<T>& args) {
   // Validation, and the defaults it resolves (0 strides, an all-zero layout), are the launcher's;
-  // the rest — slots, rows, addresses, arithmetic — is computed here on its own.
+  // the rest — slots, rows, addresses, scales, arithmetic — is computed here on its own.
   detail::Plan plan;
-  const Status status = detail::check_args(args, plan);
+  const Status status = make_plan(args, plan, Mode);
   if (!status.ok() || args.num_tokens == 0) return status;
   const DType dtype = dtype_of<T>::value;
   const std::int64_t head_stride = plan.in_head_stride;
   const std::int64_t token_stride = plan.in_token_stride;
   const OutputLayout& out = plan.out;
-  const float k_scale = args.k_scale.device ? *args.k_scale.device : args.k_scale.value;
-  const float v_scale = args.v_scale.device ? *args.v_scale.device : args.v_scale.value;
+  const ScaleKind kind = args.scale_kind;
+  const auto tensor_scale = [](const Scale& s) { return s.device ? *s.device : s.value; };
+  const auto magnitude = [dtype](const T* x, std::int64_t i) { return std::fabs(input_to_float(dtype, element_bits(x, i))); };
   for (std::int64_t t = 0; t < args.num_tokens; ++t) {
     std::int64_t slot = t;
     if (args.loc) {
@@ -198,6 +211,13 @@ Status downcast(const DowncastArgs<T>& args) {
                                : static_cast<const std::int64_t*>(args.loc.data)[t];
     }
     if (slot < 0) continue;  // padding
+    // The amax output takes every token with a slot, its row in range or not.
+    for (std::int64_t h = 0; h < args.heads; ++h)
+      for (std::int64_t d = 0; d < args.head_dim; ++d) {
+        const std::int64_t src = t * token_stride + h * head_stride + d;
+        if (args.k && args.k_amax) *args.k_amax = nan_max(*args.k_amax, magnitude(args.k, src));
+        if (args.v && args.v_amax) *args.v_amax = nan_max(*args.v_amax, magnitude(args.v, src));
+      }
     const __int128 row = static_cast<__int128>(slot) * args.mult + args.offset;
     const bool in_range = row >= 0 && row <= INT64_MAX && (args.out_rows < 0 || row < args.out_rows);
     if (!in_range) {
@@ -205,6 +225,31 @@ Status downcast(const DowncastArgs<T>& args) {
       continue;
     }
     for (std::int64_t h = 0; h < args.heads; ++h) {
+      float k_scale = 1.0f, v_scale = 1.0f;
+      switch (kind) {
+        case ScaleKind::per_tensor:
+          k_scale = tensor_scale(args.k_scale);
+          v_scale = tensor_scale(args.v_scale);
+          break;
+        case ScaleKind::per_head:
+          if (args.k) k_scale = args.k_head_scales[h];
+          if (args.v) v_scale = args.v_head_scales[h];
+          break;
+        case ScaleKind::per_token_head: {
+          float k_max = 0.0f, v_max = 0.0f;
+          for (std::int64_t d = 0; d < args.head_dim; ++d) {
+            const std::int64_t src = t * token_stride + h * head_stride + d;
+            if (args.k) k_max = nan_max(k_max, magnitude(args.k, src));
+            if (args.v) v_max = nan_max(v_max, magnitude(args.v, src));
+          }
+          k_scale = scale_from_amax<Format>(k_max, args.min_scale);
+          v_scale = scale_from_amax<Format>(v_max, args.min_scale);
+          const std::int64_t at = plan.scales_out.address(static_cast<std::int64_t>(row), h);
+          if (args.k) args.k_scales_out[at] = k_scale;
+          if (args.v) args.v_scales_out[at] = v_scale;
+          break;
+        }
+      }
       const std::int64_t dst = out.address(static_cast<std::int64_t>(row), h);
       for (std::int64_t d = 0; d < args.head_dim; ++d) {
         const std::int64_t src = t * token_stride + h * head_stride + d;

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../args.hpp"
 #include "../config.hpp"
@@ -62,14 +63,23 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
 template <class T, class Scales>
 using WriteKernelPointer = void (*)(WriteParams<T, Scales>);
 
+//! The planner's name of a scale policy (the kernels that exist for it: write_kernel_exists).
+template <class Scales>
+constexpr ScalePolicyId scale_policy_id() {
+  return std::is_same<Scales, PerTokenHeadScale>::value ? ScalePolicyId::per_token_head
+         : std::is_same<Scales, PerHeadScale>::value    ? ScalePolicyId::per_head
+                                                        : ScalePolicyId::per_tensor;
+}
+
 //! The write kernel with a vector of `Vec` elements laid out as `A`, when it exists.
 template <class T, class Codes, class Scales, tile::Access A, int Vec>
 WriteKernelPointer<T, Scales> vector_kernel(WriteKernel kernel) {
   constexpr int kBytes = static_cast<int>(sizeof(T));
   constexpr Arithmetic kMode = Codes::kMode;
-  if constexpr (write_kernel_exists(WriteKernel::dense, Vec, A, kBytes, kMode))
+  constexpr ScalePolicyId kScales = scale_policy_id<Scales>();
+  if constexpr (write_kernel_exists(WriteKernel::dense, Vec, A, kBytes, kMode, kScales))
     if (kernel == WriteKernel::dense) return &write_kernel<T, Codes, Scales, DenseRows, Vec, A>;
-  if constexpr (write_kernel_exists(WriteKernel::general, Vec, A, kBytes, kMode))
+  if constexpr (write_kernel_exists(WriteKernel::general, Vec, A, kBytes, kMode, kScales))
     if (kernel == WriteKernel::general) return &write_kernel<T, Codes, Scales, LayoutRows, Vec, A>;
   return nullptr;
 }
@@ -79,7 +89,8 @@ WriteKernelPointer<T, Scales> vector_kernel(WriteKernel kernel) {
 template <class T, class Codes, class Scales>
 WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
   if (c.kernel == WriteKernel::realigned) {
-    if constexpr (sizeof(T) == 2)
+    if constexpr (write_kernel_exists(WriteKernel::realigned, kRealignVec, tile::Access::interleaved, sizeof(T), Codes::kMode,
+                                      scale_policy_id<Scales>()))
       return &write_realigned_kernel<T, Codes, Scales>;
     else
       return nullptr;
@@ -118,13 +129,28 @@ Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bo
   return cuda_status(cudaLaunchKernelEx(&config, kernel, p), "kvcast::downcast: kernel launch");
 }
 
-//! Carries out a planned call: parameters, the kernel the plan chose, the launch.
+//! Carries out a planned call with scale policy `Scales`: parameters, the kernel the plan
+//! chose, the launch.
 template <class Codes, class Scales, class T>
 Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
   const WriteKernelPointer<T, Scales> kernel = select_kernel<T, Codes, Scales>(plan.choice);
   if (kernel == nullptr)
     return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.choice.vec);
   return launch(kernel, plan.choice, make_write_params<T, Scales>(args, plan), args.pdl, stream);
+}
+
+//! Carries out a planned call with the scale policy the plan names.
+template <class Codes, class T>
+Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
+  switch (plan.scale_policy) {
+    case ScalePolicyId::per_tensor: return dispatch<Codes, PerTensorScale>(args, plan, stream);
+    case ScalePolicyId::per_head: return dispatch<Codes, PerHeadScale>(args, plan, stream);
+    case ScalePolicyId::per_token_head:
+      if constexpr (Codes::kMode == Arithmetic::fp32) return dispatch<Codes, PerTokenHeadScale>(args, plan, stream);
+      break;
+  }
+  return Status::error(Code::bad_option, "scale_kind %s has no kernel in arithmetic %s", to_string(args.scale_kind),
+                       to_string(Codes::kMode));
 }
 
 }  // namespace detail

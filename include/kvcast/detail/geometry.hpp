@@ -35,6 +35,10 @@ constexpr int kRealignWarps = 8;
 //! A segment (a token's row or one head) spans at most this many elements; the grid's y
 //! dimension then holds its chunks (2^24 / (2 * kBlockSize) = 2^15).
 constexpr std::int64_t kMaxSegmentElements = std::int64_t{1} << 24;
+//! A per-(token, head) scale is reduced over one group of at most kBlockSize threads, each
+//! holding at least 8 elements of the row-head (element by element, the narrowest case): so a
+//! head of at most this many elements.
+constexpr std::int64_t kMaxReducedHeadDim = std::int64_t{kBlockSize} * 8;
 //! Only kernels whose vectors hold at least this many bytes of input take a grid with the
 //! chunks on x (GridOrder::chunks_first, the planner's choice for large calls); narrower ones,
 //! the decode calls', read their grid as segments first without a test.

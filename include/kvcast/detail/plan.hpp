@@ -28,6 +28,22 @@ enum class WriteKernel : std::uint8_t {
   realigned,  //!< dense calls of 16-bit inputs with no vector access legal (16-byte loads anyway)
 };
 
+//! The scale policy (policy.cuh) a call's kernels are instantiated with. A per-tensor call that
+//! asks for amax takes PerHeadScale with one scale for every head, so that the lean
+//! PerTensorScale kernels carry no reduction.
+enum class ScalePolicyId : std::uint8_t {
+  per_tensor,      //!< PerTensorScale: ScaleKind::per_tensor without amax
+  per_head,        //!< PerHeadScale: ScaleKind::per_head, or per_tensor with amax
+  per_token_head,  //!< PerTokenHeadScale: ScaleKind::per_token_head
+};
+
+template <class T>
+constexpr ScalePolicyId scale_policy_of(const DowncastArgs<T>& a) {
+  if (a.scale_kind == ScaleKind::per_token_head) return ScalePolicyId::per_token_head;
+  if (a.scale_kind == ScaleKind::per_head || a.k_amax != nullptr || a.v_amax != nullptr) return ScalePolicyId::per_head;
+  return ScalePolicyId::per_tensor;
+}
+
 //! Which grid dimension walks what. Segments first: x the blocks of segments, y the chunks of a
 //! segment. Chunks first: the other way round, so that CTAs dispatched one after the other
 //! cover a row from its start to its end.
@@ -69,6 +85,10 @@ struct Plan {
   //! out_rows is unchecked.
   std::int64_t in_extent = 0;
   std::int64_t out_extent = -1;
+  ScalePolicyId scale_policy = ScalePolicyId::per_tensor;
+  //! ScaleKind::per_token_head: the scale tensors' layout (in floats) and the floats it spans.
+  OutputLayout scales_out{};
+  std::int64_t scales_extent = 0;
   KernelChoice choice{};
 };
 
@@ -109,6 +129,82 @@ inline Status check_no_overlap(Dim* dims, int count, const char* what, std::int6
   return Status{};
 }
 
+//! The names a layout's messages give: the code layout's or the scale layout's.
+struct LayoutNames {
+  const char* block_size;
+  const char* block_stride;
+  const char* token_stride;
+  const char* head_stride;
+  const char* heads;         //!< what overlaps when heads do
+  const char* rows_of_page;  //!< what overlaps when a page's rows do
+  const char* rows;          //!< the argument whose row count bounds it
+};
+constexpr LayoutNames kOutNames{"out.block_size",   "out.block_stride", "out.token_stride", "out.head_stride",
+                                "output heads",     "output rows of a page", "out_rows"};
+constexpr LayoutNames kScalesOutNames{"scales_out.block_size", "scales_out.block_stride", "scales_out.token_stride",
+                                      "scales_out.head_stride", "scale heads", "scale rows of a page", "out_rows"};
+
+//! Checks a layout of `heads` runs of `run` elements a row, for `rows` rows (< 0: unbounded): no
+//! negative stride, no two elements at one address. `page_reach`: elements one page spans (one
+//! row when flat); `extent`: elements all the rows span (-1 when unbounded).
+inline Status check_layout(const OutputLayout& out, std::int64_t heads, std::int64_t run, std::int64_t rows, const LayoutNames& n,
+                           std::int64_t& page_reach, std::int64_t& extent) {
+  const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
+  const bool flat = out.block_size == 1;
+  extent = -1;
+  if (out.block_size < 1) return Status::error(Code::bad_option, "%s (%lld) must be >= 1", n.block_size, ll(out.block_size));
+  if (out.block_stride < 0 || out.token_stride < 0 || out.head_stride < 0)
+    return Status::error(Code::bad_stride, "%s (%lld) is negative",
+                         out.block_stride < 0 ? n.block_stride : out.token_stride < 0 ? n.token_stride : n.head_stride,
+                         ll(std::min({out.block_stride, out.token_stride, out.head_stride})));
+  {
+    Dim dims[] = {{run, 1, "element stride"}, {heads, out.head_stride, n.head_stride}, {flat ? 1 : out.block_size, out.token_stride, n.token_stride}};
+    if (Status s = check_no_overlap(dims, 3, flat ? n.heads : n.rows_of_page, page_reach); !s) return s;
+  }
+  const bool many_pages = rows < 0 || rows > out.block_size;
+  if (many_pages && out.block_stride < page_reach)
+    return Status::error(Code::bad_stride, "%s (%lld) < %lld, the span of one %s: %s would overlap",
+                         flat ? n.token_stride : n.block_stride, ll(out.block_stride), ll(page_reach), flat ? "row" : "page",
+                         flat ? "rows" : "pages");
+  if (rows > 0) {
+    const std::int64_t last = rows - 1;
+    std::int64_t base = 0;
+    // The last row ends last: pages don't overlap, so earlier pages end before its page
+    // starts, and earlier rows of its page sit at smaller in-page offsets.
+    if (!mul_add(last / out.block_size, out.block_stride, 0, base) || !mul_add(last % out.block_size, out.token_stride, base, base) ||
+        !mul_add(1, base, run, base) || !mul_add(heads - 1, out.head_stride, base, extent))
+      return Status::error(Code::overflow, "%s (%lld) with this layout addresses beyond int64", n.rows, ll(rows));
+  } else if (rows == 0) {
+    extent = 0;
+  }
+  return Status{};
+}
+
+//! Bytes a tensor of a call may touch: from `base`, `extent` bytes (-1: unbounded), repeating
+//! every `block_stride` bytes a page of `block_size` rows, of which each page touches its first
+//! `page_reach` bytes.
+struct Region {
+  const void* base;
+  std::int64_t extent;
+  std::int64_t block_size;
+  std::int64_t block_stride;
+  std::int64_t page_reach;
+};
+
+//! Whether two regions can be shown to share no byte: their extents don't meet, or both have the
+//! same pages and, page for page, their spans don't meet (floats placed inside the pages of the
+//! codes, after them).
+inline bool disjoint(const Region& a, const Region& b) {
+  const auto lo_a = reinterpret_cast<std::uintptr_t>(a.base), lo_b = reinterpret_cast<std::uintptr_t>(b.base);
+  if (a.extent >= 0 && b.extent >= 0 &&
+      (lo_a + static_cast<std::uint64_t>(a.extent) <= lo_b || lo_b + static_cast<std::uint64_t>(b.extent) <= lo_a))
+    return true;
+  if (a.block_size != b.block_size || a.block_stride != b.block_stride || a.block_stride <= 0) return false;
+  const std::int64_t stride = a.block_stride;
+  const std::int64_t d = ((static_cast<std::int64_t>(lo_b - lo_a) % stride) + stride) % stride;  // b's offset in a's page
+  return a.page_reach <= d && d + b.page_reach <= stride;
+}
+
 //! The write kernels that exist (are instantiated) for an input of `input_bytes` bytes in
 //! `mode`: the planner chooses among these alone, and dispatch instantiates these alone. Each
 //! earns its place by a measured gain (tuning.hpp cites them):
@@ -118,7 +214,16 @@ inline Status check_no_overlap(Dim* dims, int count, const char* what, std::int6
 //!  - 2-element vectors (fp32 mode's tiniest calls) in the dense kernel alone;
 //!  - element by element (interleaved): 8 a thread, and 16 for 16-bit inputs in large general
 //!    calls, the dense call of that size taking the realigned kernel.
-constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access access, int input_bytes, Arithmetic mode) {
+//! The scale policies other than PerTensorScale take the general kernel alone, with vectors of
+//! 4 to the widest and 8 elements interleaved; PerTokenHeadScale computes in fp32 mode only.
+constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access access, int input_bytes, Arithmetic mode,
+                                   ScalePolicyId scales = ScalePolicyId::per_tensor) {
+  if (scales != ScalePolicyId::per_tensor) {
+    if (kernel != WriteKernel::general || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
+    if (access == tile::Access::interleaved) return vec == tuning::kElementWiseVector;
+    return (vec == 4 || vec == 8 || vec == 16) &&
+           vec <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes);
+  }
   if (kernel == WriteKernel::realigned)
     return input_bytes == 2 && vec == kRealignVec && access == tile::Access::interleaved;
   if (access == tile::Access::interleaved)
@@ -127,6 +232,100 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
     return false;
   return vec == 4 || vec == 8 || vec == 16 || (vec == 2 && kernel == WriteKernel::dense);
 }
+
+//! The checks of the scale arguments (ScaleKind, amax): each field of the call's kind given for
+//! each tensor the call has, no field of another kind given, and, for per_token_head, the scale
+//! tensors' layout, with no float of theirs on a code or on each other. `code_page_reach`: bytes
+//! one page (row) of the codes spans.
+template <class T>
+Status check_scale_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_page_reach) {
+  const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
+  const ScaleKind kind = a.scale_kind;
+  if (kind != ScaleKind::per_tensor && kind != ScaleKind::per_head && kind != ScaleKind::per_token_head)
+    return Status::error(Code::bad_option, "scale_kind (%d) is not a ScaleKind", static_cast<int>(kind));
+  plan.scale_policy = scale_policy_of(a);
+  const char* kind_name = to_string(kind);
+  const bool has_k = a.k != nullptr, has_v = a.v != nullptr;
+
+  // Fields of another kind: a call would silently ignore them.
+  if (kind != ScaleKind::per_tensor && (a.k_scale.device != nullptr || a.v_scale.device != nullptr))
+    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: it would be ignored",
+                         a.k_scale.device != nullptr ? "k_scale" : "v_scale", kind_name);
+  if (kind != ScaleKind::per_head && (a.k_head_scales != nullptr || a.v_head_scales != nullptr))
+    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: set scale_kind = per_head to use it",
+                         a.k_head_scales != nullptr ? "k_head_scales" : "v_head_scales", kind_name);
+  if (kind != ScaleKind::per_token_head && (a.k_scales_out != nullptr || a.v_scales_out != nullptr))
+    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: set scale_kind = per_token_head to use it",
+                         a.k_scales_out != nullptr ? "k_scales_out" : "v_scales_out", kind_name);
+  if (kind != ScaleKind::per_token_head && !a.scales_out.is_default())
+    return Status::error(Code::bad_option, "scales_out is set but scale_kind is %s: it places per_token_head scales", kind_name);
+
+  // A tensor's own fields come with it.
+  const auto pair = [&](const void* k_field, const void* v_field, const char* k_name, const char* v_name) -> Status {
+    if (has_k && k_field == nullptr) return Status::error(Code::null_pointer, "%s is null while k is given (scale_kind %s)", k_name, kind_name);
+    if (has_v && v_field == nullptr) return Status::error(Code::null_pointer, "%s is null while v is given (scale_kind %s)", v_name, kind_name);
+    if (!has_k && k_field != nullptr) return Status::error(Code::unexpected_pointer, "%s is given while k is null", k_name);
+    if (!has_v && v_field != nullptr) return Status::error(Code::unexpected_pointer, "%s is given while v is null", v_name);
+    if (!is_aligned(k_field, 4) || !is_aligned(v_field, 4))
+      return Status::error(Code::bad_option, "%s is not aligned to a float (4 bytes)", is_aligned(k_field, 4) ? v_name : k_name);
+    return Status{};
+  };
+  if (kind == ScaleKind::per_head)
+    if (Status s = pair(a.k_head_scales, a.v_head_scales, "k_head_scales", "v_head_scales"); !s) return s;
+  if (!has_k && a.k_amax != nullptr) return Status::error(Code::unexpected_pointer, "k_amax is given while k is null");
+  if (!has_v && a.v_amax != nullptr) return Status::error(Code::unexpected_pointer, "v_amax is given while v is null");
+  if (!is_aligned(a.k_amax, 4) || !is_aligned(a.v_amax, 4))
+    return Status::error(Code::bad_option, "%s is not aligned to a float (4 bytes)", is_aligned(a.k_amax, 4) ? "v_amax" : "k_amax");
+  if (a.k_amax != nullptr && a.k_amax == a.v_amax)
+    return Status::error(Code::unexpected_pointer, "k_amax and v_amax are the same pointer: give one float each");
+  if (kind != ScaleKind::per_token_head) return Status{};
+
+  // per_token_head.
+  if (!(a.min_scale >= 0.0f && a.min_scale <= std::numeric_limits<float>::max()))
+    return Status::error(Code::bad_option, "min_scale (%g) must be finite and >= 0", static_cast<double>(a.min_scale));
+  if (a.head_dim > kMaxReducedHeadDim)
+    return Status::error(Code::bad_shape, "head_dim (%lld) must be <= %lld with scale_kind per_token_head: one CTA reduces a row-head",
+                         ll(a.head_dim), ll(kMaxReducedHeadDim));
+  if (a.out_rows < 0)
+    return Status::error(Code::bad_option,
+                         "out_rows is unchecked, but scale_kind per_token_head needs the cache's row count to check the scale tensors");
+  if (Status s = pair(a.k_scales_out, a.v_scales_out, "k_scales_out", "v_scales_out"); !s) return s;
+  plan.scales_out = a.scales_out.or_contiguous(a.heads, 1);
+  std::int64_t scale_page_reach = 0;
+  if (Status s = check_layout(plan.scales_out, a.heads, 1, a.out_rows, kScalesOutNames, scale_page_reach, plan.scales_extent); !s)
+    return s;
+  // In bytes, every tensor the call writes: no float of a scale tensor on a code or on the other.
+  const OutputLayout& so = plan.scales_out;
+  std::int64_t scale_bytes = 0, scale_stride = 0, scale_reach = 0;
+  if (!mul_add(plan.scales_extent, 4, 0, scale_bytes) || !mul_add(so.block_stride, 4, 0, scale_stride) ||
+      !mul_add(scale_page_reach, 4, 0, scale_reach))
+    return Status::error(Code::overflow, "scales_out with out_rows (%lld) addresses beyond int64 bytes", ll(a.out_rows));
+  const Region k_scales{a.k_scales_out, scale_bytes, so.block_size, scale_stride, scale_reach};
+  const Region v_scales{a.v_scales_out, scale_bytes, so.block_size, scale_stride, scale_reach};
+  const Region k_codes{a.k_out, plan.out_extent, plan.out.block_size, plan.out.block_stride, code_page_reach};
+  const Region v_codes{a.v_out, plan.out_extent, plan.out.block_size, plan.out.block_stride, code_page_reach};
+  const struct {
+    const Region& scales;
+    const Region& other;
+    bool both;
+    const char* scales_name;
+    const char* other_name;
+  } pairs[] = {{k_scales, k_codes, has_k, "k_scales_out", "k_out"},
+               {k_scales, v_codes, has_k && has_v, "k_scales_out", "v_out"},
+               {v_scales, k_codes, has_k && has_v, "v_scales_out", "k_out"},
+               {v_scales, v_codes, has_v, "v_scales_out", "v_out"},
+               {k_scales, v_scales, has_k && has_v, "k_scales_out", "v_scales_out"}};
+  for (const auto& p : pairs)
+    if (p.both && !disjoint(p.scales, p.other))
+      return Status::error(Code::bad_stride,
+                           "%s overlaps %s: give separate tensors, or floats inside each page of the codes, beside them "
+                           "(scales_out with the codes' block_size and block_stride / 4)",
+                           p.scales_name, p.other_name);
+  return Status{};
+}
+
+static_assert(kMaxReducedHeadDim <= std::int64_t{kBlockSize} * tuning::kElementWiseVector,
+              "A reduced row-head fits one group, element by element.");
 
 //! Validates `a` and resolves it into `plan` (everything but the kernel choice). Returns the
 //! first broken rule, naming the argument.
@@ -191,44 +390,14 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
                          ll(plan.in_extent));
 
   // Output layout: all-zero means contiguous.
-  const OutputLayout& o = a.out;
-  plan.out = (o.block_size == 1 && o.block_stride == 0 && o.token_stride == 0 && o.head_stride == 0)
-                 ? OutputLayout::contiguous(a.heads, a.head_dim)
-                 : o;
-  const OutputLayout& out = plan.out;
-  const bool flat = out.block_size == 1;
-  if (out.block_size < 1) return Status::error(Code::bad_option, "out.block_size (%lld) must be >= 1", ll(out.block_size));
-  if (out.block_stride < 0 || out.token_stride < 0 || out.head_stride < 0)
-    return Status::error(Code::bad_stride, "out.%s (%lld) is negative",
-                         out.block_stride < 0 ? "block_stride" : out.token_stride < 0 ? "token_stride" : "head_stride",
-                         ll(std::min({out.block_stride, out.token_stride, out.head_stride})));
+  plan.out = a.out.or_contiguous(a.heads, a.head_dim);
   std::int64_t page_reach = 0;
-  {
-    Dim dims[] = {{a.head_dim, 1, "element stride"},
-                  {a.heads, out.head_stride, "out.head_stride"},
-                  {flat ? 1 : out.block_size, out.token_stride, "out.token_stride"}};
-    if (Status s = check_no_overlap(dims, 3, flat ? "output heads" : "output rows of a page", page_reach); !s) return s;
-  }
-  const bool many_pages = a.out_rows < 0 || a.out_rows > out.block_size;
-  if (many_pages && out.block_stride < page_reach)
-    return Status::error(Code::bad_stride, "%s (%lld) < %lld, the span of one %s: %s would overlap",
-                         flat ? "out.token_stride" : "out.block_stride", ll(out.block_stride), ll(page_reach),
-                         flat ? "row" : "page", flat ? "rows" : "pages");
-  if (a.out_rows > 0) {
-    const std::int64_t last = a.out_rows - 1;
-    std::int64_t base = 0;
-    // The last row ends last: pages don't overlap, so earlier pages end before its page
-    // starts, and earlier rows of its page sit at smaller in-page offsets.
-    if (!mul_add(last / out.block_size, out.block_stride, 0, base) ||
-        !mul_add(last % out.block_size, out.token_stride, base, base) || !mul_add(1, base, a.head_dim, base) ||
-        !mul_add(a.heads - 1, out.head_stride, base, plan.out_extent))
-      return Status::error(Code::overflow, "out_rows (%lld) with this layout addresses beyond int64", ll(a.out_rows));
-  } else if (a.out_rows == 0) {
-    plan.out_extent = 0;
-  }
+  if (Status s = check_layout(plan.out, a.heads, a.head_dim, a.out_rows, kOutNames, page_reach, plan.out_extent); !s) return s;
   if (a.out_capacity >= 0 && plan.out_extent > a.out_capacity)
     return Status::error(Code::bad_shape, "out_capacity (%lld) < %lld, the bytes out_rows rows span", ll(a.out_capacity),
                          ll(plan.out_extent));
+
+  if (Status s = check_scale_args(a, plan, page_reach); !s) return s;
 
   // Slot bounds: row = slot*mult + offset in [0, R-1] <=> slot in [min_slot, max_slot].
   {
@@ -247,10 +416,12 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
   }
 
   // Segments: heads fuse into one run when they are back to back in input and output.
-  const bool fuse = a.heads == 1 || (plan.in_head_stride == a.head_dim && out.head_stride == a.head_dim);
+  // A scale that changes with the head keeps heads apart: a segment is then one row-head.
+  const bool fuse = a.heads == 1 ||
+                    (a.scale_kind == ScaleKind::per_tensor && plan.in_head_stride == a.head_dim && plan.out.head_stride == a.head_dim);
   plan.segs_per_token = fuse ? 1 : a.heads;
   plan.seg_len = fuse ? row_elems : a.head_dim;
-  plan.dense = fuse && flat && a.k != nullptr && a.v != nullptr;
+  plan.dense = fuse && plan.out.block_size == 1 && a.k != nullptr && a.v != nullptr;
   if (!mul_add(a.num_tokens, plan.segs_per_token, 0, plan.num_segments) ||
       plan.num_segments > std::numeric_limits<std::int32_t>::max())
     return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^31-1", ll(a.num_tokens), ll(a.heads));
@@ -274,13 +445,17 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   constexpr int kBytes = static_cast<int>(sizeof(T));
   KernelChoice c;
   const bool fused = plan.segs_per_token == 1;
-  const WriteKernel kernel = plan.dense ? WriteKernel::dense : WriteKernel::general;
+  const ScalePolicyId scales = plan.scale_policy;
+  // A row-head reduced for its scale is one chunk, whole vectors: no partial vector, no more
+  // items than a CTA has threads.
+  const bool reduced = scales == ScalePolicyId::per_token_head;
+  const WriteKernel kernel = plan.dense && scales == ScalePolicyId::per_tensor ? WriteKernel::dense : WriteKernel::general;
   const int widest = tuning::widest_vector(plan.elements, mode, kBytes);
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
-    if (v > plan.seg_len) continue;
+    if (v > plan.seg_len || (reduced && (plan.seg_len % v != 0 || plan.seg_len / v > kBlockSize))) continue;
     const bool in_ok = is_aligned(a.k, std::int64_t{v} * kBytes) && is_aligned(a.v, std::int64_t{v} * kBytes) &&
                        (a.num_tokens == 1 || plan.in_token_stride % v == 0) && (fused || plan.in_head_stride % v == 0);
-    if (in_ok && outputs_allow(a, plan, v, !fused) && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode)) {
+    if (in_ok && outputs_allow(a, plan, v, !fused) && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
       c.vec = v;
       c.kernel = kernel;
     }
@@ -288,12 +463,12 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (c.vec == 0) {
     c.access = tile::Access::interleaved;
     const bool large = kBytes == 2 && plan.elements > tuning::kElementWiseWideAbove;
-    if (plan.dense && kBytes == 2 && plan.elements > tuning::kRealignAbove) {
+    if (kernel == WriteKernel::dense && kBytes == 2 && plan.elements > tuning::kRealignAbove) {
       c.kernel = WriteKernel::realigned;
       c.vec = kRealignVec;
     } else {
-      c.kernel = plan.dense ? WriteKernel::dense : WriteKernel::general;
-      c.vec = large && !plan.dense ? 16 : tuning::kElementWiseVector;
+      c.kernel = kernel;
+      c.vec = large && kernel == WriteKernel::general && scales == ScalePolicyId::per_tensor ? 16 : tuning::kElementWiseVector;
     }
   }
 
@@ -340,7 +515,10 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 //! sane and out_rows is given: empty tensors often have null data pointers.
 template <class T>
 Status make_plan(const DowncastArgs<T>& args, detail::Plan& plan, Arithmetic mode = Arithmetic::fp32) {
-  if (Status s = detail::check_args(args, plan); !s || plan.num_segments == 0) return s;
+  if (Status s = detail::check_args(args, plan); !s) return s;
+  if (args.scale_kind == ScaleKind::per_token_head && mode != Arithmetic::fp32)
+    return Status::error(Code::bad_option, "scale_kind per_token_head computes its scales in fp32 arithmetic: use Arithmetic::fp32");
+  if (plan.num_segments == 0) return Status{};
   plan.choice = detail::choose_kernel(args, plan, mode);
   return Status{};
 }

@@ -7,9 +7,13 @@
 //!
 //!   locate   (layout policy)   which token and head its segment is
 //!   load     (tile::Memory)    its K and V vectors, then the token's slot and the scales
+//!   scale    (scale policy)    loaded, or computed from the row-head's amax (a group reduction)
 //!   resolve  (slot stage)      padding and out-of-range slots write nothing; else the row
-//!   convert  (code policy)     codes from the vectors and the scale policy's scales
-//!   store    (tile::Memory)    at the row's place, as the layout policy gives it
+//!   convert  (code policy)     codes from the vectors and the scales
+//!   store    (tile::Memory)    at the row's place, as the layout policy gives it (and a
+//!                              computed scale at its own)
+//!
+//! and, where the call asks for amax, a reduction over the CTA and one atomic a tensor.
 //!
 //! Every load is issued before any is used, so that a decode step pays one memory latency.
 #pragma once
@@ -23,6 +27,7 @@
 #include "../policy.cuh"
 #include "../tile.cuh"
 #include "../vec.cuh"
+#include "amax.cuh"
 #include "fast_divmod.hpp"
 #include "geometry.hpp"
 
@@ -147,17 +152,17 @@ KVCAST_DEVICE std::int64_t load_slot(const P& p, std::uint32_t token) {
 
 //! The slot stage: false when the token writes nothing (a negative slot is padding; a slot
 //! whose row is outside [0, out_rows) is skipped and counted once a token, by the thread that
-//! `counts`); otherwise `row_start`, where the token's row starts in the output (Rows).
+//! `counts`); otherwise `row` and `row_start`, where that row starts in the output (Rows).
 template <class Rows, class P>
-KVCAST_DEVICE bool resolve_slot(const P& p, std::int64_t slot, bool counts, std::int64_t& row_start) {
+KVCAST_DEVICE bool resolve_slot(const P& p, std::int64_t slot, bool counts, std::int64_t& row, std::int64_t& row_start) {
   if (slot < 0) return false;
   if (slot < p.min_slot || slot > p.max_slot) {
     if (p.error_count && counts) atomicAdd(p.error_count, 1ull);
     return false;
   }
   // In range, the true row fits int64; unsigned arithmetic keeps the intermediate defined.
-  const std::int64_t row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
-                                                     static_cast<std::uint64_t>(p.offset));
+  row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                  static_cast<std::uint64_t>(p.offset));
   row_start = Rows::row_start(p, row);
   return true;
 }
@@ -204,9 +209,11 @@ KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_
 //! token's row, or one head of it) is cut into chunks of 2^log2_group items, one chunk a group
 //! of threads, so that one long row spreads over several CTAs; a thread takes item
 //! `by * group + rank` (tile::Memory), Vec elements laid out as `A` says. The tail of a segment
-//! whose length Vec does not divide goes element by element, out of line.
+//! whose length Vec does not divide goes element by element, out of line. A scale computed
+//! from the row-head (Scales::kFromRowHead) has the planner make each segment one row-head in
+//! one chunk of whole vectors. `seen` gathers the magnitudes for the amax output (Scales::kAmax).
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
-KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
+KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by, SeenMax& seen) {
   using Walk = tile::Memory<std::uint32_t>;
   // 2^(log2(kBlockSize) - log2_group) segments a CTA. No sum here can wrap: segments < 2^31,
   // and a CTA's count past the last segment is below kBlockSize.
@@ -216,12 +223,17 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const Walk group(threadIdx.x & ((1u << lg) - 1), 1u << lg);
   const std::uint32_t item = group.index(by);                             // this thread's vector in the segment
   const std::uint32_t first = group.template first_element<A, Vec>(by);  // its first element
-  if (seg >= p.num_segments || first >= p.seg_len) return;  // past the last segment or row end
+  // Past the last segment or the row's end, a thread has nothing to write; but a row-head's
+  // scale needs every thread of its group (and of the CTA: the reduction may cross warps), so
+  // there it stays until the scale is known.
+  constexpr bool kReduces = Scales::kFromRowHead;
+  const bool active = seg < p.num_segments && first < p.seg_len;
+  if (!kReduces && !active) return;
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
 
   // locate
   std::uint32_t token, head;
-  Rows::locate(p, seg, token, head);
+  Rows::locate(p, kReduces && !active ? 0u : seg, token, head);
   const bool has_k = Rows::has_k(p);
   const bool has_v = Rows::has_v(p);
 
@@ -231,17 +243,48 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const T* __restrict__ k_in = p.k + in_base + first;  // not dereferenced when p.k is null
   const T* __restrict__ v_in = p.v + in_base + first;
   constexpr std::uint32_t kLog2Vec = log2_ceil(Vec);
-  const bool full = A == tile::Access::interleaved || item < (p.seg_len >> kLog2Vec);
+  const bool full = active && (A == tile::Access::interleaved || item < (p.seg_len >> kLog2Vec));
   AlignedVector<T, Vec> k_vec, v_vec;
+  if constexpr (Scales::kAmax && A == tile::Access::interleaved) {
+    KVCAST_UNROLL
+    for (int i = 0; i < Vec; ++i) k_vec[i] = v_vec[i] = T{};  // elements past the end count as 0
+  }
   if (full && has_k) Walk::template load<A>(k_in, end, k_vec);
   if (full && has_v) Walk::template load<A>(v_in, end, v_vec);
   const std::int64_t slot = load_slot(p, token);
   const std::int64_t out_in_row = Rows::out_offset_in_row(p, head, first);
-  const float2 scales = Scales::load(p.scales, token, head);
+
+  // scale: loaded, or computed from the row-head's amax, which all its threads reduce
+  float2 scales;
+  if constexpr (Scales::kAmax) {
+    // Only tokens with a slot count; out-of-range rows do (they were real inputs).
+    if (full && slot >= 0) {
+      seen.k = has_k ? abs_max_bits(k_vec) : 0u;
+      seen.v = has_v ? abs_max_bits(v_vec) : 0u;
+    }
+  }
+  if constexpr (kReduces) {
+    std::uint32_t k_max = full && has_k ? abs_max_bits(k_vec) : 0u;
+    std::uint32_t v_max = full && has_v ? abs_max_bits(v_vec) : 0u;
+    group_max(k_max, v_max, lg);
+    scales = Scales::template from_amax<typename Codes::format>(p.scales, k_max, v_max);
+    if (!active) return;
+  } else {
+    scales = Scales::load(p.scales, token, head);
+    if constexpr (Scales::kAmax) {
+      if (!full && slot >= 0) {  // the partial last vector
+        seen.k = has_k ? abs_max_bits(k_in, end) : 0u;
+        seen.v = has_v ? abs_max_bits(v_in, end) : 0u;
+      }
+    }
+  }
 
   // resolve
-  std::int64_t row_start;
-  if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0, row_start)) return;
+  std::int64_t row, row_start;
+  if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0, row, row_start)) return;
+  if constexpr (kReduces) {
+    if (item == 0) Scales::store(p.scales, row, head, scales, has_k, has_v);
+  }
   std::uint8_t* __restrict__ k_out = p.k_out + row_start + out_in_row;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
 
@@ -263,7 +306,8 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   if (has_v) store_codes<Codes, A>(v_out, end, qv, v_vec);
 }
 
-//! The write kernel: write_chunk for the CTA's place in the grid.
+//! The write kernel: write_chunk for the CTA's place in the grid, then the amax output's
+//! reduction where the call asks for it.
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
 __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
   static_assert(Vec >= 2 && Vec * sizeof(T) <= kMaxVectorBytes, "write_kernel: a vector holds 2 elements up to 32 bytes of input.");
@@ -273,7 +317,11 @@ __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant
   constexpr bool kMayTakeChunksFirst =
       Vec * sizeof(T) >= kChunksFirstMinVectorBytes && !(Rows::kBothTensors && A == tile::Access::interleaved);
   const bool chunks_first = kMayTakeChunksFirst && p.chunks_first != 0;
-  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
+  SeenMax seen;
+  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y, seen);
+  if constexpr (Scales::kAmax) {
+    if (p.scales.k_amax != nullptr || p.scales.v_amax != nullptr) cta_max_into(seen, p.scales.k_amax, p.scales.v_amax);
+  }
 }
 
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
@@ -415,8 +463,8 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) write_realigned_kernel
   const std::int64_t slot = load_slot(p, token);
   const float2 scales = Scales::load(p.scales, token, head);
   // resolve (the whole warp shares the token)
-  std::int64_t row_start;
-  if (!resolve_slot<Rows>(p, slot, blockIdx.y == 0 && lane == 0, row_start)) return;
+  std::int64_t row, row_start;
+  if (!resolve_slot<Rows>(p, slot, blockIdx.y == 0 && lane == 0, row, row_start)) return;
   // convert (the vectors hold whole words: fp32 mode takes each pair's floats from its word), store
   const typename Codes::template Quantizer<T> qk(scales.x);
   const typename Codes::template Quantizer<T> qv(scales.y);

@@ -1,0 +1,132 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file detail/amax.cuh
+//! max |x| on the device, for the per-(token, head) scales and the amax output. Magnitudes are
+//! kept as the bits of non-negative floats: for those the bits order as the values do, with
+//! every NaN above +inf, so an unsigned max is max |x| with NaN propagating (torch.amax's rule)
+//! and exact (no rounding anywhere), and atomicMax on the bits accumulates it in a float.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../config.hpp"
+#include "../vec.cuh"
+#include "geometry.hpp"
+
+namespace kvcast {
+namespace detail {
+
+//! The bits of |float(x)| for x given by its 16-bit pattern with the sign cleared.
+template <class T>
+KVCAST_DEVICE std::uint32_t magnitude_to_float_bits(std::uint32_t bits16) {
+  if constexpr (sizeof(T) == 4) {
+    return bits16;
+  } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    return bits16 << 16;  // bf16 is fp32's upper half
+  } else {
+    return __float_as_uint(__half2float(__ushort_as_half(static_cast<unsigned short>(bits16))));
+  }
+}
+
+//! max |float(x)| over a vector, as float bits. 16-bit inputs compare their magnitudes' own bit
+//! patterns two at a time (one 16x2 unsigned max a word) and widen once.
+template <class T, int N>
+KVCAST_DEVICE std::uint32_t abs_max_bits(const AlignedVector<T, N>& v) {
+  if constexpr (sizeof(T) == 4) {
+    std::uint32_t m = 0;
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) m = max(m, __float_as_uint(v[i]) & 0x7fffffffu);
+    return m;
+  } else {
+    static_assert(N % 2 == 0, "abs_max_bits: 16-bit elements go two to a word.");
+    std::uint32_t words[N / 2];
+    std::memcpy(words, &v, sizeof words);
+    std::uint32_t m = 0;
+    KVCAST_UNROLL
+    for (int w = 0; w < N / 2; ++w) m = __vmaxu2(m, words[w] & 0x7fff7fffu);
+    return magnitude_to_float_bits<T>(max(m & 0xffffu, m >> 16));
+  }
+}
+
+//! max |float(x)| over `count` elements (a segment's partial last vector), as float bits.
+template <class T>
+KVCAST_DEVICE std::uint32_t abs_max_bits(const T* x, std::uint32_t count) {
+  std::uint32_t m = 0;
+#pragma unroll 1
+  for (std::uint32_t e = 0; e < count; ++e) {
+    if constexpr (sizeof(T) == 4) {
+      m = max(m, __float_as_uint(x[e]) & 0x7fffffffu);
+    } else {
+      std::uint16_t b;
+      std::memcpy(&b, x + e, sizeof b);
+      m = max(m, magnitude_to_float_bits<T>(b & 0x7fffu));
+    }
+  }
+  return m;
+}
+
+//! K's and V's largest magnitude (float bits) a thread has seen, for the amax output.
+struct SeenMax {
+  std::uint32_t k = 0;
+  std::uint32_t v = 0;
+};
+
+//! The max of `k` and of `v` over the caller's group of 2^log2_group threads (groups aligned to
+//! their size, at most kBlockSize). Every thread of the CTA calls it (a group wider than a warp
+//! meets its other warps in shared memory, after a barrier).
+KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t log2_group) {
+  constexpr std::uint32_t kAll = 0xffffffffu;
+  constexpr std::uint32_t kLog2Lanes = log2_ceil(kLanes);
+  const std::uint32_t in_warp = log2_group < kLog2Lanes ? log2_group : kLog2Lanes;
+  for (std::uint32_t o = 1; o < (1u << in_warp); o <<= 1) {
+    k = max(k, __shfl_xor_sync(kAll, k, o));
+    v = max(v, __shfl_xor_sync(kAll, v, o));
+  }
+  if (log2_group <= kLog2Lanes) return;
+  __shared__ std::uint32_t warp_k[kBlockSize / kLanes], warp_v[kBlockSize / kLanes];
+  const std::uint32_t warp = threadIdx.x / kLanes;
+  if (threadIdx.x % kLanes == 0) {
+    warp_k[warp] = k;
+    warp_v[warp] = v;
+  }
+  __syncthreads();
+  const std::uint32_t warps = 1u << (log2_group - kLog2Lanes);
+  const std::uint32_t first = warp & ~(warps - 1);
+  for (std::uint32_t w = 0; w < warps; ++w) {
+    k = max(k, warp_k[first + w]);
+    v = max(v, warp_v[first + w]);
+  }
+}
+
+//! `*k_amax = max(*k_amax, max of seen.k over the CTA)` (likewise V), one atomic a CTA and
+//! tensor; a null pointer skips its tensor. Every thread of the CTA calls it.
+KVCAST_DEVICE void cta_max_into(SeenMax seen, float* k_amax, float* v_amax) {
+  constexpr std::uint32_t kAll = 0xffffffffu;
+  KVCAST_UNROLL
+  for (std::uint32_t o = 1; o < kLanes; o <<= 1) {
+    seen.k = max(seen.k, __shfl_xor_sync(kAll, seen.k, o));
+    seen.v = max(seen.v, __shfl_xor_sync(kAll, seen.v, o));
+  }
+  __shared__ std::uint32_t warp_k[kBlockSize / kLanes], warp_v[kBlockSize / kLanes];
+  const std::uint32_t warp = threadIdx.x / kLanes;
+  if (threadIdx.x % kLanes == 0) {
+    warp_k[warp] = seen.k;
+    warp_v[warp] = seen.v;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  for (std::uint32_t w = 1; w < blockDim.x / kLanes; ++w) {
+    seen.k = max(seen.k, warp_k[w]);
+    seen.v = max(seen.v, warp_v[w]);
+  }
+  if (k_amax) atomicMax(reinterpret_cast<unsigned int*>(k_amax), seen.k);
+  if (v_amax) atomicMax(reinterpret_cast<unsigned int*>(v_amax), seen.v);
+}
+
+}  // namespace detail
+}  // namespace kvcast
