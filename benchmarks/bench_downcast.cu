@@ -49,6 +49,7 @@ namespace {
 constexpr int kMaxBatch = 32;      // calls per timed sample, fewer for large calls (batch_for)
 constexpr int kIterations = 12;    // timed samples per benchmark (plus warm-up)
 constexpr std::size_t kPoolBytes = std::size_t{24} << 30;
+constexpr int kMaxHeads = 64;      // per-head scale arrays
 
 struct Gpu {
   cudaDeviceProp prop{};
@@ -58,6 +59,8 @@ struct Gpu {
   std::size_t sweep_count = 0;
   int* sink = nullptr;
   float* scales = nullptr;
+  float* head_scales = nullptr;  // kMaxHeads of K's, then kMaxHeads of V's
+  float* amax = nullptr;         // K's and V's
   cudaStream_t stream = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
 };
@@ -80,6 +83,13 @@ Gpu& gpu() {
     const float scales[6] = {0.0173f, 0.0229f, 1.0f, 1.0f, 3.0f, 3.0f};
     BENCH_CUDA(cudaMalloc(&s.scales, sizeof scales));
     BENCH_CUDA(cudaMemcpy(s.scales, scales, sizeof scales, cudaMemcpyHostToDevice));
+    // Per-head scales around the calibrated pair, one a head.
+    std::vector<float> heads(2 * kMaxHeads);
+    for (int h = 0; h < 2 * kMaxHeads; ++h) heads[h] = (h < kMaxHeads ? 0.0173f : 0.0229f) * (1.0f + 0.01f * static_cast<float>(h % kMaxHeads));
+    BENCH_CUDA(cudaMalloc(&s.head_scales, heads.size() * 4));
+    BENCH_CUDA(cudaMemcpy(s.head_scales, heads.data(), heads.size() * 4, cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMalloc(&s.amax, 8));
+    BENCH_CUDA(cudaMemset(s.amax, 0, 8));
     BENCH_CUDA(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     BENCH_CUDA(cudaEventCreate(&s.start));
     BENCH_CUDA(cudaEventCreate(&s.stop));
@@ -112,7 +122,10 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
   }
 }
 
-enum class Variant { copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split };
+enum class Variant {
+  copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
+  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax
+};
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
 const char* name_of(Variant v) {
@@ -129,6 +142,11 @@ const char* name_of(Variant v) {
     case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
     case Variant::rope_fused: return "rope_fused";
     case Variant::rope_split: return "rope_split";
+    case Variant::kvcast_amax: return "kvcast_amax";
+    case Variant::kvcast_head: return "kvcast_head";
+    case Variant::kvcast_head_amax: return "kvcast_head_amax";
+    case Variant::kvcast_token_head: return "kvcast_token_head";
+    case Variant::kvcast_token_head_amax: return "kvcast_token_head_amax";
   }
   return "?";
 }
@@ -140,6 +158,9 @@ struct Shape {
   int scale_pair = 0;  // which (K, V) scales of Gpu::scales: 0 calibrated, 1 both 1.0, 2 both 3.0
   bool sorted_slots = false;  // loc = identity instead of a random permutation
   bool rope = false;          // a rotated-K buffer a set, positions and tables (rope_* variants)
+  // Per-(token, head) scale tensors a set; their bytes count in the traffic (and the copy's),
+  // so that every variant of the shape is timed against the copy of the per-(token, head) write.
+  bool token_scales = false;
 };
 
 constexpr std::int64_t kRopePositions = 4096;
@@ -155,6 +176,8 @@ struct Problem {
     std::int64_t* loc;
     std::uint8_t* copy_dst;
     T* k_rotated;  // rope_split's intermediate (Shape::rope)
+    float* k_scales;  // [tokens, heads] each (Shape::token_scales)
+    float* v_scales;
   };
   Shape shape;
   std::int64_t elems = 0, in_token_stride = 0, traffic = 0;
@@ -165,11 +188,14 @@ struct Problem {
     const std::int64_t row = s.heads * s.dim;
     elems = s.tokens * row;
     in_token_stride = s.qkv_slice ? 6 * row : row;
-    traffic = 2 * elems * static_cast<std::int64_t>(sizeof(T) + 1) + s.tokens * 8;
+    const std::int64_t scale_floats = s.token_scales ? s.tokens * s.heads : 0;
+    traffic = 2 * elems * static_cast<std::int64_t>(sizeof(T) + 1) + s.tokens * 8 + 2 * 4 * scale_floats;
     auto round_up = [](std::size_t b) { return (b + 255) / 256 * 256; };
     const std::size_t in_bytes = round_up((s.qkv_slice ? 1 : 2) * s.tokens * in_token_stride * sizeof(T));
     const std::size_t rot_bytes = s.rope ? round_up(elems * sizeof(T)) : 0;
-    const std::size_t set_bytes = in_bytes + 2 * round_up(elems) + round_up(s.tokens * 8) + round_up(traffic / 2) + rot_bytes;
+    const std::size_t scale_bytes = round_up(4 * scale_floats);
+    const std::size_t set_bytes =
+        in_bytes + 2 * round_up(elems) + round_up(s.tokens * 8) + round_up(traffic / 2) + rot_bytes + 2 * scale_bytes;
     const std::size_t rope_bytes = s.rope ? round_up(s.tokens * 8) + 2 * round_up(kRopePositions * (s.dim / 2) * 4) : 0;
     const int count = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(wanted_sets, (kPoolBytes - rope_bytes) / set_bytes)));
     std::vector<std::int64_t> perm(s.tokens);
@@ -189,6 +215,8 @@ struct Problem {
       set.loc = reinterpret_cast<std::int64_t*>(p), p += round_up(s.tokens * 8);
       set.copy_dst = p, p += round_up(traffic / 2);
       set.k_rotated = s.rope ? reinterpret_cast<T*>(p) : nullptr, p += rot_bytes;
+      set.k_scales = reinterpret_cast<float*>(p), p += scale_bytes;
+      set.v_scales = reinterpret_cast<float*>(p), p += scale_bytes;
       BENCH_CUDA(cudaMemcpyAsync(set.loc, perm.data(), s.tokens * 8, cudaMemcpyHostToDevice, gpu().stream));
       sets.push_back(set);
     }
@@ -265,6 +293,34 @@ struct Problem {
         a.pdl = variant == Variant::kvcast_ip_pdl;
         const kvcast::Status s = kvcast::downcast<Format, kvcast::Arithmetic::input_precision>(a, stream);
         if (!s.ok()) std::fprintf(stderr, "kvcast: %s\n", s.message()), std::abort();
+        break;
+      }
+      case Variant::kvcast_amax:
+      case Variant::kvcast_head:
+      case Variant::kvcast_head_amax:
+      case Variant::kvcast_token_head:
+      case Variant::kvcast_token_head_amax: {
+        kvcast::DowncastArgs<T> a = args(set);
+        const bool amax = variant == Variant::kvcast_amax || variant == Variant::kvcast_head_amax ||
+                          variant == Variant::kvcast_token_head_amax;
+        if (amax) {  // accumulated over every call: the max of equal inputs stays what it is
+          a.k_amax = gpu().amax;
+          a.v_amax = gpu().amax + 1;
+        }
+        if (variant == Variant::kvcast_head || variant == Variant::kvcast_head_amax) {
+          a.scale_kind = kvcast::ScaleKind::per_head;
+          a.k_scale = a.v_scale = kvcast::Scale{};
+          a.k_head_scales = gpu().head_scales;
+          a.v_head_scales = gpu().head_scales + kMaxHeads;
+        }
+        if (variant == Variant::kvcast_token_head || variant == Variant::kvcast_token_head_amax) {
+          a.scale_kind = kvcast::ScaleKind::per_token_head;
+          a.k_scale = a.v_scale = kvcast::Scale{};
+          a.k_scales_out = set.k_scales;
+          a.v_scales_out = set.v_scales;
+        }
+        const kvcast::Status s = kvcast::downcast<Format>(a, stream);
+        if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
         break;
       }
       case Variant::copy_kernel: {
@@ -509,6 +565,21 @@ void register_all() {
       s.rope = true;
       register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::rope_fused, Variant::rope_split, Variant::kvcast},
                                                      {Timing::graph}, all_cache);
+    }
+  // Scale kinds: per tensor (the lean kernels), with amax, per head (with and without amax), per
+  // (token, head) (with and without amax), at decode and from 64 MB, head sizes 64, 128, 256
+  // and one MLA-sized head of 576. The traffic (and the copy) counts the per-(token, head)
+  // scale tensors.
+  for (std::int64_t tokens : {1, 4, 16, 32768, 65536})
+    for (auto [h, d] : {std::pair{8, 64}, std::pair{8, 128}, std::pair{8, 256}, std::pair{1, 576}}) {
+      if (tokens == 65536 && d >= 128) continue;  // 32768 tokens are past 64 MB already
+      Shape s{tokens, h, d, false, "scales"};
+      s.token_scales = true;
+      register_downcast<__nv_bfloat16, kvcast::e4m3>(
+          "bf16", s,
+          {Variant::kvcast, Variant::kvcast_amax, Variant::kvcast_head, Variant::kvcast_head_amax, Variant::kvcast_token_head,
+           Variant::kvcast_token_head_amax},
+          {Timing::graph}, all_cache);
     }
   benchmark::RegisterBenchmark("host/validate", bm_host_validate);
   benchmark::RegisterBenchmark("host/downcast_launch", bm_host_downcast);

@@ -12,6 +12,7 @@
 #include <kvcast/detail/plan.hpp>
 #include <kvcast/reference.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -73,6 +74,37 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   a.in_capacity = in.ConsumeBool() ? -1 : pick(in, 200000);
   a.out_capacity = in.ConsumeBool() ? -1 : pick(in, 200000);
 
+  // Scale kinds: per-head arrays, or per-(token, head) scale tensors placed apart, inside the
+  // code buffers (inline, or on the codes), with any layout; amax outputs.
+  const auto floats = [&](std::uintptr_t base) { return reinterpret_cast<float*>(base + 4 * in.ConsumeIntegralInRange<int>(0, 15)); };
+  switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+    case 1:
+      a.scale_kind = kvcast::ScaleKind::per_head;
+      if (in.ConsumeBool()) a.k_head_scales = floats(0x500000);
+      if (in.ConsumeBool()) a.v_head_scales = floats(0x508000);
+      break;
+    case 2: {
+      a.scale_kind = kvcast::ScaleKind::per_token_head;
+      const int where = in.ConsumeIntegralInRange<int>(0, 2);  // apart, inside the codes' buffers, anywhere near them
+      const std::uintptr_t k_base = where == 0 ? 0x600000 : where == 1 ? 0x300000 + 4 * in.ConsumeIntegralInRange<std::uintptr_t>(0, 5000) : 0x300000;
+      const std::uintptr_t v_base = where == 0 ? 0x700000 : where == 1 ? 0x400000 + 4 * in.ConsumeIntegralInRange<std::uintptr_t>(0, 5000) : 0x300100;
+      if (in.ConsumeBool()) a.k_scales_out = floats(k_base);
+      if (in.ConsumeBool()) a.v_scales_out = floats(v_base);
+      if (in.ConsumeBool()) {
+        a.scales_out.block_size = in.ConsumeBool() ? a.out.block_size : pick(in, 20);
+        a.scales_out.block_stride = in.ConsumeBool() ? a.out.block_stride / 4 : pick(in, 5000);
+        a.scales_out.token_stride = pick(in, 40);
+        a.scales_out.head_stride = pick(in, 4);
+      }
+      const float min_scales[] = {1e-6f, 0.0f, -1.0f, NAN, INFINITY, 3.0f};
+      a.min_scale = min_scales[in.ConsumeIntegralInRange<int>(0, 5)];
+      break;
+    }
+    default: break;
+  }
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) a.k_amax = floats(0x800000);
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) a.v_amax = floats(0x800000);
+
   const auto mode = in.ConsumeBool() ? kvcast::Arithmetic::fp32 : kvcast::Arithmetic::input_precision;
 
   kvcast::detail::Plan p;
@@ -128,15 +160,40 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           if (!seen.insert(addr).second) fail("output elements overlap", a);
         }
   }
+  // Per-(token, head) scales: no scale float on a code byte, or on the other tensor's floats.
+  if (a.scale_kind == kvcast::ScaleKind::per_token_head && a.heads * a.head_dim <= 256) {
+    if (a.out_rows < 0) fail("per_token_head accepted without a row count", a);
+    std::set<i128> bytes;
+    const std::int64_t rows = a.out_rows < 48 ? a.out_rows : 48;
+    const kvcast::OutputLayout& so = p.scales_out;
+    for (const void* base : {a.k_out, a.v_out})
+      if (base)
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t h = 0; h < a.heads; ++h)
+            for (std::int64_t d = 0; d < a.head_dim; ++d)
+              bytes.insert(i128(reinterpret_cast<std::uintptr_t>(base)) + p.out.address(r, h) + d);
+    for (const float* base : {a.k_scales_out, a.v_scales_out})
+      if (base)
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t h = 0; h < a.heads; ++h)
+            for (int b = 0; b < 4; ++b)
+              if (!bytes.insert(i128(reinterpret_cast<std::uintptr_t>(base)) + 4 * i128(so.address(r, h)) + b).second)
+                fail("a scale float overlaps a code or another scale", a);
+  }
   // The planner's choice: a kernel that exists (dispatch instantiates no other), a vector whose
   // width divides every pointer and every stride a vector start depends on, and a grid that
   // covers every segment and every vector of it.
   if (a.out_rows == kvcast::DowncastArgs<T>::kRowsNotGiven) fail("accepted a call without out_rows", a);
   const kvcast::detail::KernelChoice& c = p.choice;
   const int bytes = static_cast<int>(sizeof(T));
-  if (!kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, bytes, mode)) fail("chose a kernel that does not exist", a);
+  if (!kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, bytes, mode, p.scale_policy))
+    fail("chose a kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
-  if ((c.kernel == kvcast::detail::WriteKernel::general) == p.dense) fail("dense call on the general kernel or the other way", a);
+  const bool lean = p.scale_policy == kvcast::detail::ScalePolicyId::per_tensor;
+  if ((c.kernel == kvcast::detail::WriteKernel::general) == (p.dense && lean)) fail("dense call on the general kernel or the other way", a);
+  if (p.scale_policy == kvcast::detail::ScalePolicyId::per_token_head &&
+      (c.chunks() != 1 || p.seg_len != a.head_dim || (vector && p.seg_len % c.vec != 0)))
+    fail("a per-(token, head) row-head is not one chunk of whole vectors", a);
   const std::int64_t v = vector ? c.vec : 1;
   auto misaligned = [&](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, v) || misaligned(a.v_out, v))

@@ -212,9 +212,9 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
                              (c.out == OutKind::nhd || c.out == OutKind::hnd);
   kvcast::OutputLayout scale_layout = kvcast::OutputLayout::contiguous(H, 1);
   std::int64_t inline_at = 0;
-  if (inline_scales) {  // each page: its codes, then its B*H floats
-    inline_at = ((B * H * D + 3) / 4) * 4;
-    layout.block_stride = inline_at + 4 * B * H;
+  if (inline_scales) {  // each page: its codes, then its B*H floats, at a 4-byte boundary of memory
+    inline_at = (B * H * D + c.out_misalign + 3) / 4 * 4 - c.out_misalign;
+    layout.block_stride = (inline_at + 4 * B * H + 3) / 4 * 4;
     scale_layout = kvcast::OutputLayout::paged(B, layout.block_stride / 4, H, 1);
   } else if (per_token_head && c.scale_out == ScaleOut::paged) {
     scale_layout = kvcast::OutputLayout::paged(B, B * H + 3, H, 1);  // pages with a gap

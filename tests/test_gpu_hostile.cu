@@ -291,6 +291,7 @@ TEST(Graph, ReplayFollowsTheScaleInDeviceMemory) {
   for (float scale : {1.0f, 0.25f, 3.3f}) {
     KVTEST_CUDA(cudaMemcpy(ds.get(), &scale, 4, cudaMemcpyHostToDevice));
     KVTEST_CUDA(cudaMemset(dout.get(), 0xA5, dout.size()));
+    KVTEST_CUDA(cudaDeviceSynchronize());  // the copies and memsets above ran on the legacy stream
     KVTEST_CUDA(cudaGraphLaunch(exec, stream));
     KVTEST_CUDA(cudaStreamSynchronize(stream));
     std::vector<std::uint8_t> got(dout.size()), want(dout.size(), 0xA5);
@@ -305,6 +306,77 @@ TEST(Graph, ReplayFollowsTheScaleInDeviceMemory) {
   }
   KVTEST_CUDA(cudaGraphExecDestroy(exec));
   KVTEST_CUDA(cudaGraphDestroy(graph));
+  KVTEST_CUDA(cudaStreamDestroy(stream));
+}
+
+// A captured per-head call reads its scale array at replay time, and its amax output
+// accumulates what each replay saw (the caller zeroes it between steps); a captured
+// per-(token, head) call computes new scales from new data.
+TEST(Graph, ReplayFollowsPerHeadScalesAndComputesAmaxAndTokenHeadScales) {
+  KVTEST_REQUIRE_GPU();
+  const std::int64_t N = 48, H = 4, D = 128;
+  std::vector<__nv_bfloat16> k(N * H * D);
+  std::mt19937 rng(9);
+  std::vector<std::int64_t> loc(N);
+  for (std::int64_t t = 0; t < N; ++t) loc[t] = t % 7 == 3 ? -1 : (t * 5 + 1) % N;  // some padding
+  kvtest::DeviceBytes dk(k.size() * 2), dout(N * H * D), dl(N * 8), dheads(4 * H), damax(4), dscales(N * H * 4);
+  KVTEST_CUDA(cudaMemcpy(dl.get(), loc.data(), N * 8, cudaMemcpyHostToDevice));
+  cudaStream_t stream;
+  KVTEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const kvcast::ScaleKind kind : {kvcast::ScaleKind::per_head, kvcast::ScaleKind::per_token_head}) {
+    kvcast::DowncastArgs<__nv_bfloat16> a;
+    a.k = reinterpret_cast<const __nv_bfloat16*>(dk.get());
+    a.k_out = dout.get();
+    a.num_tokens = N;
+    a.heads = H;
+    a.head_dim = D;
+    a.loc = reinterpret_cast<const std::int64_t*>(dl.get());
+    a.out_rows = N;
+    a.scale_kind = kind;
+    a.k_amax = reinterpret_cast<float*>(damax.get());
+    if (kind == kvcast::ScaleKind::per_head) a.k_head_scales = reinterpret_cast<const float*>(dheads.get());
+    else a.k_scales_out = reinterpret_cast<float*>(dscales.get());
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    KVTEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const kvcast::Status s = kvcast::downcast<kvcast::e4m3>(a, stream);
+    KVTEST_CUDA(cudaStreamEndCapture(stream, &graph));
+    ASSERT_TRUE(s.ok()) << s.message();
+    KVTEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 3; ++replay) {
+      std::normal_distribution<float> normal(0.f, 4.0f * static_cast<float>(replay + 1));
+      for (auto& x : k) x = __float2bfloat16(normal(rng));
+      std::vector<float> heads(H);
+      for (std::int64_t h = 0; h < H; ++h) heads[h] = 0.05f * static_cast<float>((replay + 1) * (h + 2));
+      KVTEST_CUDA(cudaMemcpy(dk.get(), k.data(), k.size() * 2, cudaMemcpyHostToDevice));
+      KVTEST_CUDA(cudaMemcpy(dheads.get(), heads.data(), 4 * H, cudaMemcpyHostToDevice));
+      KVTEST_CUDA(cudaMemset(dout.get(), 0xA5, dout.size()));
+      KVTEST_CUDA(cudaMemset(dscales.get(), 0xA5, dscales.size()));
+      KVTEST_CUDA(cudaMemset(damax.get(), 0, 4));
+      KVTEST_CUDA(cudaDeviceSynchronize());  // the copies and memsets above ran on the legacy stream
+    KVTEST_CUDA(cudaGraphLaunch(exec, stream));
+      KVTEST_CUDA(cudaStreamSynchronize(stream));
+      std::vector<std::uint8_t> got(dout.size()), want(dout.size(), 0xA5), got_scales(dscales.size()),
+          want_scales(dscales.size(), 0xA5);
+      float got_amax = 0, want_amax = 0;
+      KVTEST_CUDA(cudaMemcpy(got.data(), dout.get(), got.size(), cudaMemcpyDeviceToHost));
+      KVTEST_CUDA(cudaMemcpy(got_scales.data(), dscales.get(), got_scales.size(), cudaMemcpyDeviceToHost));
+      KVTEST_CUDA(cudaMemcpy(&got_amax, damax.get(), 4, cudaMemcpyDeviceToHost));
+      kvcast::DowncastArgs<__nv_bfloat16> h = a;
+      h.k = k.data();
+      h.k_out = want.data();
+      h.loc = loc.data();
+      h.k_amax = &want_amax;
+      if (kind == kvcast::ScaleKind::per_head) h.k_head_scales = heads.data();
+      else h.k_scales_out = reinterpret_cast<float*>(want_scales.data());
+      ASSERT_TRUE((kvcast::ref::downcast<kvcast::e4m3, Arithmetic::fp32>(h).ok()));
+      EXPECT_EQ(got, want) << kvcast::to_string(kind) << " replay " << replay;
+      EXPECT_EQ(got_scales, want_scales) << kvcast::to_string(kind) << " replay " << replay;
+      EXPECT_EQ(got_amax, want_amax) << kvcast::to_string(kind) << " replay " << replay;
+    }
+    KVTEST_CUDA(cudaGraphExecDestroy(exec));
+    KVTEST_CUDA(cudaGraphDestroy(graph));
+  }
   KVTEST_CUDA(cudaStreamDestroy(stream));
 }
 

@@ -563,7 +563,9 @@ TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
     EXPECT_EQ(p.segs_per_token, b.heads);
     EXPECT_EQ(c.kernel, kvcast::detail::WriteKernel::general);
     EXPECT_EQ(c.chunks(), 1) << i;
-    if (c.access == kvcast::tile::Access::vector) EXPECT_EQ(b.head_dim % c.vec, 0) << i;
+    if (c.access == kvcast::tile::Access::vector) {
+      EXPECT_EQ(b.head_dim % c.vec, 0) << i;
+    }
     EXPECT_GE(std::int64_t{c.vec} << c.log2_group, b.head_dim) << i;
     EXPECT_LE(1 << c.log2_group, kvcast::detail::kBlockSize);
     ASSERT_TRUE(kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, 2, kvcast::Arithmetic::fp32,

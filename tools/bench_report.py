@@ -92,6 +92,85 @@ def rope_table(s, cache):
     return "\n".join(lines)
 
 
+SCALE_VARIANTS = ("kvcast", "kvcast_amax", "kvcast_head", "kvcast_head_amax", "kvcast_token_head", "kvcast_token_head_amax")
+
+
+def load_torch(paths):
+    """tools/torch_scales.py's rows: {(tokens, heads, dim): {eager_us, graph_us}}."""
+    out = {}
+    for path in paths:
+        for line in pathlib.Path(path).read_text().splitlines():
+            row = json.loads(line)
+            m = re.search(r"/(\d+)x(\d+)x(\d+)$", row.get("name", ""))
+            if m:
+                out[tuple(int(g) for g in m.groups())] = row
+    return out
+
+
+def scales_table(s, cache, torch_rows):
+    head = ("| tokens | heads x dim | MB moved | copy us | per tensor us | + amax | per head | per head + amax | "
+            "per (token, head) | + amax | (token, head) % of copy | (token, head) / per tensor |")
+    if torch_rows:
+        head += " PyTorch eager us | PyTorch graph us |"
+    lines = [head, "|---:|---|" + "---:|" * (12 if torch_rows else 10)]
+    keys = sorted({(k[5], k[6], k[7]) for k in s if k[8] == "scales" and k[4] == cache})
+    for (t, h, d) in keys:
+        get = lambda v: s.get((v, "bf16", "e4m3", "graph", cache, t, h, d, "scales"))
+        rows = [get(v) for v in SCALE_VARIANTS]
+        base, th = rows[0], rows[4]
+        if not base:
+            continue
+        line = f"| {t} | {h}x{d} | {base['mb']:.2f} | {base['copy_us']:.2f} | " + " | ".join(fmt_us(r) for r in rows)
+        line += f" | {100 * th['copy_us'] / th['us']:.0f}% | {th['us'] / base['us']:.3f} |" if th else " | - | - |"
+        if torch_rows:
+            tr = torch_rows.get((t, h, d))
+            line += f" {tr['eager_us']:.1f} | {tr['graph_us']:.1f} |" if tr else " - | - |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def scales_summary(s, torch_rows):
+    pick = lambda v, pred: {k[4:8]: s[k] for k in s if k[0] == v and k[8] == "scales" and k[3] == "graph" and pred(k)}
+    large = lambda k: s[k]["mb"] >= 64 and k[4] == "cold"
+    decode = lambda k: k[5] <= 16 and k[4] == "cold"
+    out = []
+    th = pick("kvcast_token_head", large)
+    if th:
+        vals = [r["copy_us"] / r["us"] for r in th.values()]
+        out.append(f"- per-(token, head) write, from 64 MB up (bf16, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the "
+                   "copy of its bytes (inputs, codes, scales, slots)")
+    base_d, th_d = pick("kvcast", decode), pick("kvcast_token_head", decode)
+    vals = [th_d[k]["us"] / base_d[k]["us"] for k in th_d if k in base_d]
+    if vals:
+        out.append(f"- per-(token, head) write, decode (1-16 tokens, cold, graph): **{min(vals):.3f}x .. {max(vals):.3f}x** "
+                   "the time of the per-tensor write")
+    base_l = pick("kvcast", large)
+    for v, label in (("kvcast_head", "per-head scales"), ("kvcast_amax", "per tensor + amax"),
+                     ("kvcast_head_amax", "per head + amax")):
+        got = pick(v, large)
+        vals = [got[k]["us"] / base_l[k]["us"] for k in got if k in base_l]
+        if vals:
+            out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f}x .. {max(vals):.3f}x** the time of the "
+                       "per-tensor write")
+    for cache in ("cold", "hot"):
+        dec = lambda k, c=cache: k[5] <= 16 and k[4] == c
+        b, a = pick("kvcast", dec), pick("kvcast_amax", dec)
+        vals = [(a[k]["us"] - b[k]["us"]) * 1e3 for k in a if k in b]
+        if vals:
+            out.append(f"- amax added at decode (1-16 tokens, {cache}, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** over the "
+                       "per-tensor write")
+    if torch_rows:
+        hot = pick("kvcast_token_head", lambda k: k[4] == "hot")
+        for label, pred in (("decode (1-16 tokens)", lambda t: t[1] <= 16), ("from 64 MB up", lambda t: hot[t]["mb"] >= 64)):
+            vals = [(torch_rows[t[1:]]["graph_us"] / hot[t]["us"], torch_rows[t[1:]]["eager_us"] / hot[t]["us"])
+                    for t in hot if t[1:] in torch_rows and pred(t)]
+            if vals:
+                out.append(f"- against PyTorch's eager ops for the same write, {label} (hot): **{min(v[0] for v in vals):.0f}x .. "
+                           f"{max(v[0] for v in vals):.0f}x** faster than them replayed in a CUDA graph, "
+                           f"**{min(v[1] for v in vals):.0f}x .. {max(v[1] for v in vals):.0f}x** than eager launches")
+    return out
+
+
 def ratio_range(s, num, den, pred):
     vals = [s[k]["us"] / s[k2]["us"] for k in s if k[0] == num and pred(k)
             for k2 in [(den,) + k[1:]] if k2 in s]
@@ -188,7 +267,9 @@ def main():
     p.add_argument("--save")
     p.add_argument("--ab", nargs="*", default=[], help="A's runs; with RUN files, an A/B section in --md against them")
     p.add_argument("--vs", nargs="*", default=[])
+    p.add_argument("--torch", nargs="*", default=[], help="tools/torch_scales.py's output, for the scale-kind tables")
     args = p.parse_args()
+    torch_rows = load_torch(args.torch)
 
     if args.ab and not args.runs:
         _, ra, _ = load(args.ab)
@@ -206,7 +287,7 @@ def main():
     date = context.get("date", "")
     reps = max((r["n"] for r in s.values()), default=0)
     head = f"GPU: **{gpu}**, {date}; medians of {reps} runs a row."
-    summary = summary_lines(s)
+    summary = summary_lines(s) + scales_summary(s, torch_rows)
     if args.save:
         pathlib.Path(args.save).write_text(json.dumps({"context": context, "benchmarks": kept}, separators=(",", ":")))
     if args.md:
@@ -219,6 +300,9 @@ def main():
                            for (h, d) in ((8, 128), (32, 128), (8, 256), (32, 256))]), ""]
         for cache in ("cold", "hot"):
             parts += [f"## RoPE fused with the block-level write (bf16, {cache} L2, graph)\n", rope_table(s, cache), ""]
+        for cache in ("cold", "hot"):
+            parts += [f"## Scale kinds (bf16 -> E4M3, {cache} L2, graph; times in us; MB and copy count the per-(token, head) "
+                      "scales)\n", scales_table(s, cache, torch_rows if cache == "hot" else {}), ""]
         if args.ab:
             _, ra, _ = load(args.ab)
             lines, detail, total, slower = ab_report(summarize(ra), summarize(rows))

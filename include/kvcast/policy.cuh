@@ -30,6 +30,8 @@ namespace kvcast {
 //!     packed(q, vec)     -> the codes of an AlignedVector<T, N>, as words (one store)
 //!     bytes(q, vec)      -> the same codes, one byte each (stored element by element)
 //!     code(q, x)         -> one element's code (a segment's partial last vector)
+//!     exact(q, vec)      -> packed codes from each element's own quotient, no bracket: for
+//!                           scales that put many quotients on rounding boundaries (computed ones)
 //!     kBothAtOnce<N>     -> whether K's and V's vectors of N are best converted together,
 //!     store_both(...)       and how (bracketed codes stored first, exact ones over them)
 //!
@@ -54,6 +56,15 @@ struct Fp8 {
   template <class T>
   KVCAST_HOST_DEVICE static std::uint8_t code(const Quantizer<T>& q, T x) {
     return q(x);
+  }
+  //! fp32 mode's codes of every element from its quotient (Quantizer::exact): no bracket, so no
+  //! vector redone. A per-(token, head) scale, amax / fp8_max, puts about one 16-element vector
+  //! in 17 on a rounding boundary (the ratio of two bf16 significands times 448 is often an
+  //! fp8 midpoint), and a warp waits for any of its threads that redo a vector.
+  template <class T, int N>
+  KVCAST_HOST_DEVICE static typename detail::PackedCodes<N>::type exact(const Quantizer<T>& q, const AlignedVector<T, N>& in) {
+    static_assert(Mode == Arithmetic::fp32, "Fp8::exact: fp32 mode's quotients.");
+    return q.template exact<N>(in);
   }
 
   //! fp32 mode's vectors of up to 8 elements: K's and V's codes bracketed together, each stored
@@ -103,6 +114,17 @@ struct PerTensorScale {
 #endif
 };
 
+//! The amax output of a call, in the parameters of the scale policies that have one.
+struct AmaxOutput {
+  float* k;  //!< null: no amax of K
+  float* v;
+  //! How the kernel adds its maxima (the planner's choice, detail::tuning): 0, one atomic a
+  //! warp, no barrier (small grids, where the barrier is on the call's path); 1, one a CTA, and
+  //! only where it would raise the value (large grids, where thousands of atomics on one
+  //! address would queue).
+  std::uint32_t per_cta = 0;
+};
+
 //! Scale policy: a scale a head, `heads` floats a tensor in device memory, read when the kernel
 //! runs (ScaleKind::per_head). With a step of 0 between heads it is one scale a tensor: the
 //! device-wide API takes it for per-tensor calls that ask for amax, so that PerTensorScale's
@@ -116,13 +138,12 @@ struct PerHeadScale {
     std::uint32_t head_step;  //!< floats from one head's scale to the next: 1, or 0 (one a tensor)
     float k_value;
     float v_value;
-    float* k_amax;
-    float* v_amax;
+    AmaxOutput amax;
   };
   template <class T>
   static Params make(const DowncastArgs<T>& a) {
-    if (a.scale_kind == ScaleKind::per_head) return Params{a.k_head_scales, a.v_head_scales, 1u, 1.0f, 1.0f, a.k_amax, a.v_amax};
-    return Params{a.k_scale.device, a.v_scale.device, 0u, a.k_scale.value, a.v_scale.value, a.k_amax, a.v_amax};
+    if (a.scale_kind == ScaleKind::per_head) return Params{a.k_head_scales, a.v_head_scales, 1u, 1.0f, 1.0f, {a.k_amax, a.v_amax}};
+    return Params{a.k_scale.device, a.v_scale.device, 0u, a.k_scale.value, a.v_scale.value, {a.k_amax, a.v_amax}};
   }
 #if defined(__CUDACC__)
   KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t head) {
@@ -136,7 +157,8 @@ struct PerHeadScale {
 //! (ScaleKind::per_token_head, fp32 arithmetic):
 //!
 //!     amax  = max over d of |float(x[t, h, d])|            (NaN propagates)
-//!     scale = max(amax / fp8_max, min_scale)                (fp32 division, correctly rounded; NaN stays)
+//!     scale = max(amax / fp8_max, min_scale)                (fp32 division, correctly rounded; a NaN
+//!                                                           amax gives NaN, stored as 0x7FFFFFFF)
 //!
 //! and stored, as a float, at `layout.address(row, head)` of its tensor's scale pointer.
 //! Optional amax output.
@@ -148,14 +170,14 @@ struct PerTokenHeadScale {
     float* v_out;
     OutputLayout layout;  //!< in floats, a row-head one float
     float min_scale;
-    float* k_amax;
-    float* v_amax;
+    AmaxOutput amax;
   };
   template <class T>
   static Params make(const DowncastArgs<T>& a) {
-    return Params{a.k_scales_out, a.v_scales_out, a.scales_out.or_contiguous(a.heads, 1), a.min_scale, a.k_amax, a.v_amax};
+    return Params{a.k_scales_out, a.v_scales_out, a.scales_out.or_contiguous(a.heads, 1), a.min_scale, {a.k_amax, a.v_amax}};
   }
-  //! The scale of a row-head whose largest magnitude is `amax` (any float, NaN included).
+  //! The scale of a row-head whose largest magnitude is `amax` (any float, NaN included). On the
+  //! device a NaN comes out of the division as the canonical 0x7FFFFFFF, whatever its payload.
   template <class Format>
   KVCAST_HOST_DEVICE static float scale_of(float amax, float min_scale) {
     const float s = detail::div_rn(amax, Format::kMax);

@@ -179,10 +179,12 @@ inline std::uint32_t element_bits(const T* base, std::int64_t index) {
 inline float nan_max(float a, float b) { return std::isnan(a) || a > b ? a : (std::isnan(b) || b > a ? b : a); }
 
 //! A per-(token, head) scale from its row-head's largest magnitude (DESIGN.md §2):
-//! `max(amax / fp8_max, min_scale)`, one IEEE fp32 division, a NaN amax giving NaN.
+//! `max(amax / fp8_max, min_scale)`, one IEEE fp32 division; a NaN amax gives the canonical NaN
+//! 0x7FFFFFFF, which is what the GPU's division returns for any NaN operand.
 template <class Format>
 inline float scale_from_amax(float amax, float min_scale) {
   const float s = amax / Format::kMax;
+  if (std::isnan(s)) return bits_to_float(0x7fffffffu);
   return s < min_scale ? min_scale : s;
 }
 

@@ -76,18 +76,33 @@ struct SeenMax {
   std::uint32_t v = 0;
 };
 
+//! The max over the warp (every lane calls it): one redux instruction from sm_80 on.
+KVCAST_DEVICE std::uint32_t warp_max(std::uint32_t x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xffffffffu, x);
+#else
+  KVCAST_UNROLL
+  for (std::uint32_t o = 1; o < kLanes; o <<= 1) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+#endif
+}
+
 //! The max of `k` and of `v` over the caller's group of 2^log2_group threads (groups aligned to
 //! their size, at most kBlockSize). Every thread of the CTA calls it (a group wider than a warp
 //! meets its other warps in shared memory, after a barrier).
 KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t log2_group) {
   constexpr std::uint32_t kAll = 0xffffffffu;
   constexpr std::uint32_t kLog2Lanes = log2_ceil(kLanes);
-  const std::uint32_t in_warp = log2_group < kLog2Lanes ? log2_group : kLog2Lanes;
-  for (std::uint32_t o = 1; o < (1u << in_warp); o <<= 1) {
-    k = max(k, __shfl_xor_sync(kAll, k, o));
-    v = max(v, __shfl_xor_sync(kAll, v, o));
+  if (log2_group < kLog2Lanes) {
+    for (std::uint32_t o = 1; o < (1u << log2_group); o <<= 1) {
+      k = max(k, __shfl_xor_sync(kAll, k, o));
+      v = max(v, __shfl_xor_sync(kAll, v, o));
+    }
+    return;
   }
-  if (log2_group <= kLog2Lanes) return;
+  k = warp_max(k);
+  v = warp_max(v);
+  if (log2_group == kLog2Lanes) return;
   __shared__ std::uint32_t warp_k[kBlockSize / kLanes], warp_v[kBlockSize / kLanes];
   const std::uint32_t warp = threadIdx.x / kLanes;
   if (threadIdx.x % kLanes == 0) {
@@ -103,29 +118,34 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
   }
 }
 
-//! `*k_amax = max(*k_amax, max of seen.k over the CTA)` (likewise V), one atomic a CTA and
-//! tensor; a null pointer skips its tensor. Every thread of the CTA calls it.
-KVCAST_DEVICE void cta_max_into(SeenMax seen, float* k_amax, float* v_amax) {
-  constexpr std::uint32_t kAll = 0xffffffffu;
-  KVCAST_UNROLL
-  for (std::uint32_t o = 1; o < kLanes; o <<= 1) {
-    seen.k = max(seen.k, __shfl_xor_sync(kAll, seen.k, o));
-    seen.v = max(seen.v, __shfl_xor_sync(kAll, seen.v, o));
+//! `*k_amax = max(*k_amax, max of seen.k over the CTA)` (likewise V; a null pointer skips its
+//! tensor). Every thread of the CTA calls it. `per_cta` false: each warp adds its own maximum,
+//! no barrier; true: the CTA's maximum, one atomic a tensor (the warps other than the first go
+//! on as soon as they have passed the barrier).
+KVCAST_DEVICE void cta_max_into(SeenMax seen, float* k_amax, float* v_amax, bool per_cta) {
+  seen.k = warp_max(seen.k);
+  seen.v = warp_max(seen.v);
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  auto* k_bits = reinterpret_cast<unsigned int*>(k_amax);
+  auto* v_bits = reinterpret_cast<unsigned int*>(v_amax);
+  if (!per_cta) {
+    if (lane == 0 && k_bits) atomicMax(k_bits, seen.k);
+    if (lane == 0 && v_bits) atomicMax(v_bits, seen.v);
+    return;
   }
   __shared__ std::uint32_t warp_k[kBlockSize / kLanes], warp_v[kBlockSize / kLanes];
   const std::uint32_t warp = threadIdx.x / kLanes;
-  if (threadIdx.x % kLanes == 0) {
+  if (lane == 0) {
     warp_k[warp] = seen.k;
     warp_v[warp] = seen.v;
   }
   __syncthreads();
-  if (threadIdx.x != 0) return;
-  for (std::uint32_t w = 1; w < blockDim.x / kLanes; ++w) {
-    seen.k = max(seen.k, warp_k[w]);
-    seen.v = max(seen.v, warp_v[w]);
-  }
-  if (k_amax) atomicMax(reinterpret_cast<unsigned int*>(k_amax), seen.k);
-  if (v_amax) atomicMax(reinterpret_cast<unsigned int*>(v_amax), seen.v);
+  if (warp != 0) return;
+  const bool mine = lane < blockDim.x / kLanes;
+  seen.k = warp_max(mine ? warp_k[lane] : 0u);
+  seen.v = warp_max(mine ? warp_v[lane] : 0u);
+  if (lane == 0 && k_bits) atomicMax(k_bits, seen.k);
+  if (lane == 1 && v_bits) atomicMax(v_bits, seen.v);
 }
 
 }  // namespace detail

@@ -221,7 +221,7 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
   if (scales != ScalePolicyId::per_tensor) {
     if (kernel != WriteKernel::general || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
     if (access == tile::Access::interleaved) return vec == tuning::kElementWiseVector;
-    return (vec == 4 || vec == 8 || vec == 16) &&
+    return (vec == tuning::kScaledMinVector || vec == 8 || vec == 16) &&
            vec <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes);
   }
   if (kernel == WriteKernel::realigned)
@@ -450,7 +450,10 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   // items than a CTA has threads.
   const bool reduced = scales == ScalePolicyId::per_token_head;
   const WriteKernel kernel = plan.dense && scales == ScalePolicyId::per_tensor ? WriteKernel::dense : WriteKernel::general;
-  const int widest = tuning::widest_vector(plan.elements, mode, kBytes);
+  int widest = tuning::widest_vector(plan.elements, mode, kBytes);
+  // The other scale policies' narrowest vector is tuning::kScaledMinVector: where the tiers ask
+  // for a narrower one, they take that rather than go element by element.
+  if (scales != ScalePolicyId::per_tensor && widest < tuning::kScaledMinVector) widest = tuning::kScaledMinVector;
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
     if (v > plan.seg_len || (reduced && (plan.seg_len % v != 0 || plan.seg_len / v > kBlockSize))) continue;
     const bool in_ok = is_aligned(a.k, std::int64_t{v} * kBytes) && is_aligned(a.v, std::int64_t{v} * kBytes) &&

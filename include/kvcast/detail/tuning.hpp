@@ -55,6 +55,14 @@ constexpr std::int64_t kRealignAbove = std::int64_t{1} << 21;
 //! NOTES v7a: mixed at 512-1024 tokens, a gain from 2048 up).
 constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
 
+//! The narrowest vector of the scale policies other than per tensor (their kernels have no
+//! 2-element one): the calls for which the tiers ask for 2 take this (NOTES 2026-12-01, #15).
+constexpr int kScaledMinVector = 4;
+
+//! The amax output: grids of at most this many CTAs add one atomic a warp (no barrier on a
+//! decode call's path); larger ones one a CTA, where it raises the value (NOTES 2026-12-01, #15).
+constexpr std::int64_t kAmaxAtomicsPerWarpUpToCtas = 64;
+
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.
 constexpr int narrowest_vector(Arithmetic mode) {
