@@ -118,11 +118,10 @@ struct PerTensorScale {
 struct AmaxOutput {
   float* k;  //!< null: no amax of K
   float* v;
-  //! How the kernel adds its maxima (the planner's choice, detail::tuning): 0, one atomic a
-  //! warp, no barrier (small grids, where the barrier is on the call's path); 1, one a CTA, and
-  //! only where it would raise the value (large grids, where thousands of atomics on one
-  //! address would queue).
-  std::uint32_t per_cta = 0;
+  //! How the kernel adds its maxima, one atomic a warp (the planner's choice, detail::tuning):
+  //! 0, always (small grids: no load on a decode call's path); 1, only a maximum above the value
+  //! the SM last read (large grids, where thousands of atomics on one address would queue).
+  std::uint32_t skip_smaller = 0;
 };
 
 //! Scale policy: a scale a head, `heads` floats a tensor in device memory, read when the kernel

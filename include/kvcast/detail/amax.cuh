@@ -119,33 +119,19 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
 }
 
 //! `*k_amax = max(*k_amax, max of seen.k over the CTA)` (likewise V; a null pointer skips its
-//! tensor). Every thread of the CTA calls it. `per_cta` false: each warp adds its own maximum,
-//! no barrier; true: the CTA's maximum, one atomic a tensor (the warps other than the first go
-//! on as soon as they have passed the barrier).
-KVCAST_DEVICE void cta_max_into(SeenMax seen, float* k_amax, float* v_amax, bool per_cta) {
+//! tensor). Every thread of the CTA calls it; each warp adds its own maximum with one atomic,
+//! no barrier. `skip_smaller`: a warp whose maximum is not above the value its SM last read
+//! (a load cached in L1) adds nothing. The value only grows, so a stale read is never above the
+//! true one and can only cost an atomic that was not needed; in a large grid, after its first
+//! warps, almost no warp adds one, where thousands of atomics on one address would queue.
+KVCAST_DEVICE void cta_max_into(SeenMax seen, float* k_amax, float* v_amax, bool skip_smaller) {
   seen.k = warp_max(seen.k);
   seen.v = warp_max(seen.v);
   const std::uint32_t lane = threadIdx.x % kLanes;
   auto* k_bits = reinterpret_cast<unsigned int*>(k_amax);
   auto* v_bits = reinterpret_cast<unsigned int*>(v_amax);
-  if (!per_cta) {
-    if (lane == 0 && k_bits) atomicMax(k_bits, seen.k);
-    if (lane == 0 && v_bits) atomicMax(v_bits, seen.v);
-    return;
-  }
-  __shared__ std::uint32_t warp_k[kBlockSize / kLanes], warp_v[kBlockSize / kLanes];
-  const std::uint32_t warp = threadIdx.x / kLanes;
-  if (lane == 0) {
-    warp_k[warp] = seen.k;
-    warp_v[warp] = seen.v;
-  }
-  __syncthreads();
-  if (warp != 0) return;
-  const bool mine = lane < blockDim.x / kLanes;
-  seen.k = warp_max(mine ? warp_k[lane] : 0u);
-  seen.v = warp_max(mine ? warp_v[lane] : 0u);
-  if (lane == 0 && k_bits) atomicMax(k_bits, seen.k);
-  if (lane == 1 && v_bits) atomicMax(v_bits, seen.v);
+  if (lane == 0 && k_bits && (!skip_smaller || seen.k > __ldca(k_bits))) atomicMax(k_bits, seen.k);
+  if (lane == 1 && v_bits && (!skip_smaller || seen.v > __ldca(v_bits))) atomicMax(v_bits, seen.v);
 }
 
 }  // namespace detail

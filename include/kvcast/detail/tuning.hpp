@@ -59,9 +59,9 @@ constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
 //! 2-element one): the calls for which the tiers ask for 2 take this (NOTES 2026-12-01, #15).
 constexpr int kScaledMinVector = 4;
 
-//! The amax output: grids of at most this many CTAs add one atomic a warp (no barrier on a
-//! decode call's path); larger ones one a CTA, where it raises the value (NOTES 2026-12-01, #15).
-constexpr std::int64_t kAmaxAtomicsPerWarpUpToCtas = 64;
+//! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
+//! ones only a warp whose maximum is above the value its SM last read (NOTES 2026-12-01, #15).
+constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
 
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.

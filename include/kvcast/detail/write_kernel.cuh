@@ -13,8 +13,8 @@
 //!   store    (tile::Memory)    at the row's place, as the layout policy gives it (and a
 //!                              computed scale at its own)
 //!
-//! and, where the call asks for amax, between scale and resolve, a reduction over the CTA (or
-//! the warp, in small grids) and one atomic a tensor.
+//! and, where the call asks for amax, at the end a reduction over each warp and one atomic a
+//! warp and tensor (where it raises the value, in large grids).
 //!
 //! Every load is issued before any is used, so that a decode step pays one memory latency.
 #pragma once
@@ -227,9 +227,9 @@ KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_
 //! `by * group + rank` (tile::Memory), Vec elements laid out as `A` says. The tail of a segment
 //! whose length Vec does not divide goes element by element, out of line. A scale computed
 //! from the row-head (Scales::kFromRowHead) has the planner make each segment one row-head in
-//! one chunk of whole vectors.
+//! one chunk of whole vectors. `seen` gathers the magnitudes for the amax output (Scales::kAmax).
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
-KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
+KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by, SeenMax& seen) {
   using Walk = tile::Memory<std::uint32_t>;
   // 2^(log2(kBlockSize) - log2_group) segments a CTA. No sum here can wrap: segments < 2^31,
   // and a CTA's count past the last segment is below kBlockSize.
@@ -240,18 +240,16 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const std::uint32_t item = group.index(by);                             // this thread's vector in the segment
   const std::uint32_t first = group.template first_element<A, Vec>(by);  // its first element
   // Past the last segment or the row's end, a thread has nothing to write; but a row-head's
-  // scale needs every thread of its group, and the amax output every thread of the CTA (the
-  // reductions may cross warps), so there it stays until they are done.
+  // scale needs every thread of its group (and of the CTA: the reduction may cross warps), so
+  // there it stays until the scale is known.
   constexpr bool kReduces = Scales::kFromRowHead;
-  bool amax = false;  // whether the call asks for the amax output: the same for every thread
-  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
   const bool active = seg < p.num_segments && first < p.seg_len;
-  if (!kReduces && !amax && !active) return;
+  if (!kReduces && !active) return;
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
 
   // locate
   std::uint32_t token, head;
-  Rows::locate(p, active ? seg : 0u, token, head);
+  Rows::locate(p, kReduces && !active ? 0u : seg, token, head);
   const bool has_k = Rows::has_k(p);
   const bool has_v = Rows::has_v(p);
 
@@ -274,31 +272,27 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
 
   // scale: loaded, or computed from the row-head's amax, which all its threads reduce
   float2 scales;
+  // The amax output (a uniform branch: the call asks for it or not). Only tokens with a slot
+  // count; out-of-range rows do (they were real inputs).
+  bool amax = false;
+  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+  if (amax && full && slot >= 0) {
+    seen.k = has_k ? abs_max_bits(k_vec) : 0u;
+    seen.v = has_v ? abs_max_bits(v_vec) : 0u;
+  }
   if constexpr (kReduces) {
     std::uint32_t k_max = full && has_k ? abs_max_bits(k_vec) : 0u;
     std::uint32_t v_max = full && has_v ? abs_max_bits(v_vec) : 0u;
     group_max(k_max, v_max, lg);
     scales = Scales::template from_amax<typename Codes::format>(p.scales, k_max, v_max);
+    if (!active) return;
   } else {
     scales = Scales::load(p.scales, token, head);
-  }
-  // The amax output, before the conversion, so that its atomics are on their way while the
-  // codes are computed and stored. Only tokens with a slot count; out-of-range rows do (they
-  // were real inputs).
-  if constexpr (Scales::kAmax) {
-    if (amax) {
-      SeenMax seen;
-      if (full && slot >= 0) {
-        seen.k = has_k ? abs_max_bits(k_vec) : 0u;
-        seen.v = has_v ? abs_max_bits(v_vec) : 0u;
-      } else if (active && slot >= 0) {  // the partial last vector
-        seen.k = has_k ? abs_max_bits(k_in, end) : 0u;
-        seen.v = has_v ? abs_max_bits(v_in, end) : 0u;
-      }
-      cta_max_into(seen, p.scales.amax.k, p.scales.amax.v, p.scales.amax.per_cta != 0);
+    if (amax && active && !full && slot >= 0) {  // the partial last vector
+      seen.k = has_k ? abs_max_bits(k_in, end) : 0u;
+      seen.v = has_v ? abs_max_bits(v_in, end) : 0u;
     }
   }
-  if (!active) return;
 
   // resolve
   std::int64_t row, row_start;
@@ -332,7 +326,8 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   if (has_v) store_codes<Codes, A>(v_out, end, qv, v_vec);
 }
 
-//! The write kernel: write_chunk for the CTA's place in the grid.
+//! The write kernel: write_chunk for the CTA's place in the grid, then the amax output's
+//! reduction where the call asks for it.
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
 __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
   static_assert(Vec >= 2 && Vec * sizeof(T) <= kMaxVectorBytes, "write_kernel: a vector holds 2 elements up to 32 bytes of input.");
@@ -342,7 +337,12 @@ __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant
   constexpr bool kMayTakeChunksFirst =
       Vec * sizeof(T) >= kChunksFirstMinVectorBytes && !(Rows::kBothTensors && A == tile::Access::interleaved);
   const bool chunks_first = kMayTakeChunksFirst && p.chunks_first != 0;
-  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
+  SeenMax seen;
+  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y, seen);
+  if constexpr (Scales::kAmax) {
+    const AmaxOutput& amax = p.scales.amax;
+    if (amax.k != nullptr || amax.v != nullptr) cta_max_into(seen, amax.k, amax.v, amax.skip_smaller != 0);
+  }
 }
 
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
