@@ -92,7 +92,7 @@ struct Fp8 {
 //!     store(params, row, head, scales, has_k, has_v)  // and where it is kept
 //!
 //! The skeleton (detail/write_kernel.cuh) does the reductions: a row-head's over the group of
-//! threads that holds it, the amax output's over the CTA, then one atomic (detail/amax.cuh).
+//! threads that holds it, the amax output's over each warp, then one atomic (detail/amax.cuh).
 struct PerTensorScale {
   static constexpr bool kAmax = false;
   static constexpr bool kFromRowHead = false;

@@ -56,11 +56,11 @@ constexpr std::int64_t kRealignAbove = std::int64_t{1} << 21;
 constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
 
 //! The narrowest vector of the scale policies other than per tensor (their kernels have no
-//! 2-element one): the calls for which the tiers ask for 2 take this (NOTES 2026-12-01, #15).
+//! 2-element one): the calls for which the tiers ask for 2 take this (NOTES #15a).
 constexpr int kScaledMinVector = 4;
 
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
-//! ones only a warp whose maximum is above the value its SM last read (NOTES 2026-12-01, #15).
+//! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
 
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
