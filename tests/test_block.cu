@@ -232,6 +232,16 @@ TEST(BlockDowncast, ParamsAreValidatedLikeTheDeviceWideCall) {
   a.k_out = reinterpret_cast<void*>(0x2000);
   EXPECT_TRUE(kvcast::make_block_write_params(a, p).ok());
   EXPECT_EQ(p.out_vector_bytes, 16u);
+  // Per-tensor scales only, no amax: the other scale kinds are the device-wide call's.
+  float amax = 0;
+  a.k_amax = &amax;
+  EXPECT_NE(std::string(kvcast::make_block_write_params(a, p).message()).find("k_amax is given, but the block-level write"),
+            std::string::npos);
+  a.k_amax = nullptr;
+  a.scale_kind = kvcast::ScaleKind::per_head;
+  a.k_head_scales = reinterpret_cast<const float*>(0x3000);
+  EXPECT_NE(std::string(kvcast::make_block_write_params(a, p).message()).find("scale_kind per_head: the block-level write"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -46,14 +46,13 @@ template <class T, class Scales = PerTensorScale>
 Status make_block_write_params(const DowncastArgs<T>& args, BlockWriteParams<T, Scales>& params) {
   detail::Plan plan;
   if (Status s = detail::check_args(args, plan); !s) return s;
+  // The block-level write takes per-tensor scales; the other kinds are the device-wide call's.
   if (args.k_amax != nullptr || args.v_amax != nullptr)
     return Status::error(Code::bad_option, "%s is given, but the block-level write has no amax output",
                          args.k_amax != nullptr ? "k_amax" : "v_amax");
-  if (args.scale_kind == ScaleKind::per_token_head)
-    return Status::error(Code::bad_option, "scale_kind per_token_head: the block-level write takes loaded scales only");
-  if (plan.scale_policy != detail::scale_policy_id<Scales>())
-    return Status::error(Code::bad_option, "scale_kind %s needs BlockWriteParams<T, %s>", to_string(args.scale_kind),
-                         args.scale_kind == ScaleKind::per_head ? "PerHeadScale" : "PerTensorScale");
+  if (args.scale_kind != ScaleKind::per_tensor)
+    return Status::error(Code::bad_option, "scale_kind %s: the block-level write takes per_tensor scales only",
+                         to_string(args.scale_kind));
   plan.choice = detail::KernelChoice{};  // LayoutRows: rows stay row indices
   plan.choice.kernel = detail::WriteKernel::general;
   params.write = detail::make_write_params<T, Scales>(args, plan);
@@ -75,7 +74,7 @@ Status make_block_write_params(const DowncastArgs<T>& args, BlockWriteParams<T, 
 //! @tparam T         input element type: `__nv_bfloat16`, `__half` or `float`
 //! @tparam BlockSize threads of the calling CTA (a 1-D CTA)
 //! @tparam Codes     code policy: `Fp8<Format, Mode>` (policy.cuh)
-//! @tparam Scales    scale policy: `PerTensorScale` or `PerHeadScale` (scales loaded, no amax)
+//! @tparam Scales    scale policy: `PerTensorScale` (the only one the block-level write takes)
 template <class T, int BlockSize, class Codes = Fp8<e4m3>, class Scales = PerTensorScale>
 class BlockDowncast {
  public:
