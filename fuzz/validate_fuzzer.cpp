@@ -190,7 +190,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fail("chose a kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
   const bool lean = p.scale_policy == kvcast::detail::ScalePolicyId::per_tensor;
-  if ((c.kernel == kvcast::detail::WriteKernel::general) == (p.dense && lean)) fail("dense call on the general kernel or the other way", a);
+  const bool dense_kernel_exists = lean || (p.scale_policy == kvcast::detail::ScalePolicyId::per_head && vector);
+  if ((c.kernel == kvcast::detail::WriteKernel::general) == (p.dense && dense_kernel_exists))
+    fail("dense call on the general kernel or the other way", a);
   if (p.scale_policy == kvcast::detail::ScalePolicyId::per_token_head &&
       (c.chunks() != 1 || p.seg_len != a.head_dim || (vector && p.seg_len % c.vec != 0)))
     fail("a per-(token, head) row-head is not one chunk of whole vectors", a);

@@ -184,12 +184,15 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
   a.k_amax = fake_floats(0xC0000);
   a.v_amax = fake_floats(0xC0004);
   EXPECT_TRUE(kvcast::validate(a).ok()) << kvcast::validate(a).message();
-  // Per tensor with amax takes the per-head kernels (one scale for every head).
+  // Per tensor with amax takes the per-head kernels (one scale for every head), the dense one
+  // for the serving call; per-head scales the general one.
   DowncastArgs<Bf16> t = valid_args();
   t.k_amax = fake_floats(0xC0000);
   kvcast::detail::Plan plan;
   ASSERT_TRUE(kvcast::make_plan(t, plan).ok());
   EXPECT_EQ(plan.scale_policy, kvcast::detail::ScalePolicyId::per_head);
+  EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::dense);
+  ASSERT_TRUE(kvcast::make_plan(a, plan).ok());
   EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::general);
 
   // Per (token, head): separate, paged, and inline after each page's codes (16 rows of 8 heads
@@ -495,7 +498,7 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
         for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
           for (Access acc : {Access::vector, Access::interleaved})
             for (int vec : {1, 2, 4, 8, 16, 32}) scaled += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode, scales) ? 2 : 0;
-  EXPECT_EQ(scaled, 62);  // PerHeadScale 40, PerTokenHeadScale 22 (fp32 mode only)
+  EXPECT_EQ(scaled, 90);  // PerHeadScale 68 (28 dense), PerTokenHeadScale 22 (fp32 mode only)
 
   // A 2-element vector is legal, but the call is not dense: element by element instead.
   DowncastArgs<Bf16> a = large_args();

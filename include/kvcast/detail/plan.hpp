@@ -214,12 +214,16 @@ inline bool disjoint(const Region& a, const Region& b) {
 //!  - 2-element vectors (fp32 mode's tiniest calls) in the dense kernel alone;
 //!  - element by element (interleaved): 8 a thread, and 16 for 16-bit inputs in large general
 //!    calls, the dense call of that size taking the realigned kernel.
-//! The scale policies other than PerTensorScale take the general kernel alone, with vectors of
-//! 4 to the widest and 8 elements interleaved; PerTokenHeadScale computes in fp32 mode only.
+//! The scale policies other than PerTensorScale take the general kernel, with vectors of 4 to
+//! the widest and 8 elements interleaved; PerHeadScale also the dense kernel's vectors (dense
+//! calls are fused rows, so only per-tensor calls with amax, or one head, take it: NOTES #15f);
+//! PerTokenHeadScale computes in fp32 mode only.
 constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access access, int input_bytes, Arithmetic mode,
                                    ScalePolicyId scales = ScalePolicyId::per_tensor) {
   if (scales != ScalePolicyId::per_tensor) {
-    if (kernel != WriteKernel::general || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
+    if (kernel == WriteKernel::realigned || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
+    // The dense kernel, whole vectors only, for PerHeadScale (per-tensor calls with amax).
+    if (kernel == WriteKernel::dense && (scales != ScalePolicyId::per_head || access != tile::Access::vector)) return false;
     if (access == tile::Access::interleaved) return vec == tuning::kElementWiseVector;
     return (vec == tuning::kScaledMinVector || vec == 8 || vec == 16) &&
            vec <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes);
@@ -449,7 +453,7 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   // A row-head reduced for its scale is one chunk, whole vectors: no partial vector, no more
   // items than a CTA has threads.
   const bool reduced = scales == ScalePolicyId::per_token_head;
-  const WriteKernel kernel = plan.dense && scales == ScalePolicyId::per_tensor ? WriteKernel::dense : WriteKernel::general;
+  const WriteKernel kernel = plan.dense && scales != ScalePolicyId::per_token_head ? WriteKernel::dense : WriteKernel::general;
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);
   // The other scale policies' narrowest vector is tuning::kScaledMinVector: where the tiers ask
   // for a narrower one, they take that rather than go element by element.
@@ -466,11 +470,12 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (c.vec == 0) {
     c.access = tile::Access::interleaved;
     const bool large = kBytes == 2 && plan.elements > tuning::kElementWiseWideAbove;
-    if (kernel == WriteKernel::dense && kBytes == 2 && plan.elements > tuning::kRealignAbove) {
+    if (kernel == WriteKernel::dense && scales == ScalePolicyId::per_tensor && kBytes == 2 && plan.elements > tuning::kRealignAbove) {
       c.kernel = WriteKernel::realigned;
       c.vec = kRealignVec;
     } else {
-      c.kernel = kernel;
+      // The scaled policies' dense kernels take whole vectors only.
+      c.kernel = scales == ScalePolicyId::per_tensor ? kernel : WriteKernel::general;
       c.vec = large && kernel == WriteKernel::general && scales == ScalePolicyId::per_tensor ? 16 : tuning::kElementWiseVector;
     }
   }
