@@ -124,7 +124,7 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
 //! (a load cached in L1) adds nothing. The value only grows, so a stale read is never above the
 //! true one and can only cost an atomic that was not needed; in a large grid, after its first
 //! warps, almost no warp adds one, where thousands of atomics on one address would queue.
-KVCAST_DEVICE void cta_max_into(SeenMax seen, float* k_amax, float* v_amax, bool skip_smaller) {
+KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, bool skip_smaller) {
   seen.k = warp_max(seen.k);
   seen.v = warp_max(seen.v);
   const std::uint32_t lane = threadIdx.x % kLanes;

@@ -179,28 +179,25 @@ KVCAST_DEVICE void pdl_wait_then_release() {
 }
 
 //! Converts and stores a thread's Vec elements, as tile::Memory::load placed them: a whole
-//! vector as its packed codes (one access), interleaved ones a byte each.
-template <class Codes, tile::Access A, class T, int Vec>
+//! vector as its packed codes (one access), interleaved ones a byte each. `Exact`: each code
+//! from its element's own quotient (the code policy's `exact`, for computed scales).
+template <class Codes, tile::Access A, bool Exact, class T, int Vec>
 KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const typename Codes::template Quantizer<T>& q,
                                const AlignedVector<T, Vec>& v) {
-  if constexpr (A == tile::Access::vector)
+  if constexpr (Exact) {
+    const typename PackedCodes<Vec>::type codes = Codes::exact(q, v);
+    if constexpr (A == tile::Access::vector) {
+      tile::Memory<std::uint32_t>::store_vector(dst, codes);
+    } else {
+      AlignedVector<std::uint8_t, Vec> bytes;
+      static_assert(sizeof bytes == sizeof codes, "store_codes: packed codes hold Vec bytes.");
+      memcpy(&bytes, &codes, sizeof bytes);
+      tile::Memory<std::uint32_t>::store_interleaved(dst, end, bytes);
+    }
+  } else if constexpr (A == tile::Access::vector) {
     tile::Memory<std::uint32_t>::store_vector(dst, Codes::packed(q, v));
-  else
-    tile::Memory<std::uint32_t>::store_interleaved(dst, end, Codes::bytes(q, v));
-}
-
-//! store_codes with each element's own quotient (the code policy's `exact`).
-template <class Codes, tile::Access A, class T, int Vec>
-KVCAST_DEVICE void store_exact_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const typename Codes::template Quantizer<T>& q,
-                                     const AlignedVector<T, Vec>& v) {
-  const typename PackedCodes<Vec>::type codes = Codes::exact(q, v);
-  if constexpr (A == tile::Access::vector) {
-    tile::Memory<std::uint32_t>::store_vector(dst, codes);
   } else {
-    AlignedVector<std::uint8_t, Vec> bytes;
-    static_assert(sizeof bytes == sizeof codes, "store_exact_codes: packed codes hold Vec bytes.");
-    memcpy(&bytes, &codes, sizeof bytes);
-    tile::Memory<std::uint32_t>::store_interleaved(dst, end, bytes);
+    tile::Memory<std::uint32_t>::store_interleaved(dst, end, Codes::bytes(q, v));
   }
 }
 
@@ -316,14 +313,10 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
     });
     return;
   }
-  if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact)
-    if (has_k) store_exact_codes<Codes, A>(k_out, end, qk, k_vec);
-    if (has_v) store_exact_codes<Codes, A>(v_out, end, qv, v_vec);
-    return;
-  }
   // One tensor after the other, so that K's registers are free before V's conversion needs them.
-  if (has_k) store_codes<Codes, A>(k_out, end, qk, k_vec);
-  if (has_v) store_codes<Codes, A>(v_out, end, qv, v_vec);
+  // Computed scales take each element's own quotient (Fp8::exact).
+  if (has_k) store_codes<Codes, A, kReduces>(k_out, end, qk, k_vec);
+  if (has_v) store_codes<Codes, A, kReduces>(v_out, end, qv, v_vec);
 }
 
 //! The write kernel: write_chunk for the CTA's place in the grid, then the amax output's
@@ -341,7 +334,7 @@ __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant
   write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y, seen);
   if constexpr (Scales::kAmax) {
     const AmaxOutput& amax = p.scales.amax;
-    if (amax.k != nullptr || amax.v != nullptr) cta_max_into(seen, amax.k, amax.v, amax.skip_smaller != 0);
+    if (amax.k != nullptr || amax.v != nullptr) warp_maxima_into(seen, amax.k, amax.v, amax.skip_smaller != 0);
   }
 }
 
