@@ -124,7 +124,8 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
-  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax
+  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax,
+  upcast, upcast_token_head
 };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
@@ -147,6 +148,8 @@ const char* name_of(Variant v) {
     case Variant::kvcast_head_amax: return "kvcast_head_amax";
     case Variant::kvcast_token_head: return "kvcast_token_head";
     case Variant::kvcast_token_head_amax: return "kvcast_token_head_amax";
+    case Variant::upcast: return "upcast";
+    case Variant::upcast_token_head: return "upcast_token_head";
   }
   return "?";
 }
@@ -349,6 +352,9 @@ struct Problem {
           if (!s.ok()) std::fprintf(stderr, "no_math: %s\n", s.message()), std::abort();
         }
         break;
+      case Variant::upcast:
+      case Variant::upcast_token_head:  // the read's variants run on ReadProblem
+        std::fprintf(stderr, "%s: a read variant on a write's problem\n", name_of(variant)), std::abort();
     }
   }
 };
@@ -360,8 +366,9 @@ int batch_for(std::int64_t traffic) {
 }
 
 // Times `variant` kIterations samples of `calls` calls; returns each sample's time per call (s).
-template <class T, class Format>
-std::vector<double> sample(const Problem<T>& problem, Variant variant, Timing timing, Cache cache, int calls) {
+// Problem: a write's (Problem) or a read's (ReadProblem).
+template <class Format, class Problem>
+std::vector<double> sample(const Problem& problem, Variant variant, Timing timing, Cache cache, int calls) {
   Gpu& g = gpu();
   const auto& sets = problem.sets;
   auto batch = [&](cudaStream_t s) {
@@ -397,6 +404,23 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// A row's samples (time per call, s) as Google Benchmark's iterations, and its counters: the
+// median time, GB/s, the same bytes' copy (measured in the same row) and the share of it.
+void report(benchmark::State& state, const std::vector<double>& times, double copy, std::int64_t traffic, std::size_t sets,
+            int calls) {
+  std::size_t i = 0;
+  for (auto _ : state) state.SetIterationTime(times[i++ % times.size()]);
+  const double t = median(times);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * traffic);
+  state.counters["us"] = t * 1e6;
+  state.counters["GBps"] = traffic / t * 1e-9;
+  state.counters["copy_GBps"] = traffic / copy * 1e-9;
+  state.counters["pct_of_copy"] = 100.0 * copy / t;
+  state.counters["traffic_MB"] = traffic * 1e-6;
+  state.counters["sets"] = static_cast<double>(sets);
+  state.counters["calls_per_sample"] = calls;
+}
+
 template <class T, class Format>
 void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache cache, Shape shape) {
   const int calls = batch_for(2 * shape.tokens * shape.heads * shape.dim * static_cast<std::int64_t>(sizeof(T) + 1));
@@ -405,19 +429,173 @@ void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache 
     state.SkipWithError("not enough memory for two buffer sets");
     return;
   }
-  const double copy = median(sample<T, Format>(problem, Variant::copy, timing, cache, calls));
-  const std::vector<double> times = sample<T, Format>(problem, variant, timing, cache, calls);
-  std::size_t i = 0;
-  for (auto _ : state) state.SetIterationTime(times[i++ % times.size()]);
-  const double t = median(times);
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * problem.traffic);
-  state.counters["us"] = t * 1e6;
-  state.counters["GBps"] = problem.traffic / t * 1e-9;
-  state.counters["copy_GBps"] = problem.traffic / copy * 1e-9;
-  state.counters["pct_of_copy"] = 100.0 * copy / t;
-  state.counters["traffic_MB"] = problem.traffic * 1e-6;
-  state.counters["sets"] = static_cast<double>(problem.sets.size());
-  state.counters["calls_per_sample"] = calls;
+  const double copy = median(sample<Format>(problem, Variant::copy, timing, cache, calls));  // the copy is sampled first
+  report(state, sample<Format>(problem, variant, timing, cache, calls), copy, problem.traffic, problem.sets.size(), calls);
+}
+
+// ---- The read (upcast): gathers of cache rows by slots or a page table, dequantized. --------
+
+__global__ void fill_bytes(std::uint8_t* p, std::size_t n, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    std::uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29;
+    p[i] = static_cast<std::uint8_t>(h >> 40);
+  }
+}
+
+// A read: `tokens` output tokens of heads x dim from a pool of `cache_rows` rows (contiguous;
+// paged NHD by `page` rows with a page table), K and V or K alone (an MLA cache).
+struct ReadShape {
+  std::int64_t tokens, heads, dim, cache_rows;
+  bool both = true;
+  bool page_table = false;  // rows by a page table (batch sequences of whole pages), else by slots
+  bool whole_pool = false;  // every row in order (no slots): dequantizing the pool
+  std::int64_t page = 64;
+  std::int64_t batch = 64;
+  const char* tag = "read";
+};
+
+// One read instance, `count` buffer sets from the pool. Traffic: the codes read, the outputs
+// written, the indices (slots or page table and cu_seq_lens) and, per (token, head), the scales.
+template <class T>
+struct ReadProblem {
+  struct Set {
+    std::uint8_t* k_cache;
+    std::uint8_t* v_cache;
+    T* k;
+    T* v;
+    std::int64_t* loc;
+    std::int32_t* block_table;
+    std::int32_t* cu;
+    float* k_scales;  // [cache_rows, heads]
+    float* v_scales;
+    std::uint8_t* copy_dst;
+  };
+  ReadShape shape;
+  std::int64_t elems = 0, traffic = 0, max_pages = 0;
+  std::vector<Set> sets;
+
+  ReadProblem(const ReadShape& s, int wanted_sets, bool token_scales) : shape(s) {
+    const int tensors = s.both ? 2 : 1;
+    elems = s.tokens * s.heads * s.dim;
+    max_pages = s.page_table ? (s.tokens / s.batch + s.page - 1) / s.page : 0;
+    const std::int64_t index_bytes = s.whole_pool ? 0 : s.page_table ? s.batch * max_pages * 4 + (s.batch + 1) * 4 : s.tokens * 8;
+    const std::int64_t scale_bytes_read = token_scales ? tensors * s.tokens * s.heads * 4 : 0;
+    traffic = tensors * elems * static_cast<std::int64_t>(1 + sizeof(T)) + index_bytes + scale_bytes_read;
+    auto round_up = [](std::size_t b) { return (b + 255) / 256 * 256; };
+    const std::size_t cache_bytes = round_up(s.cache_rows * s.heads * s.dim);
+    const std::size_t out_bytes = round_up(elems * sizeof(T));
+    const std::size_t scale_bytes = round_up(s.cache_rows * s.heads * 4);
+    const std::size_t table_bytes = round_up(s.batch * max_pages * 4) + round_up((s.batch + 1) * 4);
+    const std::size_t set_bytes = tensors * (cache_bytes + out_bytes + scale_bytes) + round_up(s.tokens * 8) + table_bytes +
+                                  round_up(traffic / 2);
+    const int count = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(wanted_sets, kPoolBytes / set_bytes)));
+    // Slots: distinct random rows of the pool. Page table: `batch` sequences of tokens / batch
+    // tokens, each on distinct random pages.
+    std::mt19937_64 rng(s.tokens * 131 + s.cache_rows);
+    std::vector<std::int64_t> rows(s.cache_rows);
+    std::iota(rows.begin(), rows.end(), 0);
+    std::shuffle(rows.begin(), rows.end(), rng);
+    rows.resize(s.tokens);
+    std::vector<std::int32_t> pages(s.cache_rows / s.page), table, cu(1, 0);
+    std::iota(pages.begin(), pages.end(), 0);
+    std::shuffle(pages.begin(), pages.end(), rng);
+    for (std::int64_t b = 0; b < s.batch && s.page_table; ++b) {
+      for (std::int64_t i = 0; i < max_pages; ++i) table.push_back(pages[static_cast<std::size_t>((b * max_pages + i) % pages.size())]);
+      cu.push_back(cu.back() + static_cast<std::int32_t>(s.tokens / s.batch));
+    }
+    std::uint8_t* p = gpu().pool;
+    for (int i = 0; i < count; ++i) {
+      Set set{};
+      set.k_cache = p, p += cache_bytes;
+      set.v_cache = s.both ? p : nullptr, p += s.both ? cache_bytes : 0;
+      fill_bytes<<<1024, 256, 0, gpu().stream>>>(set.k_cache, tensors * cache_bytes, 99 + i);
+      set.k = reinterpret_cast<T*>(p), p += out_bytes;
+      set.v = s.both ? reinterpret_cast<T*>(p) : nullptr, p += s.both ? out_bytes : 0;
+      set.loc = reinterpret_cast<std::int64_t*>(p), p += round_up(s.tokens * 8);
+      set.block_table = reinterpret_cast<std::int32_t*>(p), p += round_up(s.batch * max_pages * 4);
+      set.cu = reinterpret_cast<std::int32_t*>(p), p += round_up((s.batch + 1) * 4);
+      set.k_scales = reinterpret_cast<float*>(p), p += scale_bytes;
+      set.v_scales = s.both ? reinterpret_cast<float*>(p) : nullptr, p += s.both ? scale_bytes : 0;
+      fill_random<float><<<1024, 256, 0, gpu().stream>>>(set.k_scales, tensors * scale_bytes / 4, 7 + i, 0.1f);
+      set.copy_dst = p, p += round_up(traffic / 2);
+      BENCH_CUDA(cudaMemcpyAsync(set.loc, rows.data(), s.tokens * 8, cudaMemcpyHostToDevice, gpu().stream));
+      if (s.page_table) {
+        BENCH_CUDA(cudaMemcpyAsync(set.block_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice, gpu().stream));
+        BENCH_CUDA(cudaMemcpyAsync(set.cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice, gpu().stream));
+      }
+      sets.push_back(set);
+    }
+    BENCH_CUDA(cudaStreamSynchronize(gpu().stream));
+  }
+
+  kvcast::UpcastArgs<T> args(const Set& set, Variant variant) const {
+    kvcast::UpcastArgs<T> a;
+    a.k_cache = set.k_cache;
+    a.v_cache = set.v_cache;
+    a.cache_rows = shape.cache_rows;
+    a.k = set.k;
+    a.v = set.v;
+    a.num_tokens = shape.tokens;
+    a.heads = shape.heads;
+    a.head_dim = shape.dim;
+    if (shape.page_table) {
+      a.cache = kvcast::OutputLayout::paged_nhd(shape.page, shape.heads, shape.dim);
+      a.block_table = set.block_table;
+      a.batch = shape.batch;
+      a.max_pages = max_pages;
+      a.cu_seq_lens = set.cu;
+    } else if (!shape.whole_pool) {
+      a.loc = set.loc;
+    }
+    if (variant == Variant::upcast_token_head) {
+      a.scale_kind = kvcast::ScaleKind::per_token_head;
+      a.k_scales = set.k_scales;
+      a.v_scales = set.v_scales;
+    } else {
+      a.k_scale = kvcast::Scale::in_device_memory(gpu().scales);
+      a.v_scale = kvcast::Scale::in_device_memory(gpu().scales + 1);
+    }
+    return a;
+  }
+
+  template <class Format>
+  void launch(Variant variant, const Set& set, cudaStream_t stream) const {
+    if (variant == Variant::copy) {
+      BENCH_CUDA(cudaMemcpyAsync(set.copy_dst, set.k_cache, traffic / 2, cudaMemcpyDeviceToDevice, stream));
+      return;
+    }
+    const kvcast::Status s = kvcast::upcast<Format>(args(set, variant), stream);
+    if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
+  }
+};
+
+template <class T, class Format>
+void bm_upcast(benchmark::State& state, Variant variant, Timing timing, Cache cache, ReadShape shape) {
+  const bool token_scales = variant == Variant::upcast_token_head;
+  const int tensors = shape.both ? 2 : 1;
+  const int calls = batch_for(tensors * shape.tokens * shape.heads * shape.dim * static_cast<std::int64_t>(1 + sizeof(T)));
+  const ReadProblem<T> problem(shape, cache == Cache::cold ? calls : 1, token_scales);
+  if (cache == Cache::cold && problem.sets.size() < 2) {
+    state.SkipWithError("not enough memory for two buffer sets");
+    return;
+  }
+  const double copy = median(sample<Format>(problem, Variant::copy, timing, cache, calls));  // the copy is sampled first
+  report(state, sample<Format>(problem, variant, timing, cache, calls), copy, problem.traffic, problem.sets.size(), calls);
+}
+
+template <class T, class Format>
+void register_upcast(const char* dtype, const ReadShape& shape, std::initializer_list<Variant> variants, std::initializer_list<Cache> caches) {
+  for (Variant v : variants)
+    for (Cache c : caches) {
+      const std::string name = std::string(name_of(v)) + "/" + dtype + "/" + Format::kName + "/graph/" + (c == Cache::cold ? "cold" : "hot") +
+                               "/" + std::to_string(shape.tokens) + "x" + std::to_string(shape.heads) + "x" + std::to_string(shape.dim) + "/" +
+                               shape.tag;
+      benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { bm_upcast<T, Format>(st, v, Timing::graph, c, shape); })
+          ->UseManualTime()
+          ->Iterations(kIterations)
+          ->Unit(benchmark::kMicrosecond);
+    }
 }
 
 // Host-side cost of one call: validation alone, the whole launch path, and a raw <<<>>> launch.
@@ -581,6 +759,31 @@ void register_all() {
            Variant::kvcast_token_head_amax},
           {Timing::graph}, all_cache);
     }
+  // The read: gathers by slots (per tensor and per (token, head)) and by page table, at decode
+  // sizes (a few thousand rows) and from 64 MB, from a pool of twice the rows; 8x128 K and V,
+  // and one MLA head of 576 (K alone). Then SGLang #35291's shape: a pool of 2^20 slots of one
+  // 576 head in pages of 64, its live rows (1%, 5%, 20%, by page table) against the whole pool.
+  for (std::int64_t tokens : {2048, 4096, 32768, 65536})
+    for (auto [h, d] : {std::pair{8, 128}, std::pair{1, 576}}) {
+      if (tokens == 65536 && h == 8) continue;  // 32768 tokens of 8x128 are past 64 MB already
+      ReadShape s{tokens, h, d, 2 * tokens};
+      s.both = h == 8;
+      s.tag = "read_slots";
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast, Variant::upcast_token_head}, all_cache);
+      s.page_table = true;
+      s.tag = "read_pages";
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast}, all_cache);
+    }
+  for (int percent : {1, 5, 20, 100}) {
+    constexpr std::int64_t kPool = std::int64_t{1} << 20;
+    ReadShape s{kPool * percent / 100 / 4096 * 4096, 1, 576, kPool};
+    s.both = false;
+    s.page_table = percent < 100;
+    s.whole_pool = percent == 100;
+    s.tag = percent == 1 ? "pool_live1" : percent == 5 ? "pool_live5" : percent == 20 ? "pool_live20" : "pool_all";
+    if (s.whole_pool) s.tokens = kPool;
+    register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast}, all_cache);
+  }
   benchmark::RegisterBenchmark("host/validate", bm_host_validate);
   benchmark::RegisterBenchmark("host/downcast_launch", bm_host_downcast);
   benchmark::RegisterBenchmark("host/raw_empty_launch", bm_host_raw_launch);

@@ -1,15 +1,16 @@
 // libFuzzer target over kvcast's host-side validation (plain C++, built with clang's
 // -fsanitize=fuzzer,address,undefined). For arbitrary sizes, strides, offsets, flags and pointer
-// alignments it checks that make_plan never crashes, never overflows, and never accepts an
-// argument set that would touch memory outside what it reports (and outside the capacities
-// given), make two elements share an address, or pick a vector width some pointer or stride
-// does not allow.
+// alignments it checks that make_plan (the write) never crashes, never overflows, and never
+// accepts an argument set that would touch memory outside what it reports (and outside the
+// capacities given), make two elements share an address, or pick a vector width some pointer
+// or stride does not allow; and the same of make_read_plan (the read), every fourth input.
 //
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude fuzz/validate_fuzzer.cpp -o validate_fuzzer
 //   ./validate_fuzzer -max_total_time=60
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <kvcast/detail/plan.hpp>
+#include <kvcast/detail/read_plan.hpp>
 #include <kvcast/reference.hpp>
 
 #include <cmath>
@@ -45,8 +46,144 @@ std::int64_t pick(FuzzedDataProvider& in, std::int64_t small_max) {
 
 }  // namespace
 
+
+namespace {
+
+[[noreturn]] void fail_read(const char* what, const kvcast::UpcastArgs<T>& a) {
+  std::fprintf(stderr,
+               "validate_fuzzer (read): %s\n  tokens %lld heads %lld dim %lld out %lld/%lld cache B=%lld bs=%lld ts=%lld hs=%lld "
+               "rows %lld table %d batch %lld pages %lld page %lld\n",
+               what, (long long)a.num_tokens, (long long)a.heads, (long long)a.head_dim, (long long)a.out_token_stride,
+               (long long)a.out_head_stride, (long long)a.cache.block_size, (long long)a.cache.block_stride,
+               (long long)a.cache.token_stride, (long long)a.cache.head_stride, (long long)a.cache_rows, a.block_table != nullptr,
+               (long long)a.batch, (long long)a.max_pages, (long long)a.page_size);
+  std::abort();
+}
+
+// The read: any sizes, strides, layouts, row sources and scale fields; an accepted call writes
+// its outputs inside their extent, never onto each other or onto what it reads, reads its cache
+// inside the extent of cache_rows rows, and its kernel choice exists, is aligned and covers it.
+int fuzz_read(FuzzedDataProvider& in) {
+  kvcast::UpcastArgs<T> a;
+  // Half the pointers aligned (so that vectors get chosen), half anywhere in 64 bytes.
+  const auto ptr = [&](std::uintptr_t base) { return base + (in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<std::uintptr_t>(0, 63)); };
+  const int presence = in.ConsumeIntegralInRange<int>(0, 15);
+  const bool near = in.ConsumeBool();  // outputs close to the caches, where overlaps are likely
+  if (presence & 1) a.k_cache = reinterpret_cast<const void*>(ptr(0x100000));
+  if (presence & 2) a.v_cache = reinterpret_cast<const void*>(ptr(0x200000));
+  if (presence & 4) a.k = reinterpret_cast<T*>(ptr(near ? 0x100000 + 2 * in.ConsumeIntegralInRange<std::uintptr_t>(0, 40000) : 0x10000000));
+  if (presence & 8) a.v = reinterpret_cast<T*>(ptr(near ? 0x200000 : 0x20000000));
+  a.num_tokens = pick(in, 40);
+  a.heads = pick(in, 12);
+  a.head_dim = pick(in, 70);
+  if (in.ConsumeBool()) {  // strides of the call's own sizes, or any
+    a.out_token_stride = pick(in, 3000);
+    a.out_head_stride = pick(in, 200);
+  }
+  const bool sane = a.heads > 0 && a.heads <= 4096 && a.head_dim > 0 && a.head_dim <= 4096;  // the factories' products fit
+  switch (sane ? in.ConsumeIntegralInRange<int>(0, 3) : 3) {
+    case 0: break;  // contiguous
+    case 1: a.cache = kvcast::OutputLayout::paged_nhd(1 + in.ConsumeIntegralInRange<int>(0, 31), a.heads, a.head_dim); break;
+    case 2: a.cache = kvcast::OutputLayout::paged_hnd(1 + in.ConsumeIntegralInRange<int>(0, 31), a.heads, a.head_dim); break;
+    default:
+      a.cache.block_size = in.ConsumeBool() ? 1 : pick(in, 20);
+      a.cache.block_stride = pick(in, 20000);
+      a.cache.token_stride = pick(in, 3000);
+      a.cache.head_stride = pick(in, 200);
+  }
+  a.cache_rows = in.ConsumeIntegralInRange<int>(0, 5) == 0 ? kvcast::UpcastArgs<T>::kRowsNotGiven : pick(in, 100);
+  if (in.ConsumeBool()) {
+    a.block_table = reinterpret_cast<const std::int32_t*>(0x30000000);
+    a.cu_seq_lens = in.ConsumeIntegralInRange<int>(0, 7) ? reinterpret_cast<const std::int32_t*>(0x30100000) : nullptr;
+    if (in.ConsumeBool()) a.seq_starts = reinterpret_cast<const std::int32_t*>(0x30200000);
+    a.batch = pick(in, 8);
+    a.max_pages = pick(in, 8);
+    a.page_size = in.ConsumeBool() ? 0 : pick(in, 20);
+    if (in.ConsumeIntegralInRange<int>(0, 7) == 0) a.mult = pick(in, 4);
+  } else {
+    if (in.ConsumeBool()) a.loc = reinterpret_cast<const std::int64_t*>(0x31000000);
+    a.mult = pick(in, 4);
+    a.offset = pick(in, 10);
+  }
+  const auto floats = [&](std::uintptr_t base) { return reinterpret_cast<const float*>(base + 4 * in.ConsumeIntegralInRange<int>(0, 15)); };
+  switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+    case 1:
+      a.scale_kind = kvcast::ScaleKind::per_head;
+      if (in.ConsumeBool()) a.k_head_scales = floats(0x40000000);
+      if (in.ConsumeBool()) a.v_head_scales = floats(0x40008000);
+      break;
+    case 2:
+      a.scale_kind = kvcast::ScaleKind::per_token_head;
+      if (in.ConsumeBool()) a.k_scales = floats(near ? 0x100000 : 0x50000000);
+      if (in.ConsumeBool()) a.v_scales = floats(0x60000000);
+      if (in.ConsumeBool()) a.scales = kvcast::OutputLayout{in.ConsumeBool() ? 1 : pick(in, 20), pick(in, 5000), pick(in, 40), pick(in, 4)};
+      break;
+    default: break;
+  }
+  kvcast::detail::ReadPlan p;
+  const kvcast::Status s = kvcast::make_read_plan(a, p);
+  if (!s.ok()) {
+    if (s.message()[0] == '\0') fail_read("an error without a message", a);
+    return 0;
+  }
+  if (a.cache_rows == kvcast::UpcastArgs<T>::kRowsNotGiven) fail_read("accepted a read without cache_rows", a);
+  if (a.num_tokens == 0) return 0;
+  // Outputs: one past the last element is the extent; no two elements of one output share an
+  // address; K's and V's apart; neither on a cache (checked by extents, small problems).
+  const i128 out_last = i128(a.num_tokens - 1) * p.out_token_stride + i128(a.heads - 1) * p.out_head_stride + a.head_dim - 1;
+  if (out_last + 1 != p.out_extent) fail_read("out_extent is not one past the last element", a);
+  if (a.heads * a.head_dim <= 256 && a.num_tokens <= 16) {
+    std::set<i128> written;
+    for (const T* base : {static_cast<const T*>(a.k), static_cast<const T*>(a.v)})
+      if (base)
+        for (std::int64_t t = 0; t < a.num_tokens; ++t)
+          for (std::int64_t h = 0; h < a.heads; ++h)
+            for (std::int64_t d = 0; d < a.head_dim; ++d)
+              for (int b = 0; b < 2; ++b)
+                if (!written.insert(i128(reinterpret_cast<std::uintptr_t>(base)) + 2 * (i128(t) * p.out_token_stride +
+                                                                                        i128(h) * p.out_head_stride + d) + b).second)
+                  fail_read("output elements overlap", a);
+    const std::int64_t rows = a.cache_rows < 48 ? a.cache_rows : 48;
+    for (const void* base : {a.k_cache, a.v_cache})
+      if (base)
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t h = 0; h < a.heads; ++h)
+            for (std::int64_t d = 0; d < a.head_dim; ++d) {
+              const i128 at = p.cache.address(r, h) + d;
+              if (at >= p.cache_extent) fail_read("a cache row ends beyond cache_extent", a);
+              if (written.count(i128(reinterpret_cast<std::uintptr_t>(base)) + at)) fail_read("an output lies on a cache", a);
+            }
+  }
+  const kvcast::detail::KernelChoice& c = p.choice;
+  if (!kvcast::detail::read_kernel_exists(c.vec, c.access)) fail_read("chose a read kernel that does not exist", a);
+  const bool vector = c.access == kvcast::tile::Access::vector;
+  if (vector) {
+    const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 32);
+    const bool fused = p.segs_per_token == 1;
+    auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
+    if (p.seg_len % v || misaligned(a.k_cache, v) || misaligned(a.v_cache, v) || misaligned(a.k, store) || misaligned(a.v, store))
+      fail_read("read vector not allowed by a pointer or the segment", a);
+    if (p.cache.block_stride % v || (p.cache.block_size > 1 && p.cache.token_stride % v) || (!fused && p.cache.head_stride % v))
+      fail_read("read vector not allowed by the cache's layout", a);
+    if ((a.num_tokens > 1 && (2 * p.out_token_stride) % store) || (!fused && (2 * p.out_head_stride) % store))
+      fail_read("read vector not allowed by the output's strides", a);
+  } else if (c.log2_group < 5) {
+    fail_read("an interleaved group smaller than a warp", a);
+  }
+  const std::int64_t items = (p.seg_len + c.vec - 1) / c.vec;
+  const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
+  if (c.grid_y > 65535 || (c.grid_y << c.log2_group) < items || c.grid_x * groups < p.num_segments)
+    fail_read("the read's grid does not cover the segments", a);
+  if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail_read("segments do not cover the row", a);
+  if (p.page_table && (p.pages * p.page_size != a.cache_rows)) fail_read("pages do not tile the cache", a);
+  return 0;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) return fuzz_read(in);
   kvcast::DowncastArgs<T> a;
   const auto ptr = [&](std::uintptr_t base) { return base + in.ConsumeIntegralInRange<std::uintptr_t>(0, 63); };
   const int presence = in.ConsumeIntegralInRange<int>(0, 15);

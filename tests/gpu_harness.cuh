@@ -95,6 +95,43 @@ inline const char* name_of(OutKind o) {
   return "?";
 }
 
+// Where a cache's codes and its per-(token, head) scales go, as both directions' tests build
+// them: the code layout (`head_pad`: flat_padded's extra bytes after each head and row), V's
+// codes' shift in one allocation (interleaved pages), and the scales' layout in floats: a
+// separate [rows, heads] tensor, pages with a gap, or floats after each page's codes (nhd and
+// hnd pages; at a 4-byte boundary of memory, `misalign` bytes past an aligned codes pointer).
+struct CachePlacement {
+  kvcast::OutputLayout codes{};
+  std::int64_t v_shift = 0;
+  kvcast::OutputLayout scales{};
+  bool inline_scales = false;
+  std::int64_t inline_at = 0;  // bytes from a page's first code to its first float
+};
+inline CachePlacement place_cache(OutKind kind, std::int64_t B, std::int64_t H, std::int64_t D, std::int64_t head_pad,
+                                  std::int64_t misalign, bool per_token_head, ScaleOut scale_out) {
+  CachePlacement p;
+  switch (kind) {
+    case OutKind::contiguous: p.codes = kvcast::OutputLayout::contiguous(H, D); break;
+    case OutKind::flat_padded: p.codes = kvcast::OutputLayout::flat(H * (D + head_pad) + head_pad, D + head_pad); break;
+    case OutKind::nhd: p.codes = kvcast::OutputLayout::paged_nhd(B, H, D); break;
+    case OutKind::hnd: p.codes = kvcast::OutputLayout::paged_hnd(B, H, D); break;
+    case OutKind::kv_interleaved:
+      p.codes = kvcast::OutputLayout::paged(B, 2 * B * H * D, H * D, D);
+      p.v_shift = B * H * D;
+      break;
+  }
+  p.scales = kvcast::OutputLayout::contiguous(H, 1);
+  p.inline_scales = per_token_head && scale_out == ScaleOut::inline_in_page && (kind == OutKind::nhd || kind == OutKind::hnd);
+  if (p.inline_scales) {
+    p.inline_at = (B * H * D + misalign + 3) / 4 * 4 - misalign;
+    p.codes.block_stride = (p.inline_at + 4 * B * H + 3) / 4 * 4;
+    p.scales = kvcast::OutputLayout::paged(B, p.codes.block_stride / 4, H, 1);
+  } else if (per_token_head && scale_out == ScaleOut::paged) {
+    p.scales = kvcast::OutputLayout::paged(B, B * H + 3, H, 1);
+  }
+  return p;
+}
+
 // One downcast call to check. Sizes in elements unless named bytes.
 struct Case {
   std::int64_t tokens = 16, heads = 8, head_dim = 128;
@@ -192,33 +229,15 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   }
   std::vector<std::int32_t> loc32(loc64.begin(), loc64.end());
 
-  // Output layout and allocation.
-  kvcast::OutputLayout layout{};
-  std::int64_t v_shift = 0;  // v_out - k_out inside one allocation (interleaved pages)
+  // Output layout and allocation; per-(token, head) scales: their layout, in floats, and where
+  // they start (bytes from k_out) when inline.
   const std::int64_t B = c.block_size;
-  switch (c.out) {
-    case OutKind::contiguous: layout = kvcast::OutputLayout::contiguous(H, D); break;
-    case OutKind::flat_padded: layout = kvcast::OutputLayout::flat(H * (D + c.out_head_pad) + c.out_head_pad, D + c.out_head_pad); break;
-    case OutKind::nhd: layout = kvcast::OutputLayout::paged_nhd(B, H, D); break;
-    case OutKind::hnd: layout = kvcast::OutputLayout::paged_hnd(B, H, D); break;
-    case OutKind::kv_interleaved:
-      layout = kvcast::OutputLayout::paged(B, 2 * B * H * D, H * D, D);
-      v_shift = B * H * D;
-      break;
-  }
-  // Per-(token, head) scales: their layout, in floats, and where they start (bytes from k_out).
   const bool per_token_head = c.scale_kind == kvcast::ScaleKind::per_token_head;
-  const bool inline_scales = per_token_head && c.scale_out == ScaleOut::inline_in_page &&
-                             (c.out == OutKind::nhd || c.out == OutKind::hnd);
-  kvcast::OutputLayout scale_layout = kvcast::OutputLayout::contiguous(H, 1);
-  std::int64_t inline_at = 0;
-  if (inline_scales) {  // each page: its codes, then its B*H floats, at a 4-byte boundary of memory
-    inline_at = (B * H * D + c.out_misalign + 3) / 4 * 4 - c.out_misalign;
-    layout.block_stride = (inline_at + 4 * B * H + 3) / 4 * 4;
-    scale_layout = kvcast::OutputLayout::paged(B, layout.block_stride / 4, H, 1);
-  } else if (per_token_head && c.scale_out == ScaleOut::paged) {
-    scale_layout = kvcast::OutputLayout::paged(B, B * H + 3, H, 1);  // pages with a gap
-  }
+  const CachePlacement placed = place_cache(c.out, B, H, D, c.out_head_pad, c.out_misalign, per_token_head, c.scale_out);
+  const kvcast::OutputLayout& layout = placed.codes;
+  const kvcast::OutputLayout& scale_layout = placed.scales;
+  const std::int64_t v_shift = placed.v_shift, inline_at = placed.inline_at;
+  const bool inline_scales = placed.inline_scales;
   const std::int64_t pages = (out_rows + B - 1) / B;
   const std::int64_t span = std::max(layout.address(out_rows - 1, H - 1) + D, pages * layout.block_stride) + v_shift;
   const std::int64_t margin = 64;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace oracle {
@@ -115,6 +116,28 @@ inline std::uint32_t quantize(const Table& fp8, const Table* t16, double x, floa
   const double max = fp8.max_finite;
   y = y > max ? max : (-max > y ? -max : y);                    // SGLang's clamp, NaN passes
   return fp8.round(y);
+}
+
+// The read, `T(float(code) * scale)`: the code's value, times the scale in double (exact: at
+// most 5 + 24 significant bits), rounded once to float — the IEEE fp32 product — then to T with
+// the tables (`t16` null: fp32); a NaN gives T's canonical NaN (0x7FFF, 0x7FFFFFFF).
+inline std::uint32_t dequantize(const Table* t16, bool e4m3, std::uint32_t code, float scale) {
+  const double value = e4m3 ? decode(code, 4, 3, true) : decode(code, 5, 2, false);
+  const double product = value * static_cast<double>(scale);
+  const bool nan = std::isnan(product);
+  float y = 0.0f;
+  if (!nan) {
+    // From FLT_MAX plus half an ulp on, IEEE rounding gives inf (the tie goes to the even
+    // "2^128", which is inf); a cast there would be undefined.
+    const double overflow = std::ldexp(2.0 - std::ldexp(1.0, -24), 127);
+    y = std::fabs(product) >= overflow ? static_cast<float>(std::copysign(INFINITY, product)) : static_cast<float>(product);
+  }
+  if (t16 == nullptr) {
+    std::uint32_t bits = 0x7fffffffu;
+    if (!nan) std::memcpy(&bits, &y, 4);
+    return bits;
+  }
+  return nan ? 0x7fffu : t16->round(y);
 }
 
 }  // namespace oracle

@@ -463,3 +463,85 @@ TEST(BracketCodes, AgreeingBracketsGiveIeeeCodesForFp32AndNearBoundaries) {
 }
 
 }  // namespace
+
+// ---- The read: every fp8 code, both formats, every output type, many scales. ---------------
+
+namespace {
+
+// Codes a, b of a 4-code vector {a, b, b, a}, through Dequantizer::values: the low pair of its
+// word whole, the high pair on its own (values<2> at code 2); `consistent` when both agree.
+struct PairBits {
+  std::uint32_t first, second;
+  bool consistent;
+};
+template <class T, class Format>
+PairBits pair_values(const kvcast::Dequantizer<T, Format>& q, std::uint8_t a, std::uint8_t b) {
+  kvcast::AlignedVector<std::uint8_t, 4> codes;
+  codes[0] = codes[3] = a;
+  codes[1] = codes[2] = b;
+  const auto all = q.template values<4>(codes);
+  const auto high = q.template values<2>(codes, 2);
+  std::uint32_t bits[6] = {};
+  std::memcpy(&bits[0], &all[0], sizeof(T));
+  std::memcpy(&bits[1], &all[1], sizeof(T));
+  std::memcpy(&bits[2], &all[2], sizeof(T));
+  std::memcpy(&bits[3], &all[3], sizeof(T));
+  std::memcpy(&bits[4], &high[0], sizeof(T));
+  std::memcpy(&bits[5], &high[1], sizeof(T));
+  return {bits[0], bits[1], bits[3] == bits[0] && bits[2] == bits[1] && bits[4] == bits[1] && bits[5] == bits[0]};
+}
+
+template <class T, class Format>
+void check_every_code() {
+  // Decimal, calibrated, powers of two, 0, negative, tiny (subnormal products and scales), huge
+  // (overflow in T and in fp32), inf and NaN.
+  const float scales[] = {1.0f,    0.5f,     3.0f,      1.0f / 3, 0.1f,     0.0173f,  0.0229f,  -1.5f,   0.0f,  -0.0f,
+                          1e-3f,   0x1p-126f, 0x1p-140f, 1e-40f,  2e-45f,   65504.0f, 1e30f,    3e38f,   INFINITY,
+                          -INFINITY, NAN};
+  const oracle::Table* t16 = input_table<T>();
+  long long mismatches = 0;
+  for (float scale : scales) {
+    const kvcast::Dequantizer<T, Format> q(scale);
+    for (int c = 0; c < 256; ++c) {
+      const std::uint8_t code = static_cast<std::uint8_t>(c);
+      const std::uint32_t want = oracle::dequantize(t16, Format::kMantissaBits == 3, code, scale);
+      // The library's host path (cuda_fp8.h's and cuda_bf16/fp16.h's software conversions).
+      const T got_t = q(code);
+      std::uint32_t got = 0;
+      std::memcpy(&got, &got_t, sizeof(T));
+      // Pairs and vectors take the same path as single codes; check them on two neighbours.
+      const PairBits pair = pair_values(q, code, static_cast<std::uint8_t>(255 - c));
+      // The host reference, its own rounding.
+      const std::uint32_t ref = kvcast::ref::dequantize<Format>(kvcast::dtype_of<T>::value, code, scale);
+      if (got != want || ref != want || pair.first != want || !pair.consistent ||
+          pair.second != oracle::dequantize(t16, Format::kMantissaBits == 3, static_cast<std::uint8_t>(255 - c), scale)) {
+        if (mismatches++ < 5)
+          ADD_FAILURE() << "code 0x" << std::hex << c << " scale " << scale << ": oracle 0x" << want << ", library 0x" << got
+                        << ", reference 0x" << ref << ", pair 0x" << pair.first << "/0x" << pair.second;
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+}  // namespace
+
+TEST(Dequantize, EveryCodeE4M3ToBF16) { check_every_code<__nv_bfloat16, kvcast::e4m3>(); }
+TEST(Dequantize, EveryCodeE4M3ToF16) { check_every_code<__half, kvcast::e4m3>(); }
+TEST(Dequantize, EveryCodeE4M3ToF32) { check_every_code<float, kvcast::e4m3>(); }
+TEST(Dequantize, EveryCodeE5M2ToBF16) { check_every_code<__nv_bfloat16, kvcast::e5m2>(); }
+TEST(Dequantize, EveryCodeE5M2ToF16) { check_every_code<__half, kvcast::e5m2>(); }
+TEST(Dequantize, EveryCodeE5M2ToF32) { check_every_code<float, kvcast::e5m2>(); }
+
+// The oracle of the read on values known by hand.
+TEST(Dequantize, KnownAnswers) {
+  // E4M3 0x38 is 1.0, 0x7E is 448, 0x01 the smallest subnormal 2^-9, 0x7F NaN.
+  EXPECT_EQ(oracle::dequantize(nullptr, true, 0x38, 0.5f), 0x3f000000u);              // 0.5f
+  EXPECT_EQ(oracle::dequantize(&oracle::bf16(), true, 0x7E, 1.0f), 0x43e0u);           // 448 in bf16
+  EXPECT_EQ(oracle::dequantize(&oracle::f16(), true, 0x7E, 256.0f), 0x7c00u);          // 114688 > 65504: inf
+  EXPECT_EQ(oracle::dequantize(&oracle::f16(), true, 0x01, 0x1p-20f), 0x0000u);        // 2^-29: below half of f16's 2^-24
+  EXPECT_EQ(oracle::dequantize(&oracle::bf16(), true, 0x7F, 1.0f), 0x7fffu);           // NaN code
+  EXPECT_EQ(oracle::dequantize(nullptr, false, 0x7C, 0.0f), 0x7fffffffu);              // E5M2 inf times 0
+  EXPECT_EQ(oracle::dequantize(nullptr, true, 0xB8, 0.0f), 0x80000000u);               // -1 * 0 = -0
+  EXPECT_EQ(oracle::dequantize(&oracle::bf16(), true, 0x39, 1.0f), 0x3f90u);           // 1.125
+}

@@ -171,6 +171,80 @@ def scales_summary(s, torch_rows):
     return out
 
 
+READ_TAGS = ("read_slots", "read_pages")
+POOL_TAGS = ("pool_live1", "pool_live5", "pool_live20", "pool_all")
+
+
+def read_table(s, cache):
+    """The read's rows: gathers by slots (per tensor, per (token, head)) and by page table."""
+    lines = ["| tokens | heads x dim | rows by | MB moved | copy us | upcast us | % of copy | per (token, head) us | % of copy |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    keys = sorted({(k[5], k[6], k[7], k[8]) for k in s if k[8] in READ_TAGS and k[4] == cache})
+    for (t, h, d, tag) in keys:
+        get = lambda v: s.get((v, "bf16", "e4m3", "graph", cache, t, h, d, tag))
+        base, th = get("upcast"), get("upcast_token_head")
+        if not base:
+            continue
+        pct = lambda r: f"{100 * r['copy_us'] / r['us']:.0f}%" if r else "-"
+        lines.append(f"| {t} | {h}x{d} | {'slots' if tag == 'read_slots' else 'page table'} | {base['mb']:.2f} | "
+                     f"{base['copy_us']:.2f} | {base['us']:.2f} | {pct(base)} | {fmt_us(th)} | {pct(th)} |")
+    return "\n".join(lines)
+
+
+def pool_table(s, cache, torch_pool):
+    """SGLang #35291's shape: a pool of 2^20 rows of one 576 head; its live rows by page table
+    against dequantizing the whole pool (kvcast, and PyTorch's .to(bf16) where measured)."""
+    lines = ["| rows read | of the pool | MB moved | upcast us | % of copy | whole pool, kvcast us | whole pool / live | "
+             "whole pool, PyTorch us | PyTorch / live |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    full = next((s[k] for k in s if k[8] == "pool_all" and k[4] == cache and k[0] == "upcast"), None)
+    for tag in POOL_TAGS:
+        r = next((s[k] for k in s if k[8] == tag and k[4] == cache and k[0] == "upcast"), None)
+        key = next((k for k in s if k[8] == tag and k[4] == cache and k[0] == "upcast"), None)
+        if not r:
+            continue
+        torch_us = torch_pool.get("pool_all")
+        line = f"| {key[5]} | {100 * key[5] / (1 << 20):.1f}% | {r['mb']:.1f} | {r['us']:.1f} | {100 * r['copy_us'] / r['us']:.0f}% | "
+        line += f"{full['us']:.1f} | {full['us'] / r['us']:.1f}x | " if full else "- | - | "
+        line += f"{torch_us:.1f} | {torch_us / r['us']:.1f}x |" if torch_us else "- | - |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def read_summary(s, torch_pool):
+    pick = lambda v, pred: {k: s[k] for k in s if k[0] == v and k[3] == "graph" and pred(k)}
+    out = []
+    for v, label in (("upcast", "read (per tensor)"), ("upcast_token_head", "read (per (token, head))")):
+        large = pick(v, lambda k: k[8] in READ_TAGS and k[4] == "cold" and s[k]["mb"] >= 64)
+        if large:
+            vals = [r["copy_us"] / r["us"] for r in large.values()]
+            out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the copy of its "
+                       "bytes (codes, scales, outputs, indices)")
+    small = pick("upcast", lambda k: k[8] in READ_TAGS and k[4] == "cold" and k[5] <= 4096)
+    if small:
+        vals = [r["copy_us"] / r["us"] for r in small.values()]
+        out.append(f"- read, decode-sized gathers (2048-4096 rows, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the copy")
+    full = next((s[k] for k in s if k[8] == "pool_all" and k[4] == "cold" and k[0] == "upcast"), None)
+    for tag, pct in (("pool_live1", "1%"), ("pool_live5", "5%"), ("pool_live20", "20%")):
+        r = next((s[k] for k in s if k[8] == tag and k[4] == "cold" and k[0] == "upcast"), None)
+        if r and full:
+            line = (f"- #35291's pool (2^20 rows x 576, pages of 64), {pct} live, cold: the gather **{r['us']:.1f} us**, "
+                    f"**{full['us'] / r['us']:.1f}x** faster than kvcast dequantizing the whole pool")
+            if torch_pool.get("pool_all"):
+                line += f", **{torch_pool['pool_all'] / r['us']:.0f}x** than PyTorch's `.to(torch.bfloat16)` of it"
+            out.append(line)
+    return out
+
+
+def load_torch_pool(paths):
+    """tools/torch_read.py's rows: {name: us}."""
+    out = {}
+    for path in paths:
+        for line in pathlib.Path(path).read_text().splitlines():
+            row = json.loads(line)
+            out[row["name"]] = row["us"]
+    return out
+
+
 def ratio_range(s, num, den, pred):
     vals = [s[k]["us"] / s[k2]["us"] for k in s if k[0] == num and pred(k)
             for k2 in [(den,) + k[1:]] if k2 in s]
@@ -268,8 +342,10 @@ def main():
     p.add_argument("--ab", nargs="*", default=[], help="A's runs; with RUN files, an A/B section in --md against them")
     p.add_argument("--vs", nargs="*", default=[])
     p.add_argument("--torch", nargs="*", default=[], help="tools/torch_scales.py's output, for the scale-kind tables")
+    p.add_argument("--torch-read", nargs="*", default=[], help="tools/torch_read.py's output, for the read's pool table")
     args = p.parse_args()
     torch_rows = load_torch(args.torch)
+    torch_pool = load_torch_pool(args.torch_read)
 
     if args.ab and not args.runs:
         _, ra, _ = load(args.ab)
@@ -287,7 +363,7 @@ def main():
     date = context.get("date", "")
     reps = max((r["n"] for r in s.values()), default=0)
     head = f"GPU: **{gpu}**, {date}; medians of {reps} runs a row."
-    summary = summary_lines(s) + scales_summary(s, torch_rows)
+    summary = summary_lines(s) + scales_summary(s, torch_rows) + read_summary(s, torch_pool)
     if args.save:
         pathlib.Path(args.save).write_text(json.dumps({"context": context, "benchmarks": kept}, separators=(",", ":")))
     if args.md:
@@ -303,6 +379,11 @@ def main():
         for cache in ("cold", "hot"):
             parts += [f"## Scale kinds (bf16 -> E4M3, {cache} L2, graph; times in us; MB and copy count the per-(token, head) "
                       "scales)\n", scales_table(s, cache, torch_rows if cache == "hot" else {}), ""]
+        for cache in ("cold", "hot"):
+            parts += [f"## The read: gathers to bf16 from E4M3 ({cache} L2, graph; MB and copy count codes, scales, outputs, "
+                      "indices)\n", read_table(s, cache), ""]
+            parts += [f"## The read: SGLang #35291's pool, live rows against the whole pool ({cache} L2, graph)\n",
+                      pool_table(s, cache, torch_pool), ""]
         if args.ab:
             _, ra, _ = load(args.ab)
             lines, detail, total, slower = ab_report(summarize(ra), summarize(rows))

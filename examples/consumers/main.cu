@@ -1,4 +1,4 @@
-// A consumer of kvcast: the README's API example, compiled by CI three ways (find_package
+// A consumer of kvcast: the README's API examples, compiled by CI three ways (find_package
 // against an installed prefix, add_subdirectory, and a copied include/kvcast/ alone).
 #include <kvcast/kvcast.cuh>
 
@@ -28,10 +28,41 @@ kvcast::Status write_kv_cache(const __nv_bfloat16* k, const __nv_bfloat16* v, vo
 }
 // README:end
 
+// README:read:begin
+// Read back the live rows of a paged E4M3 cache (pages of 16 rows, NHD) as bf16: sequence b's
+// tokens are output tokens cu_seq_lens[b] .. cu_seq_lens[b+1]-1, its pages block_table[b][...].
+kvcast::Status read_kv_cache(const void* k_cache, const void* v_cache, std::int64_t cache_rows,
+                             const std::int32_t* block_table, std::int64_t batch, std::int64_t max_pages,
+                             const std::int32_t* cu_seq_lens, const float* k_scale, const float* v_scale,
+                             __nv_bfloat16* k, __nv_bfloat16* v, std::int64_t num_tokens, std::int64_t heads,
+                             std::int64_t head_dim, cudaStream_t stream) {
+  kvcast::UpcastArgs<__nv_bfloat16> args;
+  args.k_cache = k_cache;
+  args.v_cache = v_cache;
+  args.cache = kvcast::OutputLayout::paged_nhd(16, heads, head_dim);
+  args.cache_rows = cache_rows;  // no row outside [0, cache_rows) is ever read
+  args.block_table = block_table;  // or args.loc = slots: one row per output token
+  args.batch = batch;
+  args.max_pages = max_pages;
+  args.cu_seq_lens = cu_seq_lens;
+  args.k = k;  // [num_tokens, heads, head_dim]; out_token_stride / out_head_stride for a slice
+  args.v = v;
+  args.num_tokens = num_tokens;
+  args.heads = heads;
+  args.head_dim = head_dim;
+  args.k_scale = kvcast::Scale::in_device_memory(k_scale);
+  args.v_scale = kvcast::Scale::in_device_memory(v_scale);
+  return kvcast::upcast<kvcast::e4m3>(args, stream);  // T(float(code) * scale)
+}
+// README:read:end
+
 int main() {
   // Invalid on purpose (no tensors): shows the error path without needing a GPU.
   const kvcast::Status s = write_kv_cache(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 8, 128, 16, nullptr);
   std::printf("kvcast %d.%d.%d consumer: %s (%s)\n", KVCAST_VERSION_MAJOR, KVCAST_VERSION_MINOR, KVCAST_VERSION_PATCH,
               kvcast::to_string(s.code()), s.message());
-  return s.code() == kvcast::Code::null_pointer ? 0 : 1;
+  const kvcast::Status r = read_kv_cache(nullptr, nullptr, 64, nullptr, 2, 4, nullptr, nullptr, nullptr, nullptr, nullptr, 8, 8,
+                                         128, nullptr);
+  std::printf("kvcast consumer, the read: %s (%s)\n", kvcast::to_string(r.code()), r.message());
+  return s.code() == kvcast::Code::null_pointer && r.code() == kvcast::Code::null_pointer ? 0 : 1;
 }

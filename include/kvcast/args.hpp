@@ -1,8 +1,8 @@
 // kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file args.hpp
-//! The argument struct of the downcast, plain C++ so that the host reference, the validation
-//! and the fuzzer share it with the CUDA launcher.
+//! The argument structs of the downcast (the write) and the upcast (the read), plain C++ so that
+//! the host reference, the validation and the fuzzer share them with the CUDA launcher.
 #pragma once
 
 #include <cstdint>
@@ -125,6 +125,84 @@ struct DowncastArgs {
 
   //! Programmatic dependent launch (sm_90+): the kernel may start while the previous kernel on
   //! the stream finishes, and waits for it (`griddepcontrol.wait`) before its first read.
+  bool pdl = false;
+};
+
+//! Everything one upcast call (the read path: gather cache rows, dequantize) needs. Strides are
+//! in elements of their own tensor. Each output element is `T(float(code) * scale)`.
+//!
+//! Rows are chosen in one of two forms:
+//!  - **slots**: output token t reads cache row `loc[t] * mult + offset` (`loc` absent: row t);
+//!    a negative `loc[t]` leaves output token t untouched (the write side's padding);
+//!  - **page table**: output tokens `cu_seq_lens[b] .. cu_seq_lens[b+1]-1` are the tokens
+//!    `seq_starts[b] + 0, 1, ...` of sequence b (`seq_starts` absent: from 0), and token j of
+//!    sequence b is cache row `block_table[b * max_pages + j / page_size] * page_size + j % page_size`.
+//!    An output token outside `[cu_seq_lens[0], cu_seq_lens[batch])` belongs to no sequence and is
+//!    left untouched.
+//!
+//! A row outside `[0, cache_rows)`, a page-table entry outside `[0, cache_rows / page_size)` and
+//! a page index past `max_pages` leave the token untouched and count once in `error_count`.
+//!
+//! @tparam T output element type: `__nv_bfloat16`, `__half` or `float`.
+template <class T>
+struct UpcastArgs {
+  //! The default of `cache_rows`: a call that leaves it so is refused (validation names it).
+  static constexpr std::int64_t kRowsNotGiven = std::numeric_limits<std::int64_t>::min();
+
+  // The cache: fp8 codes (E4M3 or E5M2, the call's Format) placed by `cache`. Either may be
+  // null (MLA caches have one tensor), not both.
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  //! All-zero means contiguous `[cache_rows, heads, head_dim]`.
+  OutputLayout cache{};
+  //! Rows of the cache (pages * page size for a paged one). Required: no row outside
+  //! `[0, cache_rows)` is ever read.
+  std::int64_t cache_rows = kRowsNotGiven;
+
+  // Outputs `[num_tokens, heads, head_dim]`, each given exactly when its cache is.
+  T* k = nullptr;
+  T* v = nullptr;
+  std::int64_t num_tokens = 0;
+  std::int64_t heads = 0;
+  std::int64_t head_dim = 0;
+  //! 0 means contiguous: `out_head_stride = head_dim`, `out_token_stride = heads * out_head_stride`.
+  //! Other values write into a slice of a larger workspace.
+  std::int64_t out_token_stride = 0;
+  std::int64_t out_head_stride = 0;
+
+  // Rows, form (a): slots.
+  Slots loc{};
+  std::int64_t mult = 1;    //!< row = slot * mult + offset; 1 <= mult < 2^31
+  std::int64_t offset = 0;  //!< |offset| <= 2^62
+
+  // Rows, form (b): a page table (int32, in device memory), instead of loc, mult and offset.
+  const std::int32_t* block_table = nullptr;  //!< `[batch, max_pages]`, page indices
+  std::int64_t batch = 0;
+  std::int64_t max_pages = 0;                  //!< entries a sequence (the block table's row stride)
+  const std::int32_t* cu_seq_lens = nullptr;   //!< `batch + 1` non-decreasing offsets into the output tokens
+  const std::int32_t* seq_starts = nullptr;    //!< optional, `batch`: each sequence's first token to read (>= 0)
+  //! Rows a page; 0 means the cache layout's `block_size`.
+  std::int64_t page_size = 0;
+
+  //! Optional device counter: the kernel adds the number of tokens skipped by a bounds check.
+  unsigned long long* error_count = nullptr;
+
+  //! Which of the scale fields below the call reads; the others must be left unset.
+  ScaleKind scale_kind = ScaleKind::per_tensor;
+  //! ScaleKind::per_tensor: a device float (read when the kernel runs) or a host value.
+  Scale k_scale{};
+  Scale v_scale{};
+  //! ScaleKind::per_head: `heads` floats each, in device memory.
+  const float* k_head_scales = nullptr;
+  const float* v_head_scales = nullptr;
+  //! ScaleKind::per_token_head: each cache row-head's scale, a float at `scales.address(row,
+  //! head)` of these pointers (what the write stored).
+  const float* k_scales = nullptr;
+  const float* v_scales = nullptr;
+  //! OutputLayout's formula in floats; all-zero means a separate `[cache_rows, heads]` tensor.
+  OutputLayout scales{};
+
+  //! Programmatic dependent launch (sm_90+), as DowncastArgs::pdl.
   bool pdl = false;
 };
 

@@ -459,4 +459,96 @@ KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Fo
   return out;
 }
 
+// ---- The read path: codes back to values. ------------------------------------------------
+
+//! The exact values of two fp8 codes, `lo` in the low byte, as floats (through f16, which holds
+//! every fp8 value exactly; one `cvt…f16x2` from sm_89 on). NaN codes give NaN, E5M2's ±inf ±inf.
+template <class Format>
+KVCAST_HOST_DEVICE float2 fp8x2_to_float2(std::uint16_t codes) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(codes, detail::Interpretation<Format>::value);
+  return __half22float2(__half2(h));
+}
+
+namespace detail {
+//! The IEEE fp32 product, subnormals kept: inline PTX on the device, so that `--use_fast_math`'s
+//! flush-to-zero does not reach it (mul.rn.f32 without .ftz). A NaN product is the canonical
+//! 0x7FFFFFFF on both sides (the device's arithmetic returns it; the host is made to).
+KVCAST_HOST_DEVICE float mul_ieee(float a, float b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (float r; asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r;),
+                    (const float r = a * b; if (r != r) {
+                      const std::uint32_t canonical = 0x7fffffffu;
+                      float nan;
+                      memcpy(&nan, &canonical, sizeof nan);
+                      return nan;
+                    } return r;))
+}
+
+//! Two floats rounded to nearest-even into T, as T's pair (T's canonical NaN 0x7FFF for a NaN;
+//! cuda_bf16.h / cuda_fp16.h's conversions, which are inline PTX without .ftz on the device).
+template <class T>
+struct PairOf;
+template <>
+struct PairOf<float> {
+  using type = float2;
+  KVCAST_HOST_DEVICE static float2 from(float2 x) { return x; }
+};
+template <>
+struct PairOf<__half> {
+  using type = __half2;
+  KVCAST_HOST_DEVICE static __half2 from(float2 x) { return __floats2half2_rn(x.x, x.y); }
+};
+template <>
+struct PairOf<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  KVCAST_HOST_DEVICE static __nv_bfloat162 from(float2 x) { return __floats2bfloat162_rn(x.x, x.y); }
+};
+}  // namespace detail
+
+//! The read path's arithmetic for output type T (`float`, `__half`, `__nv_bfloat16`) and fp8
+//! format Format: `y = T(float(code) * scale)`, the product one IEEE fp32 multiplication
+//! (subnormals kept, whatever `--use_fast_math` says), then round-to-nearest-even to T
+//! (overflow gives ±inf; a NaN code, or inf times 0, T's canonical NaN). Bit-exact with
+//! PyTorch's `(codes.view(fp8).float() * scale).to(T)` on the GPU.
+template <class T, class Format>
+class Dequantizer {
+ public:
+  KVCAST_HOST_DEVICE explicit Dequantizer(float scale) : scale_(scale) {}
+
+  //! The values of two codes (`lo` in the low byte), as T's pair type.
+  KVCAST_HOST_DEVICE typename detail::PairOf<T>::type pair(std::uint16_t codes) const {
+    const float2 x = fp8x2_to_float2<Format>(codes);
+    return detail::PairOf<T>::from(make_float2(detail::mul_ieee(x.x, scale_), detail::mul_ieee(x.y, scale_)));
+  }
+  //! One code's value.
+  KVCAST_HOST_DEVICE T operator()(std::uint8_t code) const {
+    const typename detail::PairOf<T>::type p = pair(code);
+    T out;
+    memcpy(static_cast<void*>(&out), &p, sizeof out);  // the low element
+    return out;
+  }
+  //! The values of codes `first .. first + P - 1` of `codes` (P even; `first` a multiple of P),
+  //! as one vector of T: what one store of the output takes.
+  template <int P, int N>
+  KVCAST_HOST_DEVICE AlignedVector<T, P> values(const AlignedVector<std::uint8_t, N>& codes, int first = 0) const {
+    static_assert(P % 2 == 0 && N % P == 0 && N % 4 == 0, "Dequantizer::values converts whole pairs of whole words.");
+    // As words: a pair is a word's low or high half (one instruction), where bytes joined one by
+    // one would be taken apart and put back together.
+    std::uint32_t words[N / 4];
+    memcpy(words, &codes, sizeof words);
+    AlignedVector<T, P> out;
+    KVCAST_UNROLL
+    for (int i = 0; i < P; i += 2) {
+      const int at = first + i;
+      const std::uint32_t word = words[at / 4];
+      const typename detail::PairOf<T>::type p = pair(static_cast<std::uint16_t>(at % 4 == 0 ? word : word >> 16));
+      memcpy(static_cast<void*>(&out[i]), &p, sizeof p);
+    }
+    return out;
+  }
+  KVCAST_HOST_DEVICE float scale() const { return scale_; }
+
+ private:
+  float scale_;
+};
+
 }  // namespace kvcast

@@ -91,6 +91,11 @@ struct Fp8 {
 //!     from_amax<Format>(params, k_bits, v_bits)       // ...or from its amax (kFromRowHead),
 //!     store(params, row, head, scales, has_k, has_v)  // and where it is kept
 //!
+//! and, for the read (detail/read_kernel.cuh), which dequantizes with the same scales:
+//!
+//!     static Params make(const UpcastArgs<T>&)        // host
+//!     load_row(params, row, head) -> float2           // K's and V's scale of a cache row-head
+//!
 //! The skeleton (detail/write_kernel.cuh) does the reductions: a row-head's over the group of
 //! threads that holds it, the amax output's over each warp, then one atomic (detail/amax.cuh).
 struct PerTensorScale {
@@ -106,11 +111,16 @@ struct PerTensorScale {
   static Params make(const DowncastArgs<T>& a) {
     return Params{a.k_scale.device, a.v_scale.device, a.k_scale.value, a.v_scale.value};
   }
+  template <class T>
+  static Params make(const UpcastArgs<T>& a) {
+    return Params{a.k_scale.device, a.v_scale.device, a.k_scale.value, a.v_scale.value};
+  }
 #if defined(__CUDACC__)
   //! The same two scales for every (token, head).
   KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t /*head*/) {
     return make_float2(p.k_device ? __ldg(p.k_device) : p.k_value, p.v_device ? __ldg(p.v_device) : p.v_value);
   }
+  KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t /*row*/, std::uint32_t head) { return load(p, 0, head); }
 #endif
 };
 
@@ -144,11 +154,17 @@ struct PerHeadScale {
     if (a.scale_kind == ScaleKind::per_head) return Params{a.k_head_scales, a.v_head_scales, 1u, 1.0f, 1.0f, {a.k_amax, a.v_amax}};
     return Params{a.k_scale.device, a.v_scale.device, 0u, a.k_scale.value, a.v_scale.value, {a.k_amax, a.v_amax}};
   }
+  //! The read: ScaleKind::per_head only (a per-tensor read takes PerTensorScale).
+  template <class T>
+  static Params make(const UpcastArgs<T>& a) {
+    return Params{a.k_head_scales, a.v_head_scales, 1u, 1.0f, 1.0f, {nullptr, nullptr}};
+  }
 #if defined(__CUDACC__)
   KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t head) {
     const std::uint32_t at = head * p.head_step;
     return make_float2(p.k_device ? __ldg(p.k_device + at) : p.k_value, p.v_device ? __ldg(p.v_device + at) : p.v_value);
   }
+  KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t /*row*/, std::uint32_t head) { return load(p, 0, head); }
 #endif
 };
 
@@ -159,14 +175,14 @@ struct PerHeadScale {
 //!     scale = max(amax / fp8_max, min_scale)                (fp32 division, correctly rounded; a NaN
 //!                                                           amax gives NaN, stored as 0x7FFFFFFF)
 //!
-//! and stored, as a float, at `layout.address(row, head)` of its tensor's scale pointer.
-//! Optional amax output.
+//! and stored, as a float, at `layout.address(row, head)` of its tensor's scale pointer, where
+//! the read (load_row) finds it again. Optional amax output (the write).
 struct PerTokenHeadScale {
   static constexpr bool kAmax = true;
   static constexpr bool kFromRowHead = true;
   struct Params {
-    float* k_out;
-    float* v_out;
+    float* k_scales;  //!< the write stores here; the read only loads
+    float* v_scales;
     OutputLayout layout;  //!< in floats, a row-head one float
     float min_scale;
     AmaxOutput amax;
@@ -174,6 +190,12 @@ struct PerTokenHeadScale {
   template <class T>
   static Params make(const DowncastArgs<T>& a) {
     return Params{a.k_scales_out, a.v_scales_out, a.scales_out.or_contiguous(a.heads, 1), a.min_scale, {a.k_amax, a.v_amax}};
+  }
+  template <class T>
+  static Params make(const UpcastArgs<T>& a) {
+    // const_cast: one Params for both directions; the read's kernel only loads through them.
+    return Params{const_cast<float*>(a.k_scales), const_cast<float*>(a.v_scales), a.scales.or_contiguous(a.heads, 1), 0.0f,
+                  {nullptr, nullptr}};
   }
   //! The scale of a row-head whose largest magnitude is `amax` (any float, NaN included). On the
   //! device a NaN comes out of the division as the canonical 0x7FFFFFFF, whatever its payload.
@@ -189,8 +211,12 @@ struct PerTokenHeadScale {
   }
   KVCAST_DEVICE static void store(const Params& p, std::int64_t row, std::uint32_t head, float2 scales, bool has_k, bool has_v) {
     const std::int64_t at = p.layout.address(row, head);
-    if (has_k) p.k_out[at] = scales.x;
-    if (has_v) p.v_out[at] = scales.y;
+    if (has_k) p.k_scales[at] = scales.x;
+    if (has_v) p.v_scales[at] = scales.y;
+  }
+  KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t row, std::uint32_t head) {
+    const std::int64_t at = p.layout.address(row, head);
+    return make_float2(p.k_scales ? __ldg(p.k_scales + at) : 1.0f, p.v_scales ? __ldg(p.v_scales + at) : 1.0f);
   }
 #endif
 };

@@ -1,9 +1,10 @@
 // kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file reference.hpp
-//! The host reference of the contract (DESIGN.md §1–2) in plain C++: no CUDA header, no device
-//! code, its own rounding routines (not cuda_fp8.h's), all pointers host pointers. The GPU
-//! tests compare the kernels with it byte for byte; the demo runs it when there is no GPU.
+//! The host reference of the contract (DESIGN.md §1–2), the write and the read, in plain C++:
+//! no CUDA header, no device code, its own rounding routines (not cuda_fp8.h's), all pointers
+//! host pointers. The GPU tests compare the kernels with it byte for byte; the demo runs it
+//! when there is no GPU.
 #pragma once
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "args.hpp"
 #include "format.hpp"
 #include "detail/plan.hpp"
+#include "detail/read_plan.hpp"
 #include "status.hpp"
 
 namespace kvcast {
@@ -261,6 +263,103 @@ Status downcast(const DowncastArgs<T>& args) {
         if (args.v)
           static_cast<std::uint8_t*>(args.v_out)[dst + d] =
               quantize<Format, Mode>(dtype, element_bits(args.v, src), v_scale);
+      }
+    }
+  }
+  return status;
+}
+
+//! One value of the read (DESIGN.md §2), as the bits of the output type `out` (the low 16 bits
+//! for f16/bf16): `T(float(code) * scale)`, the product one IEEE fp32 multiplication, then
+//! nearest-even into T (±inf past its range); a NaN product gives T's canonical NaN (0x7FFF,
+//! 0x7FFFFFFF), as the GPU's arithmetic and conversions give it.
+template <class Format>
+inline std::uint32_t dequantize(DType out, std::uint8_t code, float scale) {
+  const float x = static_cast<float>(decode(code, fp8_format<Format>()));  // exact: fp8 values are floats
+  const float y = x * scale;                                                // one IEEE fp32 product
+  if (std::isnan(y)) return out == DType::f32 ? 0x7fffffffu : 0x7fffu;
+  switch (out) {
+    case DType::f16: return round_to(y, kHalf, 0x7fffu);
+    case DType::bf16: return round_to(y, kBFloat16, 0x7fffu);
+    case DType::f32: break;
+  }
+  return float_to_bits(y);
+}
+
+//! The read on the host. Every pointer in `args` is a host pointer (the scales, the slots, the
+//! page table and `error_count` too). Returns validation's status; writes only the output
+//! tokens that read a row, and adds the tokens skipped by a bounds check to `*args.error_count`.
+template <class Format, class T>
+Status upcast(const UpcastArgs<T>& args) {
+  // Validation and the defaults it resolves are the launcher's; rows, addresses, scales and
+  // arithmetic are computed here on their own.
+  detail::ReadPlan plan;
+  const Status status = make_read_plan(args, plan);
+  if (!status.ok() || args.num_tokens == 0) return status;
+  const DType dtype = dtype_of<T>::value;
+  const auto tensor_scale = [](const Scale& s) { return s.device ? *s.device : s.value; };
+  const auto skip_counted = [&]() {
+    if (args.error_count) ++*args.error_count;
+  };
+  for (std::int64_t t = 0; t < args.num_tokens; ++t) {
+    std::int64_t row = 0;
+    if (args.block_table) {
+      // The sequence holding output token t: the last b with cu_seq_lens[b] <= t, if t is
+      // before cu_seq_lens[batch].
+      const std::int32_t* cu = args.cu_seq_lens;
+      if (t < cu[0] || t >= cu[args.batch]) continue;  // in no sequence
+      std::int64_t b = 0;
+      while (b + 1 < args.batch && cu[b + 1] <= t) ++b;
+      const std::int64_t j = (args.seq_starts ? args.seq_starts[b] : 0) + (t - cu[b]);
+      if (j < 0 || j / plan.page_size >= args.max_pages) {
+        skip_counted();
+        continue;
+      }
+      const std::int64_t entry = args.block_table[b * args.max_pages + j / plan.page_size];
+      if (entry < 0 || entry >= plan.pages) {
+        skip_counted();
+        continue;
+      }
+      row = entry * plan.page_size + j % plan.page_size;
+    } else {
+      std::int64_t slot = t;
+      if (args.loc) {
+        slot = args.loc.is_int32 ? static_cast<const std::int32_t*>(args.loc.data)[t]
+                                 : static_cast<const std::int64_t*>(args.loc.data)[t];
+      }
+      if (slot < 0) continue;  // padding
+      const __int128 r = static_cast<__int128>(slot) * args.mult + args.offset;
+      if (r < 0 || r >= args.cache_rows) {
+        skip_counted();
+        continue;
+      }
+      row = static_cast<std::int64_t>(r);
+    }
+    for (std::int64_t h = 0; h < args.heads; ++h) {
+      float k_scale = 1.0f, v_scale = 1.0f;
+      switch (args.scale_kind) {
+        case ScaleKind::per_tensor:
+          k_scale = tensor_scale(args.k_scale);
+          v_scale = tensor_scale(args.v_scale);
+          break;
+        case ScaleKind::per_head:
+          if (args.k_cache) k_scale = args.k_head_scales[h];
+          if (args.v_cache) v_scale = args.v_head_scales[h];
+          break;
+        case ScaleKind::per_token_head:
+          if (args.k_cache) k_scale = args.k_scales[plan.scales.address(row, h)];
+          if (args.v_cache) v_scale = args.v_scales[plan.scales.address(row, h)];
+          break;
+      }
+      const std::int64_t src = plan.cache.address(row, h);
+      const std::int64_t dst = t * plan.out_token_stride + h * plan.out_head_stride;
+      for (std::int64_t d = 0; d < args.head_dim; ++d) {
+        const auto put = [&](T* out, const void* cache, float scale) {
+          const std::uint32_t bits = dequantize<Format>(dtype, static_cast<const std::uint8_t*>(cache)[src + d], scale);
+          std::memcpy(static_cast<void*>(out + dst + d), &bits, sizeof(T));  // little-endian: the low bytes
+        };
+        if (args.k_cache) put(args.k, args.k_cache, k_scale);
+        if (args.v_cache) put(args.v, args.v_cache, v_scale);
       }
     }
   }

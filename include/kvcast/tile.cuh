@@ -85,11 +85,10 @@ class Memory {
   KVCAST_HOST_DEVICE static void store_vector(void* __restrict__ dst, const V& v) {
     v.store_bytes(dst);
   }
-  //! Stores this member's Vec bytes as load() placed them: element i at
+  //! Stores this member's Vec elements as load() placed them: element i at
   //! `dst[i * stride<Access::interleaved>()]` where that is before `end`.
-  template <int Vec>
-  KVCAST_HOST_DEVICE static void store_interleaved(std::uint8_t* __restrict__ dst, Index end,
-                                                  const AlignedVector<std::uint8_t, Vec>& v) {
+  template <class T, int Vec>
+  KVCAST_HOST_DEVICE static void store_interleaved(T* __restrict__ dst, Index end, const AlignedVector<T, Vec>& v) {
     constexpr Index kStride = stride<Access::interleaved>();
     KVCAST_UNROLL
     for (int i = 0; i < Vec; ++i)

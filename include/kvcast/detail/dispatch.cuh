@@ -1,8 +1,9 @@
 // kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file detail/dispatch.cuh
-//! From a plan to a launch: the kernel parameters, one switch over the planner's choice, and
-//! the launch itself, which takes the grid as planned. No query, no allocation, nothing cached.
+//! From a plan to a launch, for the write and the read: the kernel parameters, one switch over
+//! the planner's choice, and the launch itself, which takes the grid as planned. No query, no
+//! allocation, nothing cached.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -16,6 +17,8 @@
 #include "../policy.cuh"
 #include "../status.hpp"
 #include "plan.hpp"
+#include "read_kernel.cuh"
+#include "read_plan.hpp"
 #include "write_kernel.cuh"
 
 namespace kvcast {
@@ -115,7 +118,8 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
 
 //! Launches `kernel` on `stream` with the planned grid; programmatic dependent launch on request.
 template <class Params>
-Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bool pdl, cudaStream_t stream) {
+Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bool pdl, cudaStream_t stream,
+              const char* what = "kvcast::downcast: kernel launch") {
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y));
   config.blockDim = dim3(static_cast<unsigned>(c.block));
@@ -128,7 +132,7 @@ Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bo
     config.attrs = attribute;
     config.numAttrs = 1;
   }
-  return cuda_status(cudaLaunchKernelEx(&config, kernel, p), "kvcast::downcast: kernel launch");
+  return cuda_status(cudaLaunchKernelEx(&config, kernel, p), what);
 }
 
 //! Carries out a planned call with scale policy `Scales`: parameters, the kernel the plan
@@ -153,6 +157,78 @@ Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stre
   }
   return Status::error(Code::bad_option, "scale_kind %s has no kernel in arithmetic %s", to_string(args.scale_kind),
                        to_string(Codes::kMode));
+}
+
+// ---- The read. ----------------------------------------------------------------------------
+
+//! The read kernel's parameters of a planned call.
+template <class T, class Scales>
+ReadParams<T, Scales> make_read_params(const UpcastArgs<T>& a, const ReadPlan& plan) {
+  ReadParams<T, Scales> p{};
+  p.log2_group = static_cast<std::uint32_t>(plan.choice.log2_group);
+  p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
+  p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
+  p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
+  p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
+  p.loc = a.loc.data;
+  p.min_slot = plan.min_slot;
+  p.max_slot = plan.max_slot;
+  p.mult = a.mult;
+  p.offset = a.offset;
+  p.block_table = a.block_table;
+  p.cu_seq_lens = a.cu_seq_lens;
+  p.seq_starts = a.seq_starts;
+  p.batch = static_cast<std::uint32_t>(a.batch);
+  p.max_pages = static_cast<std::uint32_t>(a.max_pages);
+  p.page_size = FastDivmod(static_cast<std::uint32_t>(plan.page_size));
+  p.pages = plan.pages;
+  p.k_cache = static_cast<const std::uint8_t*>(a.k_cache);
+  p.v_cache = static_cast<const std::uint8_t*>(a.v_cache);
+  p.cache = plan.cache;
+  p.scales = Scales::make(a);
+  p.k_out = a.k;
+  p.v_out = a.v;
+  p.out_token_stride = plan.out_token_stride;
+  p.out_head_stride = plan.out_head_stride;
+  p.error_count = a.error_count;
+  return p;
+}
+
+template <class T, class Scales>
+using ReadKernelPointer = void (*)(ReadParams<T, Scales>);
+
+//! The one switch over the read planner's choice; null for a choice no kernel exists for (the
+//! planner never makes one: read_kernel_exists).
+template <class T, class Format, class Scales>
+ReadKernelPointer<T, Scales> select_read_kernel(const KernelChoice& c) {
+  constexpr tile::Access kVector = tile::Access::vector, kInterleaved = tile::Access::interleaved;
+  static_assert(read_kernel_exists(16, kVector) && read_kernel_exists(4, kVector) &&
+                    read_kernel_exists(tuning::kElementWiseVector, kInterleaved),
+                "select_read_kernel: one case each kernel that exists.");
+  if (c.access == kInterleaved)
+    return c.vec == tuning::kElementWiseVector ? &read_kernel<T, Format, Scales, tuning::kElementWiseVector, kInterleaved> : nullptr;
+  switch (c.vec) {
+    case 16: return &read_kernel<T, Format, Scales, 16, kVector>;
+    case 4: return &read_kernel<T, Format, Scales, 4, kVector>;
+    default: return nullptr;
+  }
+}
+
+//! Carries out a planned read with the scale policy the plan names.
+template <class Format, class T>
+Status dispatch_read(const UpcastArgs<T>& args, const ReadPlan& plan, cudaStream_t stream) {
+  const auto run = [&](auto scales_tag) {
+    using Scales = decltype(scales_tag);
+    const ReadKernelPointer<T, Scales> kernel = select_read_kernel<T, Format, Scales>(plan.choice);
+    if (kernel == nullptr) return Status::error(Code::bad_option, "kvcast::upcast: no kernel for vector width %d", plan.choice.vec);
+    return launch(kernel, plan.choice, make_read_params<T, Scales>(args, plan), args.pdl, stream, "kvcast::upcast: kernel launch");
+  };
+  switch (plan.scale_policy) {
+    case ScalePolicyId::per_tensor: return run(PerTensorScale{});
+    case ScalePolicyId::per_head: return run(PerHeadScale{});
+    case ScalePolicyId::per_token_head: return run(PerTokenHeadScale{});
+  }
+  return Status::error(Code::bad_option, "scale_kind %s has no read kernel", to_string(args.scale_kind));
 }
 
 }  // namespace detail

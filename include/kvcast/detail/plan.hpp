@@ -205,6 +205,38 @@ inline bool disjoint(const Region& a, const Region& b) {
   return a.page_reach <= d && d + b.page_reach <= stride;
 }
 
+//! The slots whose rows `slot * mult + offset` lie in `[0, rows)` (rows < 0: unbounded above):
+//! exactly those in `[min_slot, max_slot]` (an empty range when max_slot < min_slot).
+//! @pre 1 <= mult < 2^31, |offset| <= 2^62.
+inline void slot_bounds(std::int64_t mult, std::int64_t offset, std::int64_t rows, std::int64_t& min_slot, std::int64_t& max_slot) {
+  const std::int64_t m = mult, off = offset;
+  const std::int64_t last_row = rows >= 0 ? rows - 1 : std::numeric_limits<std::int64_t>::max();
+  min_slot = off >= 0 ? -(off / m) : (-off + m - 1) / m;
+  if (last_row < 0) {
+    max_slot = min_slot - 1;  // empty range
+  } else if (off >= 0) {
+    max_slot = last_row >= off ? (last_row - off) / m : -((off - last_row + m - 1) / m);
+  } else {
+    const std::int64_t q = last_row / m, r = last_row % m;
+    const std::int64_t extra = (r + (-off)) / m;
+    max_slot = q > std::numeric_limits<std::int64_t>::max() - extra ? std::numeric_limits<std::int64_t>::max() : q + extra;
+  }
+}
+
+//! Both directions' cut of the work: a segment a token (`fuse`: its heads back to back) or a
+//! row-head; at most 2^31 - 1 segments. `elements`: a tensor's, num_tokens * heads * head_dim.
+//! @pre heads * head_dim <= 2^24, the extents checked (no product here overflows).
+inline Status cut_segments(std::int64_t num_tokens, std::int64_t heads, std::int64_t head_dim, bool fuse, std::int64_t& segs_per_token,
+                           std::int64_t& seg_len, std::int64_t& num_segments, std::int64_t& elements) {
+  segs_per_token = fuse ? 1 : heads;
+  seg_len = fuse ? heads * head_dim : head_dim;
+  if (!mul_add(num_tokens, segs_per_token, 0, num_segments) || num_segments > std::numeric_limits<std::int32_t>::max())
+    return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^31-1", static_cast<long long>(num_tokens),
+                         static_cast<long long>(heads));
+  elements = num_tokens * heads * head_dim;
+  return Status{};
+}
+
 //! The write kernels that exist (are instantiated) for an input of `input_bytes` bytes in
 //! `mode`: the planner chooses among these alone, and dispatch instantiates these alone. Each
 //! earns its place by a measured gain (tuning.hpp cites them):
@@ -237,6 +269,56 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
   return vec == 4 || vec == 8 || vec == 16 || (vec == 2 && kernel == WriteKernel::dense);
 }
 
+//! How a direction names the tensors and the per-(token, head) fields in its messages: the
+//! write's scale tensors are outputs (`k_scales_out`, `scales_out`), the read's inputs.
+struct ScaleFieldNames {
+  const char* k_tensor;
+  const char* v_tensor;
+  const char* k_token;
+  const char* v_token;
+  const char* token_layout;
+};
+constexpr ScaleFieldNames kWriteScaleNames{"k", "v", "k_scales_out", "v_scales_out", "scales_out"};
+constexpr ScaleFieldNames kReadScaleNames{"k_cache", "v_cache", "k_scales", "v_scales", "scales"};
+
+//! The rules of the scale fields both directions share: `kind` is a ScaleKind, and no field of
+//! another kind is given (the call would silently ignore it).
+inline Status check_scale_kind_fields(ScaleKind kind, const Scale& k_scale, const Scale& v_scale, const float* k_head,
+                                      const float* v_head, const float* k_token, const float* v_token, bool token_layout_set,
+                                      const ScaleFieldNames& n) {
+  if (kind != ScaleKind::per_tensor && kind != ScaleKind::per_head && kind != ScaleKind::per_token_head)
+    return Status::error(Code::bad_option, "scale_kind (%d) is not a ScaleKind", static_cast<int>(kind));
+  const char* kind_name = to_string(kind);
+  if (kind != ScaleKind::per_tensor && (k_scale.device != nullptr || v_scale.device != nullptr))
+    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: it would be ignored",
+                         k_scale.device != nullptr ? "k_scale" : "v_scale", kind_name);
+  if (kind != ScaleKind::per_head && (k_head != nullptr || v_head != nullptr))
+    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: set scale_kind = per_head to use it",
+                         k_head != nullptr ? "k_head_scales" : "v_head_scales", kind_name);
+  if (kind != ScaleKind::per_token_head && (k_token != nullptr || v_token != nullptr))
+    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: set scale_kind = per_token_head to use it",
+                         k_token != nullptr ? n.k_token : n.v_token, kind_name);
+  if (kind != ScaleKind::per_token_head && token_layout_set)
+    return Status::error(Code::bad_option, "%s is set but scale_kind is %s: it places per_token_head scales", n.token_layout, kind_name);
+  return Status{};
+}
+
+//! A tensor's own scale field (`k_field` / `v_field`, named `k_name` / `v_name`) comes with the
+//! tensor, and only with it, aligned to a float.
+inline Status check_scale_pair(const float* k_field, const float* v_field, const char* k_name, const char* v_name, bool has_k,
+                               bool has_v, ScaleKind kind, const ScaleFieldNames& n) {
+  const char* kind_name = to_string(kind);
+  if (has_k && k_field == nullptr)
+    return Status::error(Code::null_pointer, "%s is null while %s is given (scale_kind %s)", k_name, n.k_tensor, kind_name);
+  if (has_v && v_field == nullptr)
+    return Status::error(Code::null_pointer, "%s is null while %s is given (scale_kind %s)", v_name, n.v_tensor, kind_name);
+  if (!has_k && k_field != nullptr) return Status::error(Code::unexpected_pointer, "%s is given while %s is null", k_name, n.k_tensor);
+  if (!has_v && v_field != nullptr) return Status::error(Code::unexpected_pointer, "%s is given while %s is null", v_name, n.v_tensor);
+  if (!is_aligned(k_field, 4) || !is_aligned(v_field, 4))
+    return Status::error(Code::bad_option, "%s is not aligned to a float (4 bytes)", is_aligned(k_field, 4) ? v_name : k_name);
+  return Status{};
+}
+
 //! The checks of the scale arguments (ScaleKind, amax): each field of the call's kind given for
 //! each tensor the call has, no field of another kind given, and, for per_token_head, the scale
 //! tensors' layout, with no float of theirs on a code or on each other. `code_page_reach`: bytes
@@ -245,34 +327,14 @@ template <class T>
 Status check_scale_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_page_reach) {
   const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
   const ScaleKind kind = a.scale_kind;
-  if (kind != ScaleKind::per_tensor && kind != ScaleKind::per_head && kind != ScaleKind::per_token_head)
-    return Status::error(Code::bad_option, "scale_kind (%d) is not a ScaleKind", static_cast<int>(kind));
-  plan.scale_policy = scale_policy_of(a);
-  const char* kind_name = to_string(kind);
   const bool has_k = a.k != nullptr, has_v = a.v != nullptr;
-
-  // Fields of another kind: a call would silently ignore them.
-  if (kind != ScaleKind::per_tensor && (a.k_scale.device != nullptr || a.v_scale.device != nullptr))
-    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: it would be ignored",
-                         a.k_scale.device != nullptr ? "k_scale" : "v_scale", kind_name);
-  if (kind != ScaleKind::per_head && (a.k_head_scales != nullptr || a.v_head_scales != nullptr))
-    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: set scale_kind = per_head to use it",
-                         a.k_head_scales != nullptr ? "k_head_scales" : "v_head_scales", kind_name);
-  if (kind != ScaleKind::per_token_head && (a.k_scales_out != nullptr || a.v_scales_out != nullptr))
-    return Status::error(Code::bad_option, "%s is given but scale_kind is %s: set scale_kind = per_token_head to use it",
-                         a.k_scales_out != nullptr ? "k_scales_out" : "v_scales_out", kind_name);
-  if (kind != ScaleKind::per_token_head && !a.scales_out.is_default())
-    return Status::error(Code::bad_option, "scales_out is set but scale_kind is %s: it places per_token_head scales", kind_name);
-
-  // A tensor's own fields come with it.
-  const auto pair = [&](const void* k_field, const void* v_field, const char* k_name, const char* v_name) -> Status {
-    if (has_k && k_field == nullptr) return Status::error(Code::null_pointer, "%s is null while k is given (scale_kind %s)", k_name, kind_name);
-    if (has_v && v_field == nullptr) return Status::error(Code::null_pointer, "%s is null while v is given (scale_kind %s)", v_name, kind_name);
-    if (!has_k && k_field != nullptr) return Status::error(Code::unexpected_pointer, "%s is given while k is null", k_name);
-    if (!has_v && v_field != nullptr) return Status::error(Code::unexpected_pointer, "%s is given while v is null", v_name);
-    if (!is_aligned(k_field, 4) || !is_aligned(v_field, 4))
-      return Status::error(Code::bad_option, "%s is not aligned to a float (4 bytes)", is_aligned(k_field, 4) ? v_name : k_name);
-    return Status{};
+  if (Status s = check_scale_kind_fields(kind, a.k_scale, a.v_scale, a.k_head_scales, a.v_head_scales, a.k_scales_out, a.v_scales_out,
+                                         !a.scales_out.is_default(), kWriteScaleNames);
+      !s)
+    return s;
+  plan.scale_policy = scale_policy_of(a);
+  const auto pair = [&](const float* k_field, const float* v_field, const char* k_name, const char* v_name) {
+    return check_scale_pair(k_field, v_field, k_name, v_name, has_k, has_v, kind, kWriteScaleNames);
   };
   if (kind == ScaleKind::per_head)
     if (Status s = pair(a.k_head_scales, a.v_head_scales, "k_head_scales", "v_head_scales"); !s) return s;
@@ -403,34 +465,14 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
 
   if (Status s = check_scale_args(a, plan, page_reach); !s) return s;
 
-  // Slot bounds: row = slot*mult + offset in [0, R-1] <=> slot in [min_slot, max_slot].
-  {
-    const std::int64_t m = a.mult, off = a.offset;
-    const std::int64_t last_row = a.out_rows >= 0 ? a.out_rows - 1 : std::numeric_limits<std::int64_t>::max();
-    plan.min_slot = off >= 0 ? -(off / m) : (-off + m - 1) / m;
-    if (last_row < 0) {
-      plan.max_slot = plan.min_slot - 1;  // empty range
-    } else if (off >= 0) {
-      plan.max_slot = last_row >= off ? (last_row - off) / m : -((off - last_row + m - 1) / m);
-    } else {
-      const std::int64_t q = last_row / m, r = last_row % m;
-      const std::int64_t extra = (r + (-off)) / m;
-      plan.max_slot = q > std::numeric_limits<std::int64_t>::max() - extra ? std::numeric_limits<std::int64_t>::max() : q + extra;
-    }
-  }
+  slot_bounds(a.mult, a.offset, a.out_rows, plan.min_slot, plan.max_slot);
 
   // Segments: heads fuse into one run when they are back to back in input and output.
   // A scale that changes with the head keeps heads apart: a segment is then one row-head.
   const bool fuse = a.heads == 1 ||
                     (a.scale_kind == ScaleKind::per_tensor && plan.in_head_stride == a.head_dim && plan.out.head_stride == a.head_dim);
-  plan.segs_per_token = fuse ? 1 : a.heads;
-  plan.seg_len = fuse ? row_elems : a.head_dim;
   plan.dense = fuse && plan.out.block_size == 1 && a.k != nullptr && a.v != nullptr;
-  if (!mul_add(a.num_tokens, plan.segs_per_token, 0, plan.num_segments) ||
-      plan.num_segments > std::numeric_limits<std::int32_t>::max())
-    return Status::error(Code::bad_shape, "num_tokens*heads (%lld*%lld) exceeds 2^31-1", ll(a.num_tokens), ll(a.heads));
-  mul_add(a.num_tokens, row_elems, 0, plan.elements);  // <= in_extent: no overflow
-  return Status{};
+  return cut_segments(a.num_tokens, a.heads, a.head_dim, fuse, plan.segs_per_token, plan.seg_len, plan.num_segments, plan.elements);
 }
 
 //! Whether every output row-head of a validated call starts at a multiple of `bytes`: k_out,

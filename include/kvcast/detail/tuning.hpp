@@ -1,8 +1,8 @@
 // kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file detail/tuning.hpp
-//! The write path's tuning table: every number the planner decides with, named by what it
-//! decides, each citing the measurement behind it (benchmarks/NOTES.md, by the row's label).
+//! The tuning table of the write and the read: every number the planners decide with, named by
+//! what it decides, each citing the measurement behind it (benchmarks/NOTES.md, by its label).
 //! Plain C++. Timings live in NOTES, not here.
 #pragma once
 
@@ -62,6 +62,11 @@ constexpr int kScaledMinVector = 4;
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
 //! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
+
+//! The read's vectors, widest first (codes a thread: 16- and 4-byte loads; the output's stores
+//! up to 32 bytes of T). Not measured yet (issue #16 lands them before a GPU run): the widest
+//! access the write found best from 64 MB (NOTES v2, v7b), and 4 for rows that 16 does not divide.
+constexpr int kReadVectors[] = {16, 4};
 
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.

@@ -1,0 +1,187 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file detail/read_kernel.cuh
+//! The read skeleton and its kernel: the write's stages in the other direction. The planner
+//! (detail/read_plan.hpp) decides, dispatch (detail/dispatch.cuh) fills ReadParams and launches.
+//! Each thread goes through the same stages, in this order:
+//!
+//!   locate   its segment's output token and head
+//!   resolve  (row stage)      the cache row: the token's slot (padding reads nothing), or its
+//!                             sequence, page and page-table entry; rows, pages and page
+//!                             indices out of range read nothing and are counted
+//!   load     (tile::Memory)   its codes of K and V at the row's place, and the row-head's scales
+//!                             (scale policy: per tensor, per head, or stored per (token, head))
+//!   convert  (Dequantizer)    T(float(code) * scale)
+//!   store    (tile::Memory)   at the output token's place
+//!
+//! A gather cannot load before it knows the row: its chain is the slot (or the page-table walk),
+//! then the codes and the scale together, then the stores.
+#pragma once
+
+#include <cstdint>
+
+#include "../config.hpp"
+#include "../fp8.cuh"
+#include "../layout.hpp"
+#include "../policy.cuh"
+#include "../tile.cuh"
+#include "../vec.cuh"
+#include "fast_divmod.hpp"
+#include "geometry.hpp"
+#include "write_kernel.cuh"
+
+namespace kvcast {
+namespace detail {
+
+//! Everything a read kernel reads, passed by value as a `__grid_constant__` parameter, in order
+//! of first use.
+template <class T, class Scales>
+struct ReadParams {
+  // To find the thread's work. 32-bit where the planner bounds the value: segments <= 2^31 - 1,
+  // a segment <= 2^24 elements.
+  std::uint32_t log2_group;
+  std::uint32_t num_segments;
+  std::uint32_t seg_len;
+  std::uint32_t loc_is_int32;
+  FastDivmod segs_per_token;
+  // Rows from slots (block_table null): as the write's slot stage.
+  const void* loc;
+  std::int64_t min_slot;
+  std::int64_t max_slot;
+  std::int64_t mult;
+  std::int64_t offset;
+  // Rows from a page table.
+  const std::int32_t* block_table;  //!< null: rows from slots
+  const std::int32_t* cu_seq_lens;  //!< batch + 1 entries
+  const std::int32_t* seq_starts;   //!< null: every sequence from its token 0
+  std::uint32_t batch;
+  std::uint32_t max_pages;
+  FastDivmod page_size;
+  std::int64_t pages;
+  // The codes, their scales, and where the values go.
+  const std::uint8_t* k_cache;
+  const std::uint8_t* v_cache;
+  OutputLayout cache;
+  typename Scales::Params scales;
+  T* k_out;
+  T* v_out;
+  std::int64_t out_token_stride;
+  std::int64_t out_head_stride;
+  unsigned long long* error_count;  //!< only on the rare out-of-range path
+};
+
+//! The read's row stage: the cache row of output token `token`, or false when it reads nothing:
+//! a negative slot or a token in no sequence (left untouched), or a row, page index or
+//! page-table entry out of range (left untouched and counted once a token, by the thread that
+//! `counts`). The page table's sequence is found by a binary search of cu_seq_lens, whose
+//! `batch + 1` entries the CTA's threads share through L1.
+template <class P>
+KVCAST_DEVICE bool resolve_read_row(const P& p, std::uint32_t token, bool counts, std::int64_t& row) {
+  const auto skip_counted = [&]() {
+    if (p.error_count && counts) atomicAdd(p.error_count, 1ull);
+    return false;
+  };
+  if (p.block_table == nullptr) {
+    const std::int64_t slot = load_slot(p, token);
+    if (slot < 0) return false;
+    if (slot < p.min_slot || slot > p.max_slot) return skip_counted();
+    // In range, the true row fits int64; unsigned arithmetic keeps the intermediate defined.
+    row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                    static_cast<std::uint64_t>(p.offset));
+    return true;
+  }
+  // Sequence b holds output tokens [cu_seq_lens[b], cu_seq_lens[b + 1]); keep
+  // cu[lo] <= t < cu[hi]. Whatever the entries, only indices 0..batch are read and lo < batch.
+  const std::int32_t t = static_cast<std::int32_t>(token);
+  std::uint32_t lo = 0, hi = p.batch;
+  std::int32_t lo_start = __ldg(p.cu_seq_lens);
+  if (t < lo_start || t >= __ldg(p.cu_seq_lens + hi)) return false;  // in no sequence
+  while (hi - lo > 1) {
+    const std::uint32_t mid = (lo + hi) / 2;
+    const std::int32_t start = __ldg(p.cu_seq_lens + mid);
+    if (start <= t) {
+      lo = mid;
+      lo_start = start;
+    } else {
+      hi = mid;
+    }
+  }
+  // Token j of the sequence (from its seq_starts), then its page and the page's entry.
+  const std::int64_t j = (p.seq_starts ? std::int64_t{__ldg(p.seq_starts + lo)} : std::int64_t{0}) + (t - lo_start);
+  if (j < 0 || j > std::int64_t{0xffffffff}) return skip_counted();
+  const std::uint32_t j32 = static_cast<std::uint32_t>(j);
+  const std::uint32_t page_index = p.page_size.div(j32);
+  if (page_index >= p.max_pages) return skip_counted();
+  const std::int32_t entry = __ldg(p.block_table + std::int64_t{lo} * p.max_pages + page_index);
+  if (entry < 0 || entry >= p.pages) return skip_counted();
+  const std::uint32_t in_page = j32 - page_index * p.page_size.divisor();
+  row = std::int64_t{entry} * p.page_size.divisor() + in_page;
+  return true;
+}
+
+//! Converts and stores a thread's codes as tile::Memory::load placed them: a whole vector in
+//! stores of up to kMaxVectorBytes of T, interleaved ones an element each (those before `end`).
+template <class Format, tile::Access A, class T, int Vec>
+KVCAST_DEVICE void store_values(T* __restrict__ dst, std::uint32_t end, const Dequantizer<T, Format>& q,
+                                const AlignedVector<std::uint8_t, Vec>& codes) {
+  using Walk = tile::Memory<std::uint32_t>;
+  if constexpr (A == tile::Access::vector) {
+    constexpr int kPiece = Vec * static_cast<int>(sizeof(T)) <= kMaxVectorBytes ? Vec : kMaxVectorBytes / static_cast<int>(sizeof(T));
+    KVCAST_UNROLL
+    for (int i = 0; i < Vec; i += kPiece) Walk::store_vector(dst + i, q.template values<kPiece>(codes, i));
+  } else {
+    Walk::store_interleaved(dst, end, q.template values<Vec>(codes));
+  }
+}
+
+//! One thread's share of the read: block `bx` of segments, chunk `by` of each, cut as the
+//! write's skeleton cuts them (write_chunk): a group of 2^log2_group threads a chunk, a thread
+//! an item of Vec codes laid out as `A` says. Vectors are whole (the planner takes one only
+//! where Vec divides the segment); interleaved, each code has its own bound.
+template <class T, class Format, class Scales, int Vec, tile::Access A>
+KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
+  using Walk = tile::Memory<std::uint32_t>;
+  constexpr std::uint32_t kLog2Block = log2_ceil(kBlockSize);
+  const std::uint32_t lg = p.log2_group;
+  const std::uint32_t seg = (bx << (kLog2Block - lg)) + (threadIdx.x >> lg);
+  const Walk group(threadIdx.x & ((1u << lg) - 1), 1u << lg);
+  const std::uint32_t first = group.template first_element<A, Vec>(by);
+  if (seg >= p.num_segments || first >= p.seg_len) return;
+  const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
+
+  // locate
+  const std::uint32_t token = p.segs_per_token.div(seg);
+  const std::uint32_t head = seg - token * p.segs_per_token.divisor();
+
+  // resolve: one thread a token counts a skipped row (its first segment's first element)
+  std::int64_t row;
+  if (!resolve_read_row(p, token, head == 0 && first == 0, row)) return;
+
+  // load: the codes of both tensors, then the scales
+  const bool has_k = p.k_cache != nullptr;
+  const bool has_v = p.v_cache != nullptr;
+  const std::int64_t at = p.cache.row_address(row) + std::int64_t{head} * p.cache.head_stride + first;
+  AlignedVector<std::uint8_t, Vec> k_codes, v_codes;
+  if constexpr (A == tile::Access::interleaved) {
+    KVCAST_UNROLL
+    for (int i = 0; i < Vec; ++i) k_codes[i] = v_codes[i] = 0;  // codes past the end: converted, never stored
+  }
+  if (has_k) Walk::template load<A>(p.k_cache + at, end, k_codes);
+  if (has_v) Walk::template load<A>(p.v_cache + at, end, v_codes);
+  const float2 scales = Scales::load_row(p.scales, row, head);
+
+  // convert and store
+  const std::int64_t out_at = std::int64_t{token} * p.out_token_stride + std::int64_t{head} * p.out_head_stride + first;
+  if (has_k) store_values<Format, A>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x), k_codes);
+  if (has_v) store_values<Format, A>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y), v_codes);
+}
+
+//! The read kernel: read_chunk for the CTA's place in the grid (x: blocks of segments, y: chunks).
+template <class T, class Format, class Scales, int Vec, tile::Access A>
+__global__ void __launch_bounds__(kBlockSize) read_kernel(const __grid_constant__ ReadParams<T, Scales> p) {
+  pdl_wait_then_release();
+  read_chunk<T, Format, Scales, Vec, A>(p, blockIdx.x, blockIdx.y);
+}
+
+}  // namespace detail
+}  // namespace kvcast
