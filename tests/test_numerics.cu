@@ -545,3 +545,72 @@ TEST(Dequantize, KnownAnswers) {
   EXPECT_EQ(oracle::dequantize(nullptr, true, 0xB8, 0.0f), 0x80000000u);               // -1 * 0 = -0
   EXPECT_EQ(oracle::dequantize(&oracle::bf16(), true, 0x39, 1.0f), 0x3f90u);           // 1.125
 }
+
+// ---- E2M1 (NVFP4's elements): the software rounding against an oracle and cuda_fp4.h. -------
+
+#include <kvcast/fp4.cuh>
+
+namespace {
+
+// The nearest of E2M1's 16 values to x, ties to the even code; saturating past 6; NaN -> +6
+// (0x7); a zero result keeps x's sign. Distances in double, no rounding shared with kvcast.
+std::uint8_t e2m1_oracle(double x) {
+  if (std::isnan(x)) return 0x7;
+  const double magnitudes[8] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
+  const double a = std::min(std::fabs(x), 6.0);
+  int best = 0;
+  for (int c = 1; c < 8; ++c) {
+    const double d = std::fabs(magnitudes[c] - a), d_best = std::fabs(magnitudes[best] - a);
+    if (d < d_best || (d == d_best && c % 2 == 0)) best = c;
+  }
+  return static_cast<std::uint8_t>((std::signbit(x) ? 0x8 : 0) | best);
+}
+
+}  // namespace
+
+TEST(E2M1, KnownAnswers) {
+  const struct {
+    float x;
+    std::uint8_t code;
+  } cases[] = {{0.0f, 0x0}, {-0.0f, 0x8}, {0.25f, 0x0}, {0.2500001f, 0x1}, {0.75f, 0x2}, {1.25f, 0x2}, {1.75f, 0x4},
+               {2.5f, 0x4},  {3.5f, 0x6},  {5.0f, 0x6},  {5.0000005f, 0x7}, {6.0f, 0x7},  {1e9f, 0x7},  {-1e9f, 0xF},
+               {INFINITY, 0x7}, {-INFINITY, 0xF}, {NAN, 0x7}, {-NAN, 0x7}, {-0.1f, 0x8}, {-3.0f, 0xD}};
+  for (const auto& c : cases) {
+    EXPECT_EQ(kvcast::float_to_e2m1(c.x), c.code) << c.x;
+    EXPECT_EQ(e2m1_oracle(c.x), c.code) << "oracle, " << c.x;
+  }
+  EXPECT_EQ(kvcast::float2_to_e2m1x2(1.0f, -6.0f), 0xF2) << "the lower-indexed element in the low nibble";
+  for (int c = 0; c < 16; ++c) {
+    const float v = kvcast::e2m1_to_float(static_cast<std::uint8_t>(c));
+    EXPECT_EQ(kvcast::float_to_e2m1(v), c == 0x8 ? 0x8 : c) << "code " << c << " round trip";
+  }
+}
+
+// Every fp16 and bf16 input x divided by sf * g for every positive finite E4M3 block scale sf and
+// global scales g, as the NVFP4 write divides: q = RN32(x / RN32(sf * g)); kvcast's software
+// E2M1 rounding of q against the oracle and against cuda_fp4.h's host conversion.
+TEST(E2M1, EveryHalfAndBf16InputOverEveryBlockScale) {
+  const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.0173f, 1e-3f, 300.0f};
+  long long mismatches = 0, checked = 0;
+  for (const oracle::Table* t16 : {&oracle::f16(), &oracle::bf16()}) {
+    for (std::uint32_t bits = 0; bits < 0x10000; ++bits) {
+      const double x = t16 == &oracle::f16() ? oracle::f16_value(static_cast<std::uint16_t>(bits))
+                                             : oracle::bf16_value(static_cast<std::uint16_t>(bits));
+      const float xf = static_cast<float>(x);  // exact
+      for (std::uint32_t sf_code = 1; sf_code < 0x7F; ++sf_code) {
+        const float sf = static_cast<float>(oracle::decode(sf_code, 4, 3, true));
+        for (float g : globals) {
+          const float q = xf / (sf * g);
+          const std::uint8_t got = kvcast::float_to_e2m1(q);
+          const std::uint8_t want = e2m1_oracle(q);
+          const std::uint8_t cuda = static_cast<std::uint8_t>(__nv_cvt_float_to_fp4(q, __NV_E2M1, cudaRoundNearest));
+          ++checked;
+          if ((got != want || got != cuda) && mismatches++ < 5)
+            ADD_FAILURE() << "x " << x << " sf " << sf << " g " << g << " q " << q << ": kvcast 0x" << std::hex << int(got)
+                          << ", oracle 0x" << int(want) << ", cuda_fp4.h 0x" << int(cuda);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "of " << checked;
+}
