@@ -614,3 +614,83 @@ TEST(E2M1, EveryHalfAndBf16InputOverEveryBlockScale) {
   }
   EXPECT_EQ(mismatches, 0) << "of " << checked;
 }
+
+// ---- NVFP4's exact mode in the host reference: its definition, checked on hostile blocks. ---
+
+namespace {
+
+// The exact mode from its definition with the oracle's roundings: sf the oracle's E4M3 of
+// amax / (6 g), the codes the E2M1 oracle's of x / (sf * g), zero blocks signed zeros.
+kvcast::ref::Nvfp4Block nvfp4_oracle(const float (&x)[16], float g) {
+  double amax = 0.0;
+  bool nan = false;
+  for (float v : x) nan |= std::isnan(v), amax = std::max(amax, std::fabs(static_cast<double>(v)));
+  const float six_g = static_cast<float>(6.0 * static_cast<double>(g));            // exact in double, rounded once
+  const float ratio = nan ? NAN : static_cast<float>(amax / static_cast<double>(six_g));  // RN32 of the quotient
+  kvcast::ref::Nvfp4Block b{};
+  b.sf = static_cast<std::uint8_t>(oracle::e4m3().round(ratio));
+  const double sf = oracle::decode(b.sf, 4, 3, true);
+  const float den = static_cast<float>(sf * static_cast<double>(g));
+  for (int i = 0; i < 16; ++i) {
+    const std::uint8_t code = sf == 0.0 ? (std::signbit(x[i]) ? 0x8 : 0x0)
+                                        : e2m1_oracle(static_cast<float>(static_cast<double>(x[i]) / static_cast<double>(den)));
+    b.codes[i / 2] = static_cast<std::uint8_t>(b.codes[i / 2] | code << (4 * (i % 2)));
+  }
+  return b;
+}
+
+bool same(const kvcast::ref::Nvfp4Block& a, const kvcast::ref::Nvfp4Block& b) {
+  return a.sf == b.sf && std::memcmp(a.codes, b.codes, 8) == 0;
+}
+
+}  // namespace
+
+TEST(Nvfp4Reference, HostileBlocks) {
+  const float g = 1.0f;
+  float zeros[16] = {}, nans[16], huge[16], subnormal[16], mixed_zero[16];
+  for (int i = 0; i < 16; ++i) {
+    nans[i] = NAN;
+    huge[i] = i == 5 ? 1e38f : 0.5f * static_cast<float>(i);
+    subnormal[i] = (i % 2 ? -1.0f : 1.0f) * 1e-40f * static_cast<float>(i + 1);
+    mixed_zero[i] = i % 3 == 0 ? -0.0f : 0.0f;
+  }
+  const auto zero_block = kvcast::ref::nvfp4_quantize_block(zeros, g);
+  EXPECT_EQ(zero_block.sf, 0x00);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(zero_block.codes[i], 0x00);
+  const auto signed_zeros = kvcast::ref::nvfp4_quantize_block(mixed_zero, g);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ((signed_zeros.codes[i / 2] >> (4 * (i % 2))) & 0xF, i % 3 == 0 ? 0x8 : 0x0) << i;
+  const auto nan_block = kvcast::ref::nvfp4_quantize_block(nans, g);
+  EXPECT_EQ(nan_block.sf, 0x7F);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(nan_block.codes[i], 0x77);
+  EXPECT_TRUE(std::isnan(kvcast::ref::nvfp4_dequantize(0x7, nan_block.sf, g)));
+  const auto huge_block = kvcast::ref::nvfp4_quantize_block(huge, g);
+  EXPECT_EQ(huge_block.sf, 0x7E) << "1e38 / 6 saturates to 448";
+  EXPECT_EQ((huge_block.codes[2] >> 4) & 0xF, 0x7) << "the huge element saturates to 6";
+  const auto tiny = kvcast::ref::nvfp4_quantize_block(subnormal, g);
+  EXPECT_EQ(tiny.sf, 0x00) << "amax / 6 below E4M3's smallest subnormal: a zero block";
+  for (int i = 0; i < 16; ++i) EXPECT_EQ((tiny.codes[i / 2] >> (4 * (i % 2))) & 0xF, i % 2 ? 0x8 : 0x0) << i;
+  for (const auto* block : {&zeros, &nans, &huge, &subnormal, &mixed_zero})
+    EXPECT_TRUE(same(kvcast::ref::nvfp4_quantize_block(*block, g), nvfp4_oracle(*block, g)));
+  // The read: (e2m1 * sf) * g. E2M1 0x3 is 1.5, 0xB -1.5; E4M3 0x38 is 1, 0x7E 448.
+  EXPECT_EQ(kvcast::ref::nvfp4_dequantize(0x3, 0x38, 2.0f), 3.0f);
+  EXPECT_EQ(kvcast::ref::nvfp4_dequantize(0xB, 0x7E, 0.5f), -336.0f);
+  EXPECT_EQ(kvcast::ref::nvfp4_dequantize(0x8, 0x38, 1.0f), -0.0f);
+  EXPECT_TRUE(std::signbit(kvcast::ref::nvfp4_dequantize(0x8, 0x38, 1.0f)));
+}
+
+// Random blocks of many magnitudes and global scales: the reference equals its definition.
+TEST(Nvfp4Reference, RandomBlocksMatchTheirDefinition) {
+  std::mt19937_64 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.0173f, 1e-3f, 300.0f, 1.0f / 448.0f};
+  long long mismatches = 0;
+  for (int trial = 0; trial < 200000; ++trial) {
+    float x[16];
+    const float magnitude = std::ldexp(1.0f, static_cast<int>(rng() % 40) - 20);
+    for (float& v : x) v = normal(rng) * magnitude;
+    const float g = globals[rng() % (sizeof globals / sizeof globals[0])];
+    const auto got = kvcast::ref::nvfp4_quantize_block(x, g);
+    if (!same(got, nvfp4_oracle(x, g)) && mismatches++ < 5) ADD_FAILURE() << "trial " << trial << " g " << g;
+  }
+  EXPECT_EQ(mismatches, 0);
+}

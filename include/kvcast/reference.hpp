@@ -54,6 +54,8 @@ constexpr FloatFormat kHalf{10, 5, 15, 65504.0, false};
 constexpr FloatFormat kBFloat16{7, 8, 127, 3.3895313892515355e38, false};
 constexpr FloatFormat kE4M3{3, 4, 7, 448.0, true};
 constexpr FloatFormat kE5M2{2, 5, 15, 57344.0, true};
+//! NVFP4's elements: no infinity, no NaN (round_to's `nan_code` gives NaN inputs 0x7, +6).
+constexpr FloatFormat kE2M1{1, 2, 1, 6.0, true};
 
 template <class Format>
 constexpr FloatFormat fp8_format() {
@@ -92,7 +94,8 @@ inline std::uint32_t round_to(double x, const FloatFormat& f, std::uint32_t nan_
   return sign | (static_cast<std::uint32_t>(ve + f.bias) << f.mantissa_bits) | mantissa;
 }
 
-//! Exact value of a bit pattern of `f` (NaN for NaN patterns, E4M3's 0x7F/0xFF included).
+//! Exact value of a bit pattern of `f` (NaN for NaN patterns, E4M3's 0x7F/0xFF included; every
+//! E2M1 pattern is finite).
 inline double decode(std::uint32_t bits, const FloatFormat& f) {
   const int width = 1 + f.exponent_bits + f.mantissa_bits;
   const bool negative = (bits >> (width - 1)) & 1u;
@@ -102,6 +105,7 @@ inline double decode(std::uint32_t bits, const FloatFormat& f) {
   double v;
   if (f.saturate && f.mantissa_bits == 3) {  // E4M3: exponent 15 is normal, only S.1111.111 is NaN
     if (exp_field == exp_all_ones && mantissa == 7) return NAN;
+  } else if (f.saturate && f.mantissa_bits == 1) {  // E2M1: every pattern is a finite value
   } else if (exp_field == exp_all_ones) {
     return mantissa != 0 ? NAN : (negative ? -INFINITY : INFINITY);
   }
@@ -364,6 +368,52 @@ Status upcast(const UpcastArgs<T>& args) {
     }
   }
   return status;
+}
+
+// ---- NVFP4 (issue #17), exact mode: the numerics, ahead of its kernels. --------------------
+
+//! One NVFP4 block of 16 elements: its E4M3 block scale and 8 bytes of E2M1 codes (element 2i
+//! in the low nibble of byte i).
+struct Nvfp4Block {
+  std::uint8_t sf;
+  std::uint8_t codes[8];
+};
+
+//! The exact mode's quantization of a block, with the per-tensor global scale `g` (finite,
+//! > 0: the caller's rule, validated where g is a host value):
+//!
+//!     amax = max |x|                               (NaN propagates)
+//!     sf   = e4m3_rne_satfinite(amax / RN(6 * g))  (a correctly rounded fp32 division; NaN -> 0x7F)
+//!     q_i  = e2m1_rne_satfinite(x_i / RN(float(sf) * g))
+//!
+//! A block whose sf is zero (amax / (6 g) below half of E4M3's smallest subnormal) gets zero
+//! codes that keep each input's sign. A NaN element makes sf NaN, and every code of its block
+//! then +6 (0x7): the read gives NaN for the whole block. E2M1 rounding: `kE2M1`.
+inline Nvfp4Block nvfp4_quantize_block(const float (&x)[16], float g) {
+  float amax = 0.0f;
+  for (float v : x) amax = nan_max(amax, std::fabs(v));
+  const float six_g = 6.0f * g;  // one fp32 product
+  Nvfp4Block block{};
+  block.sf = to_fp8<e4m3>(amax / six_g);  // one fp32 division; to_fp8 saturates, NaN -> 0x7F
+  const float sf = static_cast<float>(decode(block.sf, kE4M3));
+  const float denominator = sf * g;
+  for (int i = 0; i < 16; ++i) {
+    std::uint8_t code;
+    if (sf == 0.0f) {
+      code = std::signbit(x[i]) ? 0x8 : 0x0;
+    } else {
+      code = static_cast<std::uint8_t>(round_to(x[i] / denominator, kE2M1, 0x7));
+    }
+    block.codes[i / 2] = static_cast<std::uint8_t>(block.codes[i / 2] | code << (4 * (i % 2)));
+  }
+  return block;
+}
+
+//! The read of one NVFP4 element: `(e2m1(q) * float(sf)) * g`, two fp32 products, as a float (a
+//! NaN sf gives NaN; the caller rounds it into its output type as the fp8 read does).
+inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g) {
+  const float q = static_cast<float>(decode(code & 0xFu, kE2M1));
+  return (q * static_cast<float>(decode(sf, kE4M3))) * g;
 }
 
 }  // namespace ref
