@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <cstdlib>
 #include <functional>
 #include <numeric>
@@ -50,6 +51,16 @@ constexpr int kMaxBatch = 32;      // calls per timed sample, fewer for large ca
 constexpr int kIterations = 12;    // timed samples per benchmark (plus warm-up)
 constexpr std::size_t kPoolBytes = std::size_t{24} << 30;
 constexpr int kMaxHeads = 64;      // per-head scale arrays
+
+// The (K, V) scale pairs of Gpu::scales; Shape::scale_pair indexes them; `name` tags the rows.
+struct ScalePair {
+  float k, v;
+  const char* name;
+};
+constexpr ScalePair kScalePairs[] = {{0.0173f, 0.0229f, "calibrated"}, {1.0f, 1.0f, "1"},     {3.0f, 3.0f, "3"},
+                                     {0.5f, 0.5f, "0.5"},              {1.0f / 3, 1.0f / 3, "1/3"}, {0.1f, 0.1f, "0.1"},
+                                     {0.7f, 1.3f, "0.7/1.3"},          {0.37f, 0.37f, "0.37"}};
+constexpr int kScalePairCount = static_cast<int>(sizeof kScalePairs / sizeof kScalePairs[0]);
 
 struct Gpu {
   cudaDeviceProp prop{};
@@ -77,10 +88,12 @@ Gpu& gpu() {
     BENCH_CUDA(cudaMemset(sweep, 1, s.sweep_count * sizeof(int4)));
     s.sweep = sweep;
     BENCH_CUDA(cudaMalloc(&s.sink, sizeof(int)));
-    // Scale pairs (K, V): calibrated-looking values (the default, and the division is real
-    // work), the uncalibrated 1 (a power of two: exact reciprocal), and 3 (a short significand:
-    // many bf16 inputs land exactly on fp8 rounding boundaries, the worst case for fp32 mode).
-    const float scales[6] = {0.0173f, 0.0229f, 1.0f, 1.0f, 3.0f, 3.0f};
+    // Scale pairs (K, V), kScalePairs: calibrated-looking values (the default, and the division
+    // is real work), then the values people type (issue #19's axis): 1 (a power of two: an exact
+    // reciprocal), 3 (a short significand: many bf16 quotients land on fp8 rounding boundaries),
+    // 0.5, 1/3, 0.1, 0.7/1.3 and 0.37 (decimal: a quotient on a boundary once or twice a binade).
+    float scales[2 * kScalePairCount];
+    for (int i = 0; i < kScalePairCount; ++i) scales[2 * i] = kScalePairs[i].k, scales[2 * i + 1] = kScalePairs[i].v;
     BENCH_CUDA(cudaMalloc(&s.scales, sizeof scales));
     BENCH_CUDA(cudaMemcpy(s.scales, scales, sizeof scales, cudaMemcpyHostToDevice));
     // Per-head scales around the calibrated pair, one a head.
@@ -158,7 +171,7 @@ struct Shape {
   std::int64_t tokens, heads, dim;
   bool qkv_slice = false;  // K and V as slices of a packed [tokens, 4H + H + H, dim] projection
   const char* tag = "";
-  int scale_pair = 0;  // which (K, V) scales of Gpu::scales: 0 calibrated, 1 both 1.0, 2 both 3.0
+  int scale_pair = 0;  // which (K, V) scales of Gpu::scales (kScalePairs): 0 the calibrated pair
   bool sorted_slots = false;  // loc = identity instead of a random permutation
   bool rope = false;          // a rotated-K buffer a set, positions and tables (rope_* variants)
   // Per-(token, head) scale tensors a set; their bytes count in the traffic (and the copy's),
@@ -731,10 +744,19 @@ void register_all() {
     Shape odd_sorted{tokens, 5, 99, false, "odd_sorted"};
     odd_sorted.sorted_slots = true;
     register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", odd_sorted, shaped, {Timing::graph}, {Cache::cold});
-    for (int pair : {1, 2})
-      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, false, pair == 1 ? "scale1" : "scale3", pair},
-                                                     {Variant::kvcast}, {Timing::graph}, {Cache::cold, Cache::hot});
   }
+  // The scale axis (issue #19): every pair of kScalePairs, both modes, at decode and from 64 MB
+  // (bf16 8x128, graph, hot and cold). Tags name the pair: scale_3, scale_0.7/1.3 -> scale_0_7_1_3.
+  for (std::int64_t tokens : {1, 4, 16, 32768})
+    for (int pair = 0; pair < kScalePairCount; ++pair) {
+      static std::deque<std::string> tags;  // Shape keeps a pointer to its tag: a deque never moves them
+      std::string tag = std::string("scale_") + kScalePairs[pair].name;
+      for (char& ch : tag)
+        if (ch == '.' || ch == '/') ch = '_';
+      tags.push_back(tag);
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", Shape{tokens, 8, 128, false, tags.back().c_str(), pair},
+                                                     {Variant::kvcast, Variant::kvcast_ip}, {Timing::graph}, {Cache::cold, Cache::hot});
+    }
   // The fused RoPE example against the same work as two kernels, and kvcast's write alone:
   // decode calls (graph replay) and calls from 64 MB up.
   for (std::int64_t tokens : {1, 4, 16, 8192, 32768})

@@ -171,6 +171,39 @@ def scales_summary(s, torch_rows):
     return out
 
 
+SCALE_AXIS = [("calibrated", "0.0173/0.0229"), ("1", "1"), ("3", "3"), ("0_5", "0.5"), ("1_3", "1/3"), ("0_1", "0.1"),
+              ("0_7_1_3", "0.7/1.3"), ("0_37", "0.37")]
+
+
+def scale_axis_table(s, cache):
+    """Issue #19's axis: the same write with each scale pair, both modes (bf16 8x128, graph)."""
+    lines = ["| tokens | scales (K/V) | copy us | fp32 mode us | % of copy | input precision us | % of copy | fp32 / input precision |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for t in sorted({k[5] for k in s if k[8].startswith("scale_") and k[4] == cache}):
+        for tag, label in SCALE_AXIS:
+            get = lambda v: s.get((v, "bf16", "e4m3", "graph", cache, t, 8, 128, "scale_" + tag))
+            f, ip = get("kvcast"), get("kvcast_ip")
+            if not f:
+                continue
+            pct = lambda r: f"{100 * r['copy_us'] / r['us']:.0f}%" if r else "-"
+            line = f"| {t} | {label} | {f['copy_us']:.2f} | {f['us']:.2f} | {pct(f)} | {fmt_us(ip)} | {pct(ip)} | "
+            lines.append(line + (f"{f['us'] / ip['us']:.3f} |" if ip else "- |"))
+    return "\n".join(lines)
+
+
+def scale_axis_summary(s):
+    out = []
+    rows = {k: s[k] for k in s if k[8].startswith("scale_") and k[4] == "cold" and k[3] == "graph"}
+    for label, pred in (("decode (1-16 tokens)", lambda k: k[5] <= 16), ("from 64 MB up", lambda k: s[k]["mb"] >= 64)):
+        pairs = [(rows[k]["us"], rows[("kvcast_ip",) + k[1:]]["us"]) for k in rows
+                 if k[0] == "kvcast" and pred(k) and ("kvcast_ip",) + k[1:] in rows]
+        if pairs:
+            vals = [a / b for a, b in pairs]
+            out.append(f"- fp32 mode over the scale axis (1, 0.5, 3, 1/3, 0.1, 0.7/1.3, 0.37, calibrated), {label}, cold: "
+                       f"**{min(vals):.3f}x .. {max(vals):.3f}x** the time of input precision with the same scales")
+    return out
+
+
 READ_TAGS = ("read_slots", "read_pages")
 POOL_TAGS = ("pool_live1", "pool_live5", "pool_live20", "pool_all")
 
@@ -363,7 +396,7 @@ def main():
     date = context.get("date", "")
     reps = max((r["n"] for r in s.values()), default=0)
     head = f"GPU: **{gpu}**, {date}; medians of {reps} runs a row."
-    summary = summary_lines(s) + scales_summary(s, torch_rows) + read_summary(s, torch_pool)
+    summary = summary_lines(s) + scales_summary(s, torch_rows) + scale_axis_summary(s) + read_summary(s, torch_pool)
     if args.save:
         pathlib.Path(args.save).write_text(json.dumps({"context": context, "benchmarks": kept}, separators=(",", ":")))
     if args.md:
@@ -380,6 +413,9 @@ def main():
             parts += [f"## Scale kinds (bf16 -> E4M3, {cache} L2, graph; times in us; MB and copy count the per-(token, head) "
                       "scales)\n", scales_table(s, cache, torch_rows if cache == "hot" else {}), ""]
         for cache in ("cold", "hot"):
+            parts += [f"## The scale axis: bf16 8x128 -> E4M3 with each scale pair ({cache} L2, graph)\n",
+                      scale_axis_table(s, cache), ""]
+        for cache in ("cold", "hot"):
             parts += [f"## The read: gathers to bf16 from E4M3 ({cache} L2, graph; MB and copy count codes, scales, outputs, "
                       "indices)\n", read_table(s, cache), ""]
             parts += [f"## The read: SGLang #35291's pool, live rows against the whole pool ({cache} L2, graph)\n",
@@ -393,7 +429,8 @@ def main():
         pathlib.Path(args.md).write_text("\n".join(parts))
     if args.readme:
         text = pathlib.Path(args.readme).read_text()
-        block = "\n".join([head, "", "bf16 -> E4M3, cold L2, CUDA-graph replay:", "", grid_table(s, "bf16", "graph", "cold"), "",
+        block = "\n".join([head, "", "bf16 -> E4M3, cold L2, CUDA-graph replay, scales 0.0173/0.0229 (K/V):", "",
+                           grid_table(s, "bf16", "graph", "cold"), "",
                            *summary])
         text = re.sub(r"(<!-- bench:begin -->\n).*?(\n<!-- bench:end -->)", lambda m: m.group(1) + block + m.group(2), text,
                       flags=re.S)
