@@ -129,6 +129,26 @@ inline Status check_no_overlap(Dim* dims, int count, const char* what, std::int6
   return Status{};
 }
 
+//! Both directions' shape rules: tokens >= 0, heads and head_dim >= 1, a row of at most 2^24.
+inline Status check_shape(std::int64_t num_tokens, std::int64_t heads, std::int64_t head_dim) {
+  const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
+  if (num_tokens < 0) return Status::error(Code::bad_shape, "num_tokens (%lld) is negative", ll(num_tokens));
+  if (heads < 1) return Status::error(Code::bad_shape, "heads (%lld) must be >= 1", ll(heads));
+  if (head_dim < 1) return Status::error(Code::bad_shape, "head_dim (%lld) must be >= 1", ll(head_dim));
+  std::int64_t row_elems = 0;
+  if (!mul_add(heads, head_dim, 0, row_elems) || row_elems > kMaxSegmentElements)
+    return Status::error(Code::bad_shape, "heads*head_dim (%lld*%lld) exceeds 2^24", ll(heads), ll(head_dim));
+  return Status{};
+}
+
+//! Both directions' rules of a slot's row `slot * mult + offset`.
+inline Status check_mult_offset(std::int64_t mult, std::int64_t offset) {
+  if (mult < 1 || mult > kMaxMult) return Status::error(Code::bad_option, "mult (%lld) must be in [1, 2^31-1]", static_cast<long long>(mult));
+  if (offset < -kMaxOffset || offset > kMaxOffset)
+    return Status::error(Code::bad_option, "offset (%lld) must be within +-2^62", static_cast<long long>(offset));
+  return Status{};
+}
+
 //! The names a layout's messages give: the code layout's or the scale layout's.
 struct LayoutNames {
   const char* block_size;
@@ -400,12 +420,7 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
   plan = Plan{};
   const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
 
-  if (a.num_tokens < 0) return Status::error(Code::bad_shape, "num_tokens (%lld) is negative", ll(a.num_tokens));
-  if (a.heads < 1) return Status::error(Code::bad_shape, "heads (%lld) must be >= 1", ll(a.heads));
-  if (a.head_dim < 1) return Status::error(Code::bad_shape, "head_dim (%lld) must be >= 1", ll(a.head_dim));
-  std::int64_t row_elems = 0;
-  if (!mul_add(a.heads, a.head_dim, 0, row_elems) || row_elems > kMaxSegmentElements)
-    return Status::error(Code::bad_shape, "heads*head_dim (%lld*%lld) exceeds 2^24", ll(a.heads), ll(a.head_dim));
+  if (Status st = check_shape(a.num_tokens, a.heads, a.head_dim); !st) return st;
   if (a.out_rows == DowncastArgs<T>::kRowsNotGiven)
     return Status::error(Code::bad_option,
                          "out_rows is not set: give the cache's row count, or kUncheckedRows to trust the slots");
@@ -427,10 +442,7 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
                          is_aligned(a.k, sizeof(T)) ? "v" : "k", static_cast<int>(sizeof(T)));
 
   // Options.
-  if (a.mult < 1 || a.mult > kMaxMult)
-    return Status::error(Code::bad_option, "mult (%lld) must be in [1, 2^31-1]", ll(a.mult));
-  if (a.offset < -kMaxOffset || a.offset > kMaxOffset)
-    return Status::error(Code::bad_option, "offset (%lld) must be within +-2^62", ll(a.offset));
+  if (Status st = check_mult_offset(a.mult, a.offset); !st) return st;
   if (a.out_rows < DowncastArgs<T>::kUncheckedRows)
     return Status::error(Code::bad_option, "out_rows (%lld) must be >= 0, or kUncheckedRows (-1)", ll(a.out_rows));
   if (a.out_capacity >= 0 && a.out_rows < 0)

@@ -94,12 +94,7 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
   const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
   constexpr std::int64_t kBytes = sizeof(T);
 
-  if (a.num_tokens < 0) return Status::error(Code::bad_shape, "num_tokens (%lld) is negative", ll(a.num_tokens));
-  if (a.heads < 1) return Status::error(Code::bad_shape, "heads (%lld) must be >= 1", ll(a.heads));
-  if (a.head_dim < 1) return Status::error(Code::bad_shape, "head_dim (%lld) must be >= 1", ll(a.head_dim));
-  std::int64_t row_elems = 0;
-  if (!mul_add(a.heads, a.head_dim, 0, row_elems) || row_elems > kMaxSegmentElements)
-    return Status::error(Code::bad_shape, "heads*head_dim (%lld*%lld) exceeds 2^24", ll(a.heads), ll(a.head_dim));
+  if (Status st = check_shape(a.num_tokens, a.heads, a.head_dim); !st) return st;
   if (a.cache_rows == UpcastArgs<T>::kRowsNotGiven)
     return Status::error(Code::bad_option, "cache_rows is not set: give the cache's row count, so that no row outside it is read");
   if (a.cache_rows < 0) return Status::error(Code::bad_option, "cache_rows (%lld) must be >= 0", ll(a.cache_rows));
@@ -148,9 +143,7 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
       return Status::error(Code::bad_option, "%s (%lld) is set without block_table: it belongs to the page-table form",
                            a.batch != 0 ? "batch" : a.max_pages != 0 ? "max_pages" : "page_size",
                            ll(a.batch != 0 ? a.batch : a.max_pages != 0 ? a.max_pages : a.page_size));
-    if (a.mult < 1 || a.mult > kMaxMult) return Status::error(Code::bad_option, "mult (%lld) must be in [1, 2^31-1]", ll(a.mult));
-    if (a.offset < -kMaxOffset || a.offset > kMaxOffset)
-      return Status::error(Code::bad_option, "offset (%lld) must be within +-2^62", ll(a.offset));
+    if (Status st = check_mult_offset(a.mult, a.offset); !st) return st;
     slot_bounds(a.mult, a.offset, a.cache_rows, plan.min_slot, plan.max_slot);
   }
 
