@@ -131,7 +131,10 @@ ReadOutcome run_read_case(const ReadCase& c, std::uint8_t poison) {
   const std::int64_t v_shift = placed.v_shift, inline_at = placed.inline_at;
   const bool inline_scales = placed.inline_scales;
   const std::int64_t margin = 64;
-  const std::int64_t cache_span = std::max(layout.address(cache_rows - 1, H - 1) + D, (cache_rows / B) * layout.block_stride) + v_shift;
+  // Whole pages: a page table's page need not be the layout's, so the last page may be partial,
+  // and scales inside pages sit after its codes.
+  const std::int64_t cache_span =
+      std::max(layout.address(cache_rows - 1, H - 1) + D, (cache_rows + B - 1) / B * layout.block_stride) + v_shift;
   const std::int64_t cache_bytes = margin + c.cache_misalign + cache_span + margin;
   const bool shared_cache = c.cache == OutKind::kv_interleaved;
   std::vector<std::uint8_t> k_cache(static_cast<std::size_t>(cache_bytes)), v_cache(shared_cache ? 0 : static_cast<std::size_t>(cache_bytes));

@@ -91,8 +91,10 @@ const Invalid kInvalid[] = {
     {"zero max_pages", [](auto& a) { page_table(a); a.max_pages = 0; }, Code::bad_shape, "max_pages (0) must be in [1, 2^31-1]"},
     {"negative page_size", [](auto& a) { page_table(a); a.page_size = -4; }, Code::bad_option, "page_size (-4) must be in [1, 2^31-1]"},
     {"partial page", [](auto& a) { page_table(a); a.cache_rows = 60; }, Code::bad_shape, "cache_rows (60) is not a multiple of page_size (16)"},
-    {"cu_seq_lens alone", [](auto& a) { a.cu_seq_lens = fake_ints(0x91000); }, Code::unexpected_pointer, "cu_seq_lens is given without block_table"},
-    {"seq_starts alone", [](auto& a) { a.seq_starts = fake_ints(0x92000); }, Code::unexpected_pointer, "seq_starts is given without block_table"},
+    {"cu_seq_lens and a batch without block_table", [](auto& a) { a.cu_seq_lens = fake_ints(0x91000), a.batch = 2, a.max_pages = 1; },
+     Code::null_pointer, "block_table is null while cu_seq_lens is given with batch 2"},
+    {"seq_starts alone", [](auto& a) { a.seq_starts = fake_ints(0x92000); }, Code::unexpected_pointer,
+     "seq_starts is given without block_table and cu_seq_lens"},
     {"max_pages alone", [](auto& a) { a.max_pages = 3; }, Code::bad_option, "max_pages (3) is set without block_table"},
     {"mult zero", [](auto& a) { a.mult = 0; }, Code::bad_option, "mult (0) must be in [1, 2^31-1]"},
     {"offset huge", [](auto& a) { a.offset = (std::int64_t{1} << 62) + 1; }, Code::bad_option, "offset (4611686018427387905) must be within +-2^62"},
@@ -164,6 +166,23 @@ TEST(ReadValidation, ZeroTokensIsANoOpEvenWithNullPointers) {
   EXPECT_EQ(plan.num_segments, 0);
 }
 
+// An empty batch (cu_seq_lens = {0}) reads nothing: its [0, max_pages] table may have a null data
+// pointer and no pages, as empty framework tensors do; the plan launches nothing.
+TEST(ReadValidation, EmptyBatchReadsNothingWithoutATable) {
+  for (const bool table : {false, true}) {
+    UpcastArgs<Bf16> a = valid_read_args();
+    page_table(a);
+    a.batch = 0;
+    a.max_pages = table ? 4 : 0;
+    if (!table) a.block_table = nullptr;
+    kvcast::detail::ReadPlan plan;
+    const Status s = kvcast::make_read_plan(a, plan);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_TRUE(plan.page_table);
+    EXPECT_EQ(plan.num_segments, 0);
+  }
+}
+
 // K and V interleaved token by token in one workspace are apart, and valid.
 TEST(ReadValidation, InterleavedOutputsInOneWorkspace) {
   UpcastArgs<Bf16> a = valid_read_args();
@@ -223,15 +242,23 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
       if (a.num_tokens > 1) {
         EXPECT_EQ(plan.out_token_stride * 2 % store, 0);
       }
+      // The group leaves at most 1/kReadIdleShare of the segment's threads idle, and is the
+      // widest such power of two (up to the CTA).
+      const std::int64_t items = plan.seg_len / v;
+      const auto idle = [&](std::int64_t g) { return (items + g - 1) / g * g - items; };
+      EXPECT_LE(idle(group) * kvcast::detail::tuning::kReadIdleShare, items) << "items " << items << " group " << group;
+      if (2 * group <= std::min<std::int64_t>(std::int64_t{1} << kvcast::detail::log2_ceil(items), kvcast::detail::kBlockSize)) {
+        EXPECT_GT(idle(2 * group) * kvcast::detail::tuning::kReadIdleShare, items) << "items " << items << " group " << group;
+      }
     } else {
       EXPECT_GE(c.log2_group, 5);  // interleaved: at least a warp
     }
     // Where 16 is legal the widest is taken.
-    if (plan.seg_len % 16 == 0 && reinterpret_cast<std::uintptr_t>(a.k_cache) % 16 == 0 &&
-        reinterpret_cast<std::uintptr_t>(a.k) % 32 == 0 && head_pad == 0 && plan.out_head_stride == a.head_dim &&
-        a.head_dim % 16 == 0) {
-      EXPECT_EQ(c.vec, 16) << "head_dim " << a.head_dim;
-    }
+    const bool plain = reinterpret_cast<std::uintptr_t>(a.k) % 32 == 0 && head_pad == 0 && plan.out_head_stride == a.head_dim;
+    for (const int v : {16})
+      if (plain && plan.seg_len % v == 0 && reinterpret_cast<std::uintptr_t>(a.k_cache) % v == 0 && a.head_dim % v == 0) {
+        EXPECT_GE(c.vec, v) << "head_dim " << a.head_dim;
+      }
   }
 }
 

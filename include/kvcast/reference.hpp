@@ -307,7 +307,7 @@ Status upcast(const UpcastArgs<T>& args) {
   };
   for (std::int64_t t = 0; t < args.num_tokens; ++t) {
     std::int64_t row = 0;
-    if (args.block_table) {
+    if (plan.page_table) {
       // The sequence holding output token t: the last b with cu_seq_lens[b] <= t, if t is
       // before cu_seq_lens[batch].
       const std::int32_t* cu = args.cu_seq_lens;

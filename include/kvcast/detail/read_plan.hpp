@@ -114,7 +114,7 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
                          static_cast<int>(kBytes));
 
   // Rows: slots, or a page table; the fields of the other form left unset.
-  plan.page_table = a.block_table != nullptr;
+  plan.page_table = a.block_table != nullptr || a.cu_seq_lens != nullptr;
   if (plan.page_table) {
     if (a.loc) return Status::error(Code::bad_option, "loc and block_table are both given: rows come from one or the other");
     if (a.mult != 1 || a.offset != 0)
@@ -123,8 +123,11 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
     if (a.cu_seq_lens == nullptr) return Status::error(Code::null_pointer, "cu_seq_lens is null while block_table is given");
     if (a.batch < 0 || a.batch > std::numeric_limits<std::int32_t>::max() - 1)
       return Status::error(Code::bad_shape, "batch (%lld) must be in [0, 2^31-2]", ll(a.batch));
-    if (a.max_pages < 1 || a.max_pages > std::numeric_limits<std::int32_t>::max())
-      return Status::error(Code::bad_shape, "max_pages (%lld) must be in [1, 2^31-1]", ll(a.max_pages));
+    // An empty batch (a [0, max_pages] table, whose data pointer may well be null) reads nothing.
+    if (a.block_table == nullptr && a.batch > 0)
+      return Status::error(Code::null_pointer, "block_table is null while cu_seq_lens is given with batch %lld", ll(a.batch));
+    if (a.max_pages < (a.batch > 0 ? 1 : 0) || a.max_pages > std::numeric_limits<std::int32_t>::max())
+      return Status::error(Code::bad_shape, "max_pages (%lld) must be in [1, 2^31-1] (0 allowed when batch is 0)", ll(a.max_pages));
     std::int64_t entries = 0;
     if (!mul_add(a.batch, a.max_pages, 0, entries))
       return Status::error(Code::overflow, "batch*max_pages (%lld*%lld) overflows int64", ll(a.batch), ll(a.max_pages));
@@ -136,9 +139,8 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
                            ll(a.cache_rows), ll(plan.page_size));
     plan.pages = a.cache_rows / plan.page_size;
   } else {
-    if (a.cu_seq_lens != nullptr || a.seq_starts != nullptr)
-      return Status::error(Code::unexpected_pointer, "%s is given without block_table: it belongs to the page-table form",
-                           a.cu_seq_lens != nullptr ? "cu_seq_lens" : "seq_starts");
+    if (a.seq_starts != nullptr)
+      return Status::error(Code::unexpected_pointer, "seq_starts is given without block_table and cu_seq_lens: it belongs to the page-table form");
     if (a.batch != 0 || a.max_pages != 0 || a.page_size != 0)
       return Status::error(Code::bad_option, "%s (%lld) is set without block_table: it belongs to the page-table form",
                            a.batch != 0 ? "batch" : a.max_pages != 0 ? "max_pages" : "page_size",
@@ -201,7 +203,12 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
   // and one scale serves them all.
   const bool fuse = a.heads == 1 || (a.scale_kind == ScaleKind::per_tensor && plan.cache.head_stride == a.head_dim &&
                                      plan.out_head_stride == a.head_dim);
-  return cut_segments(a.num_tokens, a.heads, a.head_dim, fuse, plan.segs_per_token, plan.seg_len, plan.num_segments, plan.elements);
+  if (Status st = cut_segments(a.num_tokens, a.heads, a.head_dim, fuse, plan.segs_per_token, plan.seg_len, plan.num_segments,
+                               plan.elements);
+      !st)
+    return st;
+  if (plan.page_table && a.batch == 0) plan.num_segments = 0;  // no sequence: every output token is left as it is
+  return Status{};
 }
 
 //! The kernel for a validated read: the widest vector (tuning::kReadVectors) that the segment's
@@ -229,10 +236,16 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   }
   // A group of 2^log2_group threads walks a chunk of a segment, a vector each (interleaved: at
   // least a warp); a CTA holds kBlockSize >> log2_group groups; grid x the CTAs of segments,
-  // y the chunks of a segment.
+  // y the chunks of a segment. The group is the widest that leaves at most
+  // 1/tuning::kReadIdleShare of the segment's threads idle in its last chunk.
   const std::int64_t items = (plan.seg_len + c.vec - 1) / c.vec;
   c.log2_group = std::min(log2_ceil(items), log2_ceil(kBlockSize));
-  if (c.access == tile::Access::interleaved) c.log2_group = std::max(c.log2_group, log2_ceil(kLanes));
+  if (c.access == tile::Access::interleaved) {
+    c.log2_group = std::max(c.log2_group, log2_ceil(kLanes));
+  } else {
+    const auto idle = [&](int lg) { return ((items + (std::int64_t{1} << lg) - 1) >> lg << lg) - items; };
+    while (c.log2_group > 0 && idle(c.log2_group) * tuning::kReadIdleShare > items) --c.log2_group;
+  }
   const std::int64_t groups_per_cta = std::int64_t{kBlockSize} >> c.log2_group;
   c.grid_x = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
   c.grid_y = (items + (std::int64_t{1} << c.log2_group) - 1) >> c.log2_group;

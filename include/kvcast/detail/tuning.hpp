@@ -64,9 +64,14 @@ constexpr int kScaledMinVector = 4;
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
 
 //! The read's vectors, widest first (codes a thread: 16- and 4-byte loads; the output's stores
-//! up to 32 bytes of T). Not measured yet (issue #16 lands them before a GPU run): the widest
-//! access the write found best from 64 MB (NOTES v2, v7b), and 4 for rows that 16 does not divide.
+//! up to 32 bytes of T): the write's widest access, and 4 for rows that 16 does not divide. 32
+//! codes a thread (two 16-byte loads) ran 0.63-0.72x as fast on 8x128 rows (NOTES #16a).
 constexpr int kReadVectors[] = {16, 4};
+
+//! The read's thread groups (a power of two a chunk of a segment) leave at most 1/kReadIdleShare
+//! of a segment's threads without a vector: a 576-code row of 36 vectors takes groups of 4 over
+//! 9 chunks, not one of 64 with 28 idle (NOTES #16a).
+constexpr std::int64_t kReadIdleShare = 16;
 
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.
