@@ -14,6 +14,7 @@
 
 #include <kvcast/kvcast.cuh>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,13 +28,34 @@ using Maybe = Optional<TensorView>;
 
 // ---- Tensors: what a call reads off them. -------------------------------------------------
 
+// A tensor's shape or strides (in elements): at most kMaxRank dimensions, held in place, so
+// that reading a call's tensors allocates nothing.
+constexpr int kMaxRank = 4;
+struct Dims {
+  std::array<std::int64_t, kMaxRank> d{};
+  int n = 0;
+  std::size_t size() const { return static_cast<std::size_t>(n); }
+  std::int64_t operator[](std::size_t i) const { return d[i]; }
+  std::int64_t& operator[](std::size_t i) { return d[i]; }
+  std::int64_t back() const { return d[n - 1]; }
+  bool operator==(const Dims& o) const {
+    if (n != o.n) return false;
+    for (int i = 0; i < n; ++i)
+      if (d[i] != o.d[i]) return false;
+    return true;
+  }
+  bool operator!=(const Dims& o) const { return !(*this == o); }
+};
+
 struct View {
   const char* name = nullptr;
   void* data = nullptr;  // data + byte_offset
-  std::vector<std::int64_t> shape, strides;  // strides in elements (compact row-major where DLPack omits them)
+  Dims shape, strides;   // strides: compact row-major where DLPack omits them
   DLDataType dtype{};
   DLDevice device{};
 };
+
+[[noreturn]] void fail(const std::string& message);
 
 View view(const char* name, const TensorView& t) {
   View v;
@@ -41,13 +63,14 @@ View view(const char* name, const TensorView& t) {
   v.data = static_cast<char*>(t.data_ptr()) + t.byte_offset();
   v.dtype = t.dtype();
   v.device = t.device();
-  for (std::int64_t s : t.shape()) v.shape.push_back(s);
-  v.strides.assign(v.shape.size(), 1);
+  if (t.ndim() > kMaxRank)
+    fail(std::string(name) + ": expected at most " + std::to_string(kMaxRank) + " dimensions, got " + std::to_string(t.ndim()));
+  v.shape.n = v.strides.n = t.ndim();
+  for (int i = 0; i < v.shape.n; ++i) v.shape[i] = t.shape()[i];
   try {
-    std::size_t i = 0;
-    for (std::int64_t s : t.strides()) v.strides[i++] = s;
+    for (int i = 0; i < v.strides.n; ++i) v.strides[i] = t.strides()[i];
   } catch (const tvm::ffi::Error&) {  // no strides: compact row-major
-    for (int i = static_cast<int>(v.shape.size()) - 2; i >= 0; --i) v.strides[i] = v.strides[i + 1] * v.shape[i + 1];
+    for (int i = v.shape.n - 1; i >= 0; --i) v.strides[i] = i == v.shape.n - 1 ? 1 : v.strides[i + 1] * v.shape[i + 1];
   }
   return v;
 }
@@ -94,7 +117,7 @@ Placed place(const View& v, const std::string& layout, bool has_run) {
   Placed p;
   const int extra = has_run ? 1 : 0;
   const int rank = static_cast<int>(v.shape.size());
-  if (has_run && v.strides.back() != 1) fail(std::string(v.name) + ": its last dimension must be contiguous (stride 1)");
+  if (has_run && (rank == 0 || v.strides.back() != 1)) fail(std::string(v.name) + ": its last dimension must be contiguous (stride 1)");
   if (rank == 2 + extra) {
     p.rows = v.shape[0];
     p.heads = v.shape[1];
@@ -139,13 +162,12 @@ void check(const kvcast::Status& s, const char* op) {
 // The device of the call current while it launches.
 struct DeviceScope {
   int previous = -1;
+  bool switched = false;
   explicit DeviceScope(int device) {
-    cudaGetDevice(&previous);
-    if (previous != device) cudaSetDevice(device);
+    if (cudaGetDevice(&previous) == cudaSuccess && previous != device) switched = cudaSetDevice(device) == cudaSuccess;
   }
   ~DeviceScope() {
-    int now = -1;
-    if (cudaGetDevice(&now) == cudaSuccess && now != previous && previous >= 0) cudaSetDevice(previous);
+    if (switched) cudaSetDevice(previous);
   }
 };
 
@@ -392,8 +414,11 @@ void check_read_tensors(const ReadCall& c) {
   check_slots(c.loc);
   if (c.block_table) {
     require_rank(*c.block_table, 2, "[batch, max_pages]");
-    if (!is_int(*c.block_table, 32) || c.block_table->strides[1] != 1) fail("block_table: expected int32 with contiguous rows");
-    if (c.block_table->strides[0] != c.block_table->shape[1] && c.block_table->shape[0] > 1)
+    // An empty table (an empty batch) has no layout to check: its strides are whatever its maker chose.
+    const bool empty = c.block_table->shape[0] == 0 || c.block_table->shape[1] == 0;
+    if (!is_int(*c.block_table, 32) || (!empty && c.block_table->shape[1] > 1 && c.block_table->strides[1] != 1))
+      fail("block_table: expected int32 with contiguous rows");
+    if (!empty && c.block_table->strides[0] != c.block_table->shape[1] && c.block_table->shape[0] > 1)
       fail("block_table: its rows must be back to back (row stride = max_pages)");
     if (!c.cu_seq_lens) fail("cu_seq_lens: None while block_table is given");
   }

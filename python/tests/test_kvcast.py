@@ -90,6 +90,9 @@ def test_read_errors_carry_kvcasts_messages():
     raises(lambda: kvcast.read(kc, None, k, None, loc=loc, scale_kind="per_token_head", k_scales=np.zeros((8, 2), np.float32)),
            "k_cache: must be on a CUDA device")
     raises(lambda: kvcast.read(kc, None, k.astype(np.float64), None), "k: expected bfloat16, float16 or float32")
+    # An empty batch, its [0, max_pages] table empty, is valid: only the device check refuses it.
+    for empty in (np.zeros((0, 0), np.int32), np.zeros((0, 3), np.int32)):
+        raises(lambda: kvcast.read(kc, None, k, None, block_table=empty, cu_seq_lens=cu[:1]), "k_cache: must be on a CUDA device")
 
 
 def test_torch_fake_implementations():
@@ -104,10 +107,11 @@ def test_torch_fake_implementations():
         scale = torch.empty(1, dtype=torch.float32, device="cuda")
         out = torch.empty(4, 2, 16, dtype=torch.bfloat16, device="cuda")
         assert torch.ops.kvcast.downcast_fp8(k, k, cache, cache, scale, scale, loc) is None
-        assert torch.ops.kvcast.write(k, None, cache, None, loc) is None
+        assert torch.ops.kvcast.write(k, None, cache, None, None, None, None, None, loc) is None
+        assert kvcast.ops.write(k, None, cache, None, loc=loc, k_scale=scale) is None
         assert torch.ops.kvcast.read(cache, None, out, None, loc) is None
         try:
-            torch.ops.kvcast.write(k, None, cache, None, loc[:3])
+            kvcast.ops.write(k, None, cache, None, loc=loc[:3])
             raise AssertionError("the fake write took 3 slots for 4 tokens")
         except ValueError as e:
             assert "loc has (3,) slots for 4 tokens" in str(e)
@@ -125,6 +129,12 @@ def gpu():
     return None
 
 
+def divisor(scale):
+    """A scale as a one-element CUDA tensor: torch divides by it with IEEE division (a Python
+    number as divisor is multiplied by its reciprocal instead, which is not the same quotient)."""
+    return torch.tensor([scale], dtype=torch.float32, device="cuda")
+
+
 def test_gpu_write_then_read_match_torch():
     if gpu():
         return skip(gpu())
@@ -139,7 +149,7 @@ def test_gpu_write_then_read_match_torch():
         for x, cache, s in ((k, k_cache, 0.37), (v, v_cache, 1.7)):
             want = torch.full_like(cache, 0x5A)
             rows = loc >= 0
-            want[loc[rows]] = (x[rows].float() / s).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+            want[loc[rows]] = (x[rows].float() / divisor(s)).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
             assert torch.equal(cache, want), f"write, {dtype}"
         out = torch.full_like(k, 7.0)
         kvcast.read(k_cache, None, out, None, loc=loc, k_scale=0.37)
@@ -148,31 +158,158 @@ def test_gpu_write_then_read_match_torch():
         assert torch.equal(out, want), f"read, {dtype}"  # codes of finite values: no NaN to compare
 
 
+def test_gpu_read_every_code_matches_torch_bit_for_bit():
+    """Every fp8 code of both formats, NaNs included, read with several scales (0, inf and a
+    subnormal among them) equals torch's (codes.view(fp8).float() * scale).to(T), bit for bit."""
+    if gpu():
+        return skip(gpu())
+    codes = torch.arange(256, dtype=torch.uint8, device="cuda").view(2, 8, 16)
+    bits = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
+    for fmt, (name, _) in FP8.items():
+        for scale in (0.37, 1.0, 3.0, 0.0, float("inf"), 1e-40, 1e30):
+            for dtype, as_int in bits.items():
+                out = torch.full((2, 8, 16), 7.0, dtype=dtype, device="cuda")
+                kvcast.read(codes, None, out, None, format=fmt, k_scale=torch.tensor([scale], device="cuda"))
+                want = (codes.view(getattr(torch, name)).float() * torch.tensor([scale], device="cuda")).to(dtype)
+                assert torch.equal(out.view(as_int), want.view(as_int)), f"{fmt} {dtype} scale {scale}"
+
+
 def test_gpu_compile_and_graph_replay():
     if gpu():
         return skip(gpu())
     dev = "cuda"
     k = torch.randn(16, 8, 128, dtype=torch.bfloat16, device=dev)
     cache = torch.zeros(32, 8, 128, dtype=torch.uint8, device=dev)
-    loc = torch.arange(16, device=dev)
+    out = torch.zeros(16, 8, 128, dtype=torch.float32, device=dev)
+    loc = torch.randperm(32, device=dev)[:16]
     scale = torch.tensor([0.5], device=dev)
 
-    @torch.compile(fullgraph=True)
-    def step(k, cache, loc, scale):
-        torch.ops.kvcast.write(k, None, cache, None, loc, k_scale=scale)
-        return cache.sum()
+    def want(s):
+        codes = (k.float() / divisor(s)).clamp(-448, 448).to(torch.float8_e4m3fn)
+        return codes.view(torch.uint8), codes.float() * s
 
-    step(k, cache, loc, scale)
-    want = (k.float() / 0.5).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
-    assert torch.equal(cache[:16], want)
+    @torch.compile(fullgraph=True)
+    def step(k, cache, out, loc, scale):
+        kvcast.ops.write(k, None, cache, None, loc=loc, k_scale=scale)
+        torch.ops.kvcast.read(cache, None, out, None, loc, k_scale=scale)
+        return out.sum()
+
+    step(k, cache, out, loc, scale)
+    codes, values = want(0.5)
+    assert torch.equal(cache[loc], codes) and torch.equal(out, values), "torch.compile"
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        torch.ops.kvcast.write(k, None, cache, None, loc, k_scale=scale)
-    scale.fill_(2.0)  # read when the kernel runs: the replay takes it
+        kvcast.ops.write(k, None, cache, None, loc=loc, k_scale=scale)
+        torch.ops.kvcast.read(cache, None, out, None, loc, k_scale=scale)
+    scale.fill_(2.0)  # read when the kernels run: the replay takes it
     graph.replay()
     torch.cuda.synchronize()
-    want = (k.float() / 2.0).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
-    assert torch.equal(cache[:16], want)
+    codes, values = want(2.0)
+    assert torch.equal(cache[loc], codes) and torch.equal(out, values), "graph replay with a changed scale"
+
+FP8 = {"e4m3": ("float8_e4m3fn", 448.0), "e5m2": ("float8_e5m2", 57344.0)}
+
+
+def hostile(shape, dtype, scale, seed):
+    """Random values across fp8's range for `scale`, with ±inf, ±max-ish, ±0 and ties sprinkled in
+    (no NaN: torch and kvcast agree that NaN stays NaN, but not on its sign bit)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(shape, device="cuda", generator=g) * torch.exp2(torch.randint(-12, 10, shape, device="cuda", generator=g))
+    flat = x.view(-1)
+    picks = torch.randint(0, flat.numel(), (64,), device="cuda", generator=g)
+    specials = torch.tensor([float("inf"), -float("inf"), 0.0, -0.0, 1000.0, -1000.0, 448.0 * scale, 57344.0 * scale],
+                            device="cuda")
+    flat[picks] = specials.repeat(8)
+    return x.to(dtype)
+
+
+def test_gpu_fp32_mode_matches_torch_float8_casts():
+    if gpu():
+        return skip(gpu())
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for fmt, (name, fmax) in FP8.items():
+            for scale in (0.37, 1.0, 3.0, 0.0173):
+                k = hostile((33, 4, 64), dtype, scale, seed=7)
+                cache = torch.full((40, 4, 64), 0xA5, dtype=torch.uint8, device="cuda")
+                loc = torch.randperm(40, device="cuda")[:33]
+                kvcast.write(k, None, cache, None, loc=loc, format=fmt, k_scale=torch.tensor([scale], device="cuda"))
+                want = torch.full_like(cache, 0xA5)
+                want[loc] = (k.float() / divisor(scale)).clamp(-fmax, fmax).to(getattr(torch, name)).view(torch.uint8)
+                assert torch.equal(cache, want), f"fp32 mode, {dtype}, {fmt}, scale {scale}"
+
+
+def sglang_reference(x, scale, mult, offset, loc, rows):
+    """SGLang's downcast_fp8 in torch: inv = T(1) / T(scale), x * inv in T, clamp to ±448, E4M3."""
+    s = torch.tensor([scale], device="cuda").to(x.dtype)
+    y = (x * (1 / s)).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+    out = torch.full((rows,) + tuple(x.shape[1:]), 0xA5, dtype=torch.uint8, device="cuda")
+    out[loc * mult + offset] = y
+    return out
+
+
+def test_gpu_downcast_fp8_matches_sglang_numerics():
+    if gpu():
+        return skip(gpu())
+    for dtype in (torch.bfloat16, torch.float16):
+        for scale in (0.5, 2.0, 0.1):
+            for mult, offset in ((1, 0), (2, 1)):
+                tokens, heads, dim = 45, 8, 128
+                rows = 2 * tokens * mult + offset
+                k, v = hostile((tokens, heads, dim), dtype, scale, seed=1), hostile((tokens, heads, dim), dtype, scale, seed=2)
+                k[0, 0, :4] = torch.tensor([1000.0, -1000.0, 448.0, -448.0], dtype=dtype)  # clamp at ±max
+                loc = torch.randperm(2 * tokens, device="cuda")[:tokens]  # scattered
+                k_out, v_out = (torch.full((rows, heads, dim), 0xA5, dtype=torch.uint8, device="cuda") for _ in range(2))
+                k_scale, v_scale = torch.tensor([scale], device="cuda"), torch.tensor([scale], device="cuda")
+                kvcast.downcast_fp8(k, v, k_out, v_out, k_scale, v_scale, loc, mult, offset)
+                torch.ops.kvcast.downcast_fp8(k, v, k_out, v_out, k_scale, v_scale, loc, mult, offset)  # the same again
+                assert torch.equal(k_out, sglang_reference(k, scale, mult, offset, loc, rows)), f"K {dtype} {scale} {mult}"
+                assert torch.equal(v_out, sglang_reference(v, scale, mult, offset, loc, rows)), f"V {dtype} {scale} {mult}"
+    k = torch.ones(4, 2, 16, dtype=torch.bfloat16, device="cuda")
+    k_cache, v_cache = torch.zeros(2, 8, 2, 16, dtype=torch.uint8, device="cuda")
+    one = torch.ones(1, device="cuda")
+    bad = torch.tensor([0, 1, 2, 8], device="cuda")
+    kvcast.downcast_fp8(k, k, k_cache, v_cache, one, one, bad)  # row 8 is past the cache: skipped, not written
+    want = torch.zeros_like(k_cache)
+    want[:3] = 0x38  # 1.0 in E4M3
+    assert torch.equal(k_cache, want) and torch.equal(v_cache, want), "a slot outside the cache was not skipped"
+
+
+def test_gpu_paged_layouts_match_index_by_index():
+    if gpu():
+        return skip(gpu())
+    pages, block, heads, dim, tokens = 9, 16, 4, 64, 70
+    for layout in ("nhd", "hnd"):
+        for dtype in (torch.bfloat16, torch.float32):
+            k = hostile((tokens, heads, dim), dtype, 0.5, seed=3)
+            shape = (pages, block, heads, dim) if layout == "nhd" else (pages, heads, block, dim)
+            cache = torch.full(shape, 0xA5, dtype=torch.uint8, device="cuda")
+            loc = torch.randperm(pages * block, device="cuda")[:tokens]
+            kvcast.write(k, None, cache, None, loc=loc, layout=layout, k_scale=0.5)
+            codes = (k.float() / divisor(0.5)).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+            want = torch.full_like(cache, 0xA5)
+            for t, slot in enumerate(loc.tolist()):
+                page, row = divmod(slot, block)
+                if layout == "nhd":
+                    want[page, row] = codes[t]
+                else:
+                    want[page, :, row] = codes[t]
+            assert torch.equal(cache, want), f"write {layout} {dtype}"
+            # Read it back through a page table: two sequences over shuffled pages, the second from token 5.
+            table = torch.randperm(pages, device="cuda", dtype=torch.int32).view(1, -1).repeat(2, 1)
+            lens = [40, 50]
+            cu = torch.tensor([0, lens[0], lens[0] + lens[1] - 5], dtype=torch.int32, device="cuda")
+            starts = torch.tensor([0, 5], dtype=torch.int32, device="cuda")
+            out = torch.full((int(cu[-1]), heads, dim), 9.0, dtype=dtype, device="cuda")
+            kvcast.read(cache, None, out, None, block_table=table, cu_seq_lens=cu, seq_starts=starts, layout=layout, k_scale=0.5)
+            want_out = torch.empty_like(out)
+            i = 0
+            for b in range(2):
+                for j in range(int(starts[b]), int(starts[b]) + int(cu[b + 1] - cu[b])):
+                    page, row = int(table[b, j // block]), j % block
+                    c = cache[page, row] if layout == "nhd" else cache[page, :, row]
+                    want_out[i] = (c.view(torch.float8_e4m3fn).float() * 0.5).to(dtype)
+                    i += 1
+            assert torch.equal(out, want_out), f"read {layout} {dtype}"
 
 
 if __name__ == "__main__":
