@@ -154,6 +154,11 @@ int fuzz_read(FuzzedDataProvider& in) {
               if (written.count(i128(reinterpret_cast<std::uintptr_t>(base)) + at)) fail_read("an output lies on a cache", a);
             }
   }
+  // An empty batch reads nothing: the plan launches no kernel, so it has no choice to check.
+  if (p.page_table && a.batch == 0) {
+    if (p.num_segments != 0) fail_read("an empty batch would launch a kernel", a);
+    return 0;
+  }
   const kvcast::detail::KernelChoice& c = p.choice;
   if (!kvcast::detail::read_kernel_exists(c.vec, c.access)) fail_read("chose a read kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
