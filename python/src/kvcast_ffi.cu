@@ -17,7 +17,6 @@
 #include <array>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 namespace {
 
