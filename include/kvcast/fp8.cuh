@@ -282,12 +282,21 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   //! Codes of N elements (N even), packed: bracketed and verified (see detail::bracket_codes), the
   //! exact division only for a vector whose bracket straddles a rounding boundary, and for
   //! every vector when the scale is outside the fast range (a branch the whole grid takes the
-  //! same way). PairWords: as for bracketed().
-  template <int N, bool PairWords = false>
+  //! same way). PairWords: as for bracketed(). ExactInLine: that vector is redone in line
+  //! (a call would pass it through local memory, and keep its warp waiting longer), or by a
+  //! call, for kernels whose short calls the longer code slows down (the realigned and the
+  //! element-by-element kernels: NOTES #19b).
+  template <int N, bool PairWords = false, bool ExactInLine = true>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
     std::uint32_t differ = 0;
     typename detail::PackedCodes<N>::type packed = bracketed<N, PairWords>(in, differ);
-    if (differ != 0) packed = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
+    if (differ != 0) {
+      if constexpr (ExactInLine) {
+        packed = exact<N, PairWords>(in);
+      } else {
+        packed = detail::exact_codes_out_of_line<T, Format, N>(in, scale_);
+      }
+    }
     return packed;
   }
   //! The first half of codes(): the bracketed codes of N elements (N even), packed, exact where
@@ -311,17 +320,25 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     return out;
   }
   //! The second half of codes(): the codes of N elements (N even) from the quotients themselves,
-  //! packed.
-  template <int N>
+  //! packed. PairWords: as for bracketed().
+  template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type exact(const AlignedVector<T, N>& in) const {
     typename detail::PackedCodes<N>::type out;
     float q[N];  // the scale's range is checked once for the vector, not per element
+    KVCAST_UNROLL
+    for (int i = 0; i < N; i += 2) {
+      const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
+      q[i] = x.x, q[i + 1] = x.y;
+    }
     if (fast_) {
+      // The reciprocal here, not the member: where this path sits behind a rare branch, its
+      // instructions stay there too, off the path every vector takes.
+      const float inv = detail::rcp_rn(scale_);
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) q[i] = detail::divide_fast(to_float(in[i]), scale_, inv_);
+      for (int i = 0; i < N; ++i) q[i] = detail::divide_fast(q[i], scale_, inv);
     } else {
       KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) q[i] = detail::div_rn(to_float(in[i]), scale_);
+      for (int i = 0; i < N; ++i) q[i] = detail::div_rn(q[i], scale_);
     }
     KVCAST_UNROLL
     for (int i = 0; i < N; i += 2) detail::put_pair<N>(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
@@ -399,8 +416,8 @@ class Quantizer<__nv_bfloat16, Format, Arithmetic::input_precision> {
 };
 
 namespace detail {
-// The rare exact path of Quantizer<T, Format, fp32>::codes, out of line on the device: its
-// registers and instructions stay out of the main path. The vector travels by value.
+// The exact path of Quantizer<T, Format, fp32>::codes<..., ExactInLine = false>: its
+// instructions stay out of the kernel's stream. The vector travels by value.
 template <class T, class Format, int N>
 KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_line(AlignedVector<T, N> in, float scale) {
   return Quantizer<T, Format, Arithmetic::fp32>(scale).exact(in);
@@ -410,13 +427,13 @@ KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_lin
 //! The codes of a whole vector (N even), packed (detail::PackedCodes): what the kernel
 //! stores, two elements per conversion. PairWords: `in` was loaded as whole words, and fp32
 //! mode takes each pair's floats from its word (Quantizer::bracketed); input precision converts
-//! its pairs the same way either way.
-template <bool PairWords = false, class T, class Format, Arithmetic Mode, int N>
+//! its pairs the same way either way. ExactInLine: as for Quantizer::codes (fp32 mode).
+template <bool PairWords = false, bool ExactInLine = true, class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Quantizer<T, Format, Mode>& q,
                                                                          const AlignedVector<T, N>& in) {
   static_assert(N % 2 == 0, "quantize_packed: codes come in pairs.");
   if constexpr (Mode == Arithmetic::fp32) {
-    return q.template codes<N, PairWords>(in);
+    return q.template codes<N, PairWords, ExactInLine>(in);
   } else {
     typename detail::PackedCodes<N>::type out;
     KVCAST_UNROLL
@@ -439,12 +456,14 @@ KVCAST_HOST_DEVICE void store_codes_of_two(const Quantizer<T, Format, Arithmetic
   store(0, qa.template bracketed<N, true>(a, differ_a));
   store(1, qb.template bracketed<N, true>(b, differ_b));
   if ((differ_a | differ_b) != 0) {
-    if (differ_a != 0) store(0, detail::exact_codes_out_of_line<T, Format, N>(a, qa.scale()));
-    if (differ_b != 0) store(1, detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale()));
+    if (differ_a != 0) store(0, qa.template exact<N, true>(a));
+    if (differ_b != 0) store(1, qb.template exact<N, true>(b));
   }
 }
 
-//! Quantizes a whole vector: its codes one byte each, in order.
+//! Quantizes a whole vector: its codes one byte each, in order. For the kernels that load and
+//! store element by element, whose calls are short: fp32 mode redoes a straddling vector by a
+//! call (Quantizer::codes' ExactInLine; in line, the longer code slowed them, NOTES #19b).
 template <class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Format, Mode>& q,
                                                           const AlignedVector<T, N>& in) {
@@ -452,7 +471,7 @@ KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Fo
   if constexpr (N == 1) {
     out[0] = q(in[0]);
   } else {
-    const auto packed = quantize_packed(q, in);
+    const auto packed = quantize_packed<false, false>(q, in);
     static_assert(sizeof packed == sizeof out, "quantize: packed codes hold N bytes.");
     memcpy(&out, &packed, sizeof out);
   }

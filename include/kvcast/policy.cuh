@@ -27,7 +27,9 @@ namespace kvcast {
 //! arithmetic `Mode`. The concept a code policy models:
 //!
 //!     template <class T> using Quantizer;   // built once a thread from a scale (float)
-//!     packed(q, vec)     -> the codes of an AlignedVector<T, N>, as words (one store)
+//!     packed(q, vec)     -> the codes of an AlignedVector<T, N>, as words (one store);
+//!                           packed<PairWords, ExactInLine>: how the vector was loaded, and
+//!                           where a rare slow path goes (in line, or a call)
 //!     bytes(q, vec)      -> the same codes, one byte each (stored element by element)
 //!     code(q, x)         -> one element's code (a segment's partial last vector)
 //!     exact(q, vec)      -> packed codes from each element's own quotient, no bracket: for
@@ -44,10 +46,11 @@ struct Fp8 {
   template <class T>
   using Quantizer = kvcast::Quantizer<T, Format, Mode>;
 
-  //! Whole vectors loaded as words (PairWords: fp32 mode takes a bf16 pair's floats from its word).
-  template <bool PairWords = false, class T, int N>
+  //! Whole vectors loaded as words (PairWords: fp32 mode takes a bf16 pair's floats from its word;
+  //! ExactInLine: where fp32 mode redoes a vector whose bracket straddles, Quantizer::codes).
+  template <bool PairWords = false, bool ExactInLine = true, class T, int N>
   KVCAST_HOST_DEVICE static typename detail::PackedCodes<N>::type packed(const Quantizer<T>& q, const AlignedVector<T, N>& in) {
-    return quantize_packed<PairWords>(q, in);
+    return quantize_packed<PairWords, ExactInLine>(q, in);
   }
   template <class T, int N>
   KVCAST_HOST_DEVICE static AlignedVector<std::uint8_t, N> bytes(const Quantizer<T>& q, const AlignedVector<T, N>& in) {

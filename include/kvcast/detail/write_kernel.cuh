@@ -479,11 +479,13 @@ __global__ void __launch_bounds__(kRealignWarps * kLanes) write_realigned_kernel
   // resolve (the whole warp shares the token)
   std::int64_t row, row_start;
   if (!resolve_slot<Rows>(p, slot, blockIdx.y == 0 && lane == 0, row, row_start)) return;
-  // convert (the vectors hold whole words: fp32 mode takes each pair's floats from its word), store
+  // convert (the vectors hold whole words: fp32 mode takes each pair's floats from its word, and
+  // redoes a straddling vector by a call: in line, the longer code slowed this kernel's short
+  // calls, NOTES #19b), store
   const typename Codes::template Quantizer<T> qk(scales.x);
   const typename Codes::template Quantizer<T> qv(scales.y);
-  store_realigned(p.k_out + row_start, lane, k_rs, k_cs, k_ce, Codes::template packed<true>(qk, k_vec));
-  store_realigned(p.v_out + row_start, lane, v_rs, v_cs, v_ce, Codes::template packed<true>(qv, v_vec));
+  store_realigned(p.k_out + row_start, lane, k_rs, k_cs, k_ce, Codes::template packed<true, false>(qk, k_vec));
+  store_realigned(p.v_out + row_start, lane, v_rs, v_cs, v_ce, Codes::template packed<true, false>(qv, v_vec));
 }
 
 }  // namespace detail
