@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Host cost of one call through kvcast's Python face, beside the C++ call's: the same problem
 as the C++ benchmark's host/downcast_launch row (16 x 8 x 128 bf16, E4M3, SGLang's drop-in),
-timed the same way (calls back to back, the stream synchronized every 512 so the launch queue
-never fills). Prints one line per path in microseconds per call (median of 7 runs).
+timed the same way: the time to issue a batch of calls back to back, the stream drained
+between batches and outside the timing, so that the GPU's own pace never enters. The paths
+take turns batch by batch, so they share the machine's state. Prints one line per path in
+microseconds per call (median over the batches), beside the C++ call itself timed inside the
+module in the same batches (kvcast._LIB._issue_seconds_downcast_fp8), and the Python path's
+excess over it batch by batch.
 
-    python3 tools/python_overhead.py [--calls N]
+    python3 tools/python_overhead.py [--batches N]
 Compare with `kvcast_bench --benchmark_filter='^host/'` from the same machine and run."""
 import argparse
 import statistics
@@ -14,26 +18,24 @@ import torch
 
 import kvcast
 
+BATCH = 256  # calls issued back to back: well inside the launch queue, so issuing never waits
 
-def per_call_us(fn, calls):
-    fn()
+
+def issue_us(fn):
+    """Microseconds a call to issue BATCH calls of fn, the queue drained before and after."""
     torch.cuda.synchronize()
-    runs = []
-    for _ in range(7):
-        start = time.perf_counter()
-        for i in range(calls):
-            fn()
-            if i % 512 == 511:
-                torch.cuda.synchronize()
-        torch.cuda.synchronize()
-        runs.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(runs)
+    start = time.perf_counter()
+    for _ in range(BATCH):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / BATCH * 1e6
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=20000)
-    calls = parser.parse_args().calls
+    parser.add_argument("--batches", type=int, default=400)
+    batches = parser.parse_args().batches
     dev = "cuda"
     k = torch.randn(16, 8, 128, dtype=torch.bfloat16, device=dev)
     v = torch.randn(16, 8, 128, dtype=torch.bfloat16, device=dev)
@@ -42,15 +44,34 @@ def main():
     scale = torch.ones(1, device=dev)
     loc = torch.arange(16, device=dev)
     one = torch.empty(1, device=dev)
+    def cxx():  # the C++ call (kvcast::downcast) BATCH times, timed inside the module
+        return kvcast._LIB._issue_seconds_downcast_fp8(k, v, k_out, v_out, scale, scale, loc, BATCH)
+
     paths = {
         "kvcast.downcast_fp8 (tvm-ffi)": lambda: kvcast.downcast_fp8(k, v, k_out, v_out, scale, scale, loc),
         "torch.ops.kvcast.downcast_fp8": lambda: torch.ops.kvcast.downcast_fp8(k, v, k_out, v_out, scale, scale, loc),
         "kvcast.write (keywords)": lambda: kvcast.write(k, v, k_out, v_out, loc=loc, k_scale=scale, v_scale=scale),
         "torch one.zero_() (a torch launch)": lambda: one.zero_(),
     }
-    print(f"gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}, kvcast {kvcast.__version__}, {calls} calls x 7")
-    for name, fn in paths.items():
-        print(f"python/{name}: {per_call_us(fn, calls):.2f} us/call")
+    times = {name: [] for name in paths}
+    cxx_us, gap_us = [], []
+    for fn in paths.values():  # warm up: first calls load and build
+        issue_us(fn)
+    for _ in range(batches):
+        torch.cuda.synchronize()
+        cxx_us.append(cxx() / BATCH * 1e6)
+        torch.cuda.synchronize()
+        for name, fn in paths.items():
+            times[name].append(issue_us(fn))
+        gap_us.append(times["kvcast.downcast_fp8 (tvm-ffi)"][-1] - cxx_us[-1])
+    print(f"gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}, kvcast {kvcast.__version__}, "
+          f"{batches} batches of {BATCH} calls a path")
+    print(f"c++/kvcast::downcast (same process): {statistics.median(cxx_us):.2f} us/call")
+    for name, t in times.items():
+        print(f"python/{name}: {statistics.median(t):.2f} us/call")
+    gap_us.sort()
+    print(f"python/kvcast.downcast_fp8 - c++, batch by batch: median {statistics.median(gap_us):.2f} us, "
+          f"quartiles {gap_us[len(gap_us) // 4]:.2f} .. {gap_us[3 * len(gap_us) // 4]:.2f} us")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 #include <kvcast/kvcast.cuh>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -290,13 +291,17 @@ void check_write_tensors(const WriteCall& c) {
 template <class Format, kvcast::Arithmetic Mode, class T>
 void run_write(const WriteCall& c, const char* op) {
   const kvcast::DowncastArgs<T> a = write_args<T>(c);
-  check(kvcast::validate(a), op);
+  // downcast()'s own steps, so that the arguments are validated once, before the device checks
+  // (kvcast's messages come first, NumPy arrays included).
+  kvcast::detail::Plan plan;
+  check(kvcast::make_plan(a, plan, Mode), op);
   if (c.scale_kind == "per_token_head" && Mode != kvcast::Arithmetic::fp32)
     fail(std::string("kvcast.") + op + ": scale_kind per_token_head computes its scales in fp32 arithmetic: use arithmetic='fp32'");
   const int device = cuda_device_of({&c.k, &c.v, &c.k_out, &c.v_out, &c.loc, &c.k_scale, &c.v_scale, &c.k_heads, &c.v_heads,
                                      &c.k_scales_out, &c.v_scales_out, &c.k_amax, &c.v_amax});
+  if (plan.num_segments == 0) return;
   const DeviceScope scope(device);
-  check(kvcast::downcast<Format, Mode>(a, stream_of(device)), op);
+  check(kvcast::detail::dispatch<kvcast::Fp8<Format, Mode>>(a, plan, stream_of(device)), op);
 }
 
 template <class Format, kvcast::Arithmetic Mode>
@@ -346,6 +351,26 @@ void downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out
   c.mult = mult, c.offset = offset;
   c.format = "e4m3", c.arithmetic = "input_precision", c.layout = "flat", c.scale_kind = "per_tensor";
   write_call(c, "downcast_fp8");
+}
+
+// The host seconds to issue `calls` launches of downcast_fp8's C++ call, kvcast::downcast with
+// arguments built once: the same-process baseline of tools/python_overhead.py, which times the
+// Python call against it.
+double issue_seconds_downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out, TensorView k_scale,
+                                  TensorView v_scale, TensorView loc, std::int64_t calls) {
+  WriteCall c;
+  c.k = view("k", k), c.v = view("v", v), c.k_out = view("k_out", k_out), c.v_out = view("v_out", v_out), c.loc = view("loc", loc);
+  c.k_scale = view("k_scale", k_scale), c.v_scale = view("v_scale", v_scale);
+  c.format = "e4m3", c.arithmetic = "input_precision", c.layout = "flat", c.scale_kind = "per_tensor";
+  check_write_tensors(c);
+  if (element_of(*c.k) != Elem::bf16) fail("k: the baseline times bfloat16 inputs");
+  const kvcast::DowncastArgs<__nv_bfloat16> a = write_args<__nv_bfloat16>(c);
+  const int device = cuda_device_of({&c.k, &c.v, &c.k_out, &c.v_out, &c.loc, &c.k_scale, &c.v_scale});
+  const DeviceScope scope(device);
+  const cudaStream_t stream = stream_of(device);
+  const auto start = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < calls; ++i) check(kvcast::downcast<kvcast::e4m3, kvcast::Arithmetic::input_precision>(a, stream), "downcast_fp8");
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 // ---- The read. ----------------------------------------------------------------------------
@@ -436,12 +461,13 @@ void check_read_tensors(const ReadCall& c) {
 template <class Format, class T>
 void run_read(const ReadCall& c) {
   const kvcast::UpcastArgs<T> a = read_args<T>(c);
-  kvcast::detail::ReadPlan plan;
+  kvcast::detail::ReadPlan plan;  // upcast()'s own steps: validated once, before the device checks
   check(kvcast::make_read_plan(a, plan), "read");
   const int device = cuda_device_of({&c.k_cache, &c.v_cache, &c.k, &c.v, &c.loc, &c.block_table, &c.cu_seq_lens, &c.seq_starts,
                                      &c.k_scale, &c.v_scale, &c.k_heads, &c.v_heads, &c.k_scales, &c.v_scales});
+  if (plan.num_segments == 0) return;
   const DeviceScope scope(device);
-  check(kvcast::upcast<Format>(a, stream_of(device)), "read");
+  check(kvcast::detail::dispatch_read<Format>(a, plan, stream_of(device)), "read");
 }
 
 template <class Format>
@@ -482,3 +508,4 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(write, write);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(read, read);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(downcast_fp8, downcast_fp8);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(version, version);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(_issue_seconds_downcast_fp8, issue_seconds_downcast_fp8);
