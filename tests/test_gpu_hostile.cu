@@ -1,13 +1,19 @@
 // GPU, hostile inputs: a seeded randomized property test over shapes, strides, alignments,
 // layouts, slots and numerics; edge values and edge scales; one call past 2^31 elements on both
-// sides; CUDA-graph replay with a changed scale; concurrent streams. Skipped without a GPU.
+// sides; CUDA-graph replay with a changed scale; concurrent streams; NVFP4's block quantizer on
+// the device against the host reference. Skipped without a GPU.
 //
 // Replay one property case: KVCAST_PROPERTY_SEED=<seed> ./kvcast_test_gpu_hostile --gtest_filter='Property.*'
 // More or fewer cases:      KVCAST_PROPERTY_CASES=<n>
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <numeric>
+#include <random>
+#include <vector>
+
+#include <kvcast/fp4.cuh>
 
 #include "gpu_harness.cuh"
 
@@ -440,3 +446,62 @@ TEST(Streams, ConcurrentDisjointCallsEqualOneCall) {
 }
 
 }  // namespace
+
+// ---- NVFP4's exact-mode block quantizer on the device (issue #17; its write comes later). ----
+
+namespace {
+__global__ void nvfp4_blocks(const float* x, const float* g, int blocks, kvcast::Nvfp4BlockCodes* out) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= blocks) return;
+  float v[16];
+  for (int i = 0; i < 16; ++i) v[i] = x[16 * b + i];
+  out[b] = kvcast::Nvfp4Quantizer(g[b]).block(v);
+}
+}  // namespace
+
+// Random and hostile blocks, each with its own global scale: the device's sf and codes equal
+// the host reference's (software E2M1 below sm_100, the hardware conversion from it), and every
+// output is written (poisoned before).
+TEST(Nvfp4Quantizer, DeviceEqualsTheReference) {
+  KVTEST_REQUIRE_GPU();
+  std::mt19937_64 rng(4004);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.0173f, 1e-3f, 300.0f, 1.0f / 448.0f, 0.7f, 1e-30f, 1e30f, 3e-39f};
+  constexpr int kBlocks = 1 << 16;
+  std::vector<float> x(16 * kBlocks), g(kBlocks);
+  for (int b = 0; b < kBlocks; ++b) {
+    const float magnitude = std::ldexp(1.0f, static_cast<int>(rng() % 120) - 60);
+    for (int i = 0; i < 16; ++i) {
+      float v = normal(rng) * magnitude;
+      switch (b % 8) {  // hostile blocks among the random ones
+        case 5: v = i == 3 ? NAN : v; break;
+        case 6: v = i == 7 ? -INFINITY : v; break;
+        case 7: v = (i % 2 ? -1.0f : 1.0f) * 1e-40f * static_cast<float>(i + 1); break;
+        default: break;
+      }
+      x[16 * b + i] = v;
+    }
+    g[b] = globals[rng() % (sizeof globals / sizeof globals[0])];
+  }
+  kvtest::DeviceBytes dx(x.size() * 4), dg(g.size() * 4), dout(kBlocks * sizeof(kvcast::Nvfp4BlockCodes));
+  ASSERT_TRUE(dx && dg && dout);
+  KVTEST_CUDA(cudaMemcpy(dx.get(), x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemcpy(dg.get(), g.data(), g.size() * 4, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemset(dout.get(), 0xA5, dout.size()));
+  nvfp4_blocks<<<kBlocks / 256, 256>>>(reinterpret_cast<const float*>(dx.get()), reinterpret_cast<const float*>(dg.get()), kBlocks,
+                                       reinterpret_cast<kvcast::Nvfp4BlockCodes*>(dout.get()));
+  KVTEST_CUDA(cudaGetLastError());
+  std::vector<kvcast::Nvfp4BlockCodes> got(kBlocks);
+  KVTEST_CUDA(cudaMemcpy(got.data(), dout.get(), dout.size(), cudaMemcpyDeviceToHost));
+  long long mismatches = 0;
+  for (int b = 0; b < kBlocks; ++b) {
+    float block[16];
+    std::copy(x.begin() + 16 * b, x.begin() + 16 * b + 16, block);
+    const kvcast::ref::Nvfp4Block want = kvcast::ref::nvfp4_quantize_block(block, g[b]);
+    std::uint8_t bytes[8];
+    std::memcpy(bytes, got[b].codes, sizeof bytes);
+    if ((got[b].sf != want.sf || std::memcmp(bytes, want.codes, 8) != 0) && mismatches++ < 5)
+      ADD_FAILURE() << "block " << b << " g " << g[b] << ": sf 0x" << std::hex << int{got[b].sf} << " want 0x" << int{want.sf};
+  }
+  EXPECT_EQ(mismatches, 0) << "of " << kBlocks << " blocks";
+}

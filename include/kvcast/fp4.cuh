@@ -12,7 +12,8 @@
 //!  - a value that rounds to zero keeps its sign (-0 is 0x8).
 //! The CPU tests check the software path for every fp16 and bf16 input divided by block scales
 //! across E4M3's range, against an oracle that picks the nearest of the 16 values (ties to the
-//! even code) and against cuda_fp4.h's host conversion.
+//! even code) and against cuda_fp4.h's host conversion. Below it, NVFP4's exact-mode block
+//! quantizer (issue #17), which the write's code policy will build on.
 #pragma once
 
 #if defined(__CUDACC_VER_MAJOR__) && (__CUDACC_VER_MAJOR__ < 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ < 8))
@@ -25,6 +26,7 @@
 #include <cstring>
 
 #include "config.hpp"
+#include "fp8.cuh"
 
 namespace kvcast {
 
@@ -72,5 +74,82 @@ KVCAST_HOST_DEVICE float e2m1_to_float(std::uint8_t code) {
   const float m = kMagnitudes[code & 0x7u];
   return (code & 0x8u) ? -m : m;
 }
+
+//! One NVFP4 block of 16 elements, packed: its 16 E2M1 codes as two words (element 2i in the low
+//! nibble of byte i, the first byte lowest) and its E4M3 block scale.
+struct Nvfp4BlockCodes {
+  std::uint32_t codes[2];
+  std::uint8_t sf;
+};
+
+//! NVFP4's exact mode (DESIGN.md §2; the host reference is ref::nvfp4_quantize_block), built
+//! once a thread from the per-tensor global scale `g` (finite, > 0: validated by the caller),
+//! then applied to blocks of 16 floats:
+//!
+//!     amax = max |x|                               (NaN propagates)
+//!     sf   = e4m3_rne_satfinite(amax / RN(6 * g))  (correctly rounded: __fdiv_rn)
+//!     q_i  = e2m1_rne_satfinite(x_i / RN(float(sf) * g))
+//!
+//! Each element's quotient comes from the block's reciprocal through detail::divide_fast,
+//! whose E2M1 code is that of the IEEE quotient for every input (E2M1's rounding boundaries,
+//! 0.25 to 5, are far inside the range where it is exact), or from __fdiv_rn where the block's
+//! divisor is outside its range. A block whose sf is zero gets zero codes with each input's
+//! sign; a NaN element makes sf NaN (0x7F) and every code of its block +6 (0x7).
+class Nvfp4Quantizer {
+ public:
+  KVCAST_HOST_DEVICE explicit Nvfp4Quantizer(float g) : g_(g), six_g_(detail::mul_rn(6.0f, g)) {}
+
+  KVCAST_HOST_DEVICE Nvfp4BlockCodes block(const float (&x)[16]) const {
+    // The largest magnitude by its bits: a NaN's are above every number's, so it propagates.
+    std::uint32_t amax_bits = 0;
+    KVCAST_UNROLL
+    for (int i = 0; i < 16; ++i) {
+      std::uint32_t bits;
+      memcpy(&bits, &x[i], sizeof bits);
+      bits &= 0x7fffffffu;
+      amax_bits = bits > amax_bits ? bits : amax_bits;
+    }
+    float amax;
+    memcpy(&amax, &amax_bits, sizeof amax);
+    Nvfp4BlockCodes out;
+    out.sf = float_to_fp8<e4m3>(detail::div_rn(amax, six_g_));
+    const float divisor = detail::mul_rn(fp8_to_float<e4m3>(out.sf), g_);
+    if (out.sf == 0) {
+      KVCAST_UNROLL
+      for (int w = 0; w < 2; ++w) {
+        std::uint32_t word = 0;
+        KVCAST_UNROLL
+        for (int i = 0; i < 8; ++i) {
+          std::uint32_t bits;
+          memcpy(&bits, &x[8 * w + i], sizeof bits);
+          word |= (bits >> 31) << (4 * i + 3);
+        }
+        out.codes[w] = word;
+      }
+      return out;
+    }
+    float q[16];
+    if (detail::scale_allows_fast_division(divisor)) {
+      const float inv = detail::rcp_rn(divisor);
+      KVCAST_UNROLL
+      for (int i = 0; i < 16; ++i) q[i] = detail::divide_fast(x[i], divisor, inv);
+    } else {
+      KVCAST_UNROLL
+      for (int i = 0; i < 16; ++i) q[i] = detail::div_rn(x[i], divisor);
+    }
+    KVCAST_UNROLL
+    for (int w = 0; w < 2; ++w) {
+      std::uint32_t word = 0;
+      KVCAST_UNROLL
+      for (int i = 0; i < 8; i += 2) word |= std::uint32_t{float2_to_e2m1x2(q[8 * w + i], q[8 * w + i + 1])} << (4 * i);
+      out.codes[w] = word;
+    }
+    return out;
+  }
+
+ private:
+  float g_;
+  float six_g_;
+};
 
 }  // namespace kvcast
