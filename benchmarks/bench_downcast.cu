@@ -58,6 +58,12 @@ constexpr int kMaxHeads = 64;      // per-head scale arrays
 // a slower path, which would flatter the row it is the roofline of (NOTES #16a).
 std::size_t copy_bytes(std::int64_t traffic) { return (static_cast<std::size_t>(traffic) / 2 + 15) / 16 * 16; }
 
+// baseline::copy_kernel over `bytes` bytes from `src` to `dst` (both 16-byte aligned).
+void launch_copy_kernel(const void* src, void* dst, std::size_t bytes, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((bytes / sizeof(int4) + 1 + 255) / 256);
+  baseline::copy_kernel<<<blocks, 256, 0, stream>>>(static_cast<const int4*>(src), static_cast<int4*>(dst), bytes);
+}
+
 // The (K, V) scale pairs of Gpu::scales; Shape::scale_pair indexes them; `name` tags the rows.
 struct ScalePair {
   float k, v;
@@ -345,13 +351,7 @@ struct Problem {
         if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
         break;
       }
-      case Variant::copy_kernel: {
-        const std::size_t bytes = static_cast<std::size_t>(traffic / 2);
-        const unsigned blocks = static_cast<unsigned>((bytes / sizeof(int4) + 1 + 255) / 256);
-        baseline::copy_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const int4*>(set.k),
-                                                          reinterpret_cast<int4*>(set.copy_dst), bytes);
-        break;
-      }
+      case Variant::copy_kernel: launch_copy_kernel(set.k, set.copy_dst, static_cast<std::size_t>(traffic / 2), stream); break;
       case Variant::rope_fused: {
         const kvcast::Status s = example::rope_then_write<kvcast::Fp8<Format>>(args(set), rope, stream);
         if (!s.ok()) std::fprintf(stderr, "rope_fused: %s\n", s.message()), std::abort();
@@ -585,10 +585,7 @@ struct ReadProblem {
       return;
     }
     if (variant == Variant::copy_kernel) {  // the same bytes by a plain kernel: a second roofline
-      const std::size_t bytes = copy_bytes(traffic);
-      const unsigned blocks = static_cast<unsigned>((bytes / sizeof(int4) + 1 + 255) / 256);
-      baseline::copy_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const int4*>(set.k_cache), reinterpret_cast<int4*>(set.copy_dst),
-                                                        bytes);
+      launch_copy_kernel(set.k_cache, set.copy_dst, copy_bytes(traffic), stream);
       return;
     }
     const kvcast::Status s = kvcast::upcast<Format>(args(set, variant), stream);

@@ -114,22 +114,12 @@ class Nvfp4Quantizer {
     Nvfp4BlockCodes out;
     out.sf = float_to_fp8<e4m3>(detail::div_rn(amax, six_g_));
     const float divisor = detail::mul_rn(fp8_to_float<e4m3>(out.sf), g_);
-    if (out.sf == 0) {
-      KVCAST_UNROLL
-      for (int w = 0; w < 2; ++w) {
-        std::uint32_t word = 0;
-        KVCAST_UNROLL
-        for (int i = 0; i < 8; ++i) {
-          std::uint32_t bits;
-          memcpy(&bits, &x[8 * w + i], sizeof bits);
-          word |= (bits >> 31) << (4 * i + 3);
-        }
-        out.codes[w] = word;
-      }
-      return out;
-    }
     float q[16];
-    if (detail::scale_allows_fast_division(divisor)) {
+    if (out.sf == 0) {
+      // A zero block: ±0 with each input's sign (its elements are finite), coded 0x0 or 0x8.
+      KVCAST_UNROLL
+      for (int i = 0; i < 16; ++i) q[i] = detail::mul_rn(0.0f, x[i]);
+    } else if (detail::scale_allows_fast_division(divisor)) {
       const float inv = detail::rcp_rn(divisor);
       KVCAST_UNROLL
       for (int i = 0; i < 16; ++i) q[i] = detail::divide_fast(x[i], divisor, inv);

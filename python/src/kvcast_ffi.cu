@@ -341,16 +341,22 @@ void write(Maybe k, Maybe v, Maybe k_out, Maybe v_out, Maybe loc, std::int64_t m
   write_call(c, "write");
 }
 
-// SGLang's downcast_fp8: its arguments, its numerics (input precision, E4M3), scales in device
-// memory; but the bounds check on, from k_out's row count.
-void downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out, TensorView k_scale, TensorView v_scale,
-                  TensorView loc, std::int64_t mult, std::int64_t offset) {
+// SGLang's downcast_fp8 as a write: its arguments, its numerics (input precision, E4M3), scales
+// in device memory.
+WriteCall drop_in_call(TensorView k, TensorView v, TensorView k_out, TensorView v_out, TensorView k_scale, TensorView v_scale,
+                       TensorView loc, std::int64_t mult, std::int64_t offset) {
   WriteCall c;
   c.k = view("k", k), c.v = view("v", v), c.k_out = view("k_out", k_out), c.v_out = view("v_out", v_out), c.loc = view("loc", loc);
   c.k_scale = view("k_scale", k_scale), c.v_scale = view("v_scale", v_scale);
   c.mult = mult, c.offset = offset;
   c.format = "e4m3", c.arithmetic = "input_precision", c.layout = "flat", c.scale_kind = "per_tensor";
-  write_call(c, "downcast_fp8");
+  return c;
+}
+
+// SGLang's downcast_fp8, with the bounds check on, from k_out's row count.
+void downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out, TensorView k_scale, TensorView v_scale,
+                  TensorView loc, std::int64_t mult, std::int64_t offset) {
+  write_call(drop_in_call(k, v, k_out, v_out, k_scale, v_scale, loc, mult, offset), "downcast_fp8");
 }
 
 // The host seconds to issue `calls` launches of downcast_fp8's C++ call, kvcast::downcast with
@@ -358,10 +364,7 @@ void downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out
 // Python call against it.
 double issue_seconds_downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out, TensorView k_scale,
                                   TensorView v_scale, TensorView loc, std::int64_t calls) {
-  WriteCall c;
-  c.k = view("k", k), c.v = view("v", v), c.k_out = view("k_out", k_out), c.v_out = view("v_out", v_out), c.loc = view("loc", loc);
-  c.k_scale = view("k_scale", k_scale), c.v_scale = view("v_scale", v_scale);
-  c.format = "e4m3", c.arithmetic = "input_precision", c.layout = "flat", c.scale_kind = "per_tensor";
+  const WriteCall c = drop_in_call(k, v, k_out, v_out, k_scale, v_scale, loc, 1, 0);
   check_write_tensors(c);
   if (element_of(*c.k) != Elem::bf16) fail("k: the baseline times bfloat16 inputs");
   const kvcast::DowncastArgs<__nv_bfloat16> a = write_args<__nv_bfloat16>(c);
