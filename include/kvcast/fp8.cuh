@@ -456,8 +456,15 @@ KVCAST_HOST_DEVICE void store_codes_of_two(const Quantizer<T, Format, Arithmetic
   store(0, qa.template bracketed<N, true>(a, differ_a));
   store(1, qb.template bracketed<N, true>(b, differ_b));
   if ((differ_a | differ_b) != 0) {
-    if (differ_a != 0) store(0, qa.template exact<N, true>(a));
-    if (differ_b != 0) store(1, qb.template exact<N, true>(b));
+    // 8-wide vectors (calls of 2^18..2^21 elements) by a call: in line, their hot-L2 calls ran
+    // slower (NOTES #19c); 4-wide ones (decode) in line.
+    if constexpr (N >= 8) {
+      if (differ_a != 0) store(0, detail::exact_codes_out_of_line<T, Format, N>(a, qa.scale()));
+      if (differ_b != 0) store(1, detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale()));
+    } else {
+      if (differ_a != 0) store(0, qa.template exact<N, true>(a));
+      if (differ_b != 0) store(1, qb.template exact<N, true>(b));
+    }
   }
 }
 
