@@ -539,6 +539,10 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
     EXPECT_GE(ctas * groups, p.num_segments) << i;
     EXPECT_GE(c.chunks() << c.log2_group, items(p)) << i;
     EXPECT_LE(c.grid_y, kvcast::detail::kMaxGridY) << i;
+    if (c.access == Access::vector && p.elements > kvcast::detail::tuning::kFewIdleAbove) {  // few idle threads
+      const std::int64_t n = items(p), g = std::int64_t{1} << c.log2_group;
+      EXPECT_LE(((n + g - 1) / g * g - n) * kvcast::detail::tuning::kIdleShare, n) << i;
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <kvcast/fp8.cuh>
+#include <kvcast/policy.cuh>
 #include <kvcast/reference.hpp>
 
 #include <algorithm>
@@ -618,6 +619,60 @@ std::vector<std::uint32_t> shuffled_16bit() {
 
 TEST(StraddleResolution, EveryHalfInputOverTypedScales) { check_typed_scales<__half>(shuffled_16bit(), "f16 "); }
 TEST(StraddleResolution, EveryBf16InputOverTypedScales) { check_typed_scales<__nv_bfloat16>(shuffled_16bit(), "bf16"); }
+
+// Per-(token, head) codes (QuotientQuantizer: divide_fast without the clamp, which is the
+// identity below 2^80, with the reciprocal hoisted): every input of a 16-bit type up to a row
+// maximum, with the scale the kernel computes from that maximum (PerTokenHeadScale::scale_of,
+// min_scale 1e-6 and one below every quotient), against the reference's IEEE division. Row
+// maxima: every 127th magnitude of the type and the edges (the smallest subnormals, powers of
+// two, the largest finite value); the smallest give subnormal scales (the __fdiv_rn path).
+template <class T, class Format>
+void check_quotient_codes(float min_scale) {
+  const kvcast::DType dtype = kvcast::dtype_of<T>::value;
+  const std::uint32_t finite_end = dtype == kvcast::DType::bf16 ? 0x7F80u : 0x7C00u;  // +inf's bits
+  std::vector<std::uint32_t> maxima;
+  for (std::uint32_t m = 1; m < finite_end; m += 127) maxima.push_back(m);
+  for (std::uint32_t m : {0x0001u, 0x0002u, 0x0400u, 0x3C00u, 0x3F80u, 0x4000u, finite_end - 1}) maxima.push_back(m);
+  long long checked = 0, wrong = 0;
+  std::string first;
+  for (std::uint32_t m : maxima) {
+    const float amax = kvcast::to_float(from_bits<T>(m));
+    const float scale = kvcast::PerTokenHeadScale::scale_of<Format>(amax, min_scale);
+    const kvcast::QuotientQuantizer<T, Format> q(scale);
+    // Every input of magnitude up to m, both signs, two a vector.
+    for (std::uint32_t x = 0; x <= m; ++x)
+      for (std::uint32_t sign : {0u, 0x8000u}) {
+        kvcast::AlignedVector<T, 2> in;
+        in[0] = from_bits<T>(x | sign);
+        in[1] = from_bits<T>(m ^ sign);  // the row maximum itself, opposite sign
+        const auto codes = q.template codes<2>(in);
+        for (int j = 0; j < 2; ++j) {
+          const std::uint32_t b = j == 0 ? (x | sign) : (m ^ sign);
+          const unsigned got = (codes[0] >> (8 * j)) & 0xFF;
+          const unsigned want = kvcast::ref::quantize<Format, Arithmetic::fp32>(dtype, b, scale);
+          ++checked;
+          if (got != want && wrong++ == 0) {
+            char buf[160];
+            std::snprintf(buf, sizeof buf, "input 0x%04x row max 0x%04x scale %a -> 0x%02x, reference 0x%02x", b, m, scale, got, want);
+            first = buf;
+          }
+        }
+      }
+  }
+  EXPECT_EQ(wrong, 0) << first;
+  EXPECT_GT(checked, 10000000);
+}
+
+TEST(QuotientQuantizer, EveryBf16InputUpToItsRowMaximum) {
+  check_quotient_codes<__nv_bfloat16, kvcast::e4m3>(1e-6f);
+  check_quotient_codes<__nv_bfloat16, kvcast::e5m2>(1e-6f);
+  check_quotient_codes<__nv_bfloat16, kvcast::e4m3>(0x1p-149f);
+}
+TEST(QuotientQuantizer, EveryHalfInputUpToItsRowMaximum) {
+  check_quotient_codes<__half, kvcast::e4m3>(1e-6f);
+  check_quotient_codes<__half, kvcast::e5m2>(1e-6f);
+  check_quotient_codes<__half, kvcast::e4m3>(0x1p-149f);
+}
 
 // fp32 inputs: every fp8 value and midpoint of both formats times each scale, with 16 ulps
 // either side (the quotients that straddle), and random normals: 4.6 million inputs a scale.

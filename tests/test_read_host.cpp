@@ -242,13 +242,13 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
       if (a.num_tokens > 1) {
         EXPECT_EQ(plan.out_token_stride * 2 % store, 0);
       }
-      // The group leaves at most 1/kReadIdleShare of the segment's threads idle, and is the
+      // The group leaves at most 1/kIdleShare of the segment's threads idle, and is the
       // widest such power of two (up to the CTA).
       const std::int64_t items = plan.seg_len / v;
       const auto idle = [&](std::int64_t g) { return (items + g - 1) / g * g - items; };
-      EXPECT_LE(idle(group) * kvcast::detail::tuning::kReadIdleShare, items) << "items " << items << " group " << group;
+      EXPECT_LE(idle(group) * kvcast::detail::tuning::kIdleShare, items) << "items " << items << " group " << group;
       if (2 * group <= std::min<std::int64_t>(std::int64_t{1} << kvcast::detail::log2_ceil(items), kvcast::detail::kBlockSize)) {
-        EXPECT_GT(idle(2 * group) * kvcast::detail::tuning::kReadIdleShare, items) << "items " << items << " group " << group;
+        EXPECT_GT(idle(2 * group) * kvcast::detail::tuning::kIdleShare, items) << "items " << items << " group " << group;
       }
     } else {
       EXPECT_GE(c.log2_group, 5);  // interleaved: at least a warp

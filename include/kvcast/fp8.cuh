@@ -186,6 +186,14 @@ KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) {
   const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
 }
+//! divide_fast without the clamp, for an x known to be finite and below 2^80 in magnitude
+//! (QuotientQuantizer's). @pre scale_allows_fast_division(b), |x| < 2^80.
+KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) {
+  const float q0 = mul_rn(x, y);
+  const float q1 = fma_rn(fma_rn(-q0, b, x), y, q0);
+  const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
+}
 
 // Vectors in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
 // at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20)) and above =
@@ -256,6 +264,32 @@ KVCAST_HOST_DEVICE BracketCodes bracket_codes(float x0, float x1, float below, f
 
 template <class T, class Format, int N>
 KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_line(AlignedVector<T, N> in, float scale);
+
+//! The codes of N elements (N even) from each element's own quotient RN(x / b), packed: where
+//! `fast` (scale_allows_fast_division(b)), divide_fast with the reciprocal `inverse()` (called
+//! there, so that its instructions sit behind that branch), or, `Bounded`, without the clamp
+//! (every x finite and below 2^80); elsewhere __fdiv_rn. PairWords: as for Quantizer::bracketed.
+template <class Format, bool PairWords, bool Bounded, class T, int N, class Inverse>
+KVCAST_HOST_DEVICE typename PackedCodes<N>::type quotient_codes(const AlignedVector<T, N>& in, float b, bool fast, Inverse inverse) {
+  typename PackedCodes<N>::type out;
+  float q[N];  // the scale's range is checked once for the vector, not per element
+  KVCAST_UNROLL
+  for (int i = 0; i < N; i += 2) {
+    const float2 x = pair_to_float2<PairWords>(in[i], in[i + 1]);
+    q[i] = x.x, q[i + 1] = x.y;
+  }
+  if (fast) {
+    const float y = inverse();
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) q[i] = Bounded ? divide_fast_bounded(q[i], b, y) : divide_fast(q[i], b, y);
+  } else {
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) q[i] = div_rn(q[i], b);
+  }
+  KVCAST_UNROLL
+  for (int i = 0; i < N; i += 2) put_pair<N>(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
+  return out;
+}
 }  // namespace detail
 
 template <class T, class Format>
@@ -323,26 +357,10 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   //! packed. PairWords: as for bracketed().
   template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type exact(const AlignedVector<T, N>& in) const {
-    typename detail::PackedCodes<N>::type out;
-    float q[N];  // the scale's range is checked once for the vector, not per element
-    KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) {
-      const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
-      q[i] = x.x, q[i + 1] = x.y;
-    }
-    if (fast_) {
-      // The reciprocal here, not the member: where this path sits behind a rare branch, its
-      // instructions stay there too, off the path every vector takes.
-      const float inv = detail::rcp_rn(scale_);
-      KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) q[i] = detail::divide_fast(q[i], scale_, inv);
-    } else {
-      KVCAST_UNROLL
-      for (int i = 0; i < N; ++i) q[i] = detail::div_rn(q[i], scale_);
-    }
-    KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) detail::put_pair<N>(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
-    return out;
+    // The reciprocal computed here, not the member: where this path sits behind a rare branch,
+    // its instructions stay there too, off the path every vector takes.
+    const float scale = scale_;
+    return detail::quotient_codes<Format, PairWords, false>(in, scale, fast_, [scale] { return detail::rcp_rn(scale); });
   }
 
   KVCAST_HOST_DEVICE float scale() const { return scale_; }
@@ -423,6 +441,33 @@ KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_lin
   return Quantizer<T, Format, Arithmetic::fp32>(scale).exact(in);
 }
 }  // namespace detail
+
+//! fp32 mode's codes of a vector from each element's own quotient, as Quantizer::exact gives
+//! them, for a scale computed from the elements it divides (PerTokenHeadScale: scale >=
+//! RN(amax / fp8_max) >= amax / (fp8_max * (1 + 2^-23)), so in the fast range, scale <= 2^40,
+//! every |x| <= amax is finite and below 2^80): the reciprocal once a thread, no clamp and no
+//! bracket, which Quantizer builds for the scales that rarely straddle. Outside the fast range
+//! (a subnormal, huge, infinite or NaN scale) each element takes __fdiv_rn.
+//! @pre every x converted is finite with |x| < 2^80 when the scale is in the fast range.
+template <class T, class Format>
+class QuotientQuantizer {
+ public:
+  KVCAST_HOST_DEVICE explicit QuotientQuantizer(float scale)
+      : scale_(scale), inv_(detail::rcp_rn(scale)), fast_(detail::scale_allows_fast_division(scale)) {}
+
+  //! The codes of N elements (N even), packed. PairWords: as for Quantizer::bracketed.
+  template <int N, bool PairWords = false>
+  KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
+    const float inv = inv_;
+    return detail::quotient_codes<Format, PairWords, true>(in, scale_, fast_, [inv] { return inv; });
+  }
+  KVCAST_HOST_DEVICE float scale() const { return scale_; }
+
+ private:
+  float scale_;
+  float inv_;
+  bool fast_;
+};
 
 //! The codes of a whole vector (N even), packed (detail::PackedCodes): what the kernel
 //! stores, two elements per conversion. PairWords: `in` was loaded as whole words, and fp32

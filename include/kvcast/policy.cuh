@@ -32,8 +32,9 @@ namespace kvcast {
 //!                           where a rare slow path goes (in line, or a call)
 //!     bytes(q, vec)      -> the same codes, one byte each (stored element by element)
 //!     code(q, x)         -> one element's code (a segment's partial last vector)
-//!     exact(q, vec)      -> packed codes from each element's own quotient, no bracket: for
-//!                           scales that put many quotients on rounding boundaries (computed ones)
+//!     exact(qq, vec)     -> packed codes from each element's own quotient, no bracket: for
+//!                           scales computed from the elements (many quotients on rounding
+//!                           boundaries), with a QuotientQuantizer<T> qq
 //!     kBothAtOnce<N>     -> whether K's and V's vectors of N are best converted together,
 //!     store_both(...)       and how (bracketed codes stored first, exact ones over them)
 //!
@@ -45,6 +46,9 @@ struct Fp8 {
   static constexpr Arithmetic kMode = Mode;
   template <class T>
   using Quantizer = kvcast::Quantizer<T, Format, Mode>;
+  //! For computed scales (fp32 mode): every element from its own quotient (exact).
+  template <class T>
+  using QuotientQuantizer = kvcast::QuotientQuantizer<T, Format>;
 
   //! Whole vectors loaded as words (PairWords: fp32 mode takes a bf16 pair's floats from its word;
   //! ExactInLine: where fp32 mode redoes a vector whose bracket straddles, Quantizer::codes).
@@ -60,14 +64,14 @@ struct Fp8 {
   KVCAST_HOST_DEVICE static std::uint8_t code(const Quantizer<T>& q, T x) {
     return q(x);
   }
-  //! fp32 mode's codes of every element from its quotient (Quantizer::exact): no bracket, so no
+  //! fp32 mode's codes of every element from its quotient (QuotientQuantizer): no bracket, so no
   //! vector redone. A per-(token, head) scale, amax / fp8_max, puts about one 16-element vector
   //! in 17 on a rounding boundary (the ratio of two bf16 significands times 448 is often an
   //! fp8 midpoint), and a warp waits for any of its threads that redo a vector.
   template <class T, int N>
-  KVCAST_HOST_DEVICE static typename detail::PackedCodes<N>::type exact(const Quantizer<T>& q, const AlignedVector<T, N>& in) {
+  KVCAST_HOST_DEVICE static typename detail::PackedCodes<N>::type exact(const QuotientQuantizer<T>& q, const AlignedVector<T, N>& in) {
     static_assert(Mode == Arithmetic::fp32, "Fp8::exact: fp32 mode's quotients.");
-    return q.template exact<N>(in);
+    return q.template codes<N>(in);
   }
 
   //! fp32 mode's vectors of up to 8 elements: K's and V's codes bracketed together, each stored

@@ -118,20 +118,29 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
   }
 }
 
-//! `*k_amax = max(*k_amax, max of seen.k over the CTA)` (likewise V; a null pointer skips its
-//! tensor). Every thread of the CTA calls it; each warp adds its own maximum with one atomic,
-//! no barrier. `skip_smaller`: a warp whose maximum is not above the value its SM last read
-//! (a load cached in L1) adds nothing. The value only grows, so a stale read is never above the
-//! true one and can only cost an atomic that was not needed; in a large grid, after its first
-//! warps, almost no warp adds one, where thousands of atomics on one address would queue.
-KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, bool skip_smaller) {
+//! What a warp's maxima must exceed to be added (float bits, lane 0 K's, lane 1 V's): with
+//! `skip_smaller`, the value of the amax output as this SM last read it (a load cached in L1),
+//! else 0. Issued with the thread's other loads, so that the decision costs no trip of its own.
+KVCAST_DEVICE SeenMax amax_floor(const float* k_amax, const float* v_amax, bool skip_smaller) {
+  SeenMax floor;
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  if (skip_smaller && lane == 0 && k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
+  if (skip_smaller && lane == 1 && v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
+  return floor;
+}
+
+//! `*k_amax = max(*k_amax, max of seen.k over the warp)` (likewise V; a null pointer skips its
+//! tensor), one atomic a warp and tensor, no barrier, and none for a maximum not above `floor`
+//! (amax_floor). The value only grows, so a stale floor is never above the true one and can
+//! only cost an atomic that was not needed; in a large grid, after its first warps, almost no
+//! warp adds one, where thousands of atomics on one address would queue. Every lane of the warp
+//! calls it.
+KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor) {
   seen.k = warp_max(seen.k);
   seen.v = warp_max(seen.v);
   const std::uint32_t lane = threadIdx.x % kLanes;
-  auto* k_bits = reinterpret_cast<unsigned int*>(k_amax);
-  auto* v_bits = reinterpret_cast<unsigned int*>(v_amax);
-  if (lane == 0 && k_bits && (!skip_smaller || seen.k > __ldca(k_bits))) atomicMax(k_bits, seen.k);
-  if (lane == 1 && v_bits && (!skip_smaller || seen.v > __ldca(v_bits))) atomicMax(v_bits, seen.v);
+  if (lane == 0 && k_amax && seen.k > floor.k) atomicMax(reinterpret_cast<unsigned int*>(k_amax), seen.k);
+  if (lane == 1 && v_amax && seen.v > floor.v) atomicMax(reinterpret_cast<unsigned int*>(v_amax), seen.v);
 }
 
 }  // namespace detail

@@ -495,6 +495,17 @@ bool outputs_allow(const DowncastArgs<T>& a, const Plan& plan, std::int64_t byte
          (plan.out.block_size == 1 || plan.out.token_stride % bytes == 0) && (!heads_apart || plan.out.head_stride % bytes == 0);
 }
 
+//! The log2 of the group of threads that walks a chunk of a segment of `items` whole vectors: the
+//! widest power of two up to kBlockSize that leaves at most 1/tuning::kIdleShare of the
+//! segment's threads without a vector in its last chunk (a 576-element row of 36 vectors takes
+//! groups of 4 over 9 chunks, not one of 64 with 28 idle).
+inline int vector_group_log2(std::int64_t items) {
+  int lg = std::min(log2_ceil(items), log2_ceil(kBlockSize));
+  const auto idle = [&](int g) { return ((items + (std::int64_t{1} << g) - 1) >> g << g) - items; };
+  while (lg > 0 && idle(lg) * tuning::kIdleShare > items) --lg;
+  return lg;
+}
+
 //! The kernel for a validated call (check_args), from the tuning table. The widest vector the
 //! call's size and `mode` allow that every pointer and every stride a vector start depends on
 //! allows too; where none does, one element an access, the warp's lanes interleaved.
@@ -555,7 +566,11 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   // shorter than a warp's kLanes * vec elements spreads over all its lanes, fewer elements each.
   const std::int64_t items = (plan.seg_len + c.vec - 1) / c.vec;
   c.log2_group = std::min(log2_ceil(items), log2_ceil(kBlockSize));
-  if (c.access == tile::Access::interleaved) c.log2_group = std::max(c.log2_group, log2_ceil(kLanes));
+  if (c.access == tile::Access::interleaved) {
+    c.log2_group = std::max(c.log2_group, log2_ceil(kLanes));
+  } else if (!reduced && plan.elements > tuning::kFewIdleAbove) {
+    c.log2_group = vector_group_log2(items);  // a row-head reduced for its scale stays one chunk
+  }
   const std::int64_t chunks = (items + (std::int64_t{1} << c.log2_group) - 1) >> c.log2_group;
   const std::int64_t groups_per_cta = std::int64_t{kBlockSize} >> c.log2_group;
   const std::int64_t ctas = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;

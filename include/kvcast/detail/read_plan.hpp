@@ -236,16 +236,10 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   }
   // A group of 2^log2_group threads walks a chunk of a segment, a vector each (interleaved: at
   // least a warp); a CTA holds kBlockSize >> log2_group groups; grid x the CTAs of segments,
-  // y the chunks of a segment. The group is the widest that leaves at most
-  // 1/tuning::kReadIdleShare of the segment's threads idle in its last chunk.
+  // y the chunks of a segment (vector_group_log2: few idle threads).
   const std::int64_t items = (plan.seg_len + c.vec - 1) / c.vec;
-  c.log2_group = std::min(log2_ceil(items), log2_ceil(kBlockSize));
-  if (c.access == tile::Access::interleaved) {
-    c.log2_group = std::max(c.log2_group, log2_ceil(kLanes));
-  } else {
-    const auto idle = [&](int lg) { return ((items + (std::int64_t{1} << lg) - 1) >> lg << lg) - items; };
-    while (c.log2_group > 0 && idle(c.log2_group) * tuning::kReadIdleShare > items) --c.log2_group;
-  }
+  c.log2_group = c.access == tile::Access::interleaved ? std::max(std::min(log2_ceil(items), log2_ceil(kBlockSize)), log2_ceil(kLanes))
+                                                        : vector_group_log2(items);
   const std::int64_t groups_per_cta = std::int64_t{kBlockSize} >> c.log2_group;
   c.grid_x = (plan.num_segments + groups_per_cta - 1) / groups_per_cta;
   c.grid_y = (items + (std::int64_t{1} << c.log2_group) - 1) >> c.log2_group;

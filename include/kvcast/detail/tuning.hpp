@@ -68,10 +68,14 @@ constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
 //! codes a thread (two 16-byte loads) ran 0.63-0.72x as fast on 8x128 rows (NOTES #16a).
 constexpr int kReadVectors[] = {16, 4};
 
-//! The read's thread groups (a power of two a chunk of a segment) leave at most 1/kReadIdleShare
-//! of a segment's threads without a vector: a 576-code row of 36 vectors takes groups of 4 over
-//! 9 chunks, not one of 64 with 28 idle (NOTES #16a).
-constexpr std::int64_t kReadIdleShare = 16;
+//! Thread groups (a power of two a chunk of a segment, vector kernels) leave at most
+//! 1/kIdleShare of a segment's threads without a vector: the read's (NOTES #16a) and the write's
+//! (NOTES #15g) rows of 576 take groups of 4 over 9 chunks, not one of 64 with 28 idle.
+constexpr std::int64_t kIdleShare = 16;
+//! The write sizes its groups so only in calls above this many elements a tensor: smaller ones
+//! are latency, and one group a segment, idle threads and all, finishes sooner than a segment cut
+//! over several CTAs (NOTES #15g: 1-16 tokens of 576 ran 0.94-0.98x as fast cut in 9).
+constexpr std::int64_t kFewIdleAbove = std::int64_t{1} << 18;
 
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.

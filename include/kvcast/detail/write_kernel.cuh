@@ -13,8 +13,8 @@
 //!   store    (tile::Memory)    at the row's place, as the layout policy gives it (and a
 //!                              computed scale at its own)
 //!
-//! and, where the call asks for amax, at the end a reduction over each warp and one atomic a
-//! warp and tensor (where it raises the value, in large grids).
+//! and, where the call asks for amax, before the conversion a reduction over each warp and one
+//! atomic a warp and tensor (where it raises the value, in large grids).
 //!
 //! Every load is issued before any is used, so that a decode step pays one memory latency.
 #pragma once
@@ -180,10 +180,10 @@ KVCAST_DEVICE void pdl_wait_then_release() {
 
 //! Converts and stores a thread's Vec elements, as tile::Memory::load placed them: a whole
 //! vector as its packed codes (one access), interleaved ones a byte each. `Exact`: each code
-//! from its element's own quotient (the code policy's `exact`, for computed scales).
-template <class Codes, tile::Access A, bool Exact, class T, int Vec>
-KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const typename Codes::template Quantizer<T>& q,
-                               const AlignedVector<T, Vec>& v) {
+//! from its element's own quotient (the code policy's `exact`, for computed scales; `q` is then
+//! its QuotientQuantizer).
+template <class Codes, tile::Access A, bool Exact, class T, int Vec, class Q>
+KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const Q& q, const AlignedVector<T, Vec>& v) {
   if constexpr (Exact) {
     const typename PackedCodes<Vec>::type codes = Codes::exact(q, v);
     if constexpr (A == tile::Access::vector) {
@@ -195,7 +195,8 @@ KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end
       tile::Memory<std::uint32_t>::store_interleaved(dst, end, bytes);
     }
   } else if constexpr (A == tile::Access::vector) {
-    tile::Memory<std::uint32_t>::store_vector(dst, Codes::packed(q, v));
+    // Loaded whole: each pair is one word (PairWords), so its elements are never taken apart.
+    tile::Memory<std::uint32_t>::store_vector(dst, Codes::template packed<true>(q, v));
   } else {
     tile::Memory<std::uint32_t>::store_interleaved(dst, end, Codes::bytes(q, v));
   }
@@ -224,9 +225,9 @@ KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_
 //! `by * group + rank` (tile::Memory), Vec elements laid out as `A` says. The tail of a segment
 //! whose length Vec does not divide goes element by element, out of line. A scale computed
 //! from the row-head (Scales::kFromRowHead) has the planner make each segment one row-head in
-//! one chunk of whole vectors. `seen` gathers the magnitudes for the amax output (Scales::kAmax).
+//! one chunk of whole vectors.
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
-KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by, SeenMax& seen) {
+KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
   using Walk = tile::Memory<std::uint32_t>;
   // 2^(log2(kBlockSize) - log2_group) segments a CTA. No sum here can wrap: segments < 2^31,
   // and a CTA's count past the last segment is below kBlockSize.
@@ -237,16 +238,21 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const std::uint32_t item = group.index(by);                             // this thread's vector in the segment
   const std::uint32_t first = group.template first_element<A, Vec>(by);  // its first element
   // Past the last segment or the row's end, a thread has nothing to write; but a row-head's
-  // scale needs every thread of its group (and of the CTA: the reduction may cross warps), so
-  // there it stays until the scale is known.
+  // scale needs every thread of its group (and of the CTA: the reduction may cross warps), and
+  // the amax output every lane of its warp, so there it stays until those are done. The amax
+  // output is a uniform branch: the call asks for it or not.
   constexpr bool kReduces = Scales::kFromRowHead;
+  bool amax = false;
+  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
   const bool active = seg < p.num_segments && first < p.seg_len;
-  if (!kReduces && !active) return;
+  const bool stays = kReduces || amax;
+  if (!stays && !active) return;
+  if (!kReduces && amax && __all_sync(0xffffffffu, !active)) return;  // a warp with nothing to write adds nothing
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
 
   // locate
   std::uint32_t token, head;
-  Rows::locate(p, kReduces && !active ? 0u : seg, token, head);
+  Rows::locate(p, stays && !active ? 0u : seg, token, head);
   const bool has_k = Rows::has_k(p);
   const bool has_v = Rows::has_v(p);
 
@@ -266,13 +272,17 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   if (full && has_v) Walk::template load<A>(v_in, end, v_vec);
   const std::int64_t slot = load_slot(p, token);
   const std::int64_t out_in_row = Rows::out_offset_in_row(p, head, first);
-
-  // scale: loaded, or computed from the row-head's amax, which all its threads reduce
+  // A loaded scale goes out with the other loads: issued after code that waits for them (the
+  // amax output's), it would cost a second memory latency.
   float2 scales;
-  // The amax output (a uniform branch: the call asks for it or not). Only tokens with a slot
-  // count; out-of-range rows do (they were real inputs).
-  bool amax = false;
-  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+  if constexpr (!kReduces) scales = Scales::load(p.scales, token, head);
+  SeenMax seen, floor;
+  if constexpr (Scales::kAmax) {
+    if (amax) floor = amax_floor(p.scales.amax.k, p.scales.amax.v, p.scales.amax.skip_smaller != 0);
+  }
+
+  // scale: computed from the row-head's amax, which all its threads reduce. The amax output:
+  // only tokens with a slot count; out-of-range rows do (they were real inputs).
   if (amax && full && slot >= 0) {
     seen.k = has_k ? abs_max_bits(k_vec) : 0u;
     seen.v = has_v ? abs_max_bits(v_vec) : 0u;
@@ -282,14 +292,18 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
     std::uint32_t v_max = full && has_v ? abs_max_bits(v_vec) : 0u;
     group_max(k_max, v_max, lg);
     scales = Scales::template from_amax<typename Codes::format>(p.scales, k_max, v_max);
-    if (!active) return;
   } else {
-    scales = Scales::load(p.scales, token, head);
     if (amax && active && !full && slot >= 0) {  // the partial last vector
       seen.k = has_k ? abs_max_bits(k_in, end) : 0u;
       seen.v = has_v ? abs_max_bits(v_in, end) : 0u;
     }
   }
+  // The amax output's atomics go out now, before the conversion, so that their trip to L2
+  // overlaps the stores instead of following them.
+  if constexpr (Scales::kAmax) {
+    if (amax) warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor);
+  }
+  if (!active) return;
 
   // resolve
   std::int64_t row, row_start;
@@ -305,6 +319,13 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
     write_tail<T, Codes>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end, scales.x, scales.y);
     return;
   }
+  if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact)
+    const typename Codes::template QuotientQuantizer<T> qk(scales.x);
+    const typename Codes::template QuotientQuantizer<T> qv(scales.y);
+    if (has_k) store_codes<Codes, A, true>(k_out, end, qk, k_vec);
+    if (has_v) store_codes<Codes, A, true>(v_out, end, qv, v_vec);
+    return;
+  }
   const typename Codes::template Quantizer<T> qk(scales.x);
   const typename Codes::template Quantizer<T> qv(scales.y);
   if constexpr (A == tile::Access::vector && Rows::kBothTensors && Codes::template kBothAtOnce<Vec>) {
@@ -314,13 +335,11 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
     return;
   }
   // One tensor after the other, so that K's registers are free before V's conversion needs them.
-  // Computed scales take each element's own quotient (Fp8::exact).
-  if (has_k) store_codes<Codes, A, kReduces>(k_out, end, qk, k_vec);
-  if (has_v) store_codes<Codes, A, kReduces>(v_out, end, qv, v_vec);
+  if (has_k) store_codes<Codes, A, false>(k_out, end, qk, k_vec);
+  if (has_v) store_codes<Codes, A, false>(v_out, end, qv, v_vec);
 }
 
-//! The write kernel: write_chunk for the CTA's place in the grid, then the amax output's
-//! reduction where the call asks for it.
+//! The write kernel: write_chunk for the CTA's place in the grid.
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
 __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
   static_assert(Vec >= 2 && Vec * sizeof(T) <= kMaxVectorBytes, "write_kernel: a vector holds 2 elements up to 32 bytes of input.");
@@ -330,12 +349,7 @@ __global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant
   constexpr bool kMayTakeChunksFirst =
       Vec * sizeof(T) >= kChunksFirstMinVectorBytes && !(Rows::kBothTensors && A == tile::Access::interleaved);
   const bool chunks_first = kMayTakeChunksFirst && p.chunks_first != 0;
-  SeenMax seen;
-  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y, seen);
-  if constexpr (Scales::kAmax) {
-    const AmaxOutput& amax = p.scales.amax;
-    if (amax.k != nullptr || amax.v != nullptr) warp_maxima_into(seen, amax.k, amax.v, amax.skip_smaller != 0);
-  }
+  write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
 }
 
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
