@@ -208,19 +208,29 @@ READ_TAGS = ("read_slots", "read_pages")
 POOL_TAGS = ("pool_live1", "pool_live5", "pool_live20", "pool_all")
 
 
+def read_roof_us(s, key):
+    """A read row's roofline: the faster of its own cudaMemcpy of the same bytes and, where the run
+    has one (cold rows), a plain copy kernel of those bytes (`copy_kernel/...`): cudaMemcpy runs
+    the page-table rows' byte counts at about 2/3 of the kernel's speed (NOTES #16b, #16c)."""
+    kernel = s.get(("copy_kernel",) + key[1:])
+    return min(s[key]["copy_us"], kernel["us"]) if kernel else s[key]["copy_us"]
+
+
 def read_table(s, cache):
-    """The read's rows: gathers by slots (per tensor, per (token, head)) and by page table."""
+    """The read's rows: gathers by slots (per tensor, per (token, head)) and by page table, against
+    read_roof_us."""
     lines = ["| tokens | heads x dim | rows by | MB moved | copy us | upcast us | % of copy | per (token, head) us | % of copy |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(k[5], k[6], k[7], k[8]) for k in s if k[8] in READ_TAGS and k[4] == cache})
     for (t, h, d, tag) in keys:
-        get = lambda v: s.get((v, "bf16", "e4m3", "graph", cache, t, h, d, tag))
-        base, th = get("upcast"), get("upcast_token_head")
+        key = lambda v: (v, "bf16", "e4m3", "graph", cache, t, h, d, tag)
+        base, th = s.get(key("upcast")), s.get(key("upcast_token_head"))
         if not base:
             continue
-        pct = lambda r: f"{100 * r['copy_us'] / r['us']:.0f}%" if r else "-"
+        roof = read_roof_us(s, key("upcast"))
+        pct = lambda v: f"{100 * read_roof_us(s, key(v)) / s[key(v)]['us']:.0f}%" if key(v) in s else "-"
         lines.append(f"| {t} | {h}x{d} | {'slots' if tag == 'read_slots' else 'page table'} | {base['mb']:.2f} | "
-                     f"{base['copy_us']:.2f} | {base['us']:.2f} | {pct(base)} | {fmt_us(th)} | {pct(th)} |")
+                     f"{roof:.2f} | {base['us']:.2f} | {pct('upcast')} | {fmt_us(th)} | {pct('upcast_token_head')} |")
     return "\n".join(lines)
 
 
@@ -246,17 +256,18 @@ def pool_table(s, cache, torch_pool):
 def read_summary(s, torch_pool):
     pick = lambda v, pred: {k: s[k] for k in s if k[0] == v and k[3] == "graph" and pred(k)}
     out = []
-    # Ratios from the gathers by slots: the page-table rows' same-bytes copies run at about 2/3 of
-    # the slot rows' for the same length (NOTES #16b), so their ratios flatter them.
-    for v, label in (("upcast", "read by slots (per tensor)"), ("upcast_token_head", "read by slots (per (token, head))")):
-        large = pick(v, lambda k: k[8] == "read_slots" and k[4] == "cold" and s[k]["mb"] >= 64)
+    # Ratios against read_roof_us (the faster of cudaMemcpy and a copy kernel of the same bytes).
+    for v, tag, label in (("upcast", "read_slots", "read by slots (per tensor)"),
+                          ("upcast_token_head", "read_slots", "read by slots (per (token, head))"),
+                          ("upcast", "read_pages", "read by page table (per tensor)")):
+        large = pick(v, lambda k: k[8] == tag and k[4] == "cold" and s[k]["mb"] >= 64)
         if large:
-            vals = [r["copy_us"] / r["us"] for r in large.values()]
+            vals = [read_roof_us(s, k) / s[k]["us"] for k in large]
             out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the copy of its "
                        "bytes (codes, scales, outputs, indices)")
     small = pick("upcast", lambda k: k[8] == "read_slots" and k[4] == "cold" and k[5] <= 4096)
     if small:
-        vals = [r["copy_us"] / r["us"] for r in small.values()]
+        vals = [read_roof_us(s, k) / s[k]["us"] for k in small]
         out.append(f"- read by slots, decode-sized gathers (2048-4096 rows, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the copy")
     full = next((s[k] for k in s if k[8] == "pool_all" and k[4] == "cold" and k[0] == "upcast"), None)
     for tag, pct in (("pool_live1", "1%"), ("pool_live5", "5%"), ("pool_live20", "20%")):
