@@ -177,15 +177,6 @@ KVCAST_HOST_DEVICE float clamp_2_80(float x) {
                      asm("min.NaN.f32 %0, %1, 0f67800000;" : "=f"(r) : "f"(r)); return r;),
                     (return x != x ? x : (x < -0x1p80f ? -0x1p80f : (x > 0x1p80f ? 0x1p80f : x));))
 }
-//! A quotient whose fp8 code is that of RN(x / b), given y = RN(1 / b); exactly RN(x / b) for
-//! |x| in [2^-80, 2^80). @pre scale_allows_fast_division(b).
-KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) {
-  x = clamp_2_80(x);
-  const float q0 = mul_rn(x, y);
-  const float q1 = fma_rn(fma_rn(-q0, b, x), y, q0);
-  const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
-  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
-}
 //! divide_fast without the clamp, for an x known to be finite and below 2^80 in magnitude
 //! (QuotientQuantizer's). @pre scale_allows_fast_division(b), |x| < 2^80.
 KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) {
@@ -194,6 +185,9 @@ KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) {
   const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
 }
+//! A quotient whose fp8 code is that of RN(x / b), given y = RN(1 / b); exactly RN(x / b) for
+//! |x| in [2^-80, 2^80). @pre scale_allows_fast_division(b).
+KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) { return divide_fast_bounded(clamp_2_80(x), b, y); }
 
 // Vectors in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
 // at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20)) and above =
@@ -461,7 +455,6 @@ class QuotientQuantizer {
     const float inv = inv_;
     return detail::quotient_codes<Format, PairWords, true>(in, scale_, fast_, [inv] { return inv; });
   }
-  KVCAST_HOST_DEVICE float scale() const { return scale_; }
 
  private:
   float scale_;
