@@ -782,4 +782,159 @@ TEST(Reference, PerTokenHeadScalesOfHostileRows) {
   }
 }
 
+// ---- NVFP4 (issue #17): its rules, its plan, and its reference on a hand-checked block. ----
+
+namespace nvfp4_cases {
+
+// valid_args() as an NVFP4 write: 64 rows of [8 heads, 64 code bytes] (k_out and v_out span 32 KiB
+// each), block scales [64, 8, 8] beside them, host global scales.
+DowncastArgs<Bf16> valid_nvfp4_args() {
+  DowncastArgs<Bf16> a = valid_args();
+  a.out_rows = 64;
+  a.k_block_scales_out = fake_out(0x90000);
+  a.v_block_scales_out = fake_out(0x91000);
+  a.k_scale = kvcast::Scale::host_value(0.5f);
+  a.v_scale = kvcast::Scale::host_value(2.0f);
+  return a;
+}
+
+const Invalid kInvalidNvfp4[] = {
+    {"head_dim not of 16", [](auto& a) { a.head_dim = 120; }, Code::bad_shape, "head_dim (120) must be a multiple of 16 with format nvfp4"},
+    {"per_head", [](auto& a) { per_head(a); }, Code::bad_option, "scale_kind is per_head, but format nvfp4 takes one global scale g a tensor"},
+    {"amax", [](auto& a) { a.v_amax = fake_floats(0xC0000); }, Code::bad_option, "v_amax is given, but format nvfp4 has no amax output"},
+    {"g zero", [](auto& a) { a.k_scale = kvcast::Scale::host_value(0.0f); }, Code::bad_option, "k_scale (0), NVFP4's global scale g, must be finite and > 0"},
+    {"g negative", [](auto& a) { a.v_scale = kvcast::Scale::host_value(-1.0f); }, Code::bad_option, "v_scale (-1), NVFP4's global scale g"},
+    {"g inf", [](auto& a) { a.k_scale = kvcast::Scale::host_value(INFINITY); }, Code::bad_option, "k_scale (inf), NVFP4's global scale g"},
+    {"g NaN", [](auto& a) { a.k_scale = kvcast::Scale::host_value(NAN); }, Code::bad_option, "k_scale (nan), NVFP4's global scale g"},
+    {"unchecked rows", [](auto& a) { a.out_rows = DowncastArgs<Bf16>::kUncheckedRows; }, Code::bad_option, "out_rows is unchecked, but format nvfp4 needs"},
+    {"no k block scales", [](auto& a) { a.k_block_scales_out = nullptr; }, Code::null_pointer, "k_block_scales_out is null while k is given"},
+    {"v block scales without v", [](auto& a) { a.v = nullptr; a.v_out = nullptr; }, Code::unexpected_pointer, "v_block_scales_out is given while v is null"},
+    {"block-scale heads overlap", [](auto& a) { a.block_scales_out = OutputLayout::flat(64, 4); }, Code::bad_stride, "block_scales_out.head_stride (4) < 8"},
+    {"block-scale rows overlap", [](auto& a) { a.block_scales_out = OutputLayout::flat(32, 8); }, Code::bad_stride, "block_scales_out.token_stride (32) < 64"},
+    {"block scales on k's codes", [](auto& a) { a.k_block_scales_out = fake_out(0x50000 + 100); }, Code::bad_stride, "k_block_scales_out overlaps k_out"},
+    {"block scales on v's codes", [](auto& a) { a.v_block_scales_out = fake_out(0x70000 + 8191); }, Code::bad_stride, "v_block_scales_out overlaps v_out"},
+    {"block scales on each other", [](auto& a) { a.v_block_scales_out = fake_out(0x90000 + 4095); }, Code::bad_stride, "k_block_scales_out overlaps v_block_scales_out"},
+    {"code rows overlap", [](auto& a) { a.out = OutputLayout::flat(500, 64); }, Code::bad_stride, "out.token_stride (500) < 512"},
+};
+
+}  // namespace nvfp4_cases
+
+TEST(Nvfp4Validation, ValidArgumentsPass) {
+  const Status s = kvcast::validate(nvfp4_cases::valid_nvfp4_args(), kvcast::CodeFormat::nvfp4);
+  EXPECT_TRUE(s.ok()) << s.message();
+  // g on the device is read when the kernel runs: any value there is the formulas' business.
+  DowncastArgs<Bf16> a = nvfp4_cases::valid_nvfp4_args();
+  a.k_scale = kvcast::Scale::in_device_memory(fake_floats(0xB0000));
+  EXPECT_TRUE(kvcast::validate(a, kvcast::CodeFormat::nvfp4).ok());
+  // vLLM's pages: [K codes | K scales | V codes | V scales], 16 rows a page.
+  const std::int64_t codes = 16 * 8 * 64, scales = 16 * 8 * 8, page = 2 * (codes + scales);
+  a.out = OutputLayout::paged(16, page, 8 * 64, 64);
+  a.block_scales_out = OutputLayout::paged(16, page, 8 * 8, 8);
+  a.k_out = fake_out(0x100000);
+  a.k_block_scales_out = fake_out(0x100000 + codes);
+  a.v_out = fake_out(0x100000 + codes + scales);
+  a.v_block_scales_out = fake_out(0x100000 + 2 * codes + scales);
+  const Status paged = kvcast::validate(a, kvcast::CodeFormat::nvfp4);
+  EXPECT_TRUE(paged.ok()) << paged.message();
+  a.v_block_scales_out = fake_out(0x100000 + 2 * codes + scales - 1);  // one byte on V's codes
+  EXPECT_EQ(kvcast::validate(a, kvcast::CodeFormat::nvfp4).code(), Code::bad_stride);
+}
+
+TEST(Nvfp4Validation, EveryRuleHasItsCodeAndMessage) {
+  std::vector<std::string> seen;
+  for (const Invalid& c : nvfp4_cases::kInvalidNvfp4) {
+    DowncastArgs<Bf16> a = nvfp4_cases::valid_nvfp4_args();
+    c.mutate(a);
+    const Status s = kvcast::validate(a, kvcast::CodeFormat::nvfp4);
+    EXPECT_EQ(s.code(), c.code) << c.name << ": " << s.message();
+    EXPECT_NE(std::string(s.message()).find(c.message), std::string::npos)
+        << c.name << ": message \"" << s.message() << "\" lacks \"" << c.message << "\"";
+    for (const std::string& m : seen) EXPECT_NE(m, s.message()) << c.name;
+    seen.push_back(s.message());
+  }
+  // Block scales belong to NVFP4, and NVFP4 to fp32 arithmetic.
+  DowncastArgs<Bf16> f = valid_args();
+  f.v_block_scales_out = fake_out(0x91000);
+  EXPECT_NE(std::string(kvcast::validate(f).message()).find("v_block_scales_out is given, but the format is fp8"), std::string::npos);
+  kvcast::detail::Plan plan;
+  const Status mode = kvcast::make_plan(nvfp4_cases::valid_nvfp4_args(), plan, kvcast::Arithmetic::input_precision, kvcast::CodeFormat::nvfp4);
+  EXPECT_NE(std::string(mode.message()).find("format nvfp4 computes in fp32 arithmetic"), std::string::npos) << mode.message();
+}
+
+// Half a block a thread, in pairs of lanes (never a group of one); one access of 8 elements and
+// a 4-byte word of codes where every pointer and stride allows it, else element by element.
+TEST(Nvfp4Plan, HalfBlocksInPairsVectorsWhereAligned) {
+  using kvcast::tile::Access;
+  const auto plan_of = [](const DowncastArgs<Bf16>& a) {
+    kvcast::detail::Plan p;
+    const Status s = kvcast::make_plan(a, p, kvcast::Arithmetic::fp32, kvcast::CodeFormat::nvfp4);
+    EXPECT_TRUE(s.ok()) << s.message();
+    return p;
+  };
+  DowncastArgs<Bf16> a = nvfp4_cases::valid_nvfp4_args();
+  for (std::int64_t tokens : {1, 16, 4096, 65536})
+    for (std::int64_t d : {16, 48, 128, 576}) {
+      a.num_tokens = tokens;
+      a.head_dim = d;
+      a.heads = d == 576 ? 1 : 8;
+      a.out_rows = tokens;
+      a.k_out = fake_out(0x10000000);
+      a.v_out = fake_out(0x20000000);
+      a.k_block_scales_out = fake_out(0x30000000);
+      a.v_block_scales_out = fake_out(0x38000000);
+      a.k = fake_in(0x40000000);
+      a.v = fake_in(0x80000000);
+      const kvcast::detail::Plan p = plan_of(a);
+      EXPECT_EQ(p.choice.vec, 8);
+      EXPECT_EQ(p.choice.kernel, kvcast::detail::WriteKernel::general);
+      EXPECT_EQ(p.choice.access, Access::vector) << tokens << "x" << d;
+      EXPECT_GE(p.choice.log2_group, 1) << tokens << "x" << d;
+      EXPECT_EQ(p.seg_len, d);
+    }
+  a = nvfp4_cases::valid_nvfp4_args();
+  a.in_token_stride = 8 * 128 + 1;  // rows an odd number of elements apart
+  EXPECT_EQ(plan_of(a).choice.access, Access::elements);
+  a = nvfp4_cases::valid_nvfp4_args();
+  a.out = OutputLayout::flat(8 * 66, 66);  // code heads 66 bytes apart: no 4-byte word
+  EXPECT_EQ(plan_of(a).choice.access, Access::elements);
+  a = nvfp4_cases::valid_nvfp4_args();
+  a.k_out = fake_out(0x50002);
+  EXPECT_EQ(plan_of(a).choice.access, Access::elements);
+  a = nvfp4_cases::valid_nvfp4_args();
+  a.k_block_scales_out = fake_out(0x8F001);  // block scales are bytes: any address
+  EXPECT_EQ(plan_of(a).choice.access, Access::vector);
+}
+
+// The reference on one block by hand: g = 0.5, so 6g = 3; amax 12 gives sf = e4m3(4) = 0x48 and
+// a divisor sf * g = 2; x / 2 rounded to E2M1.
+TEST(Nvfp4Reference, HandCheckedBlock) {
+  using kvcast::ref::BFloat16;
+  const float x[16] = {1, -2, 3, 12, 0.5f, -0.5f, 5, 7, -12, 0, -0.0f, 2.5f, 4.5f, 9, 10, -3.5f};
+  std::vector<BFloat16> k(32);
+  for (int i = 0; i < 32; ++i) k[i] = BFloat16{kvcast::ref::to_bf16(i < 16 ? x[i] : 0.0f)};
+  std::vector<std::uint8_t> codes(4 * 8, 0xCC), scales(4 * 1, 0xCC);
+  const std::int64_t loc[] = {2, 5};  // token 1 out of range
+  unsigned long long errors = 0;
+  DowncastArgs<BFloat16> a;
+  a.k = k.data();
+  a.k_out = codes.data();
+  a.k_block_scales_out = scales.data();
+  a.num_tokens = 2;
+  a.heads = 1;
+  a.head_dim = 16;
+  a.loc = loc;
+  a.out_rows = 4;
+  a.error_count = &errors;
+  a.k_scale = kvcast::Scale::host_value(0.5f);
+  ASSERT_TRUE(kvcast::ref::downcast_nvfp4(a).ok());
+  EXPECT_EQ(errors, 1u);
+  EXPECT_EQ(scales, (std::vector<std::uint8_t>{0xCC, 0xCC, 0x48, 0xCC}));
+  // x / 2 = 0.5 -1 1.5 6 | 0.25 -0.25 2.5 3.5 | -6 0 -0 1.25 | 2.25 4.5 5 -1.75, to E2M1 (ties to
+  // the even code): 1 A 3 7 | 0 8 4 6 | F 0 8 2 | 4 6 6 C, element 2i in the low nibble of byte i.
+  const std::uint8_t want_codes[8] = {0xA1, 0x73, 0x80, 0x64, 0x0F, 0x28, 0x64, 0xC6};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(codes[16 + i], want_codes[i]) << "byte " << i;
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(codes[i], 0xCC);
+  for (int i = 24; i < 32; ++i) EXPECT_EQ(codes[i], 0xCC);
+}
+
 }  // namespace

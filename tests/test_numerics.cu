@@ -794,6 +794,24 @@ TEST(E2M1, EveryHalfAndBf16InputOverEveryBlockScale) {
   EXPECT_EQ(mismatches, 0) << "of " << checked;
 }
 
+// The write's E2M1 code by arithmetic (detail::e2m1_code_not_nan) equals float_to_e2m1's for
+// every float but the NaNs: all 2^32 bit patterns. (float_to_e2m1 itself is checked above.)
+TEST(E2M1, ArithmeticCodeOfEveryNonNaNFloat) {
+  long long mismatches = 0;
+  std::uint32_t bits = 0;
+  do {
+    if ((bits & 0x7fffffffu) <= 0x7f800000u) {
+      float x;
+      std::memcpy(&x, &bits, sizeof x);
+      const std::uint32_t got = kvcast::detail::e2m1_code_not_nan(x);
+      const std::uint32_t want = kvcast::float_to_e2m1(x);
+      if (got != want && mismatches++ < 5)
+        ADD_FAILURE() << "bits 0x" << std::hex << bits << ": arithmetic 0x" << got << ", float_to_e2m1 0x" << want;
+    }
+  } while (++bits != 0);
+  EXPECT_EQ(mismatches, 0);
+}
+
 // ---- NVFP4's exact mode in the host reference: its definition, checked on hostile blocks. ---
 
 namespace {

@@ -474,4 +474,95 @@ TEST(ReadReference, WriteThenReadIsQuantizeThenDequantize) {
   }
 }
 
+// ---- NVFP4 (issue #17): the read's rules, its plan, and its reference on a hand-checked block. -
+
+namespace nvfp4_read {
+
+// valid_read_args() as an NVFP4 read: 64 cache rows of [8 heads, 64 code bytes] (the caches span
+// 32 KiB each), block scales [64, 8, 8] apart from them.
+UpcastArgs<Bf16> valid_args() {
+  UpcastArgs<Bf16> a = valid_read_args();
+  a.k_block_scales = fake_cache(0xC0000);
+  a.v_block_scales = fake_cache(0xC1000);
+  return a;
+}
+
+const Invalid kRules[] = {
+    {"head_dim not of 16", [](auto& a) { a.head_dim = 40; }, Code::bad_shape, "head_dim (40) must be a multiple of 16 with format nvfp4"},
+    {"per_head", [](auto& a) { per_head(a); }, Code::bad_option, "scale_kind is per_head, but format nvfp4 takes one global scale g a tensor"},
+    {"no v block scales", [](auto& a) { a.v_block_scales = nullptr; }, Code::null_pointer, "v_block_scales is null while v_cache is given"},
+    {"k block scales without k", [](auto& a) { a.k_cache = nullptr; a.k = nullptr; }, Code::unexpected_pointer, "k_block_scales is given while k_cache is null"},
+    {"block-scale heads overlap", [](auto& a) { a.block_scales = OutputLayout::flat(64, 7); }, Code::bad_stride, "block_scales.head_stride (7) < 8"},
+    {"output on block scales", [](auto& a) { a.v_block_scales = fake_cache(0x70000 + 64); }, Code::bad_stride, "v overlaps v_block_scales"},
+    {"cache rows overlap", [](auto& a) { a.cache = OutputLayout::flat(256, 64); }, Code::bad_stride, "cache.token_stride (256) < 512"},
+};
+
+}  // namespace nvfp4_read
+
+TEST(Nvfp4ReadValidation, EveryRuleHasItsCodeAndMessage) {
+  kvcast::detail::ReadPlan valid;
+  const Status ok = kvcast::detail::check_read_args(nvfp4_read::valid_args(), valid, kvcast::CodeFormat::nvfp4);
+  EXPECT_TRUE(ok.ok()) << ok.message();
+  for (const Invalid& c : nvfp4_read::kRules) {
+    UpcastArgs<Bf16> a = nvfp4_read::valid_args();
+    c.mutate(a);
+    kvcast::detail::ReadPlan plan;
+    const Status s = kvcast::detail::check_read_args(a, plan, kvcast::CodeFormat::nvfp4);
+    EXPECT_EQ(s.code(), c.code) << c.name << ": " << s.message();
+    EXPECT_NE(std::string(s.message()).find(c.message), std::string::npos) << c.name << ": message \"" << s.message() << "\"";
+  }
+  kvcast::detail::ReadPlan plan;
+  UpcastArgs<Bf16> f = valid_read_args();
+  f.k_block_scales = fake_cache(0xC0000);
+  EXPECT_NE(std::string(kvcast::detail::check_read_args(f, plan).message()).find("k_block_scales is given, but the format is fp8"),
+            std::string::npos);
+}
+
+// A block of 16 codes a thread, one 8-byte load and whole stores where everything is aligned,
+// else element by element; heads never fused (their block scales have their own layout).
+TEST(Nvfp4ReadPlan, ABlockAThread) {
+  kvcast::detail::ReadPlan plan;
+  UpcastArgs<Bf16> a = nvfp4_read::valid_args();
+  ASSERT_TRUE(kvcast::make_read_plan(a, plan, kvcast::CodeFormat::nvfp4).ok());
+  EXPECT_EQ(plan.choice.vec, 16);
+  EXPECT_EQ(plan.choice.access, kvcast::tile::Access::vector);
+  EXPECT_EQ(plan.seg_len, 128);
+  EXPECT_EQ(plan.segs_per_token, 8);
+  a.out_head_stride = 129;  // odd output rows
+  ASSERT_TRUE(kvcast::make_read_plan(a, plan, kvcast::CodeFormat::nvfp4).ok());
+  EXPECT_EQ(plan.choice.access, kvcast::tile::Access::elements);
+  a = nvfp4_read::valid_args();
+  a.k_cache = fake_cache(0x10004);  // codes not at an 8-byte boundary
+  ASSERT_TRUE(kvcast::make_read_plan(a, plan, kvcast::CodeFormat::nvfp4).ok());
+  EXPECT_EQ(plan.choice.access, kvcast::tile::Access::elements);
+}
+
+// The reference's read of one block by hand: sf 0x48 (4), g 0.25: e2m1 * 4 * 0.25 = e2m1; a NaN
+// block scale reads as NaN.
+TEST(Nvfp4ReadReference, HandCheckedBlock) {
+  using kvcast::ref::BFloat16;
+  const std::uint8_t codes[16] = {0xA1, 0x73, 0x80, 0x64, 0x0F, 0x28, 0x64, 0xC6,   // row 0
+                                  0x21, 0x43, 0x65, 0x07, 0x00, 0x00, 0x00, 0x00};  // row 1
+  const std::uint8_t scales[2] = {0x48, 0x7F};
+  std::vector<BFloat16> out(3 * 16, BFloat16{0x1234});
+  const std::int64_t loc[] = {0, -1, 1};
+  UpcastArgs<BFloat16> a;
+  a.k_cache = codes;
+  a.k_block_scales = scales;
+  a.cache_rows = 2;
+  a.k = out.data();
+  a.num_tokens = 3;
+  a.heads = 1;
+  a.head_dim = 16;
+  a.loc = loc;
+  a.k_scale = kvcast::Scale::host_value(0.25f);
+  ASSERT_TRUE(kvcast::ref::upcast<kvcast::nvfp4>(a).ok());
+  const float want[16] = {0.5f, -1, 1.5f, 6, 0, -0.0f, 2, 4, -6, 0, -0.0f, 1, 2, 4, 4, -2};
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(out[i].bits, kvcast::ref::to_bf16(want[i])) << "element " << i;
+    EXPECT_EQ(out[16 + i].bits, 0x1234) << "padding token, element " << i;
+    EXPECT_EQ(out[32 + i].bits, 0x7fff) << "NaN block, element " << i;
+  }
+}
+
 }  // namespace

@@ -55,7 +55,7 @@ start_run() {  # start_run LINE_PREFIX LOG KIND COMMAND...: KIND is tests or a s
   ) &
 }
 
-[ "$parts" = sanitizers ] || for bin in kvcast_test_host kvcast_test_read_host kvcast_test_numerics kvcast_test_primitives kvcast_test_gpu kvcast_test_gpu_fastmath kvcast_test_gpu_hostile kvcast_test_block kvcast_test_read kvcast_test_read_fastmath; do
+[ "$parts" = sanitizers ] || for bin in kvcast_test_host kvcast_test_read_host kvcast_test_numerics kvcast_test_primitives kvcast_test_gpu kvcast_test_gpu_fastmath kvcast_test_gpu_hostile kvcast_test_block kvcast_test_read kvcast_test_read_fastmath kvcast_test_nvfp4; do
   start_run "tests $bin" "$out/$bin.log" tests "$tests/$bin"
 done
 
@@ -64,10 +64,11 @@ gpu_subset='Downcast/0.*:Downcast/5.*:Downcast/10.*:DropIn.*:Checked.*:InputPrec
 hostile_subset='Property.*:EdgeValues.*:Graph.*:Streams.*'
 block_subset='BlockDowncast.FusedRopeIsBitExactBf16'
 read_subset='ReadGrid.SlotsBf16:ReadGrid.PageTableBf16:ReadGrid.StridesAlignmentAndOddShapes:ReadProperty.*:ReadGraph.*:ReadRoundTrip.*'
+nvfp4_subset='Nvfp4Write.Bf16Grid*:Nvfp4Write.HostileGlobalScalesOnTheDevice'
 export KVCAST_PROPERTY_CASES=${KVCAST_PROPERTY_CASES_SANITIZED:-150}
 [ "$parts" = tests ] || for tool in memcheck racecheck initcheck synccheck; do
   for pair in "kvcast_test_gpu:$gpu_subset" "kvcast_test_gpu_hostile:$hostile_subset" "kvcast_test_block:$block_subset" \
-              "kvcast_test_read:$read_subset"; do
+              "kvcast_test_read:$read_subset" "kvcast_test_nvfp4:$nvfp4_subset"; do
     bin=${pair%%:*}
     filter=${pair#*:}
     start_run "sanitizer $tool $bin" "$out/sanitizer-$tool-$bin.log" "$tool" \

@@ -116,6 +116,18 @@ struct DowncastArgs {
   //! (vLLM's default). Finite and >= 0.
   float min_scale = 1e-6f;
 
+  //! NVFP4 (`downcast<nvfp4>`, kvcast/nvfp4.cuh): the codes go to `k_out` / `v_out` placed by
+  //! `out` in bytes, a row-head `head_dim / 2` bytes (all-zero: `[rows, heads, head_dim / 2]`);
+  //! `k_scale` / `v_scale` are the global scales g (per_tensor); each written row-head's
+  //! `head_dim / 16` E4M3 block scales go to `block_scales_out.address(row, head)` bytes from
+  //! these pointers: a separate tensor (all-zero: `[rows, heads, head_dim / 16]`, or FlashInfer's
+  //! NHD / HND `kv_cache_sf`), or bytes inside each page of the codes (vLLM's
+  //! `[K codes | K scales | V codes | V scales]` pages), never overlapping a code. A padding or
+  //! out-of-range token writes neither. Not given with an fp8 format.
+  void* k_block_scales_out = nullptr;
+  void* v_block_scales_out = nullptr;
+  OutputLayout block_scales_out{};
+
   //! Optional, any scale kind: `*k_amax = max(*k_amax, max |float(x)|)` over every element of K
   //! of every token whose slot is >= 0 (out-of-range rows included: they were real inputs),
   //! NaN propagating. The caller zeroes it (or leaves a non-negative value to accumulate into);
@@ -201,6 +213,14 @@ struct UpcastArgs {
   const float* v_scales = nullptr;
   //! OutputLayout's formula in floats; all-zero means a separate `[cache_rows, heads]` tensor.
   OutputLayout scales{};
+  //! NVFP4 (`upcast<nvfp4>`, kvcast/nvfp4.cuh): the cache holds E2M1 codes placed by `cache` in
+  //! bytes (a row-head `head_dim / 2` bytes); `k_scale` / `v_scale` are the global scales g; each
+  //! cache row-head's `head_dim / 16` E4M3 block scales are at `block_scales.address(row, head)`
+  //! bytes from these pointers (all-zero layout: `[cache_rows, heads, head_dim / 16]`), as the
+  //! write placed them. Not given with an fp8 format.
+  const void* k_block_scales = nullptr;
+  const void* v_block_scales = nullptr;
+  OutputLayout block_scales{};
 
   //! Programmatic dependent launch (sm_90+), as DowncastArgs::pdl.
   bool pdl = false;

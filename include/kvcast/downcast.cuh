@@ -23,7 +23,7 @@ namespace kvcast {
 
 //! Downcasts K and V into their KV-cache slots (DESIGN.md §1–2) on `stream`.
 //!
-//! @tparam Format `kvcast::e4m3` or `kvcast::e5m2`
+//! @tparam Format `kvcast::e4m3` or `kvcast::e5m2`; `kvcast::nvfp4` with kvcast/nvfp4.cuh included
 //! @tparam Mode   Arithmetic::fp32 (PyTorch's numerics, default) or Arithmetic::input_precision
 //!                (SGLang's downcast_fp8, bit for bit)
 //! @tparam T      `__nv_bfloat16`, `__half` or `float` (deduced)
@@ -34,8 +34,8 @@ template <class Format = e4m3, Arithmetic Mode = Arithmetic::fp32, class T>
 Status downcast(const DowncastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::downcast: T must be __nv_bfloat16, __half or float.");
   detail::Plan plan;
-  if (Status s = make_plan(args, plan, Mode); !s || plan.num_segments == 0) return s;
-  return detail::dispatch<Fp8<Format, Mode>>(args, plan, stream);
+  if (Status s = make_plan(args, plan, Mode, code_format_of<Format>()); !s || plan.num_segments == 0) return s;
+  return detail::dispatch<typename CodePolicyOf<Format, Mode>::type>(args, plan, stream);
 }
 
 //! downcast() followed by a synchronisation of `stream` that turns the error counter into an
@@ -47,13 +47,13 @@ Status downcast_checked(const DowncastArgs<T>& args, cudaStream_t stream = nullp
   if (args.error_count == nullptr)
     return Status::error(Code::null_pointer, "error_count is null: downcast_checked needs a device counter to read back");
   detail::Plan plan;  // validated once, before anything touches the device
-  if (Status s = make_plan(args, plan, Mode); !s) return s;
+  if (Status s = make_plan(args, plan, Mode, code_format_of<Format>()); !s) return s;
   if (Status s = detail::cuda_status(cudaMemsetAsync(args.error_count, 0, sizeof(unsigned long long), stream),
                                      "kvcast::downcast_checked: zeroing error_count");
       !s)
     return s;
   if (plan.num_segments > 0)
-    if (Status s = detail::dispatch<Fp8<Format, Mode>>(args, plan, stream); !s) return s;
+    if (Status s = detail::dispatch<typename CodePolicyOf<Format, Mode>::type>(args, plan, stream); !s) return s;
   unsigned long long skipped = 0;
   if (Status s = detail::cuda_status(cudaMemcpyAsync(&skipped, args.error_count, sizeof skipped, cudaMemcpyDeviceToHost, stream),
                                      "kvcast::downcast_checked: reading error_count");

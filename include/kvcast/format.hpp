@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 // cuda_fp16.h / cuda_bf16.h define these; declaring them lets dtype_of name them here without
 // pulling CUDA headers into plain C++ translation units.
@@ -34,6 +35,7 @@ struct e4m3 {
   static constexpr std::uint8_t kMaxCode = 0x7E;
   //! The code every NaN input produces (cuda_fp8.h's canonical NaN, sign bit clear).
   static constexpr std::uint8_t kNaNCode = 0x7F;
+  static constexpr int kCodesPerByte = 1;
   static constexpr const char* kName = "e4m3";
 };
 
@@ -45,8 +47,28 @@ struct e5m2 {
   static constexpr float kMax = 57344.0f;
   static constexpr std::uint8_t kMaxCode = 0x7B;
   static constexpr std::uint8_t kNaNCode = 0x7F;
+  static constexpr int kCodesPerByte = 1;
   static constexpr const char* kName = "e5m2";
 };
+
+//! NVFP4 (issue #17): E2M1 codes, two a byte (the lower-indexed element in the low nibble), in
+//! blocks of 16 consecutive elements along head_dim that share one E4M3 block scale (a byte,
+//! placed by its own layout), times a per-tensor fp32 global scale g: x ≈ e2m1 · sf · g.
+//! The write's format tag: `downcast<nvfp4>` (kvcast/nvfp4.cuh, which needs CUDA 12.8).
+struct nvfp4 {
+  static constexpr int kCodesPerByte = 2;
+  static constexpr int kBlock = 16;        //!< elements that share a block scale
+  static constexpr float kMax = 6.0f;      //!< E2M1's largest magnitude
+  static constexpr const char* kName = "nvfp4";
+};
+
+//! What a write's codes are, for the planner (plain C++): one fp8 byte an element, or NVFP4.
+enum class CodeFormat : std::uint8_t { fp8, nvfp4 };
+
+template <class Format>
+constexpr CodeFormat code_format_of() {
+  return std::is_same<Format, nvfp4>::value ? CodeFormat::nvfp4 : CodeFormat::fp8;
+}
 
 //! Input element types the kernels take.
 enum class DType { f16, bf16, f32 };
@@ -68,6 +90,9 @@ struct dtype_of<float> {
 
 inline const char* to_string(DType dtype) {
   return dtype == DType::f16 ? "f16" : dtype == DType::bf16 ? "bf16" : "f32";
+}
+inline const char* to_string(CodeFormat format) {
+  return format == CodeFormat::fp8 ? "fp8" : "nvfp4";
 }
 inline const char* to_string(Arithmetic mode) {
   return mode == Arithmetic::fp32 ? "fp32" : "input_precision";

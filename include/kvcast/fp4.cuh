@@ -22,6 +22,7 @@
 
 #include <cuda_fp4.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -59,6 +60,27 @@ KVCAST_HOST_DEVICE std::uint8_t float_to_e2m1(float x) {
 #endif
 }
 
+namespace detail {
+//! The E2M1 code of `x`, NaN excluded (the caller's guarantee): float_to_e2m1 for every other
+//! float, in arithmetic rather than comparisons. From 1.0 up E2M1 keeps one significand bit:
+//! adding just under half of bit 22's weight, plus bit 22 itself (a tie then carries only from
+//! an odd significand), rounds |x|'s bits to bit 22 nearest-even, and the bits from 22 up then
+//! count E2M1's codes from 1.0 (code 2), capped at 7 (±6, ±inf included). Below 1.0, E2M1's
+//! values are the multiples of 0.5, to which |x| + 2^22 (whose ulp is 0.5) rounds, ties to even.
+//! The CPU tests compare it with float_to_e2m1's software path for every non-NaN float.
+KVCAST_HOST_DEVICE std::uint32_t e2m1_code_not_nan(float x) {
+  std::uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  const std::uint32_t a = bits & 0x7fffffffu;
+  const std::uint32_t from_one = ((a + 0x1fffffu + ((a >> 22) & 1u)) >> 22) - 0xfcu;  // 1.0 -> 2
+  const float below_one = fabsf(x) + 0x1p22f;
+  std::uint32_t halves;
+  memcpy(&halves, &below_one, sizeof halves);
+  const std::uint32_t magnitude = a < 0x3f800000u ? halves - 0x4a800000u : (from_one < 7u ? from_one : 7u);
+  return magnitude | (bits >> 28 & 0x8u);
+}
+}  // namespace detail
+
 //! Two codes in one byte: `lo` in the low nibble (the lower-indexed element), `hi` in the high.
 KVCAST_HOST_DEVICE std::uint8_t float2_to_e2m1x2(float lo, float hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_FP8_INTERNAL_CAN_RELY_ON_PTX_FOR_SHORTTYPESCVT__
@@ -83,8 +105,7 @@ struct Nvfp4BlockCodes {
 };
 
 //! NVFP4's exact mode (DESIGN.md §2; the host reference is ref::nvfp4_quantize_block), built
-//! once a thread from the per-tensor global scale `g` (finite, > 0: validated by the caller),
-//! then applied to blocks of 16 floats:
+//! once a thread from the per-tensor global scale `g`, then applied to blocks of 16 floats:
 //!
 //!     amax = max |x|                               (NaN propagates)
 //!     sf   = e4m3_rne_satfinite(amax / RN(6 * g))  (correctly rounded: __fdiv_rn)
@@ -94,11 +115,59 @@ struct Nvfp4BlockCodes {
 //! whose E2M1 code is that of the IEEE quotient for every input (E2M1's rounding boundaries,
 //! 0.25 to 5, are far inside the range where it is exact), or from __fdiv_rn where the block's
 //! divisor is outside its range. A block whose sf is zero gets zero codes with each input's
-//! sign; a NaN element makes sf NaN (0x7F) and every code of its block +6 (0x7).
+//! sign; a NaN element makes sf NaN (0x7F) and every code of its block +6 (0x7). A g of 0, inf
+//! or NaN (a device value; host values are validated) gives what these formulas give.
+//!
+//! The write takes a block in halves, one a thread (block_scale from the block's amax, then
+//! codes of each half); block() is the whole at once.
 class Nvfp4Quantizer {
  public:
   KVCAST_HOST_DEVICE explicit Nvfp4Quantizer(float g) : g_(g), six_g_(detail::mul_rn(6.0f, g)) {}
 
+  //! The E4M3 block scale of a block whose largest magnitude is `amax` (NaN: 0x7F).
+  KVCAST_HOST_DEVICE std::uint8_t block_scale(float amax) const { return float_to_fp8<e4m3>(detail::div_rn(amax, six_g_)); }
+
+  //! The E2M1 codes of N consecutive elements of a block whose scale is `sf`, packed N / 2
+  //! bytes into words (element 2i in the low nibble of byte i, the first byte lowest). The
+  //! common blocks take each quotient from the block's reciprocal (detail::divide_fast: the IEEE
+  //! quotient), and its code by arithmetic (detail::e2m1_code_not_nan, or the hardware pair
+  //! conversion): a non-zero, non-NaN sf and a divisor inside divide_fast's range make every
+  //! quotient a number. Below E4M3's largest scale, |x| <= amax < 464 * 6g makes every quotient
+  //! smaller than 12 in magnitude, so its division needs no clamp. Zero blocks are their signs;
+  //! the rest (NaN blocks, divisors out of range: a g near 0 or inf) go out of line.
+  template <int N>
+  KVCAST_HOST_DEVICE void codes(const float (&x)[N], std::uint8_t sf, std::uint32_t (&words)[N / 8]) const {
+    static_assert(N % 8 == 0, "Nvfp4Quantizer::codes: whole words of 8 codes.");
+    const float divisor = detail::mul_rn(fp8_to_float<e4m3>(sf), g_);
+    const std::uint8_t sf_magnitude = sf & 0x7fu;
+    if (sf_magnitude == 0) {  // a zero block: ±0 with each input's sign (its elements are finite)
+      KVCAST_UNROLL
+      for (int w = 0; w < N / 8; ++w) {
+        std::uint32_t word = 0;
+        KVCAST_UNROLL
+        for (int i = 0; i < 8; ++i) {
+          std::uint32_t bits;
+          memcpy(&bits, &x[8 * w + i], sizeof bits);
+          word |= (bits >> 31) << (4 * i + 3);
+        }
+        words[w] = word;
+      }
+    } else if (sf_magnitude != e4m3::kNaNCode && detail::scale_allows_fast_division(divisor)) {
+      const float inv = detail::rcp_rn(divisor);
+      if (sf_magnitude != e4m3::kMaxCode) {
+        pack_quotients<N, false>(x, divisor, inv, words);
+      } else {
+        pack_quotients<N, true>(x, divisor, inv, words);
+      }
+    } else {
+      Floats<N> copy;
+      KVCAST_UNROLL
+      for (int i = 0; i < N; ++i) copy.v[i] = x[i];
+      const Words<N> out = codes_out_of_line(copy, divisor);
+      KVCAST_UNROLL
+      for (int w = 0; w < N / 8; ++w) words[w] = out.w[w];
+    }
+  }
   KVCAST_HOST_DEVICE Nvfp4BlockCodes block(const float (&x)[16]) const {
     // The largest magnitude by its bits: a NaN's are above every number's, so it propagates.
     std::uint32_t amax_bits = 0;
@@ -112,32 +181,59 @@ class Nvfp4Quantizer {
     float amax;
     memcpy(&amax, &amax_bits, sizeof amax);
     Nvfp4BlockCodes out;
-    out.sf = float_to_fp8<e4m3>(detail::div_rn(amax, six_g_));
-    const float divisor = detail::mul_rn(fp8_to_float<e4m3>(out.sf), g_);
-    float q[16];
-    if (out.sf == 0) {
-      // A zero block: ±0 with each input's sign (its elements are finite), coded 0x0 or 0x8.
-      KVCAST_UNROLL
-      for (int i = 0; i < 16; ++i) q[i] = detail::mul_rn(0.0f, x[i]);
-    } else if (detail::scale_allows_fast_division(divisor)) {
-      const float inv = detail::rcp_rn(divisor);
-      KVCAST_UNROLL
-      for (int i = 0; i < 16; ++i) q[i] = detail::divide_fast(x[i], divisor, inv);
-    } else {
-      KVCAST_UNROLL
-      for (int i = 0; i < 16; ++i) q[i] = detail::div_rn(x[i], divisor);
-    }
-    KVCAST_UNROLL
-    for (int w = 0; w < 2; ++w) {
-      std::uint32_t word = 0;
-      KVCAST_UNROLL
-      for (int i = 0; i < 8; i += 2) word |= std::uint32_t{float2_to_e2m1x2(q[8 * w + i], q[8 * w + i + 1])} << (4 * i);
-      out.codes[w] = word;
-    }
+    out.sf = block_scale(amax);
+    codes<16>(x, out.sf, out.codes);
     return out;
   }
 
  private:
+  //! Codes from the quotients by divide_fast (Clamp: |x| may reach 2^80) or without its clamp.
+  template <int N, bool Clamp>
+  KVCAST_HOST_DEVICE static void pack_quotients(const float (&x)[N], float divisor, float inv, std::uint32_t (&words)[N / 8]) {
+    float q[N];
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) q[i] = Clamp ? detail::divide_fast(x[i], divisor, inv) : detail::divide_fast_bounded(x[i], divisor, inv);
+    KVCAST_UNROLL
+    for (int w = 0; w < N / 8; ++w) {
+      std::uint32_t word = 0;
+      KVCAST_UNROLL
+      for (int i = 0; i < 8; i += 2) {
+#if defined(__CUDA_ARCH__) && __CUDA_FP8_INTERNAL_CAN_RELY_ON_PTX_FOR_SHORTTYPESCVT__
+        word |= std::uint32_t{float2_to_e2m1x2(q[8 * w + i], q[8 * w + i + 1])} << (4 * i);
+#else
+        word |= (detail::e2m1_code_not_nan(q[8 * w + i]) | detail::e2m1_code_not_nan(q[8 * w + i + 1]) << 4) << (4 * i);
+#endif
+      }
+      words[w] = word;
+    }
+  }
+  // Passed and returned by value, so that the call keeps them in registers (an array by
+  // reference would put the common path's elements in local memory before its branch).
+  template <int N>
+  struct Floats {
+    float v[N];
+  };
+  template <int N>
+  struct Words {
+    std::uint32_t w[N / 8];
+  };
+  //! The rare blocks: each quotient correctly rounded (__fdiv_rn), each code float_to_e2m1's
+  //! (a NaN quotient gives +6). Out of line: kept off the common path's instructions.
+  template <int N>
+  KVCAST_HOST_DEVICE_NOINLINE static Words<N> codes_out_of_line(Floats<N> x, float divisor) {
+    Words<N> out;
+    KVCAST_UNROLL
+    for (int w = 0; w < N / 8; ++w) {
+      std::uint32_t word = 0;
+      KVCAST_UNROLL
+      for (int i = 0; i < 8; i += 2)
+        word |= std::uint32_t{float2_to_e2m1x2(detail::div_rn(x.v[8 * w + i], divisor), detail::div_rn(x.v[8 * w + i + 1], divisor))}
+                << (4 * i);
+      out.w[w] = word;
+    }
+    return out;
+  }
+
   float g_;
   float six_g_;
 };

@@ -44,6 +44,8 @@ template <class Format, Arithmetic Mode = Arithmetic::fp32>
 struct Fp8 {
   using format = Format;
   static constexpr Arithmetic kMode = Mode;
+  static constexpr bool kBlockScaled = false;  //!< NVFP4's policy (nvfp4.cuh) is the block-scaled one
+  static constexpr int kCodesPerByte = 1;
   template <class T>
   using Quantizer = kvcast::Quantizer<T, Format, Mode>;
   //! For computed scales (fp32 mode): every element from its own quotient (exact).
@@ -86,6 +88,15 @@ struct Fp8 {
   }
 };
 
+//! The code policy of a format tag in arithmetic `Mode`: Fp8 for `e4m3` and `e5m2`; for `nvfp4`,
+//! `Nvfp4`, which kvcast/nvfp4.cuh defines (it needs CUDA 12.8): include it to write NVFP4.
+template <class Format, Arithmetic Mode>
+struct CodePolicyOf {
+  using type = Fp8<Format, Mode>;
+};
+template <Arithmetic Mode>
+struct CodePolicyOf<nvfp4, Mode>;
+
 //! Scale policy: one scale per tensor, K's and V's, each a float in device memory (read when
 //! the kernel runs, so a CUDA graph replays with the current value) or a value fixed at launch.
 //! The lean policy: no amax. The concept a scale policy models:
@@ -102,12 +113,15 @@ struct Fp8 {
 //!
 //!     static Params make(const UpcastArgs<T>&)        // host
 //!     load_row(params, row, head) -> float2           // K's and V's scale of a cache row-head
+//!     kBlockScaled                                    // and, where true (NVFP4), block scales:
+//!     load_block_scales(params, row, head, first)     //   K's and V's of the block at `first`
 //!
 //! The skeleton (detail/write_kernel.cuh) does the reductions: a row-head's over the group of
 //! threads that holds it, the amax output's over each warp, then one atomic (detail/amax.cuh).
 struct PerTensorScale {
   static constexpr bool kAmax = false;
   static constexpr bool kFromRowHead = false;
+  static constexpr bool kBlockScaled = false;  //!< NVFP4's (Nvfp4Scales) has block scales too
   struct Params {
     const float* k_device;
     const float* v_device;
@@ -148,6 +162,7 @@ struct AmaxOutput {
 struct PerHeadScale {
   static constexpr bool kAmax = true;
   static constexpr bool kFromRowHead = false;
+  static constexpr bool kBlockScaled = false;
   struct Params {
     const float* k_device;   //!< null: k_value for every head
     const float* v_device;
@@ -187,6 +202,7 @@ struct PerHeadScale {
 struct PerTokenHeadScale {
   static constexpr bool kAmax = true;
   static constexpr bool kFromRowHead = true;
+  static constexpr bool kBlockScaled = false;
   struct Params {
     float* k_scales;  //!< the write stores here; the read only loads
     float* v_scales;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "args.hpp"
 #include "format.hpp"
@@ -181,6 +182,12 @@ inline std::uint32_t element_bits(const T* base, std::int64_t index) {
   }
 }
 
+//! Token t's slot: `loc[t]` (int32 or int64), or t without loc.
+inline std::int64_t slot_of(const Slots& loc, std::int64_t t) {
+  if (!loc) return t;
+  return loc.is_int32 ? static_cast<const std::int32_t*>(loc.data)[t] : static_cast<const std::int64_t*>(loc.data)[t];
+}
+
 //! max(a, b) of magnitudes, NaN propagating (torch.amax's rule).
 inline float nan_max(float a, float b) { return std::isnan(a) || a > b ? a : (std::isnan(b) || b > a ? b : a); }
 
@@ -213,11 +220,7 @@ Status downcast(const DowncastArgs<T>& args) {
   const auto tensor_scale = [](const Scale& s) { return s.device ? *s.device : s.value; };
   const auto magnitude = [dtype](const T* x, std::int64_t i) { return std::fabs(input_to_float(dtype, element_bits(x, i))); };
   for (std::int64_t t = 0; t < args.num_tokens; ++t) {
-    std::int64_t slot = t;
-    if (args.loc) {
-      slot = args.loc.is_int32 ? static_cast<const std::int32_t*>(args.loc.data)[t]
-                               : static_cast<const std::int64_t*>(args.loc.data)[t];
-    }
+    const std::int64_t slot = slot_of(args.loc, t);
     if (slot < 0) continue;  // padding
     // The amax output takes every token with a slot, its row in range or not.
     for (std::int64_t h = 0; h < args.heads; ++h)
@@ -273,14 +276,9 @@ Status downcast(const DowncastArgs<T>& args) {
   return status;
 }
 
-//! One value of the read (DESIGN.md §2), as the bits of the output type `out` (the low 16 bits
-//! for f16/bf16): `T(float(code) * scale)`, the product one IEEE fp32 multiplication, then
-//! nearest-even into T (±inf past its range); a NaN product gives T's canonical NaN (0x7FFF,
-//! 0x7FFFFFFF), as the GPU's arithmetic and conversions give it.
-template <class Format>
-inline std::uint32_t dequantize(DType out, std::uint8_t code, float scale) {
-  const float x = static_cast<float>(decode(code, fp8_format<Format>()));  // exact: fp8 values are floats
-  const float y = x * scale;                                                // one IEEE fp32 product
+//! A read's fp32 value `y` as the bits of the output type `out`: nearest-even (±inf past T's
+//! range), NaN as T's canonical NaN.
+inline std::uint32_t output_bits(DType out, float y) {
   if (std::isnan(y)) return out == DType::f32 ? 0x7fffffffu : 0x7fffu;
   switch (out) {
     case DType::f16: return round_to(y, kHalf, 0x7fffu);
@@ -290,15 +288,30 @@ inline std::uint32_t dequantize(DType out, std::uint8_t code, float scale) {
   return float_to_bits(y);
 }
 
-//! The read on the host. Every pointer in `args` is a host pointer (the scales, the slots, the
-//! page table and `error_count` too). Returns validation's status; writes only the output
-//! tokens that read a row, and adds the tokens skipped by a bounds check to `*args.error_count`.
+//! One value of the read (DESIGN.md §2), as the bits of the output type `out` (the low 16 bits
+//! for f16/bf16): `T(float(code) * scale)`, the product one IEEE fp32 multiplication, then
+//! nearest-even into T (±inf past its range); a NaN product gives T's canonical NaN (0x7FFF,
+//! 0x7FFFFFFF), as the GPU's arithmetic and conversions give it.
+template <class Format>
+inline std::uint32_t dequantize(DType out, std::uint8_t code, float scale) {
+  const float x = static_cast<float>(decode(code, fp8_format<Format>()));  // exact: fp8 values are floats
+  return output_bits(out, x * scale);                                       // one IEEE fp32 product
+}
+
+
+inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g);
+
+//! The read on the host, fp8 or NVFP4 (`Format` nvfp4: the codes two a byte, each element
+//! nvfp4_dequantize of its code, its block's scale and the tensor's g). Every pointer in `args`
+//! is a host pointer (the scales, the slots, the page table and `error_count` too). Returns
+//! validation's status; writes only the output tokens that read a row, and adds the tokens
+//! skipped by a bounds check to `*args.error_count`.
 template <class Format, class T>
 Status upcast(const UpcastArgs<T>& args) {
   // Validation and the defaults it resolves are the launcher's; rows, addresses, scales and
   // arithmetic are computed here on their own.
   detail::ReadPlan plan;
-  const Status status = make_read_plan(args, plan);
+  const Status status = make_read_plan(args, plan, code_format_of<Format>());
   if (!status.ok() || args.num_tokens == 0) return status;
   const DType dtype = dtype_of<T>::value;
   const auto tensor_scale = [](const Scale& s) { return s.device ? *s.device : s.value; };
@@ -326,11 +339,7 @@ Status upcast(const UpcastArgs<T>& args) {
       }
       row = entry * plan.page_size + j % plan.page_size;
     } else {
-      std::int64_t slot = t;
-      if (args.loc) {
-        slot = args.loc.is_int32 ? static_cast<const std::int32_t*>(args.loc.data)[t]
-                                 : static_cast<const std::int64_t*>(args.loc.data)[t];
-      }
+      const std::int64_t slot = slot_of(args.loc, t);
       if (slot < 0) continue;  // padding
       const __int128 r = static_cast<__int128>(slot) * args.mult + args.offset;
       if (r < 0 || r >= args.cache_rows) {
@@ -358,12 +367,21 @@ Status upcast(const UpcastArgs<T>& args) {
       const std::int64_t src = plan.cache.address(row, h);
       const std::int64_t dst = t * plan.out_token_stride + h * plan.out_head_stride;
       for (std::int64_t d = 0; d < args.head_dim; ++d) {
-        const auto put = [&](T* out, const void* cache, float scale) {
-          const std::uint32_t bits = dequantize<Format>(dtype, static_cast<const std::uint8_t*>(cache)[src + d], scale);
+        const auto put = [&](T* out, const void* cache, const void* block_scales, float scale) {
+          const auto* bytes = static_cast<const std::uint8_t*>(cache);
+          std::uint32_t bits;
+          if constexpr (std::is_same<Format, nvfp4>::value) {
+            const std::uint8_t code = static_cast<std::uint8_t>(bytes[src + d / 2] >> (4 * (d % 2)) & 0xF);
+            const std::uint8_t sf = static_cast<const std::uint8_t*>(block_scales)[plan.block_scales.address(row, h) + d / 16];
+            bits = output_bits(dtype, nvfp4_dequantize(code, sf, scale));
+          } else {
+            (void)block_scales;
+            bits = dequantize<Format>(dtype, bytes[src + d], scale);
+          }
           std::memcpy(static_cast<void*>(out + dst + d), &bits, sizeof(T));  // little-endian: the low bytes
         };
-        if (args.k_cache) put(args.k, args.k_cache, k_scale);
-        if (args.v_cache) put(args.v, args.v_cache, v_scale);
+        if (args.k_cache) put(args.k, args.k_cache, args.k_block_scales, k_scale);
+        if (args.v_cache) put(args.v, args.v_cache, args.v_block_scales, v_scale);
       }
     }
   }
@@ -407,6 +425,52 @@ inline Nvfp4Block nvfp4_quantize_block(const float (&x)[16], float g) {
     block.codes[i / 2] = static_cast<std::uint8_t>(block.codes[i / 2] | code << (4 * (i % 2)));
   }
   return block;
+}
+
+//! The NVFP4 write on the host (`downcast<nvfp4>`): DowncastArgs as for the fp8 write, with
+//! `k_scale` / `v_scale` the global scales g and the block scales to `k_block_scales_out` /
+//! `v_block_scales_out`, all host pointers. Returns validation's status; writes only the code
+//! and block-scale bytes of the rows the contract names, and adds skipped rows to
+//! `*args.error_count`.
+template <class T>
+Status downcast_nvfp4(const DowncastArgs<T>& args) {
+  detail::Plan plan;
+  const Status status = make_plan(args, plan, Arithmetic::fp32, CodeFormat::nvfp4);
+  if (!status.ok() || args.num_tokens == 0) return status;
+  const DType dtype = dtype_of<T>::value;
+  const auto g_of = [](const Scale& s) { return s.device ? *s.device : s.value; };
+  const struct {
+    const T* in;
+    std::uint8_t* codes;
+    std::uint8_t* scales;
+    float g;
+  } tensors[] = {{args.k, static_cast<std::uint8_t*>(args.k_out), static_cast<std::uint8_t*>(args.k_block_scales_out), g_of(args.k_scale)},
+                 {args.v, static_cast<std::uint8_t*>(args.v_out), static_cast<std::uint8_t*>(args.v_block_scales_out), g_of(args.v_scale)}};
+  for (std::int64_t t = 0; t < args.num_tokens; ++t) {
+    const std::int64_t slot = slot_of(args.loc, t);
+    if (slot < 0) continue;  // padding
+    const __int128 row = static_cast<__int128>(slot) * args.mult + args.offset;
+    if (!(row >= 0 && row < args.out_rows)) {
+      if (args.error_count) ++*args.error_count;
+      continue;
+    }
+    for (const auto& x : tensors) {
+      if (x.in == nullptr) continue;
+      for (std::int64_t h = 0; h < args.heads; ++h) {
+        const std::int64_t codes_at = plan.out.address(static_cast<std::int64_t>(row), h);
+        const std::int64_t scales_at = plan.block_scales_out.address(static_cast<std::int64_t>(row), h);
+        for (std::int64_t b = 0; b < args.head_dim / 16; ++b) {
+          float block[16];
+          for (int i = 0; i < 16; ++i)
+            block[i] = input_to_float(dtype, element_bits(x.in, t * plan.in_token_stride + h * plan.in_head_stride + 16 * b + i));
+          const Nvfp4Block q = nvfp4_quantize_block(block, x.g);
+          for (int i = 0; i < 8; ++i) x.codes[codes_at + 8 * b + i] = q.codes[i];
+          x.scales[scales_at + b] = q.sf;
+        }
+      }
+    }
+  }
+  return status;
 }
 
 //! The read of one NVFP4 element: `(e2m1(q) * float(sf)) * g`, two fp32 products, as a float (a

@@ -54,7 +54,7 @@ class Memory {
   //! (interleaved). The others follow stride<A>() apart.
   template <Access A, int Vec>
   KVCAST_HOST_DEVICE constexpr Index first_element(Index tile) const {
-    if constexpr (A == Access::vector) {
+    if constexpr (A != Access::interleaved) {
       return index(tile) * Vec;
     } else {
       constexpr Index kLanes = detail::kLanes;
@@ -64,11 +64,11 @@ class Memory {
   //! Distance between a member's consecutive elements.
   template <Access A>
   KVCAST_HOST_DEVICE static constexpr Index stride() {
-    return A == Access::vector ? Index{1} : Index{detail::kLanes};
+    return A == Access::interleaved ? Index{detail::kLanes} : Index{1};
   }
 
   //! Loads this member's Vec elements from `src`, its first element. Vector: one access.
-  //! Interleaved: element i from `src[i * stride<A>()]`, only where that is before `end`
+  //! Otherwise element i from `src[i * stride<A>()]`, only where that is before `end`
   //! (elements from `src` to the end of the run); the others stay as they were.
   template <Access A, class T, int Vec>
   KVCAST_HOST_DEVICE static void load(const T* __restrict__ src, Index end, AlignedVector<T, Vec>& v) {
@@ -85,14 +85,19 @@ class Memory {
   KVCAST_HOST_DEVICE static void store_vector(void* __restrict__ dst, const V& v) {
     v.store_bytes(dst);
   }
-  //! Stores this member's Vec elements as load() placed them: element i at
-  //! `dst[i * stride<Access::interleaved>()]` where that is before `end`.
-  template <class T, int Vec>
-  KVCAST_HOST_DEVICE static void store_interleaved(T* __restrict__ dst, Index end, const AlignedVector<T, Vec>& v) {
-    constexpr Index kStride = stride<Access::interleaved>();
+  //! Stores this member's Vec elements as load<A>() placed them, one an access (A is not
+  //! vector): element i at `dst[i * stride<A>()]` where that is before `end`.
+  template <Access A, class T, int Vec>
+  KVCAST_HOST_DEVICE static void store_elements(T* __restrict__ dst, Index end, const AlignedVector<T, Vec>& v) {
+    static_assert(A != Access::vector, "store_elements: a whole vector is one store (store_vector).");
+    constexpr Index kStride = stride<A>();
     KVCAST_UNROLL
     for (int i = 0; i < Vec; ++i)
       if (i * kStride < end) dst[i * kStride] = v[i];
+  }
+  template <class T, int Vec>
+  KVCAST_HOST_DEVICE static void store_interleaved(T* __restrict__ dst, Index end, const AlignedVector<T, Vec>& v) {
+    store_elements<Access::interleaved>(dst, end, v);
   }
 
  private:

@@ -20,7 +20,8 @@ namespace kvcast {
 //! Reads the cache rows `args` names into `args.k` / `args.v` (DESIGN.md §1, the read):
 //! `out[t, h, d] = T(float(code) * scale)` for the cache row of output token t.
 //!
-//! @tparam Format the cache's codes: `kvcast::e4m3` or `kvcast::e5m2`
+//! @tparam Format the cache's codes: `kvcast::e4m3` or `kvcast::e5m2`; `kvcast::nvfp4` with
+//!                kvcast/nvfp4.cuh included (the block scales: UpcastArgs::k_block_scales)
 //! @tparam T      output type `__nv_bfloat16`, `__half` or `float` (deduced)
 //! @return ok once the kernel is enqueued (or there is nothing to do); otherwise the first
 //!         broken rule, before any CUDA call, or the CUDA error of the launch.
@@ -30,7 +31,7 @@ template <class Format = e4m3, class T>
 Status upcast(const UpcastArgs<T>& args, cudaStream_t stream = nullptr) {
   static_assert(sizeof(dtype_of<T>::value) > 0, "kvcast::upcast: T must be __nv_bfloat16, __half or float.");
   detail::ReadPlan plan;
-  if (Status s = make_read_plan(args, plan); !s || plan.num_segments == 0) return s;
+  if (Status s = make_read_plan(args, plan, code_format_of<Format>()); !s || plan.num_segments == 0) return s;
   return detail::dispatch_read<Format>(args, plan, stream);
 }
 
@@ -43,7 +44,7 @@ Status upcast_checked(const UpcastArgs<T>& args, cudaStream_t stream = nullptr) 
   if (args.error_count == nullptr)
     return Status::error(Code::null_pointer, "error_count is null: upcast_checked needs a device counter to read back");
   detail::ReadPlan plan;
-  if (Status s = make_read_plan(args, plan); !s) return s;
+  if (Status s = make_read_plan(args, plan, code_format_of<Format>()); !s) return s;
   if (Status s = detail::cuda_status(cudaMemsetAsync(args.error_count, 0, sizeof(unsigned long long), stream),
                                      "kvcast::upcast_checked: zeroing error_count");
       !s)

@@ -12,10 +12,11 @@
 namespace kvcast {
 
 //! The first rule `args` breaks, naming the argument (the message downcast() would return), or ok.
+//! `format`: the codes the call writes (`CodeFormat::nvfp4` for `downcast<nvfp4>`).
 template <class T>
-Status validate(const DowncastArgs<T>& args) {
+Status validate(const DowncastArgs<T>& args, CodeFormat format = CodeFormat::fp8) {
   detail::Plan plan;
-  return detail::check_args(args, plan);
+  return detail::check_args(args, plan, format);
 }
 
 }  // namespace kvcast

@@ -145,15 +145,24 @@ Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stre
   return launch(kernel, plan.choice, make_write_params<T, Scales>(args, plan), args.pdl, stream);
 }
 
-//! Carries out a planned call with the scale policy the plan names.
+//! Carries out a planned call with the scale policy the plan names; a block-scaled format
+//! (NVFP4) with its own scale policy, on the general kernel with half blocks (kNvfp4Vec).
 template <class Codes, class T>
 Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
-  switch (plan.scale_policy) {
-    case ScalePolicyId::per_tensor: return dispatch<Codes, PerTensorScale>(args, plan, stream);
-    case ScalePolicyId::per_head: return dispatch<Codes, PerHeadScale>(args, plan, stream);
-    case ScalePolicyId::per_token_head:
-      if constexpr (Codes::kMode == Arithmetic::fp32) return dispatch<Codes, PerTokenHeadScale>(args, plan, stream);
-      break;
+  if constexpr (Codes::kBlockScaled) {
+    using Scales = typename Codes::Scales;
+    const WriteKernelPointer<T, Scales> kernel =
+        plan.choice.access == tile::Access::vector ? &write_kernel<T, Codes, Scales, LayoutRows, kNvfp4Vec, tile::Access::vector>
+                                                   : &write_kernel<T, Codes, Scales, LayoutRows, kNvfp4Vec, tile::Access::elements>;
+    return launch(kernel, plan.choice, make_write_params<T, Scales>(args, plan), args.pdl, stream);
+  } else {
+    switch (plan.scale_policy) {
+      case ScalePolicyId::per_tensor: return dispatch<Codes, PerTensorScale>(args, plan, stream);
+      case ScalePolicyId::per_head: return dispatch<Codes, PerHeadScale>(args, plan, stream);
+      case ScalePolicyId::per_token_head:
+        if constexpr (Codes::kMode == Arithmetic::fp32) return dispatch<Codes, PerTokenHeadScale>(args, plan, stream);
+        break;
+    }
   }
   return Status::error(Code::bad_option, "scale_kind %s has no kernel in arithmetic %s", to_string(args.scale_kind),
                        to_string(Codes::kMode));
@@ -214,21 +223,30 @@ ReadKernelPointer<T, Scales> select_read_kernel(const KernelChoice& c) {
   }
 }
 
-//! Carries out a planned read with the scale policy the plan names.
+//! Carries out a planned read with the scale policy the plan names; a block-scaled format
+//! (NVFP4) with its code policy's scale policy, a block a thread (kNvfp4ReadVec).
 template <class Format, class T>
 Status dispatch_read(const UpcastArgs<T>& args, const ReadPlan& plan, cudaStream_t stream) {
-  const auto run = [&](auto scales_tag) {
-    using Scales = decltype(scales_tag);
-    const ReadKernelPointer<T, Scales> kernel = select_read_kernel<T, Format, Scales>(plan.choice);
-    if (kernel == nullptr) return Status::error(Code::bad_option, "kvcast::upcast: no kernel for vector width %d", plan.choice.vec);
+  if constexpr (Format::kCodesPerByte != 1) {
+    using Scales = typename CodePolicyOf<Format, Arithmetic::fp32>::type::Scales;
+    const ReadKernelPointer<T, Scales> kernel = plan.choice.access == tile::Access::vector
+                                                    ? &read_kernel<T, Format, Scales, kNvfp4ReadVec, tile::Access::vector>
+                                                    : &read_kernel<T, Format, Scales, kNvfp4ReadVec, tile::Access::elements>;
     return launch(kernel, plan.choice, make_read_params<T, Scales>(args, plan), args.pdl, stream, "kvcast::upcast: kernel launch");
-  };
-  switch (plan.scale_policy) {
-    case ScalePolicyId::per_tensor: return run(PerTensorScale{});
-    case ScalePolicyId::per_head: return run(PerHeadScale{});
-    case ScalePolicyId::per_token_head: return run(PerTokenHeadScale{});
+  } else {
+    const auto run = [&](auto scales_tag) {
+      using Scales = decltype(scales_tag);
+      const ReadKernelPointer<T, Scales> kernel = select_read_kernel<T, Format, Scales>(plan.choice);
+      if (kernel == nullptr) return Status::error(Code::bad_option, "kvcast::upcast: no kernel for vector width %d", plan.choice.vec);
+      return launch(kernel, plan.choice, make_read_params<T, Scales>(args, plan), args.pdl, stream, "kvcast::upcast: kernel launch");
+    };
+    switch (plan.scale_policy) {
+      case ScalePolicyId::per_tensor: return run(PerTensorScale{});
+      case ScalePolicyId::per_head: return run(PerHeadScale{});
+      case ScalePolicyId::per_token_head: return run(PerTokenHeadScale{});
+    }
+    return Status::error(Code::bad_option, "scale_kind %s has no read kernel", to_string(args.scale_kind));
   }
-  return Status::error(Code::bad_option, "scale_kind %s has no read kernel", to_string(args.scale_kind));
 }
 
 }  // namespace detail

@@ -32,6 +32,12 @@ constexpr int kRealignVec = 16;
 constexpr std::int64_t kRealignRun = std::int64_t{kLanes} * kRealignVec;
 //! Warps (rows) a CTA of the realigned kernel.
 constexpr int kRealignWarps = 8;
+//! Elements a thread of an NVFP4 write holds: half a block of 16, so that two neighbouring lanes
+//! hold a block (one shuffle reduces its amax) and every input type's half is one access (16 or
+//! 32 bytes), its codes one 32-bit word.
+constexpr int kNvfp4Vec = 8;
+//! Codes a thread of an NVFP4 read takes: a block of 16, one 8-byte load.
+constexpr int kNvfp4ReadVec = 16;
 //! A segment (a token's row or one head) spans at most this many elements; the grid's y
 //! dimension then holds its chunks (2^24 / (2 * kBlockSize) = 2^15).
 constexpr std::int64_t kMaxSegmentElements = std::int64_t{1} << 24;
@@ -55,6 +61,8 @@ enum class Access : std::uint8_t {
   vector,       //!< consecutive: one aligned access moves the whole vector
   interleaved,  //!< kLanes apart, the warp's lanes interleaved: one element an access, each
                 //!< warp-wide access one coalesced run (for pointers or strides no vector fits)
+  elements,     //!< consecutive, as `vector`, but one element an access: for a thread that must
+                //!< hold consecutive elements (an NVFP4 block) where no vector fits
 };
 }  // namespace tile
 }  // namespace kvcast

@@ -89,6 +89,10 @@ struct Plan {
   //! ScaleKind::per_token_head: the scale tensors' layout (in floats) and the floats it spans.
   OutputLayout scales_out{};
   std::int64_t scales_extent = 0;
+  //! What the codes are; for NVFP4, the block scales' layout (in bytes) and the bytes it spans.
+  CodeFormat format = CodeFormat::fp8;
+  OutputLayout block_scales_out{};
+  std::int64_t block_scales_extent = 0;
   KernelChoice choice{};
 };
 
@@ -163,6 +167,9 @@ constexpr LayoutNames kOutNames{"out.block_size",   "out.block_stride", "out.tok
                                 "output heads",     "output rows of a page", "out_rows"};
 constexpr LayoutNames kScalesOutNames{"scales_out.block_size", "scales_out.block_stride", "scales_out.token_stride",
                                       "scales_out.head_stride", "scale heads", "scale rows of a page", "out_rows"};
+constexpr LayoutNames kBlockScalesOutNames{"block_scales_out.block_size",   "block_scales_out.block_stride",
+                                           "block_scales_out.token_stride", "block_scales_out.head_stride",
+                                           "block-scale heads",             "block-scale rows of a page", "out_rows"};
 
 //! Checks a layout of `heads` runs of `run` elements a row, for `rows` rows (< 0: unbounded): no
 //! negative stride, no two elements at one address. `page_reach`: elements one page spans (one
@@ -339,6 +346,33 @@ inline Status check_scale_pair(const float* k_field, const float* v_field, const
   return Status{};
 }
 
+//! A side output's tensors (per-(token, head) scales, NVFP4's block scales), as the byte regions
+//! `k_side` / `v_side` (named `k_name` / `v_name`), share no byte with a code tensor or each other.
+//! `code_page_reach`: bytes one page (row) of the codes spans. `placement`: how to place them
+//! inside the code pages, for the message.
+template <class T>
+Status check_side_outputs_apart(const DowncastArgs<T>& a, const Plan& plan, std::int64_t code_page_reach, const Region& k_side,
+                                const Region& v_side, const char* k_name, const char* v_name, const char* placement) {
+  const bool has_k = a.k != nullptr, has_v = a.v != nullptr;
+  const Region k_codes{a.k_out, plan.out_extent, plan.out.block_size, plan.out.block_stride, code_page_reach};
+  const Region v_codes{a.v_out, plan.out_extent, plan.out.block_size, plan.out.block_stride, code_page_reach};
+  const struct {
+    const Region& side;
+    const Region& other;
+    bool both;
+    const char* side_name;
+    const char* other_name;
+  } pairs[] = {{k_side, k_codes, has_k, k_name, "k_out"},
+               {k_side, v_codes, has_k && has_v, k_name, "v_out"},
+               {v_side, k_codes, has_k && has_v, v_name, "k_out"},
+               {v_side, v_codes, has_v, v_name, "v_out"},
+               {k_side, v_side, has_k && has_v, k_name, v_name}};
+  for (const auto& p : pairs)
+    if (p.both && !disjoint(p.side, p.other))
+      return Status::error(Code::bad_stride, "%s overlaps %s: give separate tensors, or %s", p.side_name, p.other_name, placement);
+  return Status{};
+}
+
 //! The checks of the scale arguments (ScaleKind, amax): each field of the call's kind given for
 //! each tensor the call has, no field of another kind given, and, for per_token_head, the scale
 //! tensors' layout, with no float of theirs on a code or on each other. `code_page_reach`: bytes
@@ -386,41 +420,77 @@ Status check_scale_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_
   if (!mul_add(plan.scales_extent, 4, 0, scale_bytes) || !mul_add(so.block_stride, 4, 0, scale_stride) ||
       !mul_add(scale_page_reach, 4, 0, scale_reach))
     return Status::error(Code::overflow, "scales_out with out_rows (%lld) addresses beyond int64 bytes", ll(a.out_rows));
-  const Region k_scales{a.k_scales_out, scale_bytes, so.block_size, scale_stride, scale_reach};
-  const Region v_scales{a.v_scales_out, scale_bytes, so.block_size, scale_stride, scale_reach};
-  const Region k_codes{a.k_out, plan.out_extent, plan.out.block_size, plan.out.block_stride, code_page_reach};
-  const Region v_codes{a.v_out, plan.out_extent, plan.out.block_size, plan.out.block_stride, code_page_reach};
-  const struct {
-    const Region& scales;
-    const Region& other;
-    bool both;
-    const char* scales_name;
-    const char* other_name;
-  } pairs[] = {{k_scales, k_codes, has_k, "k_scales_out", "k_out"},
-               {k_scales, v_codes, has_k && has_v, "k_scales_out", "v_out"},
-               {v_scales, k_codes, has_k && has_v, "v_scales_out", "k_out"},
-               {v_scales, v_codes, has_v, "v_scales_out", "v_out"},
-               {k_scales, v_scales, has_k && has_v, "k_scales_out", "v_scales_out"}};
-  for (const auto& p : pairs)
-    if (p.both && !disjoint(p.scales, p.other))
-      return Status::error(Code::bad_stride,
-                           "%s overlaps %s: give separate tensors, or floats inside each page of the codes, beside them "
-                           "(scales_out with the codes' block_size and block_stride / 4)",
-                           p.scales_name, p.other_name);
-  return Status{};
+  return check_side_outputs_apart(a, plan, code_page_reach, Region{a.k_scales_out, scale_bytes, so.block_size, scale_stride, scale_reach},
+                                  Region{a.v_scales_out, scale_bytes, so.block_size, scale_stride, scale_reach}, "k_scales_out",
+                                  "v_scales_out", "floats inside each page of the codes, beside them (scales_out with the codes' "
+                                  "block_size and block_stride / 4)");
+}
+
+//! NVFP4's rules (check_args, format nvfp4): head_dim a multiple of 16; one global scale g a
+//! tensor (ScaleKind::per_tensor), finite and > 0 where it is a host value (a device value is
+//! read when the kernel runs: 0, inf or NaN there give what the formulas give); no amax output;
+//! the block scales, `head_dim / 16` bytes a row-head, placed by `block_scales_out` (all-zero:
+//! contiguous), for the rows out_rows bounds (required), apart from every code and each other.
+template <class T>
+Status check_nvfp4_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_page_reach) {
+  const bool has_k = a.k != nullptr, has_v = a.v != nullptr;
+  if (a.scale_kind != ScaleKind::per_tensor)
+    return Status::error(Code::bad_option, "scale_kind is %s, but format nvfp4 takes one global scale g a tensor: use per_tensor",
+                         to_string(a.scale_kind));
+  if (a.k_amax != nullptr || a.v_amax != nullptr)
+    return Status::error(Code::bad_option, "%s is given, but format nvfp4 has no amax output", a.k_amax != nullptr ? "k_amax" : "v_amax");
+  const auto bad_g = [](const Scale& g) { return g.device == nullptr && !(g.value > 0.0f && g.value <= std::numeric_limits<float>::max()); };
+  if ((has_k && bad_g(a.k_scale)) || (has_v && bad_g(a.v_scale))) {
+    const bool k_bad = has_k && bad_g(a.k_scale);
+    return Status::error(Code::bad_option, "%s (%g), NVFP4's global scale g, must be finite and > 0", k_bad ? "k_scale" : "v_scale",
+                         static_cast<double>(k_bad ? a.k_scale.value : a.v_scale.value));
+  }
+  if (a.out_rows < 0)
+    return Status::error(Code::bad_option,
+                         "out_rows is unchecked, but format nvfp4 needs the cache's row count to check the block-scale tensors");
+  if (has_k != (a.k_block_scales_out != nullptr) || has_v != (a.v_block_scales_out != nullptr)) {
+    const bool k_side = has_k != (a.k_block_scales_out != nullptr);
+    const bool tensor = k_side ? has_k : has_v;
+    return Status::error(tensor ? Code::null_pointer : Code::unexpected_pointer, "%s is %s while %s is %s",
+                         k_side ? "k_block_scales_out" : "v_block_scales_out", tensor ? "null" : "given", k_side ? "k" : "v",
+                         tensor ? "given" : "null");
+  }
+  const std::int64_t run = a.head_dim / nvfp4::kBlock;
+  plan.block_scales_out = a.block_scales_out.or_contiguous(a.heads, run);
+  std::int64_t page_reach = 0;
+  if (Status s = check_layout(plan.block_scales_out, a.heads, run, a.out_rows, kBlockScalesOutNames, page_reach, plan.block_scales_extent);
+      !s)
+    return s;
+  const OutputLayout& so = plan.block_scales_out;
+  return check_side_outputs_apart(a, plan, code_page_reach,
+                                  Region{a.k_block_scales_out, plan.block_scales_extent, so.block_size, so.block_stride, page_reach},
+                                  Region{a.v_block_scales_out, plan.block_scales_extent, so.block_size, so.block_stride, page_reach},
+                                  "k_block_scales_out", "v_block_scales_out",
+                                  "bytes inside each page of the codes, beside them (block_scales_out with the codes' block_size and "
+                                  "block_stride)");
 }
 
 static_assert(kMaxReducedHeadDim <= std::int64_t{kBlockSize} * tuning::kElementWiseVector,
               "A reduced row-head fits one group, element by element.");
 
-//! Validates `a` and resolves it into `plan` (everything but the kernel choice). Returns the
-//! first broken rule, naming the argument.
+//! Validates `a`, a write of `format` codes, and resolves it into `plan` (everything but the
+//! kernel choice). Returns the first broken rule, naming the argument.
 template <class T>
-Status check_args(const DowncastArgs<T>& a, Plan& plan) {
+Status check_args(const DowncastArgs<T>& a, Plan& plan, CodeFormat format = CodeFormat::fp8) {
   plan = Plan{};
+  plan.format = format;
   const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
+  const bool nvfp4 = format == CodeFormat::nvfp4;
 
   if (Status st = check_shape(a.num_tokens, a.heads, a.head_dim); !st) return st;
+  if (nvfp4 && a.head_dim % kvcast::nvfp4::kBlock != 0)
+    return Status::error(Code::bad_shape, "head_dim (%lld) must be a multiple of 16 with format nvfp4: 16 elements share a block scale",
+                         ll(a.head_dim));
+  if (!nvfp4 && (a.k_block_scales_out != nullptr || a.v_block_scales_out != nullptr || !a.block_scales_out.is_default()))
+    return Status::error(Code::bad_option, "%s is given, but the format is fp8: block scales are NVFP4's",
+                         a.k_block_scales_out != nullptr ? "k_block_scales_out"
+                         : a.v_block_scales_out != nullptr ? "v_block_scales_out"
+                                                           : "block_scales_out");
   if (a.out_rows == DowncastArgs<T>::kRowsNotGiven)
     return Status::error(Code::bad_option,
                          "out_rows is not set: give the cache's row count, or kUncheckedRows to trust the slots");
@@ -467,23 +537,25 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan) {
     return Status::error(Code::bad_shape, "in_capacity (%lld) < %lld, the elements the inputs span", ll(a.in_capacity),
                          ll(plan.in_extent));
 
-  // Output layout: all-zero means contiguous.
-  plan.out = a.out.or_contiguous(a.heads, a.head_dim);
+  // Output layout (in bytes, a row-head head_dim codes' bytes): all-zero means contiguous.
+  const std::int64_t code_bytes = nvfp4 ? a.head_dim / kvcast::nvfp4::kCodesPerByte : a.head_dim;
+  plan.out = a.out.or_contiguous(a.heads, code_bytes);
   std::int64_t page_reach = 0;
-  if (Status s = check_layout(plan.out, a.heads, a.head_dim, a.out_rows, kOutNames, page_reach, plan.out_extent); !s) return s;
+  if (Status s = check_layout(plan.out, a.heads, code_bytes, a.out_rows, kOutNames, page_reach, plan.out_extent); !s) return s;
   if (a.out_capacity >= 0 && plan.out_extent > a.out_capacity)
     return Status::error(Code::bad_shape, "out_capacity (%lld) < %lld, the bytes out_rows rows span", ll(a.out_capacity),
                          ll(plan.out_extent));
 
-  if (Status s = check_scale_args(a, plan, page_reach); !s) return s;
+  if (Status s = nvfp4 ? check_nvfp4_args(a, plan, page_reach) : check_scale_args(a, plan, page_reach); !s) return s;
 
   slot_bounds(a.mult, a.offset, a.out_rows, plan.min_slot, plan.max_slot);
 
   // Segments: heads fuse into one run when they are back to back in input and output.
   // A scale that changes with the head keeps heads apart: a segment is then one row-head.
-  const bool fuse = a.heads == 1 ||
-                    (a.scale_kind == ScaleKind::per_tensor && plan.in_head_stride == a.head_dim && plan.out.head_stride == a.head_dim);
-  plan.dense = fuse && plan.out.block_size == 1 && a.k != nullptr && a.v != nullptr;
+  // NVFP4's block scales have their own layout: its heads stay apart (the general kernel).
+  const bool fuse = a.heads == 1 || (!nvfp4 && a.scale_kind == ScaleKind::per_tensor && plan.in_head_stride == a.head_dim &&
+                                     plan.out.head_stride == a.head_dim);
+  plan.dense = !nvfp4 && fuse && plan.out.block_size == 1 && a.k != nullptr && a.v != nullptr;
   return cut_segments(a.num_tokens, a.heads, a.head_dim, fuse, plan.segs_per_token, plan.seg_len, plan.num_segments, plan.elements);
 }
 
@@ -519,15 +591,25 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   // items than a CTA has threads.
   const bool reduced = scales == ScalePolicyId::per_token_head;
   const WriteKernel kernel = plan.dense && scales != ScalePolicyId::per_token_head ? WriteKernel::dense : WriteKernel::general;
+  const auto inputs_allow = [&](int v) {
+    return is_aligned(a.k, std::int64_t{v} * kBytes) && is_aligned(a.v, std::int64_t{v} * kBytes) &&
+           (a.num_tokens == 1 || plan.in_token_stride % v == 0) && (fused || plan.in_head_stride % v == 0);
+  };
+  if (plan.format == CodeFormat::nvfp4) {
+    // Half a block a thread (kNvfp4Vec), its codes one 32-bit word: one access each where the
+    // pointers and strides allow, else one element (one code byte) an access.
+    c.kernel = WriteKernel::general;
+    c.vec = kNvfp4Vec;
+    c.access = inputs_allow(kNvfp4Vec) && outputs_allow(a, plan, kNvfp4Vec / nvfp4::kCodesPerByte, !fused) ? tile::Access::vector
+                                                                                                       : tile::Access::elements;
+  }
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);
   // The other scale policies' narrowest vector is tuning::kScaledMinVector: where the tiers ask
   // for a narrower one, they take that rather than go element by element.
   if (scales != ScalePolicyId::per_tensor && widest < tuning::kScaledMinVector) widest = tuning::kScaledMinVector;
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
     if (v > plan.seg_len || (reduced && (plan.seg_len % v != 0 || plan.seg_len / v > kBlockSize))) continue;
-    const bool in_ok = is_aligned(a.k, std::int64_t{v} * kBytes) && is_aligned(a.v, std::int64_t{v} * kBytes) &&
-                       (a.num_tokens == 1 || plan.in_token_stride % v == 0) && (fused || plan.in_head_stride % v == 0);
-    if (in_ok && outputs_allow(a, plan, v, !fused) && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
+    if (inputs_allow(v) && outputs_allow(a, plan, v, !fused) && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
       c.vec = v;
       c.kernel = kernel;
     }
@@ -588,11 +670,15 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 }  // namespace detail
 
 //! Validates `args` and plans the call: detail::check_args, then detail::choose_kernel for the
-//! kernel of arithmetic `mode`. Zero tokens is valid (and launches nothing) once the sizes are
-//! sane and out_rows is given: empty tensors often have null data pointers.
+//! kernel of arithmetic `mode` writing `format` codes. Zero tokens is valid (and launches
+//! nothing) once the sizes are sane and out_rows is given: empty tensors often have null data
+//! pointers.
 template <class T>
-Status make_plan(const DowncastArgs<T>& args, detail::Plan& plan, Arithmetic mode = Arithmetic::fp32) {
-  if (Status s = detail::check_args(args, plan); !s) return s;
+Status make_plan(const DowncastArgs<T>& args, detail::Plan& plan, Arithmetic mode = Arithmetic::fp32,
+                 CodeFormat format = CodeFormat::fp8) {
+  if (Status s = detail::check_args(args, plan, format); !s) return s;
+  if (format == CodeFormat::nvfp4 && mode != Arithmetic::fp32)
+    return Status::error(Code::bad_option, "format nvfp4 computes in fp32 arithmetic (its exact mode): use Arithmetic::fp32");
   if (args.scale_kind == ScaleKind::per_token_head && mode != Arithmetic::fp32)
     return Status::error(Code::bad_option, "scale_kind per_token_head computes its scales in fp32 arithmetic: use Arithmetic::fp32");
   if (plan.num_segments == 0) return Status{};

@@ -119,18 +119,25 @@ KVCAST_DEVICE bool resolve_read_row(const P& p, std::uint32_t token, bool counts
   return true;
 }
 
-//! Converts and stores a thread's codes as tile::Memory::load placed them: a whole vector in
-//! stores of up to kMaxVectorBytes of T, interleaved ones an element each (those before `end`).
-template <class Format, tile::Access A, class T, int Vec>
+//! Converts and stores a thread's Vec values (from Vec / Format::kCodesPerByte code bytes) as
+//! tile::Memory::load placed them: a whole vector in stores of up to kMaxVectorBytes of T,
+//! otherwise an element each (those before `end`).
+template <class Format, tile::Access A, class T, int Vec, int Bytes>
 KVCAST_DEVICE void store_values(T* __restrict__ dst, std::uint32_t end, const Dequantizer<T, Format>& q,
-                                const AlignedVector<std::uint8_t, Vec>& codes) {
+                                const AlignedVector<std::uint8_t, Bytes>& codes) {
   using Walk = tile::Memory<std::uint32_t>;
+  constexpr int kPiece = Vec * static_cast<int>(sizeof(T)) <= kMaxVectorBytes ? Vec : kMaxVectorBytes / static_cast<int>(sizeof(T));
   if constexpr (A == tile::Access::vector) {
-    constexpr int kPiece = Vec * static_cast<int>(sizeof(T)) <= kMaxVectorBytes ? Vec : kMaxVectorBytes / static_cast<int>(sizeof(T));
     KVCAST_UNROLL
     for (int i = 0; i < Vec; i += kPiece) Walk::store_vector(dst + i, q.template values<kPiece>(codes, i));
-  } else {
-    Walk::store_interleaved(dst, end, q.template values<Vec>(codes));
+  } else if constexpr (kPiece == Vec) {
+    Walk::template store_elements<A>(dst, end, q.template values<Vec>(codes));
+  } else {  // NVFP4's 16 fp32 values element by element: converted 8 at a time, one vector of T
+    KVCAST_UNROLL
+    for (int i = 0; i < Vec; i += kPiece) {
+      const std::uint32_t skipped = i * Walk::template stride<A>();
+      if (skipped < end) Walk::template store_elements<A>(dst + skipped, end - skipped, q.template values<kPiece>(codes, i));
+    }
   }
 }
 
@@ -157,14 +164,16 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
   std::int64_t row;
   if (!resolve_read_row(p, token, head == 0 && first == 0, row)) return;
 
-  // load: the codes of both tensors, then the scales
+  // load: the codes of both tensors (Vec / kCodesPerByte bytes: NVFP4 packs two a byte), then
+  // the scales (and NVFP4's block scales)
+  constexpr int kBytes = Vec / Format::kCodesPerByte;
   const bool has_k = p.k_cache != nullptr;
   const bool has_v = p.v_cache != nullptr;
-  const std::int64_t at = p.cache.row_address(row) + std::int64_t{head} * p.cache.head_stride + first;
-  AlignedVector<std::uint8_t, Vec> k_codes, v_codes;
+  const std::int64_t at = p.cache.row_address(row) + std::int64_t{head} * p.cache.head_stride + first / Format::kCodesPerByte;
+  AlignedVector<std::uint8_t, kBytes> k_codes, v_codes;
   if constexpr (A == tile::Access::interleaved) {
     KVCAST_UNROLL
-    for (int i = 0; i < Vec; ++i) k_codes[i] = v_codes[i] = 0;  // codes past the end: converted, never stored
+    for (int i = 0; i < kBytes; ++i) k_codes[i] = v_codes[i] = 0;  // codes past the end: converted, never stored
   }
   if (has_k) Walk::template load<A>(p.k_cache + at, end, k_codes);
   if (has_v) Walk::template load<A>(p.v_cache + at, end, v_codes);
@@ -172,8 +181,14 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
 
   // convert and store
   const std::int64_t out_at = std::int64_t{token} * p.out_token_stride + std::int64_t{head} * p.out_head_stride + first;
-  if (has_k) store_values<Format, A>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x), k_codes);
-  if (has_v) store_values<Format, A>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y), v_codes);
+  if constexpr (Scales::kBlockScaled) {  // NVFP4: each tensor's block scale too
+    const std::uint32_t sf = Scales::load_block_scales(p.scales, row, head, first, has_k, has_v);  // K's in the low byte
+    if (has_k) store_values<Format, A, T, Vec>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x, sf & 0xffu), k_codes);
+    if (has_v) store_values<Format, A, T, Vec>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y, sf >> 8), v_codes);
+  } else {
+    if (has_k) store_values<Format, A, T, Vec>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x), k_codes);
+    if (has_v) store_values<Format, A, T, Vec>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y), v_codes);
+  }
 }
 
 //! The read kernel: read_chunk for the CTA's place in the grid (x: blocks of segments, y: chunks).

@@ -45,6 +45,10 @@ struct ReadPlan {
   ScalePolicyId scale_policy = ScalePolicyId::per_tensor;
   OutputLayout scales{};  //!< ScaleKind::per_token_head: the scale tensors' layout, in floats
   std::int64_t scales_extent = 0;
+  //! What the codes are; for NVFP4, the block scales' layout (in bytes) and the bytes it spans.
+  CodeFormat format = CodeFormat::fp8;
+  OutputLayout block_scales{};
+  std::int64_t block_scales_extent = 0;
   KernelChoice choice{};
 };
 
@@ -52,6 +56,9 @@ constexpr LayoutNames kCacheNames{"cache.block_size",   "cache.block_stride", "c
                                   "cache heads",        "cache rows of a page", "cache_rows"};
 constexpr LayoutNames kReadScalesNames{"scales.block_size", "scales.block_stride", "scales.token_stride", "scales.head_stride",
                                        "scale heads",       "scale rows of a page", "cache_rows"};
+constexpr LayoutNames kReadBlockScalesNames{"block_scales.block_size",   "block_scales.block_stride", "block_scales.token_stride",
+                                            "block_scales.head_stride",  "block-scale heads",         "block-scale rows of a page",
+                                            "cache_rows"};
 
 //! The read kernels that exist: whole vectors of 16 or 4 codes (16- and 4-byte loads), and one
 //! code an access (8 a thread, the warp's lanes interleaved) for what no vector fits. Every
@@ -86,15 +93,45 @@ Status check_read_scale_args(const UpcastArgs<T>& a, ReadPlan& plan) {
   return check_layout(plan.scales, a.heads, 1, a.cache_rows, kReadScalesNames, page_reach, plan.scales_extent);
 }
 
-//! Validates `a` and resolves it into `plan` (everything but the kernel choice). Returns the
-//! first broken rule, naming the argument.
+//! NVFP4's rules of a read (check_read_args, format nvfp4): head_dim a multiple of 16, one global
+//! scale g a tensor (ScaleKind::per_tensor; any value: the read multiplies by it), and the block
+//! scales, `head_dim / 16` bytes a row-head, placed by `block_scales` over the cache's rows.
 template <class T>
-Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
+Status check_nvfp4_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
+  const bool has_k = a.k_cache != nullptr, has_v = a.v_cache != nullptr;
+  if (a.scale_kind != ScaleKind::per_tensor)
+    return Status::error(Code::bad_option, "scale_kind is %s, but format nvfp4 takes one global scale g a tensor: use per_tensor",
+                         to_string(a.scale_kind));
+  if (has_k != (a.k_block_scales != nullptr) || has_v != (a.v_block_scales != nullptr)) {
+    const bool k_side = has_k != (a.k_block_scales != nullptr);
+    const bool tensor = k_side ? has_k : has_v;
+    return Status::error(tensor ? Code::null_pointer : Code::unexpected_pointer, "%s is %s while %s is %s",
+                         k_side ? "k_block_scales" : "v_block_scales", tensor ? "null" : "given", k_side ? "k_cache" : "v_cache",
+                         tensor ? "given" : "null");
+  }
+  plan.block_scales = a.block_scales.or_contiguous(a.heads, a.head_dim / nvfp4::kBlock);
+  std::int64_t page_reach = 0;
+  return check_layout(plan.block_scales, a.heads, a.head_dim / nvfp4::kBlock, a.cache_rows, kReadBlockScalesNames, page_reach,
+                      plan.block_scales_extent);
+}
+
+//! Validates `a`, a read of `format` codes, and resolves it into `plan` (everything but the
+//! kernel choice). Returns the first broken rule, naming the argument.
+template <class T>
+Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan, CodeFormat format = CodeFormat::fp8) {
   plan = ReadPlan{};
+  plan.format = format;
   const auto ll = [](std::int64_t x) { return static_cast<long long>(x); };
   constexpr std::int64_t kBytes = sizeof(T);
+  const bool nvfp4 = format == CodeFormat::nvfp4;
 
   if (Status st = check_shape(a.num_tokens, a.heads, a.head_dim); !st) return st;
+  if (nvfp4 && a.head_dim % kvcast::nvfp4::kBlock != 0)
+    return Status::error(Code::bad_shape, "head_dim (%lld) must be a multiple of 16 with format nvfp4: 16 elements share a block scale",
+                         ll(a.head_dim));
+  if (!nvfp4 && (a.k_block_scales != nullptr || a.v_block_scales != nullptr || !a.block_scales.is_default()))
+    return Status::error(Code::bad_option, "%s is given, but the format is fp8: block scales are NVFP4's",
+                         a.k_block_scales != nullptr ? "k_block_scales" : a.v_block_scales != nullptr ? "v_block_scales" : "block_scales");
   if (a.cache_rows == UpcastArgs<T>::kRowsNotGiven)
     return Status::error(Code::bad_option, "cache_rows is not set: give the cache's row count, so that no row outside it is read");
   if (a.cache_rows < 0) return Status::error(Code::bad_option, "cache_rows (%lld) must be >= 0", ll(a.cache_rows));
@@ -167,12 +204,13 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
     if (Status s = check_no_overlap(dims, 3, "output elements", plan.out_extent); !s) return s;
   }
 
-  // The cache's layout: all-zero means contiguous.
-  plan.cache = a.cache.or_contiguous(a.heads, a.head_dim);
+  // The cache's layout (in bytes, a row-head head_dim codes' bytes): all-zero means contiguous.
+  const std::int64_t code_bytes = nvfp4 ? a.head_dim / kvcast::nvfp4::kCodesPerByte : a.head_dim;
+  plan.cache = a.cache.or_contiguous(a.heads, code_bytes);
   std::int64_t page_reach = 0;
-  if (Status s = check_layout(plan.cache, a.heads, a.head_dim, a.cache_rows, kCacheNames, page_reach, plan.cache_extent); !s) return s;
+  if (Status s = check_layout(plan.cache, a.heads, code_bytes, a.cache_rows, kCacheNames, page_reach, plan.cache_extent); !s) return s;
 
-  if (Status s = check_read_scale_args(a, plan); !s) return s;
+  if (Status s = nvfp4 ? check_nvfp4_read_args(a, plan) : check_read_scale_args(a, plan); !s) return s;
 
   // Nothing the call writes may be read by it or written twice: the outputs apart from each
   // other (token for token, when they interleave in one workspace) and from every cache and
@@ -189,9 +227,11 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
   const Region read[] = {{a.k_cache, plan.cache_extent, 0, 0, 0},
                          {a.v_cache, plan.cache_extent, 0, 0, 0},
                          {a.k_scales, scale_bytes, 0, 0, 0},
-                         {a.v_scales, scale_bytes, 0, 0, 0}};
-  const char* read_names[] = {"k_cache", "v_cache", "k_scales", "v_scales"};
-  for (int r = 0; r < 4; ++r) {
+                         {a.v_scales, scale_bytes, 0, 0, 0},
+                         {a.k_block_scales, plan.block_scales_extent, 0, 0, 0},
+                         {a.v_block_scales, plan.block_scales_extent, 0, 0, 0}};
+  const char* read_names[] = {"k_cache", "v_cache", "k_scales", "v_scales", "k_block_scales", "v_block_scales"};
+  for (int r = 0; r < 6; ++r) {
     if (read[r].base == nullptr) continue;
     if (a.k != nullptr && !disjoint(k_out, read[r]))
       return Status::error(Code::bad_stride, "k overlaps %s: the read would overwrite what it reads", read_names[r]);
@@ -201,7 +241,8 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
 
   // Segments: heads fuse into one run when they are back to back in the cache and the output,
   // and one scale serves them all.
-  const bool fuse = a.heads == 1 || (a.scale_kind == ScaleKind::per_tensor && plan.cache.head_stride == a.head_dim &&
+  // NVFP4's block scales have their own layout: its heads stay apart.
+  const bool fuse = a.heads == 1 || (!nvfp4 && a.scale_kind == ScaleKind::per_tensor && plan.cache.head_stride == a.head_dim &&
                                      plan.out_head_stride == a.head_dim);
   if (Status st = cut_segments(a.num_tokens, a.heads, a.head_dim, fuse, plan.segs_per_token, plan.seg_len, plan.num_segments,
                                plan.elements);
@@ -220,6 +261,20 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   KernelChoice c;
   const bool fused = plan.segs_per_token == 1;
   const OutputLayout& cache = plan.cache;
+  if (plan.format == CodeFormat::nvfp4) {
+    // A block a thread (kNvfp4ReadVec codes, 8 bytes), whole where the pointers and strides
+    // allow one 8-byte load and stores of up to 32 bytes of T, else one element an access.
+    constexpr int v = kNvfp4ReadVec;
+    constexpr std::int64_t code_bytes = v / nvfp4::kCodesPerByte;
+    const std::int64_t store_bytes = std::min<std::int64_t>(v * kBytes, kMaxVectorBytes);
+    const bool cache_ok = is_aligned(a.k_cache, code_bytes) && is_aligned(a.v_cache, code_bytes) && cache.block_stride % code_bytes == 0 &&
+                          (cache.block_size == 1 || cache.token_stride % code_bytes == 0) && cache.head_stride % code_bytes == 0;
+    const bool out_ok = is_aligned(a.k, store_bytes) && is_aligned(a.v, store_bytes) &&
+                        (a.num_tokens == 1 || (plan.out_token_stride * kBytes) % store_bytes == 0) &&
+                        (plan.out_head_stride * kBytes) % store_bytes == 0;
+    c.vec = v;
+    c.access = cache_ok && out_ok ? tile::Access::vector : tile::Access::elements;
+  }
   for (int v : tuning::kReadVectors) {
     if (c.vec != 0 || plan.seg_len % v != 0 || !read_kernel_exists(v, tile::Access::vector)) continue;
     const std::int64_t store_bytes = std::min<std::int64_t>(v * kBytes, kMaxVectorBytes);
@@ -249,11 +304,12 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
 
 }  // namespace detail
 
-//! Validates `args` and plans the read: detail::check_read_args, then detail::choose_read_kernel.
-//! Zero tokens is valid (and launches nothing) once the sizes are sane and cache_rows is given.
+//! Validates `args` and plans the read of `format` codes: detail::check_read_args, then
+//! detail::choose_read_kernel. Zero tokens is valid (and launches nothing) once the sizes are
+//! sane and cache_rows is given.
 template <class T>
-Status make_read_plan(const UpcastArgs<T>& args, detail::ReadPlan& plan) {
-  if (Status s = detail::check_read_args(args, plan); !s) return s;
+Status make_read_plan(const UpcastArgs<T>& args, detail::ReadPlan& plan, CodeFormat format = CodeFormat::fp8) {
+  if (Status s = detail::check_read_args(args, plan, format); !s) return s;
   if (plan.num_segments == 0) return Status{};
   plan.choice = detail::choose_read_kernel(args, plan);
   return Status{};

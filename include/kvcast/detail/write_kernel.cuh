@@ -271,7 +271,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   if (full && has_k) Walk::template load<A>(k_in, end, k_vec);
   if (full && has_v) Walk::template load<A>(v_in, end, v_vec);
   const std::int64_t slot = load_slot(p, token);
-  const std::int64_t out_in_row = Rows::out_offset_in_row(p, head, first);
+  const std::int64_t out_in_row = Rows::out_offset_in_row(p, head, first / Codes::kCodesPerByte);
   // A loaded scale goes out with the other loads: issued after code that waits for them (the
   // amax output's), it would cost a second memory latency.
   float2 scales;
@@ -315,28 +315,33 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
 
   // convert and store
-  if (!full) {
-    write_tail<T, Codes>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end, scales.x, scales.y);
+  if constexpr (Codes::kBlockScaled) {  // NVFP4: half a block a thread, never a partial vector
+    Codes::template store_halves<A>(p.scales, row, head, first, k_vec, v_vec, scales, has_k, has_v, k_out, v_out);
     return;
+  } else {
+    if (!full) {
+      write_tail<T, Codes>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end, scales.x, scales.y);
+      return;
+    }
+    if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact)
+      const typename Codes::template QuotientQuantizer<T> qk(scales.x);
+      const typename Codes::template QuotientQuantizer<T> qv(scales.y);
+      if (has_k) store_codes<Codes, A, true>(k_out, end, qk, k_vec);
+      if (has_v) store_codes<Codes, A, true>(v_out, end, qv, v_vec);
+      return;
+    }
+    const typename Codes::template Quantizer<T> qk(scales.x);
+    const typename Codes::template Quantizer<T> qv(scales.y);
+    if constexpr (A == tile::Access::vector && Rows::kBothTensors && Codes::template kBothAtOnce<Vec>) {
+      Codes::store_both(qk, k_vec, qv, v_vec, [&](int tensor, const typename PackedCodes<Vec>::type& codes) {
+        Walk::store_vector(tensor == 0 ? k_out : v_out, codes);
+      });
+      return;
+    }
+    // One tensor after the other, so that K's registers are free before V's conversion needs them.
+    if (has_k) store_codes<Codes, A, false>(k_out, end, qk, k_vec);
+    if (has_v) store_codes<Codes, A, false>(v_out, end, qv, v_vec);
   }
-  if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact)
-    const typename Codes::template QuotientQuantizer<T> qk(scales.x);
-    const typename Codes::template QuotientQuantizer<T> qv(scales.y);
-    if (has_k) store_codes<Codes, A, true>(k_out, end, qk, k_vec);
-    if (has_v) store_codes<Codes, A, true>(v_out, end, qv, v_vec);
-    return;
-  }
-  const typename Codes::template Quantizer<T> qk(scales.x);
-  const typename Codes::template Quantizer<T> qv(scales.y);
-  if constexpr (A == tile::Access::vector && Rows::kBothTensors && Codes::template kBothAtOnce<Vec>) {
-    Codes::store_both(qk, k_vec, qv, v_vec, [&](int tensor, const typename PackedCodes<Vec>::type& codes) {
-      Walk::store_vector(tensor == 0 ? k_out : v_out, codes);
-    });
-    return;
-  }
-  // One tensor after the other, so that K's registers are free before V's conversion needs them.
-  if (has_k) store_codes<Codes, A, false>(k_out, end, qk, k_vec);
-  if (has_v) store_codes<Codes, A, false>(v_out, end, qv, v_vec);
 }
 
 //! The write kernel: write_chunk for the CTA's place in the grid.

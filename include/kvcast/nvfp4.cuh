@@ -1,0 +1,180 @@
+// kvcast — KV-cache quantization. Apache-2.0.
+//
+//! @file nvfp4.cuh
+//! The NVFP4 write (issue #17), exact mode: `downcast<nvfp4>(args)` quantizes each block of 16
+//! elements along head_dim to E2M1 codes (two a byte) and one E4M3 block scale, with the
+//! per-tensor global scale g (DESIGN.md §2; the host reference is ref::downcast_nvfp4). Its two
+//! policies plug into the write skeleton (detail/write_kernel.cuh) beside the fp8 ones:
+//!
+//!  - the code policy `Nvfp4`: a thread holds half a block (kNvfp4Vec elements), its pair of
+//!    lanes reduces the block's amax with one shuffle, and each half stores its 4 code bytes;
+//!  - the scale policy `Nvfp4Scales`: g for each tensor (a device float read when the kernel
+//!    runs, or a value), and where the block scales go (their own layout and base pointers).
+//!
+//! Not in kvcast.cuh: it needs CUDA 12.8 (cuda_fp4.h, through fp4.cuh).
+#pragma once
+
+#include <cstdint>
+
+#include "args.hpp"
+#include "config.hpp"
+#include "detail/amax.cuh"
+#include "detail/geometry.hpp"
+#include "downcast.cuh"
+#include "format.hpp"
+#include "fp4.cuh"
+#include "layout.hpp"
+#include "policy.cuh"
+#include "tile.cuh"
+#include "vec.cuh"
+
+namespace kvcast {
+
+//! Scale policy of NVFP4, both directions: the global scale g of each tensor (ScaleKind::
+//! per_tensor's fields), and the block scales, `head_dim / 16` bytes a row-head at
+//! `layout.address(row, head)`: stored by the write, loaded by the read.
+struct Nvfp4Scales {
+  static constexpr bool kAmax = false;
+  static constexpr bool kFromRowHead = false;
+  static constexpr bool kBlockScaled = true;
+  struct Params {
+    const float* k_device;  //!< g, read when the kernel runs; null: k_value
+    const float* v_device;
+    float k_value;
+    float v_value;
+    std::uint8_t* k_block_scales;
+    std::uint8_t* v_block_scales;
+    OutputLayout layout;  //!< in bytes, a row-head head_dim / 16 bytes
+  };
+  template <class T>
+  static Params make(const DowncastArgs<T>& a) {
+    return make(a.k_scale, a.v_scale, a.k_block_scales_out, a.v_block_scales_out, a.block_scales_out, a.heads, a.head_dim);
+  }
+  template <class T>
+  static Params make(const UpcastArgs<T>& a) {
+    return make(a.k_scale, a.v_scale, a.k_block_scales, a.v_block_scales, a.block_scales, a.heads, a.head_dim);
+  }
+  //! Both directions' parameters; the read's kernel only loads through the block-scale pointers.
+  static Params make(const Scale& k_g, const Scale& v_g, const void* k_sf, const void* v_sf, const OutputLayout& layout, std::int64_t heads,
+                     std::int64_t head_dim) {
+    return Params{k_g.device,
+                  v_g.device,
+                  k_g.value,
+                  v_g.value,
+                  static_cast<std::uint8_t*>(const_cast<void*>(k_sf)),
+                  static_cast<std::uint8_t*>(const_cast<void*>(v_sf)),
+                  layout.or_contiguous(heads, head_dim / nvfp4::kBlock)};
+  }
+#if defined(__CUDACC__)
+  KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t /*head*/) {
+    return make_float2(p.k_device ? __ldg(p.k_device) : p.k_value, p.v_device ? __ldg(p.v_device) : p.v_value);
+  }
+  KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t /*row*/, std::uint32_t head) { return load(p, 0, head); }
+  //! The read: K's (low byte) and V's block scale of the block at element `first` of a cache
+  //! row-head, each loaded only for a tensor the call reads.
+  KVCAST_DEVICE static std::uint32_t load_block_scales(const Params& p, std::int64_t row, std::uint32_t head, std::uint32_t first,
+                                                       bool has_k, bool has_v) {
+    const std::int64_t at = p.layout.address(row, head) + first / nvfp4::kBlock;
+    const std::uint32_t k = has_k ? __ldg(p.k_block_scales + at) : 0u;
+    const std::uint32_t v = has_v ? __ldg(p.v_block_scales + at) : 0u;
+    return k | v << 8;
+  }
+#endif
+};
+
+//! The read of NVFP4 (DESIGN.md §2): `y = T((e2m1(q) * float(sf)) * g)`, two fp32 products (the
+//! first exact: at most 7 significant bits) and the round to nearest-even into T, as the fp8
+//! read's Dequantizer. Built a thread from the tensor's g and the block's scale sf; a NaN sf
+//! (0x7F) reads the block as NaN.
+template <class T>
+class Dequantizer<T, nvfp4> {
+ public:
+  KVCAST_HOST_DEVICE Dequantizer(float g, std::uint8_t sf) : g_(g), sf_(fp8_to_float<e4m3>(sf)) {}
+
+  //! The values of elements `first .. first + P - 1` of the codes (two a byte, the lower-indexed
+  //! element in the low nibble; `first` a multiple of P, P even), as one vector of T.
+  template <int P, int N>
+  KVCAST_HOST_DEVICE AlignedVector<T, P> values(const AlignedVector<std::uint8_t, N>& codes, int first = 0) const {
+    static_assert(P % 2 == 0 && 2 * N % P == 0, "Dequantizer<nvfp4>::values converts whole bytes.");
+    AlignedVector<T, P> out;
+    KVCAST_UNROLL
+    for (int i = 0; i < P; i += 2) {
+      const std::uint8_t byte = codes[(first + i) / 2];
+      const typename detail::PairOf<T>::type p = detail::PairOf<T>::from(make_float2(value(byte), value(byte >> 4)));
+      memcpy(static_cast<void*>(&out[i]), &p, sizeof p);
+    }
+    return out;
+  }
+
+ private:
+  //! (e2m1 * sf) * g for the code in the low nibble. E2M1's magnitudes from its bits: codes 2-7
+  //! are 2^(e - 1) (1 + m / 2) for exponent bits e and mantissa bit m, a float whose bits are
+  //! code << 22 plus those of 0.5; code 1 is 0.5 and code 0 is 0.
+  KVCAST_HOST_DEVICE float value(std::uint32_t code) const {
+    const std::uint32_t m = code & 0x7u;
+    const std::uint32_t bits = (m < 2u ? m * 0x3f000000u : (m << 22) + 0x3f000000u) | (code & 0x8u) << 28;
+    float e2m1;
+    memcpy(&e2m1, &bits, sizeof e2m1);
+    return detail::mul_ieee(detail::mul_ieee(e2m1, sf_), g_);
+  }
+
+  float g_;
+  float sf_;
+};
+
+//! Code policy of the NVFP4 write, exact mode (Nvfp4Quantizer). The skeleton hands it each
+//! thread's half block once the row is known (store_halves).
+struct Nvfp4 {
+  using format = nvfp4;
+  using Scales = Nvfp4Scales;
+  static constexpr Arithmetic kMode = Arithmetic::fp32;
+  static constexpr bool kBlockScaled = true;
+  static constexpr int kCodesPerByte = nvfp4::kCodesPerByte;
+
+#if defined(__CUDACC__)
+  //! One tensor's half block: the block's amax from this lane and its neighbour (lanes 2i and
+  //! 2i + 1 hold a block: the planner's groups are even and a pair shares its token, so both are
+  //! here), its scale, this half's 8 codes as one word at `codes_out`, and the scale byte, stored
+  //! by the first half at `scales_out`. Both lanes of the pair call it.
+  template <tile::Access A, class T>
+  KVCAST_DEVICE static void store_half(const Nvfp4Quantizer& q, const AlignedVector<T, detail::kNvfp4Vec>& x, bool first_half,
+                                       std::uint8_t* __restrict__ codes_out, std::uint8_t* __restrict__ scales_out) {
+    const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
+    std::uint32_t amax = detail::abs_max_bits(x);
+    amax = max(amax, __shfl_xor_sync(pair, amax, 1));
+    const std::uint8_t sf = q.block_scale(__uint_as_float(amax));
+    float f[detail::kNvfp4Vec];
+    KVCAST_UNROLL
+    for (int i = 0; i < detail::kNvfp4Vec; ++i) f[i] = to_float(x[i]);
+    std::uint32_t word[1];
+    q.codes<detail::kNvfp4Vec>(f, sf, word);
+    if constexpr (A == tile::Access::vector) {
+      *reinterpret_cast<std::uint32_t*>(codes_out) = word[0];
+    } else {
+      KVCAST_UNROLL
+      for (int b = 0; b < 4; ++b) codes_out[b] = static_cast<std::uint8_t>(word[0] >> (8 * b));
+    }
+    if (first_half) *scales_out = sf;
+  }
+
+  //! K's and V's half blocks of a thread whose first element is `first` in row-head (row, head);
+  //! `k_out` / `v_out` point at its code bytes, `g` holds the tensors' global scales.
+  template <tile::Access A, class T>
+  KVCAST_DEVICE static void store_halves(const Nvfp4Scales::Params& s, std::int64_t row, std::uint32_t head, std::uint32_t first,
+                                         const AlignedVector<T, detail::kNvfp4Vec>& k, const AlignedVector<T, detail::kNvfp4Vec>& v,
+                                         float2 g, bool has_k, bool has_v, std::uint8_t* k_out, std::uint8_t* v_out) {
+    const std::int64_t at = s.layout.address(row, head) + first / nvfp4::kBlock;
+    const bool first_half = first % nvfp4::kBlock == 0;
+    if (has_k) store_half<A>(Nvfp4Quantizer(g.x), k, first_half, k_out, s.k_block_scales + at);
+    if (has_v) store_half<A>(Nvfp4Quantizer(g.y), v, first_half, v_out, s.v_block_scales + at);
+  }
+#endif
+};
+
+template <Arithmetic Mode>
+struct CodePolicyOf<nvfp4, Mode> {
+  static_assert(Mode == Arithmetic::fp32, "kvcast: format nvfp4 computes in fp32 arithmetic (its exact mode).");
+  using type = Nvfp4;
+};
+
+}  // namespace kvcast
