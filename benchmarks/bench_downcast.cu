@@ -22,6 +22,7 @@
 #include <benchmark/benchmark.h>
 
 #include <kvcast/kvcast.cuh>
+#include <kvcast/nvfp4.cuh>
 
 #include <algorithm>
 #include <chrono>
@@ -149,8 +150,8 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
-  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax,
-  upcast, upcast_token_head
+  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4,
+  upcast, upcast_token_head, upcast_nvfp4
 };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
@@ -173,8 +174,10 @@ const char* name_of(Variant v) {
     case Variant::kvcast_head_amax: return "kvcast_head_amax";
     case Variant::kvcast_token_head: return "kvcast_token_head";
     case Variant::kvcast_token_head_amax: return "kvcast_token_head_amax";
+    case Variant::kvcast_nvfp4: return "kvcast_nvfp4";
     case Variant::upcast: return "upcast";
     case Variant::upcast_token_head: return "upcast_token_head";
+    case Variant::upcast_nvfp4: return "upcast_nvfp4";
   }
   return "?";
 }
@@ -189,6 +192,9 @@ struct Shape {
   // Per-(token, head) scale tensors a set; their bytes count in the traffic (and the copy's),
   // so that every variant of the shape is timed against the copy of the per-(token, head) write.
   bool token_scales = false;
+  // NVFP4's codes (half a byte an element) and block scales (a byte a 16): the traffic and the
+  // copy are the NVFP4 write's, for every variant of the shape.
+  bool nvfp4 = false;
 };
 
 constexpr std::int64_t kRopePositions = 4096;
@@ -204,7 +210,7 @@ struct Problem {
     std::int64_t* loc;
     std::uint8_t* copy_dst;
     T* k_rotated;  // rope_split's intermediate (Shape::rope)
-    float* k_scales;  // [tokens, heads] each (Shape::token_scales)
+    float* k_scales;  // [tokens, heads] each (Shape::token_scales), or NVFP4's block scales (Shape::nvfp4)
     float* v_scales;
   };
   Shape shape;
@@ -217,11 +223,14 @@ struct Problem {
     elems = s.tokens * row;
     in_token_stride = s.qkv_slice ? 6 * row : row;
     const std::int64_t scale_floats = s.token_scales ? s.tokens * s.heads : 0;
-    traffic = 2 * elems * static_cast<std::int64_t>(sizeof(T) + 1) + s.tokens * 8 + 2 * 4 * scale_floats;
+    // A tensor's code bytes, and its side output's (per-(token, head) scales, NVFP4's block scales).
+    const std::int64_t code_bytes = s.nvfp4 ? elems / 2 : elems;
+    const std::int64_t side_bytes = s.nvfp4 ? elems / 16 : 4 * scale_floats;
+    traffic = 2 * (elems * static_cast<std::int64_t>(sizeof(T)) + code_bytes + side_bytes) + s.tokens * 8;
     auto round_up = [](std::size_t b) { return (b + 255) / 256 * 256; };
     const std::size_t in_bytes = round_up((s.qkv_slice ? 1 : 2) * s.tokens * in_token_stride * sizeof(T));
     const std::size_t rot_bytes = s.rope ? round_up(elems * sizeof(T)) : 0;
-    const std::size_t scale_bytes = round_up(4 * scale_floats);
+    const std::size_t scale_bytes = round_up(side_bytes);
     const std::size_t set_bytes =
         in_bytes + 2 * round_up(elems) + round_up(s.tokens * 8) + round_up(traffic / 2) + rot_bytes + 2 * scale_bytes;
     const std::size_t rope_bytes = s.rope ? round_up(s.tokens * 8) + 2 * round_up(kRopePositions * (s.dim / 2) * 4) : 0;
@@ -351,6 +360,14 @@ struct Problem {
         if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
         break;
       }
+      case Variant::kvcast_nvfp4: {  // the shape's global scales as g, block scales [tokens, heads, dim / 16]
+        kvcast::DowncastArgs<T> a = args(set);
+        a.k_block_scales_out = set.k_scales;
+        a.v_block_scales_out = set.v_scales;
+        const kvcast::Status s = kvcast::downcast<kvcast::nvfp4>(a, stream);
+        if (!s.ok()) std::fprintf(stderr, "kvcast_nvfp4: %s\n", s.message()), std::abort();
+        break;
+      }
       case Variant::copy_kernel: launch_copy_kernel(set.k, set.copy_dst, static_cast<std::size_t>(traffic / 2), stream); break;
       case Variant::rope_fused: {
         const kvcast::Status s = example::rope_then_write<kvcast::Fp8<Format>>(args(set), rope, stream);
@@ -372,7 +389,8 @@ struct Problem {
         }
         break;
       case Variant::upcast:
-      case Variant::upcast_token_head:  // the read's variants run on ReadProblem
+      case Variant::upcast_token_head:
+      case Variant::upcast_nvfp4:  // the read's variants run on ReadProblem
         std::fprintf(stderr, "%s: a read variant on a write's problem\n", name_of(variant)), std::abort();
     }
   }
@@ -442,7 +460,7 @@ void report(benchmark::State& state, const std::vector<double>& times, double co
 
 template <class T, class Format>
 void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache cache, Shape shape) {
-  const int calls = batch_for(2 * shape.tokens * shape.heads * shape.dim * static_cast<std::int64_t>(sizeof(T) + 1));
+  const int calls = batch_for(2 * shape.tokens * shape.heads * shape.dim * static_cast<std::int64_t>(sizeof(T) + (shape.nvfp4 ? 0 : 1)));
   const Problem<T> problem(shape, cache == Cache::cold ? calls : 1);
   if (cache == Cache::cold && problem.sets.size() < 2) {
     state.SkipWithError("not enough memory for two buffer sets");
@@ -472,6 +490,9 @@ struct ReadShape {
   std::int64_t page = 64;
   std::int64_t batch = 64;
   const char* tag = "read";
+  // An NVFP4 cache (codes half a byte an element, a block-scale byte a 16): the traffic and the
+  // copy are the NVFP4 read's, for every variant of the shape.
+  bool nvfp4 = false;
 };
 
 // One read instance, `count` buffer sets from the pool. Traffic: the codes read, the outputs
@@ -499,12 +520,14 @@ struct ReadProblem {
     elems = s.tokens * s.heads * s.dim;
     max_pages = s.page_table ? (s.tokens / s.batch + s.page - 1) / s.page : 0;
     const std::int64_t index_bytes = s.whole_pool ? 0 : s.page_table ? s.batch * max_pages * 4 + (s.batch + 1) * 4 : s.tokens * 8;
-    const std::int64_t scale_bytes_read = token_scales ? tensors * s.tokens * s.heads * 4 : 0;
-    traffic = tensors * elems * static_cast<std::int64_t>(1 + sizeof(T)) + index_bytes + scale_bytes_read;
+    const std::int64_t scale_bytes_read =
+        s.nvfp4 ? tensors * elems / 16 : token_scales ? tensors * s.tokens * s.heads * 4 : 0;
+    const std::int64_t code_bytes_read = s.nvfp4 ? elems / 2 : elems;
+    traffic = tensors * (code_bytes_read + elems * static_cast<std::int64_t>(sizeof(T))) + index_bytes + scale_bytes_read;
     auto round_up = [](std::size_t b) { return (b + 255) / 256 * 256; };
     const std::size_t cache_bytes = round_up(s.cache_rows * s.heads * s.dim);
     const std::size_t out_bytes = round_up(elems * sizeof(T));
-    const std::size_t scale_bytes = round_up(s.cache_rows * s.heads * 4);
+    const std::size_t scale_bytes = round_up(s.cache_rows * s.heads * std::max<std::int64_t>(4, s.dim / 16));
     const std::size_t table_bytes = round_up(s.batch * max_pages * 4) + round_up((s.batch + 1) * 4);
     const std::size_t set_bytes = tensors * (cache_bytes + out_bytes + scale_bytes) + round_up(s.tokens * 8) + table_bytes +
                                   round_up(traffic / 2);
@@ -559,7 +582,7 @@ struct ReadProblem {
     a.heads = shape.heads;
     a.head_dim = shape.dim;
     if (shape.page_table) {
-      a.cache = kvcast::OutputLayout::paged_nhd(shape.page, shape.heads, shape.dim);
+      a.cache = kvcast::OutputLayout::paged_nhd(shape.page, shape.heads, shape.nvfp4 ? shape.dim / 2 : shape.dim);
       a.block_table = set.block_table;
       a.batch = shape.batch;
       a.max_pages = max_pages;
@@ -571,6 +594,11 @@ struct ReadProblem {
       a.scale_kind = kvcast::ScaleKind::per_token_head;
       a.k_scales = set.k_scales;
       a.v_scales = set.v_scales;
+    } else if (variant == Variant::upcast_nvfp4) {  // random codes and block scales, the shape's g
+      a.k_block_scales = set.k_scales;
+      a.v_block_scales = set.v_scales;
+      a.k_scale = kvcast::Scale::in_device_memory(gpu().scales);
+      a.v_scale = kvcast::Scale::in_device_memory(gpu().scales + 1);
     } else {
       a.k_scale = kvcast::Scale::in_device_memory(gpu().scales);
       a.v_scale = kvcast::Scale::in_device_memory(gpu().scales + 1);
@@ -588,7 +616,8 @@ struct ReadProblem {
       launch_copy_kernel(set.k_cache, set.copy_dst, copy_bytes(traffic), stream);
       return;
     }
-    const kvcast::Status s = kvcast::upcast<Format>(args(set, variant), stream);
+    const kvcast::Status s = variant == Variant::upcast_nvfp4 ? kvcast::upcast<kvcast::nvfp4>(args(set, variant), stream)
+                                                              : kvcast::upcast<Format>(args(set, variant), stream);
     if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
   }
 };
@@ -802,6 +831,19 @@ void register_all() {
            Variant::kvcast_token_head_amax},
           {Timing::graph}, all_cache);
     }
+  // NVFP4's write (issue #17) beside the fp8 per-tensor write of the same inputs, at decode and
+  // from 64 MB; the traffic (and the copy) is NVFP4's: inputs, half-byte codes, block scales, slots.
+  for (std::int64_t tokens : {1, 4, 16, 32768, 65536})
+    for (auto [h, d] : {std::pair{8, 128}, std::pair{1, 576}}) {
+      if (tokens == 65536 && d == 128) continue;
+      Shape s{tokens, h, d, false, "nvfp4"};
+      s.nvfp4 = true;
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::kvcast, Variant::kvcast_nvfp4}, {Timing::graph}, all_cache);
+      if (tokens == 32768 && d == 128) {
+        register_downcast<__half, kvcast::e4m3>("f16", s, {Variant::kvcast_nvfp4}, {Timing::graph}, {Cache::cold});
+        register_downcast<float, kvcast::e4m3>("f32", s, {Variant::kvcast_nvfp4}, {Timing::graph}, {Cache::cold});
+      }
+    }
   // The read: gathers by slots (per tensor and per (token, head)) and by page table, at decode
   // sizes (a few thousand rows) and from 64 MB, from a pool of twice the rows; 8x128 K and V,
   // and one MLA head of 576 (K alone). Then SGLang #35291's shape: a pool of 2^20 slots of one
@@ -819,6 +861,21 @@ void register_all() {
       s.page_table = true;
       s.tag = "read_pages";
       register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast}, all_cache);
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::copy_kernel}, {Cache::cold});
+    }
+  // NVFP4's read, by slots and by page table, beside the copy of its bytes.
+  for (std::int64_t tokens : {4096, 32768, 65536})
+    for (auto [h, d] : {std::pair{8, 128}, std::pair{1, 576}}) {
+      if ((tokens == 65536) == (h == 8)) continue;  // 4096 and 32768 rows of 8x128, 65536 of one 576 head
+      ReadShape s{tokens, h, d, 2 * tokens};
+      s.both = h == 8;
+      s.nvfp4 = true;
+      s.tag = "nvfp4_slots";
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast_nvfp4}, all_cache);
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::copy_kernel}, {Cache::cold});
+      s.page_table = true;
+      s.tag = "nvfp4_pages";
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast_nvfp4}, all_cache);
       register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::copy_kernel}, {Cache::cold});
     }
   for (int percent : {1, 5, 20, 100}) {
