@@ -861,9 +861,10 @@ TEST(Nvfp4Validation, EveryRuleHasItsCodeAndMessage) {
   EXPECT_NE(std::string(mode.message()).find("format nvfp4 computes in fp32 arithmetic"), std::string::npos) << mode.message();
 }
 
-// Half a block a thread, in pairs of lanes (never a group of one); one access of 8 elements and
-// a 4-byte word of codes where every pointer and stride allows it, else element by element.
-TEST(Nvfp4Plan, HalfBlocksInPairsVectorsWhereAligned) {
+// 16-bit inputs: a block a thread in large calls (a 32-byte load, 8 code bytes), half a block in
+// small ones, in pairs of lanes (never a group of one), where every pointer and stride allows
+// the access; else the widest, element by element.
+TEST(Nvfp4Plan, BlocksOrHalfBlocksVectorsWhereAligned) {
   using kvcast::tile::Access;
   const auto plan_of = [](const DowncastArgs<Bf16>& a) {
     kvcast::detail::Plan p;
@@ -885,15 +886,28 @@ TEST(Nvfp4Plan, HalfBlocksInPairsVectorsWhereAligned) {
       a.k = fake_in(0x40000000);
       a.v = fake_in(0x80000000);
       const kvcast::detail::Plan p = plan_of(a);
-      EXPECT_EQ(p.choice.vec, 8);
+      EXPECT_EQ(p.choice.vec, tokens * a.heads * d > kvcast::detail::tuning::kNvfp4WholeBlocksAbove ? 16 : 8) << tokens << "x" << d;
       EXPECT_EQ(p.choice.kernel, kvcast::detail::WriteKernel::general);
       EXPECT_EQ(p.choice.access, Access::vector) << tokens << "x" << d;
-      EXPECT_GE(p.choice.log2_group, 1) << tokens << "x" << d;
+      if (p.choice.vec == 8) EXPECT_GE(p.choice.log2_group, 1) << tokens << "x" << d;  // a block on a pair of lanes
       EXPECT_EQ(p.seg_len, d);
     }
   a = nvfp4_cases::valid_nvfp4_args();
   a.in_token_stride = 8 * 128 + 1;  // rows an odd number of elements apart
   EXPECT_EQ(plan_of(a).choice.access, Access::elements);
+  EXPECT_EQ(plan_of(a).choice.vec, 16);
+  a = nvfp4_cases::valid_nvfp4_args();
+  a.num_tokens = a.out_rows = 1024;  // 2^20 elements: whole blocks
+  a.k = fake_in(0x1000000);
+  a.v = fake_in(0x2000000);
+  a.k_out = fake_out(0x3000000);
+  a.v_out = fake_out(0x4000000);
+  a.k_block_scales_out = fake_out(0x5000000);
+  a.v_block_scales_out = fake_out(0x6000000);
+  EXPECT_EQ(plan_of(a).choice.vec, 16);
+  a.k = fake_in(0x1000010);  // 16 bytes from a 32-byte boundary: half blocks still fit
+  EXPECT_EQ(plan_of(a).choice.vec, 8);
+  EXPECT_EQ(plan_of(a).choice.access, Access::vector);
   a = nvfp4_cases::valid_nvfp4_args();
   a.out = OutputLayout::flat(8 * 66, 66);  // code heads 66 bytes apart: no 4-byte word
   EXPECT_EQ(plan_of(a).choice.access, Access::elements);

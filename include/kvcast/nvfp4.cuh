@@ -6,8 +6,9 @@
 //! per-tensor global scale g (DESIGN.md §2; the host reference is ref::downcast_nvfp4). Its two
 //! policies plug into the write skeleton (detail/write_kernel.cuh) beside the fp8 ones:
 //!
-//!  - the code policy `Nvfp4`: a thread holds half a block (kNvfp4Vec elements), its pair of
-//!    lanes reduces the block's amax with one shuffle, and each half stores its 4 code bytes;
+//!  - the code policy `Nvfp4`: a thread holds a block of 16-bit inputs, or half a block of fp32
+//!    ones (detail::nvfp4_vec; a pair of lanes then reduces the block's amax with one shuffle),
+//!    and stores its code bytes;
 //!  - the scale policy `Nvfp4Scales`: g for each tensor (a device float read when the kernel
 //!    runs, or a value), and where the block scales go (their own layout and base pointers).
 //!
@@ -123,7 +124,7 @@ class Dequantizer<T, nvfp4> {
 };
 
 //! Code policy of the NVFP4 write, exact mode (Nvfp4Quantizer). The skeleton hands it each
-//! thread's half block once the row is known (store_halves).
+//! thread's block, or half of one, once the row is known (store_blocks).
 struct Nvfp4 {
   using format = nvfp4;
   using Scales = Nvfp4Scales;
@@ -132,41 +133,44 @@ struct Nvfp4 {
   static constexpr int kCodesPerByte = nvfp4::kCodesPerByte;
 
 #if defined(__CUDACC__)
-  //! One tensor's half block: the block's amax from this lane and its neighbour (lanes 2i and
-  //! 2i + 1 hold a block: the planner's groups are even and a pair shares its token, so both are
-  //! here), its scale, this half's 8 codes as one word at `codes_out`, and the scale byte, stored
-  //! by the first half at `scales_out`. Both lanes of the pair call it.
-  template <tile::Access A, class T>
-  KVCAST_DEVICE static void store_half(const Nvfp4Quantizer& q, const AlignedVector<T, detail::kNvfp4Vec>& x, bool first_half,
+  //! One tensor's Vec elements of a block (all 16, or a half): the block's amax (with the
+  //! neighbouring lane's, for a half: lanes 2i and 2i + 1 hold a block; the planner's groups are
+  //! even and a pair shares its token, so both are here), its scale, the Vec codes at
+  //! `codes_out`, and the scale byte, stored by the block's first part at `scales_out`.
+  template <tile::Access A, class T, int Vec>
+  KVCAST_DEVICE static void store_part(const Nvfp4Quantizer& q, const AlignedVector<T, Vec>& x, bool first_part,
                                        std::uint8_t* __restrict__ codes_out, std::uint8_t* __restrict__ scales_out) {
-    const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
+    static_assert(Vec == nvfp4::kBlock || 2 * Vec == nvfp4::kBlock, "Nvfp4::store_part: a block or half of one.");
     std::uint32_t amax = detail::abs_max_bits(x);
-    amax = max(amax, __shfl_xor_sync(pair, amax, 1));
+    if constexpr (Vec < nvfp4::kBlock) {
+      const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
+      amax = max(amax, __shfl_xor_sync(pair, amax, 1));
+    }
     const std::uint8_t sf = q.block_scale(__uint_as_float(amax));
-    float f[detail::kNvfp4Vec];
+    float f[Vec];
     KVCAST_UNROLL
-    for (int i = 0; i < detail::kNvfp4Vec; ++i) f[i] = to_float(x[i]);
-    std::uint32_t word[1];
-    q.codes<detail::kNvfp4Vec>(f, sf, word);
+    for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
+    AlignedVector<std::uint32_t, Vec / 8> words;
+    q.codes<Vec>(f, sf, words.data);
     if constexpr (A == tile::Access::vector) {
-      *reinterpret_cast<std::uint32_t*>(codes_out) = word[0];
+      words.store_bytes(codes_out);
     } else {
       KVCAST_UNROLL
-      for (int b = 0; b < 4; ++b) codes_out[b] = static_cast<std::uint8_t>(word[0] >> (8 * b));
+      for (int b = 0; b < Vec / 2; ++b) codes_out[b] = static_cast<std::uint8_t>(words[b / 4] >> (8 * (b % 4)));
     }
-    if (first_half) *scales_out = sf;
+    if (first_part) *scales_out = sf;
   }
 
-  //! K's and V's half blocks of a thread whose first element is `first` in row-head (row, head);
-  //! `k_out` / `v_out` point at its code bytes, `g` holds the tensors' global scales.
-  template <tile::Access A, class T>
-  KVCAST_DEVICE static void store_halves(const Nvfp4Scales::Params& s, std::int64_t row, std::uint32_t head, std::uint32_t first,
-                                         const AlignedVector<T, detail::kNvfp4Vec>& k, const AlignedVector<T, detail::kNvfp4Vec>& v,
-                                         float2 g, bool has_k, bool has_v, std::uint8_t* k_out, std::uint8_t* v_out) {
+  //! K's and V's parts of a block of a thread whose first element is `first` in row-head (row,
+  //! head); `k_out` / `v_out` point at its code bytes, `g` holds the tensors' global scales.
+  template <tile::Access A, class T, int Vec>
+  KVCAST_DEVICE static void store_blocks(const Nvfp4Scales::Params& s, std::int64_t row, std::uint32_t head, std::uint32_t first,
+                                         const AlignedVector<T, Vec>& k, const AlignedVector<T, Vec>& v, float2 g, bool has_k,
+                                         bool has_v, std::uint8_t* k_out, std::uint8_t* v_out) {
     const std::int64_t at = s.layout.address(row, head) + first / nvfp4::kBlock;
-    const bool first_half = first % nvfp4::kBlock == 0;
-    if (has_k) store_half<A>(Nvfp4Quantizer(g.x), k, first_half, k_out, s.k_block_scales + at);
-    if (has_v) store_half<A>(Nvfp4Quantizer(g.y), v, first_half, v_out, s.v_block_scales + at);
+    const bool first_part = first % nvfp4::kBlock == 0;
+    if (has_k) store_part<A>(Nvfp4Quantizer(g.x), k, first_part, k_out, s.k_block_scales + at);
+    if (has_v) store_part<A>(Nvfp4Quantizer(g.y), v, first_part, v_out, s.v_block_scales + at);
   }
 #endif
 };

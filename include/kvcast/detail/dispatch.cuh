@@ -146,14 +146,17 @@ Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stre
 }
 
 //! Carries out a planned call with the scale policy the plan names; a block-scaled format
-//! (NVFP4) with its own scale policy, on the general kernel with half blocks (kNvfp4Vec).
+//! (NVFP4) with its own scale policy, on the general kernel: vectors of a block or half of one,
+//! or the widest one element an access.
 template <class Codes, class T>
 Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
   if constexpr (Codes::kBlockScaled) {
     using Scales = typename Codes::Scales;
-    const WriteKernelPointer<T, Scales> kernel =
-        plan.choice.access == tile::Access::vector ? &write_kernel<T, Codes, Scales, LayoutRows, kNvfp4Vec, tile::Access::vector>
-                                                   : &write_kernel<T, Codes, Scales, LayoutRows, kNvfp4Vec, tile::Access::elements>;
+    constexpr int kWidest = nvfp4_vec(sizeof(T));
+    WriteKernelPointer<T, Scales> kernel = &write_kernel<T, Codes, Scales, LayoutRows, kWidest, tile::Access::elements>;
+    if (plan.choice.access == tile::Access::vector)
+      kernel = plan.choice.vec == kWidest ? &write_kernel<T, Codes, Scales, LayoutRows, kWidest, tile::Access::vector>
+                                          : &write_kernel<T, Codes, Scales, LayoutRows, kNvfp4HalfBlock, tile::Access::vector>;
     return launch(kernel, plan.choice, make_write_params<T, Scales>(args, plan), args.pdl, stream);
   } else {
     switch (plan.scale_policy) {

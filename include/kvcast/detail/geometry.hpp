@@ -32,10 +32,12 @@ constexpr int kRealignVec = 16;
 constexpr std::int64_t kRealignRun = std::int64_t{kLanes} * kRealignVec;
 //! Warps (rows) a CTA of the realigned kernel.
 constexpr int kRealignWarps = 8;
-//! Elements a thread of an NVFP4 write holds: half a block of 16, so that two neighbouring lanes
-//! hold a block (one shuffle reduces its amax) and every input type's half is one access (16 or
-//! 32 bytes), its codes one 32-bit word.
-constexpr int kNvfp4Vec = 8;
+//! The most elements a thread of an NVFP4 write holds, for inputs of `input_bytes`: a whole
+//! block of 16 for 16-bit inputs (32 bytes, its codes two words), half a block for fp32 (32
+//! bytes, its codes one word). Half a block (kNvfp4HalfBlock, the planner's choice for small
+//! calls) puts a block on two neighbouring lanes, and one shuffle reduces its amax.
+KVCAST_HOST_DEVICE constexpr int nvfp4_vec(int input_bytes) { return input_bytes == 2 ? 16 : 8; }
+constexpr int kNvfp4HalfBlock = 8;
 //! Codes a thread of an NVFP4 read takes: a block of 16, one 8-byte load.
 constexpr int kNvfp4ReadVec = 16;
 //! A segment (a token's row or one head) spans at most this many elements; the grid's y

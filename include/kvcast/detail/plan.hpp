@@ -596,12 +596,20 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
            (a.num_tokens == 1 || plan.in_token_stride % v == 0) && (fused || plan.in_head_stride % v == 0);
   };
   if (plan.format == CodeFormat::nvfp4) {
-    // Half a block a thread (kNvfp4Vec), its codes one 32-bit word: one access each where the
-    // pointers and strides allow, else one element (one code byte) an access.
+    // Vectors of a block a thread for 16-bit inputs in large calls, half a block otherwise, its
+    // codes one access, where the pointers and strides allow; else the widest, one element (one
+    // code byte) an access.
     c.kernel = WriteKernel::general;
-    c.vec = kNvfp4Vec;
-    c.access = inputs_allow(kNvfp4Vec) && outputs_allow(a, plan, kNvfp4Vec / nvfp4::kCodesPerByte, !fused) ? tile::Access::vector
-                                                                                                       : tile::Access::elements;
+    const int widest = nvfp4_vec(kBytes);
+    const auto vector_fits = [&](int v) { return inputs_allow(v) && outputs_allow(a, plan, v / nvfp4::kCodesPerByte, !fused); };
+    if (widest > kNvfp4HalfBlock && plan.elements > tuning::kNvfp4WholeBlocksAbove && vector_fits(widest)) {
+      c.vec = widest;
+    } else if (vector_fits(kNvfp4HalfBlock)) {
+      c.vec = kNvfp4HalfBlock;
+    } else {
+      c.vec = widest;
+      c.access = tile::Access::elements;
+    }
   }
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);
   // The other scale policies' narrowest vector is tuning::kScaledMinVector: where the tiers ask

@@ -77,6 +77,13 @@ constexpr std::int64_t kIdleShare = 16;
 //! over several CTAs (NOTES #15g: 1-16 tokens of 576 ran 0.94-0.98x as fast cut in 9).
 constexpr std::int64_t kFewIdleAbove = std::int64_t{1} << 18;
 
+//! The NVFP4 write of 16-bit inputs takes a whole block a thread (detail::nvfp4_vec) only in
+//! calls above this many elements a tensor, half a block below: whole blocks ran 1.26-1.30x
+//! faster from 64 MB but 0.91-0.95x as fast at 4-16 decode tokens (NOTES #17d), where each
+//! thread's longer chain is what the call waits for. Between the two ends, unmeasured: the
+//! write's own latency/bandwidth boundary (kFewIdleAbove).
+constexpr std::int64_t kNvfp4WholeBlocksAbove = kFewIdleAbove;
+
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.
 constexpr int narrowest_vector(Arithmetic mode) {

@@ -315,8 +315,8 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
 
   // convert and store
-  if constexpr (Codes::kBlockScaled) {  // NVFP4: half a block a thread, never a partial vector
-    Codes::template store_halves<A>(p.scales, row, head, first, k_vec, v_vec, scales, has_k, has_v, k_out, v_out);
+  if constexpr (Codes::kBlockScaled) {  // NVFP4: a block (or half of one) a thread, never a partial vector
+    Codes::template store_blocks<A>(p.scales, row, head, first, k_vec, v_vec, scales, has_k, has_v, k_out, v_out);
     return;
   } else {
     if (!full) {
