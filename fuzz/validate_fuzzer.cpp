@@ -3,7 +3,8 @@
 // alignments it checks that make_plan (the write) never crashes, never overflows, and never
 // accepts an argument set that would touch memory outside what it reports (and outside the
 // capacities given), make two elements share an address, or pick a vector width some pointer
-// or stride does not allow; and the same of make_read_plan (the read), every fourth input.
+// or stride does not allow; and the same of make_read_plan (the read), every fourth input, and of
+// the NVFP4 write (its block scales too), every eighth.
 //
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude fuzz/validate_fuzzer.cpp -o validate_fuzzer
 //   ./validate_fuzzer -max_total_time=60
@@ -186,9 +187,118 @@ int fuzz_read(FuzzedDataProvider& in) {
 
 }  // namespace
 
+namespace {
+
+// The NVFP4 write (make_plan with CodeFormat::nvfp4): accepted calls have head_dim a multiple of
+// 16 and a row count; every code row (head_dim / 2 bytes a row-head) and block-scale row
+// (head_dim / 16) ends inside its extent; no block-scale byte lies on a code byte or on the
+// other tensor's block scales; the kernel's vector is a block or half of one (half on a pair of
+// lanes), allowed by every pointer and stride, or element by element; the grid covers the rows.
+int fuzz_nvfp4_write(FuzzedDataProvider& in) {
+  kvcast::DowncastArgs<T> a;
+  // Pointers at a 32-byte boundary half the time (whole-block vectors need it), else anywhere.
+  const auto ptr = [&](std::uintptr_t base) { return base + (in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<std::uintptr_t>(0, 63)); };
+  const int presence = in.ConsumeIntegralInRange<int>(0, 15);
+  if (presence & 1) a.k = reinterpret_cast<const T*>(ptr(0x100000));
+  if (presence & 2) a.v = reinterpret_cast<const T*>(ptr(0x200000));
+  if (presence & 1) a.k_out = reinterpret_cast<void*>(ptr(0x300000));
+  if (presence & 2) a.v_out = reinterpret_cast<void*>(ptr(0x400000));
+  a.num_tokens = in.ConsumeIntegralInRange<int>(0, 3) == 0 ? in.ConsumeIntegralInRange<std::int64_t>(4096, 8192) : pick(in, 40);  // large calls: whole blocks
+  a.heads = pick(in, 6);
+  a.head_dim = in.ConsumeBool() ? 16 * in.ConsumeIntegralInRange<std::int64_t>(0, 5) : pick(in, 70);
+  a.in_token_stride = pick(in, 3000);
+  a.in_head_stride = pick(in, 200);
+  a.out.block_size = in.ConsumeBool() ? 1 : pick(in, 8);
+  a.out.block_stride = pick(in, 5000);
+  a.out.token_stride = pick(in, 1000);
+  a.out.head_stride = pick(in, 100);
+  a.out_rows = in.ConsumeBool() ? pick(in, 60) : kvcast::DowncastArgs<T>::kUncheckedRows;
+  // Block scales apart, inside the code buffers, or on them; any layout.
+  const int where = in.ConsumeIntegralInRange<int>(0, 2);
+  const std::uintptr_t k_base = where == 0 ? 0x600000 : where == 1 ? 0x300000 + in.ConsumeIntegralInRange<std::uintptr_t>(0, 20000) : 0x300000;
+  const std::uintptr_t v_base = where == 0 ? 0x700000 : where == 1 ? 0x400000 + in.ConsumeIntegralInRange<std::uintptr_t>(0, 20000) : 0x300040;
+  if (in.ConsumeIntegralInRange<int>(0, 7) != 0) {
+    if (a.k) a.k_block_scales_out = reinterpret_cast<void*>(k_base);
+    if (a.v) a.v_block_scales_out = reinterpret_cast<void*>(v_base);
+  }
+  if (in.ConsumeBool()) {
+    a.block_scales_out.block_size = in.ConsumeBool() ? a.out.block_size : pick(in, 8);
+    a.block_scales_out.block_stride = in.ConsumeBool() ? a.out.block_stride : pick(in, 2000);
+    a.block_scales_out.token_stride = pick(in, 100);
+    a.block_scales_out.head_stride = pick(in, 10);
+  }
+  const float gs[] = {1.0f, 0.0f, -1.0f, NAN, INFINITY, 0.01f};
+  a.k_scale = kvcast::Scale::host_value(gs[in.ConsumeIntegralInRange<int>(0, 5)]);
+  a.v_scale = in.ConsumeBool() ? kvcast::Scale::in_device_memory(reinterpret_cast<const float*>(0x900000)) : a.k_scale;
+
+  kvcast::detail::Plan p;
+  const kvcast::Status s = kvcast::make_plan(a, p, kvcast::Arithmetic::fp32, kvcast::CodeFormat::nvfp4);
+  if (!s.ok()) {
+    if (s.message()[0] == '\0') fail("nvfp4: an error without a message", a);
+    return 0;
+  }
+  if (a.num_tokens == 0) return 0;
+  if (a.head_dim % 16 != 0 || a.out_rows < 0) fail("nvfp4: accepted a head_dim not of 16, or no row count", a);
+  const std::int64_t code_run = a.head_dim / 2, scale_run = a.head_dim / 16;
+  const kvcast::OutputLayout& o = p.out;
+  const kvcast::OutputLayout& so = p.block_scales_out;
+  for (std::int64_t r = 0; r < (a.out_rows < 256 ? a.out_rows : 256); ++r) {
+    if (i128(o.address(r, a.heads - 1)) + code_run > p.out_extent) fail("nvfp4: a code row ends beyond out_extent", a);
+    if (i128(so.address(r, a.heads - 1)) + scale_run > p.block_scales_extent) fail("nvfp4: a block-scale row ends beyond its extent", a);
+  }
+  if (a.heads * a.head_dim <= 256 && a.out_rows <= 48) {
+    // A tensor's code bytes apart (K's and V's are checked against each other nowhere, as for
+    // fp8: the validation refuses only the same pointer); every one of them in `codes`.
+    std::set<i128> codes, scales;
+    for (const void* base : {a.k_out, a.v_out})
+      if (base) {
+        std::set<i128> own;
+        for (std::int64_t r = 0; r < a.out_rows; ++r)
+          for (std::int64_t h = 0; h < a.heads; ++h)
+            for (std::int64_t b = 0; b < code_run; ++b) {
+              const i128 at = i128(reinterpret_cast<std::uintptr_t>(base)) + o.address(r, h) + b;
+              if (!own.insert(at).second) fail("nvfp4: code bytes overlap", a);
+              codes.insert(at);
+            }
+      }
+    for (const void* base : {a.k_block_scales_out, a.v_block_scales_out})
+      if (base)
+        for (std::int64_t r = 0; r < a.out_rows; ++r)
+          for (std::int64_t h = 0; h < a.heads; ++h)
+            for (std::int64_t b = 0; b < scale_run; ++b) {
+              const i128 at = i128(reinterpret_cast<std::uintptr_t>(base)) + so.address(r, h) + b;
+              if (codes.count(at) || !scales.insert(at).second) fail("nvfp4: a block scale on a code or another block scale", a);
+            }
+  }
+  const kvcast::detail::KernelChoice& c = p.choice;
+  const bool vector = c.access == kvcast::tile::Access::vector;
+  if (c.kernel != kvcast::detail::WriteKernel::general || p.segs_per_token != (a.heads == 1 ? 1 : a.heads))
+    fail("nvfp4: not the general kernel with heads apart", a);
+  if (vector ? (c.vec != 8 && c.vec != 16) : (c.access != kvcast::tile::Access::elements || c.vec != 16))
+    fail("nvfp4: a vector other than a block or half of one", a);
+  if (c.vec == 8 && c.log2_group < 1) fail("nvfp4: half blocks without a pair of lanes", a);
+  const std::int64_t v = vector ? c.vec : 1;
+  auto misaligned = [&](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
+  if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, (v + 1) / 2) || misaligned(a.v_out, (v + 1) / 2))
+    fail("nvfp4: vector width not allowed by a pointer", a);
+  if (vector && ((a.num_tokens > 1 && p.in_token_stride % v) || (p.segs_per_token > 1 && (p.in_head_stride % v || o.head_stride % (v / 2))) ||
+                 o.block_stride % (v / 2) || (o.block_size > 1 && o.token_stride % (v / 2))))
+    fail("nvfp4: vector width not allowed by a stride", a);
+  const std::int64_t items = p.seg_len / c.vec;
+  const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
+  const std::int64_t ctas = c.order == kvcast::detail::GridOrder::chunks_first ? c.grid_y : c.grid_x;
+  if (p.seg_len % c.vec || (c.chunks() << c.log2_group) < items || ctas * groups < p.num_segments)
+    fail("nvfp4: the grid does not cover the blocks", a);
+  return 0;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
-  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) return fuzz_read(in);
+  const int direction = in.ConsumeIntegralInRange<int>(0, 7);
+  if (direction < 2) return fuzz_read(in);
+  if (direction == 2) return fuzz_nvfp4_write(in);
   kvcast::DowncastArgs<T> a;
   const auto ptr = [&](std::uintptr_t base) { return base + in.ConsumeIntegralInRange<std::uintptr_t>(0, 63); };
   const int presence = in.ConsumeIntegralInRange<int>(0, 15);

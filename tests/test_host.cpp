@@ -889,7 +889,9 @@ TEST(Nvfp4Plan, BlocksOrHalfBlocksVectorsWhereAligned) {
       EXPECT_EQ(p.choice.vec, tokens * a.heads * d > kvcast::detail::tuning::kNvfp4WholeBlocksAbove ? 16 : 8) << tokens << "x" << d;
       EXPECT_EQ(p.choice.kernel, kvcast::detail::WriteKernel::general);
       EXPECT_EQ(p.choice.access, Access::vector) << tokens << "x" << d;
-      if (p.choice.vec == 8) EXPECT_GE(p.choice.log2_group, 1) << tokens << "x" << d;  // a block on a pair of lanes
+      if (p.choice.vec == 8) {
+        EXPECT_GE(p.choice.log2_group, 1) << tokens << "x" << d;  // a block on a pair of lanes
+      }
       EXPECT_EQ(p.seg_len, d);
     }
   a = nvfp4_cases::valid_nvfp4_args();
