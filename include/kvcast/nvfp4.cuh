@@ -1,16 +1,18 @@
 // kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file nvfp4.cuh
-//! The NVFP4 write (issue #17), exact mode: `downcast<nvfp4>(args)` quantizes each block of 16
-//! elements along head_dim to E2M1 codes (two a byte) and one E4M3 block scale, with the
-//! per-tensor global scale g (DESIGN.md §2; the host reference is ref::downcast_nvfp4). Its two
-//! policies plug into the write skeleton (detail/write_kernel.cuh) beside the fp8 ones:
+//! NVFP4 (issue #17), exact mode. `downcast<nvfp4>(args)` quantizes each block of 16 elements
+//! along head_dim to E2M1 codes (two a byte) and one E4M3 block scale, with the per-tensor
+//! global scale g (DESIGN.md §2; the host reference is ref::downcast_nvfp4); `upcast<nvfp4>`
+//! reads them back (ref::upcast<nvfp4>). Its policies plug into the skeletons
+//! (detail/write_kernel.cuh, detail/read_kernel.cuh) beside the fp8 ones:
 //!
-//!  - the code policy `Nvfp4`: a thread holds a block of 16-bit inputs, or half a block of fp32
-//!    ones (detail::nvfp4_vec; a pair of lanes then reduces the block's amax with one shuffle),
-//!    and stores its code bytes;
+//!  - the code policy `Nvfp4`: a thread holds a block, or half of one (the planner's choice,
+//!    detail::nvfp4_vec; a pair of lanes then reduces the block's amax with one shuffle), and
+//!    stores its code bytes;
 //!  - the scale policy `Nvfp4Scales`: g for each tensor (a device float read when the kernel
-//!    runs, or a value), and where the block scales go (their own layout and base pointers).
+//!    runs, or a value), and where the block scales are (their own layout and base pointers);
+//!  - `Dequantizer<T, nvfp4>`, the read's conversion.
 //!
 //! Not in kvcast.cuh: it needs CUDA 12.8 (cuda_fp4.h, through fp4.cuh).
 #pragma once
@@ -27,6 +29,7 @@
 #include "layout.hpp"
 #include "policy.cuh"
 #include "tile.cuh"
+#include "upcast.cuh"
 #include "vec.cuh"
 
 namespace kvcast {
