@@ -228,8 +228,9 @@ inline bool disjoint(const Region& a, const Region& b) {
     return true;
   if (a.block_size != b.block_size || a.block_stride != b.block_stride || a.block_stride <= 0) return false;
   const std::int64_t stride = a.block_stride;
-  const std::int64_t d = ((static_cast<std::int64_t>(lo_b - lo_a) % stride) + stride) % stride;  // b's offset in a's page
-  return a.page_reach <= d && d + b.page_reach <= stride;
+  const std::int64_t r = static_cast<std::int64_t>(lo_b - lo_a) % stride;  // in (-stride, stride): no sum below overflows
+  const std::int64_t d = r < 0 ? r + stride : r;                            // b's offset in a's page
+  return a.page_reach <= d && b.page_reach <= stride - d;
 }
 
 //! The slots whose rows `slot * mult + offset` lie in `[0, rows)` (rows < 0: unbounded above):
