@@ -942,7 +942,7 @@ TEST(Nvfp4Reference, HandCheckedBlock) {
   a.out_rows = 4;
   a.error_count = &errors;
   a.k_scale = kvcast::Scale::host_value(0.5f);
-  ASSERT_TRUE(kvcast::ref::downcast_nvfp4(a).ok());
+  ASSERT_TRUE((kvcast::ref::downcast<kvcast::nvfp4, kvcast::Arithmetic::fp32>(a).ok()));
   EXPECT_EQ(errors, 1u);
   EXPECT_EQ(scales, (std::vector<std::uint8_t>{0xCC, 0xCC, 0x48, 0xCC}));
   // x / 2 = 0.5 -1 1.5 6 | 0.25 -0.25 2.5 3.5 | -6 0 -0 1.25 | 2.25 4.5 5 -1.75, to E2M1 (ties to

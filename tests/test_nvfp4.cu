@@ -1,5 +1,5 @@
 // kvcast tests — NVFP4 (issue #17), exact mode, on the device against the host reference. The
-// write (ref::downcast_nvfp4), byte for byte over whole poisoned code and block-scale buffers:
+// write (ref::downcast<nvfp4, fp32>), byte for byte over whole poisoned code and block-scale buffers:
 // every layout the contract names (flat, padded, NHD and HND pages with FlashInfer's separate
 // scale tensors, vLLM's pages with the scales inside), each input type, K or V alone, slots with
 // padding and out-of-range rows, g on the device or the host, vectors and the element-by-element
@@ -249,7 +249,7 @@ void run_nvfp4_case(const Nvfp4Case& c) {
   const kvcast::Status st = kvcast::downcast<kvcast::nvfp4>(dev);
   ASSERT_TRUE(st.ok()) << st.message();
   KVTEST_CUDA(cudaDeviceSynchronize());
-  const kvcast::Status hs = kvcast::ref::downcast_nvfp4(host);
+  const kvcast::Status hs = kvcast::ref::downcast<kvcast::nvfp4, kvcast::Arithmetic::fp32>(host);
   ASSERT_TRUE(hs.ok()) << hs.message();
   EXPECT_EQ(host_err, out_of_range);
 

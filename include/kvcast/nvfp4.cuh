@@ -3,7 +3,7 @@
 //! @file nvfp4.cuh
 //! NVFP4 (issue #17), exact mode. `downcast<nvfp4>(args)` quantizes each block of 16 elements
 //! along head_dim to E2M1 codes (two a byte) and one E4M3 block scale, with the per-tensor
-//! global scale g (DESIGN.md §2; the host reference is ref::downcast_nvfp4); `upcast<nvfp4>`
+//! global scale g (DESIGN.md §2; the host reference is ref::downcast<nvfp4, fp32>); `upcast<nvfp4>`
 //! reads them back (ref::upcast<nvfp4>). Its policies plug into the skeletons
 //! (detail/write_kernel.cuh, detail/read_kernel.cuh) beside the fp8 ones:
 //!
@@ -42,36 +42,29 @@ struct Nvfp4Scales {
   static constexpr bool kFromRowHead = false;
   static constexpr bool kBlockScaled = true;
   struct Params {
-    const float* k_device;  //!< g, read when the kernel runs; null: k_value
-    const float* v_device;
-    float k_value;
-    float v_value;
+    PerTensorScale::Params g;  //!< K's and V's g, as a per-tensor scale
     std::uint8_t* k_block_scales;
     std::uint8_t* v_block_scales;
     OutputLayout layout;  //!< in bytes, a row-head head_dim / 16 bytes
   };
   template <class T>
   static Params make(const DowncastArgs<T>& a) {
-    return make(a.k_scale, a.v_scale, a.k_block_scales_out, a.v_block_scales_out, a.block_scales_out, a.heads, a.head_dim);
+    return make(a, a.k_block_scales_out, a.v_block_scales_out, a.block_scales_out);
   }
   template <class T>
   static Params make(const UpcastArgs<T>& a) {
-    return make(a.k_scale, a.v_scale, a.k_block_scales, a.v_block_scales, a.block_scales, a.heads, a.head_dim);
+    return make(a, a.k_block_scales, a.v_block_scales, a.block_scales);
   }
-  //! Both directions' parameters; the read's kernel only loads through the block-scale pointers.
-  static Params make(const Scale& k_g, const Scale& v_g, const void* k_sf, const void* v_sf, const OutputLayout& layout, std::int64_t heads,
-                     std::int64_t head_dim) {
-    return Params{k_g.device,
-                  v_g.device,
-                  k_g.value,
-                  v_g.value,
-                  static_cast<std::uint8_t*>(const_cast<void*>(k_sf)),
-                  static_cast<std::uint8_t*>(const_cast<void*>(v_sf)),
-                  layout.or_contiguous(heads, head_dim / nvfp4::kBlock)};
+  //! Either direction's: g from the per-tensor fields, the block scales from these (the read's
+  //! kernel only loads through them).
+  template <class Args>
+  static Params make(const Args& a, const void* k_sf, const void* v_sf, const OutputLayout& layout) {
+    return Params{PerTensorScale::make(a), static_cast<std::uint8_t*>(const_cast<void*>(k_sf)),
+                  static_cast<std::uint8_t*>(const_cast<void*>(v_sf)), layout.or_contiguous(a.heads, a.head_dim / nvfp4::kBlock)};
   }
 #if defined(__CUDACC__)
-  KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t /*token*/, std::uint32_t /*head*/) {
-    return make_float2(p.k_device ? __ldg(p.k_device) : p.k_value, p.v_device ? __ldg(p.v_device) : p.v_value);
+  KVCAST_DEVICE static float2 load(const Params& p, std::uint32_t token, std::uint32_t head) {
+    return PerTensorScale::load(p.g, token, head);
   }
   KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t /*row*/, std::uint32_t head) { return load(p, 0, head); }
   //! The read: K's (low byte) and V's block scale of the block at element `first` of a cache

@@ -201,16 +201,64 @@ inline float scale_from_amax(float amax, float min_scale) {
   return s < min_scale ? min_scale : s;
 }
 
-//! The whole contract on the host. Every pointer in `args` is a host pointer (the scales,
-//! scale tensors, amax outputs and `error_count` too). Returns validation's status; writes only
-//! the bytes (and scale floats) the contract names, raises `*k_amax` / `*v_amax` to the inputs'
-//! largest magnitude, and adds skipped rows to `*args.error_count`.
+// ---- NVFP4 (issue #17), exact mode: a block and an element. ----------------------------------
+
+//! One NVFP4 block of 16 elements: its E4M3 block scale and 8 bytes of E2M1 codes (element 2i
+//! in the low nibble of byte i).
+struct Nvfp4Block {
+  std::uint8_t sf;
+  std::uint8_t codes[8];
+};
+
+//! The exact mode's quantization of a block, with the per-tensor global scale `g` (finite,
+//! > 0: the caller's rule, validated where g is a host value):
+//!
+//!     amax = max |x|                               (NaN propagates)
+//!     sf   = e4m3_rne_satfinite(amax / RN(6 * g))  (a correctly rounded fp32 division; NaN -> 0x7F)
+//!     q_i  = e2m1_rne_satfinite(x_i / RN(float(sf) * g))
+//!
+//! A block whose sf is zero (amax / (6 g) below half of E4M3's smallest subnormal) gets zero
+//! codes that keep each input's sign. A NaN element makes sf NaN, and every code of its block
+//! then +6 (0x7): the read gives NaN for the whole block. E2M1 rounding: `kE2M1`.
+inline Nvfp4Block nvfp4_quantize_block(const float (&x)[16], float g) {
+  float amax = 0.0f;
+  for (float v : x) amax = nan_max(amax, std::fabs(v));
+  const float six_g = 6.0f * g;  // one fp32 product
+  Nvfp4Block block{};
+  block.sf = to_fp8<e4m3>(amax / six_g);  // one fp32 division; to_fp8 saturates, NaN -> 0x7F
+  const float sf = static_cast<float>(decode(block.sf, kE4M3));
+  const float denominator = sf * g;
+  for (int i = 0; i < 16; ++i) {
+    std::uint8_t code;
+    if (sf == 0.0f) {
+      code = std::signbit(x[i]) ? 0x8 : 0x0;
+    } else {
+      code = static_cast<std::uint8_t>(round_to(x[i] / denominator, kE2M1, 0x7));
+    }
+    block.codes[i / 2] = static_cast<std::uint8_t>(block.codes[i / 2] | code << (4 * (i % 2)));
+  }
+  return block;
+}
+
+//! The read of one NVFP4 element: `(e2m1(q) * float(sf)) * g`, two fp32 products, as a float (a
+//! NaN sf gives NaN; the caller rounds it into its output type as the fp8 read does).
+inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g) {
+  const float q = static_cast<float>(decode(code & 0xFu, kE2M1));
+  return (q * static_cast<float>(decode(sf, kE4M3))) * g;
+}
+
+//! The whole contract on the host, fp8 or NVFP4 (`Format` nvfp4, fp32 mode: each block by
+//! nvfp4_quantize_block with its tensor's g, its codes at `out`, its scale at
+//! `block_scales_out`). Every pointer in `args` is a host pointer (the scales, scale tensors,
+//! amax outputs and `error_count` too). Returns validation's status; writes only the bytes (and
+//! scale floats) the contract names, raises `*k_amax` / `*v_amax` to the inputs' largest
+//! magnitude, and adds skipped rows to `*args.error_count`.
 template <class Format, Arithmetic Mode, class T>
 Status downcast(const DowncastArgs<T>& args) {
   // Validation, and the defaults it resolves (0 strides, an all-zero layout), are the launcher's;
   // the rest — slots, rows, addresses, scales, arithmetic — is computed here on its own.
   detail::Plan plan;
-  const Status status = make_plan(args, plan, Mode);
+  const Status status = make_plan(args, plan, Mode, code_format_of<Format>());
   if (!status.ok() || args.num_tokens == 0) return status;
   const DType dtype = dtype_of<T>::value;
   const std::int64_t head_stride = plan.in_head_stride;
@@ -236,40 +284,57 @@ Status downcast(const DowncastArgs<T>& args) {
       continue;
     }
     for (std::int64_t h = 0; h < args.heads; ++h) {
-      float k_scale = 1.0f, v_scale = 1.0f;
-      switch (kind) {
-        case ScaleKind::per_tensor:
-          k_scale = tensor_scale(args.k_scale);
-          v_scale = tensor_scale(args.v_scale);
-          break;
-        case ScaleKind::per_head:
-          if (args.k) k_scale = args.k_head_scales[h];
-          if (args.v) v_scale = args.v_head_scales[h];
-          break;
-        case ScaleKind::per_token_head: {
-          float k_max = 0.0f, v_max = 0.0f;
-          for (std::int64_t d = 0; d < args.head_dim; ++d) {
-            const std::int64_t src = t * token_stride + h * head_stride + d;
-            if (args.k) k_max = nan_max(k_max, magnitude(args.k, src));
-            if (args.v) v_max = nan_max(v_max, magnitude(args.v, src));
+      if constexpr (std::is_same<Format, nvfp4>::value) {
+        const std::int64_t codes_at = out.address(static_cast<std::int64_t>(row), h);
+        const std::int64_t scales_at = plan.block_scales_out.address(static_cast<std::int64_t>(row), h);
+        const auto put = [&](const T* in, void* codes, void* scales, float g) {
+          for (std::int64_t b = 0; b < args.head_dim / 16; ++b) {
+            float block[16];
+            for (int i = 0; i < 16; ++i)
+              block[i] = input_to_float(dtype, element_bits(in, t * token_stride + h * head_stride + 16 * b + i));
+            const Nvfp4Block q = nvfp4_quantize_block(block, g);
+            for (int i = 0; i < 8; ++i) static_cast<std::uint8_t*>(codes)[codes_at + 8 * b + i] = q.codes[i];
+            static_cast<std::uint8_t*>(scales)[scales_at + b] = q.sf;
           }
-          k_scale = scale_from_amax<Format>(k_max, args.min_scale);
-          v_scale = scale_from_amax<Format>(v_max, args.min_scale);
-          const std::int64_t at = plan.scales_out.address(static_cast<std::int64_t>(row), h);
-          if (args.k) args.k_scales_out[at] = k_scale;
-          if (args.v) args.v_scales_out[at] = v_scale;
-          break;
+        };
+        if (args.k) put(args.k, args.k_out, args.k_block_scales_out, tensor_scale(args.k_scale));
+        if (args.v) put(args.v, args.v_out, args.v_block_scales_out, tensor_scale(args.v_scale));
+      } else {
+        float k_scale = 1.0f, v_scale = 1.0f;
+        switch (kind) {
+          case ScaleKind::per_tensor:
+            k_scale = tensor_scale(args.k_scale);
+            v_scale = tensor_scale(args.v_scale);
+            break;
+          case ScaleKind::per_head:
+            if (args.k) k_scale = args.k_head_scales[h];
+            if (args.v) v_scale = args.v_head_scales[h];
+            break;
+          case ScaleKind::per_token_head: {
+            float k_max = 0.0f, v_max = 0.0f;
+            for (std::int64_t d = 0; d < args.head_dim; ++d) {
+              const std::int64_t src = t * token_stride + h * head_stride + d;
+              if (args.k) k_max = nan_max(k_max, magnitude(args.k, src));
+              if (args.v) v_max = nan_max(v_max, magnitude(args.v, src));
+            }
+            k_scale = scale_from_amax<Format>(k_max, args.min_scale);
+            v_scale = scale_from_amax<Format>(v_max, args.min_scale);
+            const std::int64_t at = plan.scales_out.address(static_cast<std::int64_t>(row), h);
+            if (args.k) args.k_scales_out[at] = k_scale;
+            if (args.v) args.v_scales_out[at] = v_scale;
+            break;
+          }
         }
-      }
-      const std::int64_t dst = out.address(static_cast<std::int64_t>(row), h);
-      for (std::int64_t d = 0; d < args.head_dim; ++d) {
-        const std::int64_t src = t * token_stride + h * head_stride + d;
-        if (args.k)
-          static_cast<std::uint8_t*>(args.k_out)[dst + d] =
-              quantize<Format, Mode>(dtype, element_bits(args.k, src), k_scale);
-        if (args.v)
-          static_cast<std::uint8_t*>(args.v_out)[dst + d] =
-              quantize<Format, Mode>(dtype, element_bits(args.v, src), v_scale);
+        const std::int64_t dst = out.address(static_cast<std::int64_t>(row), h);
+        for (std::int64_t d = 0; d < args.head_dim; ++d) {
+          const std::int64_t src = t * token_stride + h * head_stride + d;
+          if (args.k)
+            static_cast<std::uint8_t*>(args.k_out)[dst + d] =
+                quantize<Format, Mode>(dtype, element_bits(args.k, src), k_scale);
+          if (args.v)
+            static_cast<std::uint8_t*>(args.v_out)[dst + d] =
+                quantize<Format, Mode>(dtype, element_bits(args.v, src), v_scale);
+        }
       }
     }
   }
@@ -298,8 +363,6 @@ inline std::uint32_t dequantize(DType out, std::uint8_t code, float scale) {
   return output_bits(out, x * scale);                                       // one IEEE fp32 product
 }
 
-
-inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g);
 
 //! The read on the host, fp8 or NVFP4 (`Format` nvfp4: the codes two a byte, each element
 //! nvfp4_dequantize of its code, its block's scale and the tensor's g). Every pointer in `args`
@@ -386,98 +449,6 @@ Status upcast(const UpcastArgs<T>& args) {
     }
   }
   return status;
-}
-
-// ---- NVFP4 (issue #17), exact mode: the numerics, ahead of its kernels. --------------------
-
-//! One NVFP4 block of 16 elements: its E4M3 block scale and 8 bytes of E2M1 codes (element 2i
-//! in the low nibble of byte i).
-struct Nvfp4Block {
-  std::uint8_t sf;
-  std::uint8_t codes[8];
-};
-
-//! The exact mode's quantization of a block, with the per-tensor global scale `g` (finite,
-//! > 0: the caller's rule, validated where g is a host value):
-//!
-//!     amax = max |x|                               (NaN propagates)
-//!     sf   = e4m3_rne_satfinite(amax / RN(6 * g))  (a correctly rounded fp32 division; NaN -> 0x7F)
-//!     q_i  = e2m1_rne_satfinite(x_i / RN(float(sf) * g))
-//!
-//! A block whose sf is zero (amax / (6 g) below half of E4M3's smallest subnormal) gets zero
-//! codes that keep each input's sign. A NaN element makes sf NaN, and every code of its block
-//! then +6 (0x7): the read gives NaN for the whole block. E2M1 rounding: `kE2M1`.
-inline Nvfp4Block nvfp4_quantize_block(const float (&x)[16], float g) {
-  float amax = 0.0f;
-  for (float v : x) amax = nan_max(amax, std::fabs(v));
-  const float six_g = 6.0f * g;  // one fp32 product
-  Nvfp4Block block{};
-  block.sf = to_fp8<e4m3>(amax / six_g);  // one fp32 division; to_fp8 saturates, NaN -> 0x7F
-  const float sf = static_cast<float>(decode(block.sf, kE4M3));
-  const float denominator = sf * g;
-  for (int i = 0; i < 16; ++i) {
-    std::uint8_t code;
-    if (sf == 0.0f) {
-      code = std::signbit(x[i]) ? 0x8 : 0x0;
-    } else {
-      code = static_cast<std::uint8_t>(round_to(x[i] / denominator, kE2M1, 0x7));
-    }
-    block.codes[i / 2] = static_cast<std::uint8_t>(block.codes[i / 2] | code << (4 * (i % 2)));
-  }
-  return block;
-}
-
-//! The NVFP4 write on the host (`downcast<nvfp4>`): DowncastArgs as for the fp8 write, with
-//! `k_scale` / `v_scale` the global scales g and the block scales to `k_block_scales_out` /
-//! `v_block_scales_out`, all host pointers. Returns validation's status; writes only the code
-//! and block-scale bytes of the rows the contract names, and adds skipped rows to
-//! `*args.error_count`.
-template <class T>
-Status downcast_nvfp4(const DowncastArgs<T>& args) {
-  detail::Plan plan;
-  const Status status = make_plan(args, plan, Arithmetic::fp32, CodeFormat::nvfp4);
-  if (!status.ok() || args.num_tokens == 0) return status;
-  const DType dtype = dtype_of<T>::value;
-  const auto g_of = [](const Scale& s) { return s.device ? *s.device : s.value; };
-  const struct {
-    const T* in;
-    std::uint8_t* codes;
-    std::uint8_t* scales;
-    float g;
-  } tensors[] = {{args.k, static_cast<std::uint8_t*>(args.k_out), static_cast<std::uint8_t*>(args.k_block_scales_out), g_of(args.k_scale)},
-                 {args.v, static_cast<std::uint8_t*>(args.v_out), static_cast<std::uint8_t*>(args.v_block_scales_out), g_of(args.v_scale)}};
-  for (std::int64_t t = 0; t < args.num_tokens; ++t) {
-    const std::int64_t slot = slot_of(args.loc, t);
-    if (slot < 0) continue;  // padding
-    const __int128 row = static_cast<__int128>(slot) * args.mult + args.offset;
-    if (!(row >= 0 && row < args.out_rows)) {
-      if (args.error_count) ++*args.error_count;
-      continue;
-    }
-    for (const auto& x : tensors) {
-      if (x.in == nullptr) continue;
-      for (std::int64_t h = 0; h < args.heads; ++h) {
-        const std::int64_t codes_at = plan.out.address(static_cast<std::int64_t>(row), h);
-        const std::int64_t scales_at = plan.block_scales_out.address(static_cast<std::int64_t>(row), h);
-        for (std::int64_t b = 0; b < args.head_dim / 16; ++b) {
-          float block[16];
-          for (int i = 0; i < 16; ++i)
-            block[i] = input_to_float(dtype, element_bits(x.in, t * plan.in_token_stride + h * plan.in_head_stride + 16 * b + i));
-          const Nvfp4Block q = nvfp4_quantize_block(block, x.g);
-          for (int i = 0; i < 8; ++i) x.codes[codes_at + 8 * b + i] = q.codes[i];
-          x.scales[scales_at + b] = q.sf;
-        }
-      }
-    }
-  }
-  return status;
-}
-
-//! The read of one NVFP4 element: `(e2m1(q) * float(sf)) * g`, two fp32 products, as a float (a
-//! NaN sf gives NaN; the caller rounds it into its output type as the fp8 read does).
-inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g) {
-  const float q = static_cast<float>(decode(code & 0xFu, kE2M1));
-  return (q * static_cast<float>(decode(sf, kE4M3))) * g;
 }
 
 }  // namespace ref

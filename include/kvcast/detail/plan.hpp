@@ -347,6 +347,49 @@ inline Status check_scale_pair(const float* k_field, const float* v_field, const
   return Status{};
 }
 
+//! How a direction names NVFP4's block-scale fields and the tensors they go with: the write's
+//! are outputs (`k_block_scales_out`), the read's inputs (`k_block_scales`, of `k_cache`).
+struct BlockScaleNames {
+  const char* k;
+  const char* v;
+  const char* layout;
+  const char* k_tensor;
+  const char* v_tensor;
+};
+constexpr BlockScaleNames kWriteBlockScaleNames{"k_block_scales_out", "v_block_scales_out", "block_scales_out", "k", "v"};
+constexpr BlockScaleNames kReadBlockScaleNames{"k_block_scales", "v_block_scales", "block_scales", "k_cache", "v_cache"};
+
+//! Both directions' rules of the code format, checked with the shape: NVFP4's head_dim a
+//! multiple of 16; no block-scale field with an fp8 format.
+inline Status check_format_fields(CodeFormat format, std::int64_t head_dim, const void* k_sf, const void* v_sf, bool layout_set,
+                                  const BlockScaleNames& n) {
+  if (format == CodeFormat::nvfp4 && head_dim % nvfp4::kBlock != 0)
+    return Status::error(Code::bad_shape, "head_dim (%lld) must be a multiple of 16 with format nvfp4: 16 elements share a block scale",
+                         static_cast<long long>(head_dim));
+  if (format != CodeFormat::nvfp4 && (k_sf != nullptr || v_sf != nullptr || layout_set))
+    return Status::error(Code::bad_option, "%s is given, but the format is fp8: block scales are NVFP4's",
+                         k_sf != nullptr ? n.k : v_sf != nullptr ? n.v : n.layout);
+  return Status{};
+}
+
+//! Both directions' NVFP4 scale fields: one global scale g a tensor (ScaleKind::per_tensor),
+//! then each tensor's block scales given with it, and only with it.
+inline Status check_nvfp4_scale_kind(ScaleKind kind) {
+  if (kind != ScaleKind::per_tensor)
+    return Status::error(Code::bad_option, "scale_kind is %s, but format nvfp4 takes one global scale g a tensor: use per_tensor",
+                         to_string(kind));
+  return Status{};
+}
+inline Status check_block_scale_pair(const void* k_sf, const void* v_sf, bool has_k, bool has_v, const BlockScaleNames& n) {
+  if (has_k != (k_sf != nullptr) || has_v != (v_sf != nullptr)) {
+    const bool k_side = has_k != (k_sf != nullptr);
+    const bool tensor = k_side ? has_k : has_v;
+    return Status::error(tensor ? Code::null_pointer : Code::unexpected_pointer, "%s is %s while %s is %s", k_side ? n.k : n.v,
+                         tensor ? "null" : "given", k_side ? n.k_tensor : n.v_tensor, tensor ? "given" : "null");
+  }
+  return Status{};
+}
+
 //! A side output's tensors (per-(token, head) scales, NVFP4's block scales), as the byte regions
 //! `k_side` / `v_side` (named `k_name` / `v_name`), share no byte with a code tensor or each other.
 //! `code_page_reach`: bytes one page (row) of the codes spans. `placement`: how to place them
@@ -435,12 +478,12 @@ Status check_scale_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_
 template <class T>
 Status check_nvfp4_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_page_reach) {
   const bool has_k = a.k != nullptr, has_v = a.v != nullptr;
-  if (a.scale_kind != ScaleKind::per_tensor)
-    return Status::error(Code::bad_option, "scale_kind is %s, but format nvfp4 takes one global scale g a tensor: use per_tensor",
-                         to_string(a.scale_kind));
+  if (Status s = check_nvfp4_scale_kind(a.scale_kind); !s) return s;
   if (a.k_amax != nullptr || a.v_amax != nullptr)
     return Status::error(Code::bad_option, "%s is given, but format nvfp4 has no amax output", a.k_amax != nullptr ? "k_amax" : "v_amax");
-  const auto bad_g = [](const Scale& g) { return g.device == nullptr && !(g.value > 0.0f && g.value <= std::numeric_limits<float>::max()); };
+  const auto bad_g = [](const Scale& g) {
+    return g.device == nullptr && !(g.value > 0.0f && g.value <= std::numeric_limits<float>::max());
+  };
   if ((has_k && bad_g(a.k_scale)) || (has_v && bad_g(a.v_scale))) {
     const bool k_bad = has_k && bad_g(a.k_scale);
     return Status::error(Code::bad_option, "%s (%g), NVFP4's global scale g, must be finite and > 0", k_bad ? "k_scale" : "v_scale",
@@ -449,13 +492,7 @@ Status check_nvfp4_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_
   if (a.out_rows < 0)
     return Status::error(Code::bad_option,
                          "out_rows is unchecked, but format nvfp4 needs the cache's row count to check the block-scale tensors");
-  if (has_k != (a.k_block_scales_out != nullptr) || has_v != (a.v_block_scales_out != nullptr)) {
-    const bool k_side = has_k != (a.k_block_scales_out != nullptr);
-    const bool tensor = k_side ? has_k : has_v;
-    return Status::error(tensor ? Code::null_pointer : Code::unexpected_pointer, "%s is %s while %s is %s",
-                         k_side ? "k_block_scales_out" : "v_block_scales_out", tensor ? "null" : "given", k_side ? "k" : "v",
-                         tensor ? "given" : "null");
-  }
+  if (Status s = check_block_scale_pair(a.k_block_scales_out, a.v_block_scales_out, has_k, has_v, kWriteBlockScaleNames); !s) return s;
   const std::int64_t run = a.head_dim / nvfp4::kBlock;
   plan.block_scales_out = a.block_scales_out.or_contiguous(a.heads, run);
   std::int64_t page_reach = 0;
@@ -484,14 +521,10 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan, CodeFormat format = Code
   const bool nvfp4 = format == CodeFormat::nvfp4;
 
   if (Status st = check_shape(a.num_tokens, a.heads, a.head_dim); !st) return st;
-  if (nvfp4 && a.head_dim % kvcast::nvfp4::kBlock != 0)
-    return Status::error(Code::bad_shape, "head_dim (%lld) must be a multiple of 16 with format nvfp4: 16 elements share a block scale",
-                         ll(a.head_dim));
-  if (!nvfp4 && (a.k_block_scales_out != nullptr || a.v_block_scales_out != nullptr || !a.block_scales_out.is_default()))
-    return Status::error(Code::bad_option, "%s is given, but the format is fp8: block scales are NVFP4's",
-                         a.k_block_scales_out != nullptr ? "k_block_scales_out"
-                         : a.v_block_scales_out != nullptr ? "v_block_scales_out"
-                                                           : "block_scales_out");
+  if (Status st = check_format_fields(format, a.head_dim, a.k_block_scales_out, a.v_block_scales_out, !a.block_scales_out.is_default(),
+                                      kWriteBlockScaleNames);
+      !st)
+    return st;
   if (a.out_rows == DowncastArgs<T>::kRowsNotGiven)
     return Status::error(Code::bad_option,
                          "out_rows is not set: give the cache's row count, or kUncheckedRows to trust the slots");
@@ -618,7 +651,8 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (scales != ScalePolicyId::per_tensor && widest < tuning::kScaledMinVector) widest = tuning::kScaledMinVector;
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
     if (v > plan.seg_len || (reduced && (plan.seg_len % v != 0 || plan.seg_len / v > kBlockSize))) continue;
-    if (inputs_allow(v) && outputs_allow(a, plan, v, !fused) && write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
+    if (inputs_allow(v) && outputs_allow(a, plan, v, !fused) &&
+        write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
       c.vec = v;
       c.kernel = kernel;
     }

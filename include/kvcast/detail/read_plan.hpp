@@ -98,17 +98,9 @@ Status check_read_scale_args(const UpcastArgs<T>& a, ReadPlan& plan) {
 //! scales, `head_dim / 16` bytes a row-head, placed by `block_scales` over the cache's rows.
 template <class T>
 Status check_nvfp4_read_args(const UpcastArgs<T>& a, ReadPlan& plan) {
+  if (Status s = check_nvfp4_scale_kind(a.scale_kind); !s) return s;
   const bool has_k = a.k_cache != nullptr, has_v = a.v_cache != nullptr;
-  if (a.scale_kind != ScaleKind::per_tensor)
-    return Status::error(Code::bad_option, "scale_kind is %s, but format nvfp4 takes one global scale g a tensor: use per_tensor",
-                         to_string(a.scale_kind));
-  if (has_k != (a.k_block_scales != nullptr) || has_v != (a.v_block_scales != nullptr)) {
-    const bool k_side = has_k != (a.k_block_scales != nullptr);
-    const bool tensor = k_side ? has_k : has_v;
-    return Status::error(tensor ? Code::null_pointer : Code::unexpected_pointer, "%s is %s while %s is %s",
-                         k_side ? "k_block_scales" : "v_block_scales", tensor ? "null" : "given", k_side ? "k_cache" : "v_cache",
-                         tensor ? "given" : "null");
-  }
+  if (Status s = check_block_scale_pair(a.k_block_scales, a.v_block_scales, has_k, has_v, kReadBlockScaleNames); !s) return s;
   plan.block_scales = a.block_scales.or_contiguous(a.heads, a.head_dim / nvfp4::kBlock);
   std::int64_t page_reach = 0;
   return check_layout(plan.block_scales, a.heads, a.head_dim / nvfp4::kBlock, a.cache_rows, kReadBlockScalesNames, page_reach,
@@ -126,12 +118,10 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan, CodeFormat format
   const bool nvfp4 = format == CodeFormat::nvfp4;
 
   if (Status st = check_shape(a.num_tokens, a.heads, a.head_dim); !st) return st;
-  if (nvfp4 && a.head_dim % kvcast::nvfp4::kBlock != 0)
-    return Status::error(Code::bad_shape, "head_dim (%lld) must be a multiple of 16 with format nvfp4: 16 elements share a block scale",
-                         ll(a.head_dim));
-  if (!nvfp4 && (a.k_block_scales != nullptr || a.v_block_scales != nullptr || !a.block_scales.is_default()))
-    return Status::error(Code::bad_option, "%s is given, but the format is fp8: block scales are NVFP4's",
-                         a.k_block_scales != nullptr ? "k_block_scales" : a.v_block_scales != nullptr ? "v_block_scales" : "block_scales");
+  if (Status st = check_format_fields(format, a.head_dim, a.k_block_scales, a.v_block_scales, !a.block_scales.is_default(),
+                                      kReadBlockScaleNames);
+      !st)
+    return st;
   if (a.cache_rows == UpcastArgs<T>::kRowsNotGiven)
     return Status::error(Code::bad_option, "cache_rows is not set: give the cache's row count, so that no row outside it is read");
   if (a.cache_rows < 0) return Status::error(Code::bad_option, "cache_rows (%lld) must be >= 0", ll(a.cache_rows));
@@ -261,29 +251,28 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   KernelChoice c;
   const bool fused = plan.segs_per_token == 1;
   const OutputLayout& cache = plan.cache;
-  if (plan.format == CodeFormat::nvfp4) {
-    // A block a thread (kNvfp4ReadVec codes, 8 bytes), whole where the pointers and strides
-    // allow one 8-byte load and stores of up to 32 bytes of T, else one element an access.
-    constexpr int v = kNvfp4ReadVec;
-    constexpr std::int64_t code_bytes = v / nvfp4::kCodesPerByte;
+  // Whether every pointer and stride a vector's start depends on allows vectors of `v` values:
+  // loads of `code_bytes` from the cache, stores of up to kMaxVectorBytes of T; the head strides
+  // count where `heads_apart`.
+  const auto vector_fits = [&](int v, std::int64_t code_bytes, bool heads_apart) {
     const std::int64_t store_bytes = std::min<std::int64_t>(v * kBytes, kMaxVectorBytes);
     const bool cache_ok = is_aligned(a.k_cache, code_bytes) && is_aligned(a.v_cache, code_bytes) && cache.block_stride % code_bytes == 0 &&
-                          (cache.block_size == 1 || cache.token_stride % code_bytes == 0) && cache.head_stride % code_bytes == 0;
+                          (cache.block_size == 1 || cache.token_stride % code_bytes == 0) &&
+                          (!heads_apart || cache.head_stride % code_bytes == 0);
     const bool out_ok = is_aligned(a.k, store_bytes) && is_aligned(a.v, store_bytes) &&
                         (a.num_tokens == 1 || (plan.out_token_stride * kBytes) % store_bytes == 0) &&
-                        (plan.out_head_stride * kBytes) % store_bytes == 0;
-    c.vec = v;
-    c.access = cache_ok && out_ok ? tile::Access::vector : tile::Access::elements;
+                        (!heads_apart || (plan.out_head_stride * kBytes) % store_bytes == 0);
+    return cache_ok && out_ok;
+  };
+  if (plan.format == CodeFormat::nvfp4) {
+    // A block a thread (kNvfp4ReadVec codes, 8 bytes), whole where one 8-byte load and the
+    // stores fit, else one element an access.
+    c.vec = kNvfp4ReadVec;
+    c.access = vector_fits(kNvfp4ReadVec, kNvfp4ReadVec / nvfp4::kCodesPerByte, true) ? tile::Access::vector : tile::Access::elements;
   }
   for (int v : tuning::kReadVectors) {
     if (c.vec != 0 || plan.seg_len % v != 0 || !read_kernel_exists(v, tile::Access::vector)) continue;
-    const std::int64_t store_bytes = std::min<std::int64_t>(v * kBytes, kMaxVectorBytes);
-    const bool cache_ok = is_aligned(a.k_cache, v) && is_aligned(a.v_cache, v) && cache.block_stride % v == 0 &&
-                          (cache.block_size == 1 || cache.token_stride % v == 0) && (fused || cache.head_stride % v == 0);
-    const bool out_ok = is_aligned(a.k, store_bytes) && is_aligned(a.v, store_bytes) &&
-                        (a.num_tokens == 1 || (plan.out_token_stride * kBytes) % store_bytes == 0) &&
-                        (fused || (plan.out_head_stride * kBytes) % store_bytes == 0);
-    if (cache_ok && out_ok) c.vec = v;
+    if (vector_fits(v, v, !fused)) c.vec = v;
   }
   if (c.vec == 0) {
     c.access = tile::Access::interleaved;
