@@ -5,10 +5,11 @@ calls them. Imported by ``kvcast`` when torch is importable.
 
     torch.ops.kvcast.downcast_fp8(k, v, k_out, v_out, k_scale, v_scale, loc, mult=1, offset=0)
     torch.ops.kvcast.read(k_cache, v_cache, k, v, loc=None, ...)        # kvcast.read's options
-    torch.ops.kvcast.write(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax, loc=None, ...)
+    torch.ops.kvcast.write(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax,
+                           k_block_scales_out, v_block_scales_out, loc=None, ...)
     kvcast.ops.write(k, v, k_out, v_out, loc=..., k_scale=..., ...)    # the same op, with keywords
 
-write's eight tensors come positionally (None where unused): torch's in-place bookkeeping finds
+write's ten tensors come positionally (None where unused): torch's in-place bookkeeping finds
 mutated arguments by position."""
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ def _(k, v, k_out, v_out, k_scale, v_scale, loc, mult=1, offset=0):
 # The op's outputs are positional and without defaults: torch's in-place bookkeeping finds a
 # mutated argument by its position, and an optional one left at its default is dropped from
 # the arguments it sees. write() below takes them as keywords.
-@torch.library.custom_op("kvcast::write", mutates_args=("k_out", "v_out", "k_scales_out", "v_scales_out", "k_amax", "v_amax"),
-                         device_types="cuda")
+@torch.library.custom_op("kvcast::write", mutates_args=("k_out", "v_out", "k_scales_out", "v_scales_out", "k_amax", "v_amax",
+                                                       "k_block_scales_out", "v_block_scales_out"), device_types="cuda")
 def _write(k: Optional[Tensor], v: Optional[Tensor], k_out: Optional[Tensor], v_out: Optional[Tensor],
            k_scales_out: Optional[Tensor], v_scales_out: Optional[Tensor], k_amax: Optional[Tensor], v_amax: Optional[Tensor],
-           loc: Optional[Tensor] = None, mult: int = 1, offset: int = 0, format: str = "e4m3", arithmetic: str = "fp32",
+           k_block_scales_out: Optional[Tensor], v_block_scales_out: Optional[Tensor], loc: Optional[Tensor] = None, mult: int = 1, offset: int = 0, format: str = "e4m3", arithmetic: str = "fp32",
            layout: str = "flat", scale_kind: str = "per_tensor", k_scale: Optional[Tensor] = None, v_scale: Optional[Tensor] = None,
            k_scale_value: float = 1.0, v_scale_value: float = 1.0, k_head_scales: Optional[Tensor] = None,
            v_head_scales: Optional[Tensor] = None, min_scale: float = 1e-6, pdl: bool = False) -> None:
@@ -48,11 +49,12 @@ def _write(k: Optional[Tensor], v: Optional[Tensor], k_out: Optional[Tensor], v_
                  scale_kind=scale_kind, k_scale=k_scale if k_scale is not None else k_scale_value,
                  v_scale=v_scale if v_scale is not None else v_scale_value, k_head_scales=k_head_scales,
                  v_head_scales=v_head_scales, k_scales_out=k_scales_out, v_scales_out=v_scales_out, min_scale=min_scale,
-                 k_amax=k_amax, v_amax=v_amax, pdl=pdl)
+                 k_amax=k_amax, v_amax=v_amax, k_block_scales_out=k_block_scales_out, v_block_scales_out=v_block_scales_out,
+                 pdl=pdl)
 
 
 @_write.register_fake
-def _(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax, loc=None, mult=1, offset=0, format="e4m3",
+def _(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax, k_block_scales_out, v_block_scales_out, loc=None, mult=1, offset=0, format="e4m3",
       arithmetic="fp32", layout="flat", scale_kind="per_tensor", k_scale=None, v_scale=None, k_scale_value=1.0,
       v_scale_value=1.0, k_head_scales=None, v_head_scales=None, min_scale=1e-6, pdl=False):
     _check_tokens(k, v, loc)
@@ -61,12 +63,14 @@ def _(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax, loc=None, 
 
 def write(k, v, k_out, v_out, *, loc=None, mult=1, offset=0, format="e4m3", arithmetic="fp32", layout="flat",
           scale_kind="per_tensor", k_scale=None, v_scale=None, k_head_scales=None, v_head_scales=None, k_scales_out=None,
-          v_scales_out=None, min_scale=1e-6, k_amax=None, v_amax=None, pdl=False):
+          v_scales_out=None, min_scale=1e-6, k_amax=None, v_amax=None, k_block_scales_out=None, v_block_scales_out=None,
+          pdl=False):
     """``torch.ops.kvcast.write`` with :func:`kvcast.write`'s keywords (``k_scale``/``v_scale``:
     one-element float32 tensors, read when the kernel runs, or numbers, fixed when traced)."""
     k_tensor, k_value = (k_scale, 1.0) if isinstance(k_scale, Tensor) or k_scale is None else (None, float(k_scale))
     v_tensor, v_value = (v_scale, 1.0) if isinstance(v_scale, Tensor) or v_scale is None else (None, float(v_scale))
-    torch.ops.kvcast.write(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax, loc, mult, offset, format, arithmetic,
+    torch.ops.kvcast.write(k, v, k_out, v_out, k_scales_out, v_scales_out, k_amax, v_amax, k_block_scales_out, v_block_scales_out,
+                           loc, mult, offset, format, arithmetic,
                            layout, scale_kind, k_tensor, v_tensor, k_value, v_value, k_head_scales, v_head_scales, min_scale, pdl)
 
 
@@ -77,12 +81,13 @@ def read(k_cache: Optional[Tensor], v_cache: Optional[Tensor], k: Optional[Tenso
          layout: str = "flat", scale_kind: str = "per_tensor", k_scale: Optional[Tensor] = None, v_scale: Optional[Tensor] = None,
          k_scale_value: float = 1.0, v_scale_value: float = 1.0, k_head_scales: Optional[Tensor] = None,
          v_head_scales: Optional[Tensor] = None, k_scales: Optional[Tensor] = None, v_scales: Optional[Tensor] = None,
-         pdl: bool = False) -> None:
+         k_block_scales: Optional[Tensor] = None, v_block_scales: Optional[Tensor] = None, pdl: bool = False) -> None:
     kvcast.read(k_cache, v_cache, k, v, loc=loc, mult=mult, offset=offset, block_table=block_table, cu_seq_lens=cu_seq_lens,
                 seq_starts=seq_starts, page_size=page_size, format=format, layout=layout, scale_kind=scale_kind,
                 k_scale=k_scale if k_scale is not None else k_scale_value,
                 v_scale=v_scale if v_scale is not None else v_scale_value, k_head_scales=k_head_scales,
-                v_head_scales=v_head_scales, k_scales=k_scales, v_scales=v_scales, pdl=pdl)
+                v_head_scales=v_head_scales, k_scales=k_scales, v_scales=v_scales, k_block_scales=k_block_scales,
+                v_block_scales=v_block_scales, pdl=pdl)
 
 
 @read.register_fake

@@ -13,6 +13,12 @@
 #include <tvm/ffi/string.h>
 
 #include <kvcast/kvcast.cuh>
+#if CUDART_VERSION >= 12080
+#include <kvcast/nvfp4.cuh>  // cuda_fp4.h: CUDA 12.8
+#define KVCAST_FFI_HAS_NVFP4 1
+#else
+#define KVCAST_FFI_HAS_NVFP4 0
+#endif
 
 #include <array>
 #include <chrono>
@@ -186,12 +192,44 @@ void check_step_tensors(const std::optional<View>& k, const std::optional<View>&
     fail(std::string(k->name) + " and " + v->name + ": must have the same shape and dtype");
 }
 
-// K's and V's caches: fp8 bytes in one layout (either may be absent).
-void check_cache_tensors(const std::optional<View>& k, const std::optional<View>& v) {
-  for (const auto* t : {&k, &v})
-    if (*t && !is_byte(**t)) fail(std::string((*t)->name) + ": expected 1-byte elements (uint8 or float8)");
+// K's and V's caches (or their NVFP4 block scales): bytes in one layout (either may be absent),
+// `run` bytes a row-head (the last dimension), so that nothing is written past a tensor's end.
+void check_cache_tensors(const std::optional<View>& k, const std::optional<View>& v, std::int64_t run, const char* what) {
+  for (const auto* t : {&k, &v}) {
+    if (!*t) continue;
+    if (!is_byte(**t)) fail(std::string((*t)->name) + ": expected 1-byte elements (uint8 or float8)");
+    if ((*t)->shape.size() == 0 || (*t)->shape.back() != run)
+      fail(std::string((*t)->name) + ": its last dimension must be " + what + " (" + std::to_string(run) + "), got " +
+           ((*t)->shape.size() == 0 ? std::string("a scalar") : std::to_string((*t)->shape.back())));
+  }
   if (k && v && (k->shape != v->shape || k->strides != v->strides))
     fail(std::string(k->name) + " and " + v->name + ": must have the same shape and strides (one layout for both)");
+}
+
+// The bytes of a row-head's codes, and of its block scales (NVFP4), for `format`.
+bool is_nvfp4(const std::string& format) { return format == "nvfp4"; }
+std::int64_t code_bytes(std::int64_t head_dim, const std::string& format) { return is_nvfp4(format) ? head_dim / 2 : head_dim; }
+const char* code_bytes_rule(const std::string& format) { return is_nvfp4(format) ? "head_dim / 2 (two E2M1 codes a byte)" : "head_dim"; }
+
+// NVFP4's block scales: given for each tensor that has codes, `head_dim / 16` bytes a row-head,
+// placed like the codes (the same rows and heads; strides of their own).
+void check_block_scales(const std::optional<View>& k_codes, const std::optional<View>& v_codes, const std::optional<View>& k_scales,
+                        const std::optional<View>& v_scales, std::int64_t head_dim, const std::string& format, const std::string& layout) {
+  if (!is_nvfp4(format)) {
+    for (const auto* t : {&k_scales, &v_scales})
+      if (*t) fail(std::string((*t)->name) + ": block scales belong to format 'nvfp4' (format is '" + format + "')");
+    return;
+  }
+  if (k_codes && !k_scales) fail(std::string(k_codes->name) + ": format 'nvfp4' needs its block scales too (None given)");
+  if (v_codes && !v_scales) fail(std::string(v_codes->name) + ": format 'nvfp4' needs its block scales too (None given)");
+  check_cache_tensors(k_scales, v_scales, head_dim / 16, "head_dim / 16 (one E4M3 scale a block of 16)");
+  for (const auto& [codes, scales] : {std::pair{&k_codes, &k_scales}, std::pair{&v_codes, &v_scales}}) {
+    if (!*codes || !*scales) continue;
+    const Placed c = place(**codes, layout, true), b = place(**scales, layout, true);
+    if (c.rows != b.rows || c.heads != b.heads)
+      fail(std::string((*scales)->name) + ": " + std::to_string(b.rows) + " rows of " + std::to_string(b.heads) + " heads, its codes " +
+           std::to_string(c.rows) + " of " + std::to_string(c.heads) + " (one block-scale row-head a code row-head)");
+  }
 }
 
 // Slots: one int64 or int32 a token, contiguous.
@@ -202,10 +240,24 @@ void check_slots(const std::optional<View>& loc) {
   if (loc->strides[0] != 1) fail("loc: must be contiguous");
 }
 
+// A call's codes and, for NVFP4, block scales. An NVFP4 head_dim that 16 does not divide is
+// left to kvcast's own validation, whose message names that rule.
+void check_codes(const std::optional<View>& k_codes, const std::optional<View>& v_codes, const std::optional<View>& k_scales,
+                 const std::optional<View>& v_scales, std::int64_t head_dim, const std::string& format, const std::string& layout) {
+  if (is_nvfp4(format) && head_dim % 16 != 0) {
+    for (const auto* t : {&k_codes, &v_codes})
+      if (*t && !is_byte(**t)) fail(std::string((*t)->name) + ": expected 1-byte elements (uint8 or float8)");
+    return;
+  }
+  check_cache_tensors(k_codes, v_codes, code_bytes(head_dim, format), code_bytes_rule(format));
+  check_block_scales(k_codes, v_codes, k_scales, v_scales, head_dim, format, layout);
+}
+
 // ---- The write. ---------------------------------------------------------------------------
 
 struct WriteCall {
-  std::optional<View> k, v, k_out, v_out, loc, k_scale, v_scale, k_heads, v_heads, k_scales_out, v_scales_out, k_amax, v_amax;
+  std::optional<View> k, v, k_out, v_out, loc, k_scale, v_scale, k_heads, v_heads, k_scales_out, v_scales_out, k_amax, v_amax,
+      k_block_scales_out, v_block_scales_out;
   std::int64_t mult = 1, offset = 0;
   std::string format, arithmetic, layout, scale_kind;
   double k_value = 1.0, v_value = 1.0, min_scale = 1e-6;
@@ -262,6 +314,10 @@ kvcast::DowncastArgs<T> write_args(const WriteCall& c) {
   a.min_scale = static_cast<float>(c.min_scale);
   a.k_amax = const_cast<float*>(float_data(c.k_amax));
   a.v_amax = const_cast<float*>(float_data(c.v_amax));
+  a.k_block_scales_out = c.k_block_scales_out ? c.k_block_scales_out->data : nullptr;
+  a.v_block_scales_out = c.v_block_scales_out ? c.v_block_scales_out->data : nullptr;
+  if (c.k_block_scales_out || c.v_block_scales_out)
+    a.block_scales_out = place(c.k_block_scales_out ? *c.k_block_scales_out : *c.v_block_scales_out, c.layout, true).layout;
   a.pdl = c.pdl;
   return a;
 }
@@ -272,7 +328,8 @@ void check_write_tensors(const WriteCall& c) {
   check_step_tensors(c.k, c.v);
   if (c.k && !c.k_out) fail("k_out: None while k is given");
   if (c.v && !c.v_out) fail("v_out: None while v is given");
-  check_cache_tensors(c.k_out, c.v_out);
+  const std::int64_t head_dim = (c.k ? *c.k : *c.v).shape[2];
+  check_codes(c.k_out, c.v_out, c.k_block_scales_out, c.v_block_scales_out, head_dim, c.format, c.layout);
   check_slots(c.loc);
   if (c.loc) {
     const View& in = c.k ? *c.k : *c.v;
@@ -294,14 +351,15 @@ void run_write(const WriteCall& c, const char* op) {
   // downcast()'s own steps, so that the arguments are validated once, before the device checks
   // (kvcast's messages come first, NumPy arrays included).
   kvcast::detail::Plan plan;
-  check(kvcast::make_plan(a, plan, Mode), op);
+  check(kvcast::make_plan(a, plan, Mode, kvcast::code_format_of<Format>()), op);
   if (c.scale_kind == "per_token_head" && Mode != kvcast::Arithmetic::fp32)
     fail(std::string("kvcast.") + op + ": scale_kind per_token_head computes its scales in fp32 arithmetic: use arithmetic='fp32'");
   const int device = cuda_device_of({&c.k, &c.v, &c.k_out, &c.v_out, &c.loc, &c.k_scale, &c.v_scale, &c.k_heads, &c.v_heads,
-                                     &c.k_scales_out, &c.v_scales_out, &c.k_amax, &c.v_amax});
+                                     &c.k_scales_out, &c.v_scales_out, &c.k_amax, &c.v_amax, &c.k_block_scales_out,
+                                     &c.v_block_scales_out});
   if (plan.num_segments == 0) return;
   const DeviceScope scope(device);
-  check(kvcast::detail::dispatch<kvcast::Fp8<Format, Mode>>(a, plan, stream_of(device)), op);
+  check(kvcast::detail::dispatch<typename kvcast::CodePolicyOf<Format, Mode>::type>(a, plan, stream_of(device)), op);
 }
 
 template <class Format, kvcast::Arithmetic Mode>
@@ -321,19 +379,29 @@ void write_call(const WriteCall& c, const char* op) {
                                       : write_typed<kvcast::e4m3, kvcast::Arithmetic::input_precision>(c, op);
   if (c.format == "e5m2") return fp32 ? write_typed<kvcast::e5m2, kvcast::Arithmetic::fp32>(c, op)
                                       : write_typed<kvcast::e5m2, kvcast::Arithmetic::input_precision>(c, op);
-  fail("format: '" + c.format + "' is not 'e4m3' or 'e5m2'");
+  if (is_nvfp4(c.format)) {
+#if KVCAST_FFI_HAS_NVFP4
+    if (!fp32) fail("arithmetic: format 'nvfp4' computes in fp32 arithmetic (its exact mode): use arithmetic='fp32'");
+    return write_typed<kvcast::nvfp4, kvcast::Arithmetic::fp32>(c, op);
+#else
+    fail("format: 'nvfp4' needs kvcast built with CUDA 12.8 or later (cuda_fp4.h)");
+#endif
+  }
+  fail("format: '" + c.format + "' is not 'e4m3', 'e5m2' or 'nvfp4'");
 }
 
 void write(Maybe k, Maybe v, Maybe k_out, Maybe v_out, Maybe loc, std::int64_t mult, std::int64_t offset, String format,
            String arithmetic, String layout, String scale_kind, Maybe k_scale, Maybe v_scale, double k_scale_value,
            double v_scale_value, Maybe k_head_scales, Maybe v_head_scales, Maybe k_scales_out, Maybe v_scales_out, double min_scale,
-           Maybe k_amax, Maybe v_amax, bool pdl) {
+           Maybe k_amax, Maybe v_amax, Maybe k_block_scales_out, Maybe v_block_scales_out, bool pdl) {
   WriteCall c;
   c.k = view("k", k), c.v = view("v", v), c.k_out = view("k_out", k_out), c.v_out = view("v_out", v_out), c.loc = view("loc", loc);
   c.k_scale = view("k_scale", k_scale), c.v_scale = view("v_scale", v_scale);
   c.k_heads = view("k_head_scales", k_head_scales), c.v_heads = view("v_head_scales", v_head_scales);
   c.k_scales_out = view("k_scales_out", k_scales_out), c.v_scales_out = view("v_scales_out", v_scales_out);
   c.k_amax = view("k_amax", k_amax), c.v_amax = view("v_amax", v_amax);
+  c.k_block_scales_out = view("k_block_scales_out", k_block_scales_out);
+  c.v_block_scales_out = view("v_block_scales_out", v_block_scales_out);
   c.mult = mult, c.offset = offset;
   c.format = std::string(format), c.arithmetic = std::string(arithmetic), c.layout = std::string(layout);
   c.scale_kind = std::string(scale_kind);
@@ -380,7 +448,7 @@ double issue_seconds_downcast_fp8(TensorView k, TensorView v, TensorView k_out, 
 
 struct ReadCall {
   std::optional<View> k_cache, v_cache, k, v, loc, block_table, cu_seq_lens, seq_starts, k_scale, v_scale, k_heads, v_heads, k_scales,
-      v_scales;
+      v_scales, k_block_scales, v_block_scales;
   std::int64_t mult = 1, offset = 0, page_size = 0;
   std::string format, layout, scale_kind;
   double k_value = 1.0, v_value = 1.0;
@@ -428,6 +496,10 @@ kvcast::UpcastArgs<T> read_args(const ReadCall& c) {
   a.k_scales = float_data(c.k_scales);
   a.v_scales = float_data(c.v_scales);
   if (c.k_scales || c.v_scales) a.scales = place(c.k_scales ? *c.k_scales : *c.v_scales, c.layout, false).layout;
+  a.k_block_scales = c.k_block_scales ? c.k_block_scales->data : nullptr;
+  a.v_block_scales = c.v_block_scales ? c.v_block_scales->data : nullptr;
+  if (c.k_block_scales || c.v_block_scales)
+    a.block_scales = place(c.k_block_scales ? *c.k_block_scales : *c.v_block_scales, c.layout, true).layout;
   a.pdl = c.pdl;
   return a;
 }
@@ -437,7 +509,8 @@ void check_read_tensors(const ReadCall& c) {
   check_step_tensors(c.k, c.v);
   if (c.k_cache && !c.k) fail("k: None while k_cache is given");
   if (c.v_cache && !c.v) fail("v: None while v_cache is given");
-  check_cache_tensors(c.k_cache, c.v_cache);
+  const std::int64_t head_dim = (c.k ? *c.k : *c.v).shape[2];
+  check_codes(c.k_cache, c.v_cache, c.k_block_scales, c.v_block_scales, head_dim, c.format, c.layout);
   check_slots(c.loc);
   if (c.block_table) {
     require_rank(*c.block_table, 2, "[batch, max_pages]");
@@ -465,9 +538,10 @@ template <class Format, class T>
 void run_read(const ReadCall& c) {
   const kvcast::UpcastArgs<T> a = read_args<T>(c);
   kvcast::detail::ReadPlan plan;  // upcast()'s own steps: validated once, before the device checks
-  check(kvcast::make_read_plan(a, plan), "read");
+  check(kvcast::make_read_plan(a, plan, kvcast::code_format_of<Format>()), "read");
   const int device = cuda_device_of({&c.k_cache, &c.v_cache, &c.k, &c.v, &c.loc, &c.block_table, &c.cu_seq_lens, &c.seq_starts,
-                                     &c.k_scale, &c.v_scale, &c.k_heads, &c.v_heads, &c.k_scales, &c.v_scales});
+                                     &c.k_scale, &c.v_scale, &c.k_heads, &c.v_heads, &c.k_scales, &c.v_scales, &c.k_block_scales,
+                                     &c.v_block_scales});
   if (plan.num_segments == 0) return;
   const DeviceScope scope(device);
   check(kvcast::detail::dispatch_read<Format>(a, plan, stream_of(device)), "read");
@@ -485,7 +559,7 @@ void read_typed(const ReadCall& c) {
 void read(Maybe k_cache, Maybe v_cache, Maybe k, Maybe v, Maybe loc, std::int64_t mult, std::int64_t offset, Maybe block_table,
           Maybe cu_seq_lens, Maybe seq_starts, std::int64_t page_size, String format, String layout, String scale_kind,
           Maybe k_scale, Maybe v_scale, double k_scale_value, double v_scale_value, Maybe k_head_scales, Maybe v_head_scales,
-          Maybe k_scales, Maybe v_scales, bool pdl) {
+          Maybe k_scales, Maybe v_scales, Maybe k_block_scales, Maybe v_block_scales, bool pdl) {
   ReadCall c;
   c.k_cache = view("k_cache", k_cache), c.v_cache = view("v_cache", v_cache), c.k = view("k", k), c.v = view("v", v);
   c.loc = view("loc", loc), c.block_table = view("block_table", block_table), c.cu_seq_lens = view("cu_seq_lens", cu_seq_lens);
@@ -493,13 +567,21 @@ void read(Maybe k_cache, Maybe v_cache, Maybe k, Maybe v, Maybe loc, std::int64_
   c.k_scale = view("k_scale", k_scale), c.v_scale = view("v_scale", v_scale);
   c.k_heads = view("k_head_scales", k_head_scales), c.v_heads = view("v_head_scales", v_head_scales);
   c.k_scales = view("k_scales", k_scales), c.v_scales = view("v_scales", v_scales);
+  c.k_block_scales = view("k_block_scales", k_block_scales), c.v_block_scales = view("v_block_scales", v_block_scales);
   c.mult = mult, c.offset = offset, c.page_size = page_size;
   c.format = std::string(format), c.layout = std::string(layout), c.scale_kind = std::string(scale_kind);
   c.k_value = k_scale_value, c.v_value = v_scale_value, c.pdl = pdl;
   check_read_tensors(c);
   if (c.format == "e4m3") return read_typed<kvcast::e4m3>(c);
   if (c.format == "e5m2") return read_typed<kvcast::e5m2>(c);
-  fail("format: '" + c.format + "' is not 'e4m3' or 'e5m2'");
+  if (is_nvfp4(c.format)) {
+#if KVCAST_FFI_HAS_NVFP4
+    return read_typed<kvcast::nvfp4>(c);
+#else
+    fail("format: 'nvfp4' needs kvcast built with CUDA 12.8 or later (cuda_fp4.h)");
+#endif
+  }
+  fail("format: '" + c.format + "' is not 'e4m3', 'e5m2' or 'nvfp4'");
 }
 
 String version() { return String(std::to_string(KVCAST_VERSION_MAJOR) + "." + std::to_string(KVCAST_VERSION_MINOR) + "." +

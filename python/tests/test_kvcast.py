@@ -95,6 +95,33 @@ def test_read_errors_carry_kvcasts_messages():
         raises(lambda: kvcast.read(kc, None, k, None, block_table=empty, cu_seq_lens=cu[:1]), "k_cache: must be on a CUDA device")
 
 
+def test_nvfp4_errors_carry_kvcasts_messages():
+    k, v, _, _, loc = step(dim=32)
+    codes, sf = np.zeros((8, 2, 16), np.uint8), np.zeros((8, 2, 2), np.uint8)
+    write = lambda **kw: kvcast.write(k, None, kw.pop("codes", codes), None, loc=loc, format="nvfp4", **kw)
+    raises(lambda: write(), "k_out: format 'nvfp4' needs its block scales too")
+    raises(lambda: write(codes=np.zeros((8, 2, 32), np.uint8), k_block_scales_out=sf),
+           "k_out: its last dimension must be head_dim / 2 (two E2M1 codes a byte) (16), got 32")
+    raises(lambda: write(k_block_scales_out=np.zeros((8, 2, 4), np.uint8)), "k_block_scales_out: its last dimension must be head_dim / 16")
+    raises(lambda: write(k_block_scales_out=np.zeros((4, 2, 2), np.uint8)), "k_block_scales_out: 4 rows of 2 heads, its codes 8 of 2")
+    raises(lambda: write(k_block_scales_out=sf, arithmetic="input_precision"), "format 'nvfp4' computes in fp32 arithmetic")
+    raises(lambda: write(k_block_scales_out=sf, k_scale=0.0), "must be finite and > 0")
+    raises(lambda: write(k_block_scales_out=sf, scale_kind="per_head", k_head_scales=np.ones(2, np.float32)), "nvfp4")
+    k24 = np.ones((4, 2, 24), np.float32)
+    raises(lambda: kvcast.write(k24, None, np.zeros((8, 2, 12), np.uint8), None, loc=loc, format="nvfp4"),
+           "head_dim (24) must be a multiple of 16 with format nvfp4")
+    raises(lambda: kvcast.write(k, None, np.zeros((8, 2, 32), np.uint8), None, loc=loc, k_block_scales_out=sf),
+           "k_block_scales_out: block scales belong to format 'nvfp4'")
+    raises(lambda: kvcast.write(k, None, np.zeros((8, 2, 16), np.uint8), None, loc=loc),
+           "k_out: its last dimension must be head_dim (32), got 16")  # fp8: no write past the cache's rows
+    # Valid calls on host arrays: refused for the device alone, nothing written.
+    raises(lambda: write(k_block_scales_out=sf, k_scale=0.02), "k: must be on a CUDA device")
+    out = np.zeros_like(k)
+    raises(lambda: kvcast.read(codes, None, out, None, loc=loc, format="nvfp4"), "k_cache: format 'nvfp4' needs its block scales too")
+    raises(lambda: kvcast.read(codes, None, out, None, loc=loc, format="nvfp4", k_block_scales=sf), "k_cache: must be on a CUDA device")
+    assert not codes.any() and not sf.any() and not out.any()
+
+
 def test_torch_fake_implementations():
     if torch is None:
         return skip("torch is not importable")
@@ -107,7 +134,7 @@ def test_torch_fake_implementations():
         scale = torch.empty(1, dtype=torch.float32, device="cuda")
         out = torch.empty(4, 2, 16, dtype=torch.bfloat16, device="cuda")
         assert torch.ops.kvcast.downcast_fp8(k, k, cache, cache, scale, scale, loc) is None
-        assert torch.ops.kvcast.write(k, None, cache, None, None, None, None, None, loc) is None
+        assert torch.ops.kvcast.write(k, None, cache, None, None, None, None, None, None, None, loc) is None
         assert kvcast.ops.write(k, None, cache, None, loc=loc, k_scale=scale) is None
         assert torch.ops.kvcast.read(cache, None, out, None, loc) is None
         try:
@@ -310,6 +337,72 @@ def test_gpu_paged_layouts_match_index_by_index():
                     want_out[i] = (c.view(torch.float8_e4m3fn).float() * 0.5).to(dtype)
                     i += 1
             assert torch.equal(out, want_out), f"read {layout} {dtype}"
+
+
+E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+def nvfp4_reference(x, g):
+    """kvcast's exact NVFP4 (README): per block of 16, sf = e4m3(amax / (6 g)), q = e2m1(x / (sf g)),
+    rounded to nearest, ties to the even code, saturated; a block whose sf is 0 keeps the signs.
+    Returns the packed codes [.., dim / 2] (low nibble first) and the sf bytes [.., dim / 16]."""
+    xf = x.float().unflatten(-1, (-1, 16))
+    sf = (xf.abs().amax(-1) / (6 * g)).to(torch.float8_e4m3fn)
+    d = sf.float() * g
+    q = xf / d[..., None]
+    a = q.abs()
+    code = torch.zeros_like(a, dtype=torch.uint8)
+    for i, m in enumerate((0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)):  # midpoints: up past one, or onto it toward an even code
+        code += ((a > m) | ((a == m) & ((i + 1) % 2 == 0))).to(torch.uint8)
+    zero_block = (sf.float() == 0)[..., None]
+    code = torch.where(zero_block, torch.zeros_like(code), code) | (torch.signbit(torch.where(zero_block, xf, q)).to(torch.uint8) << 3)
+    code = code.flatten(-2)
+    return code[..., 0::2] | (code[..., 1::2] << 4), sf.view(torch.uint8)
+
+
+def nvfp4_values(packed, sf, g):
+    """(e2m1 · float(sf)) · g in fp32, [.., dim]."""
+    table = torch.tensor(E2M1 + tuple(-v for v in E2M1), device=packed.device)
+    codes = torch.stack((packed & 0xF, packed >> 4), -1).flatten(-2).long()
+    e = table[codes].unflatten(-1, (-1, 16))
+    return ((e * sf.view(torch.float8_e4m3fn).float()[..., None]) * g).flatten(-2)
+
+
+def test_gpu_nvfp4_write_and_read_match_torch():
+    """NVFP4 (exact mode) against its definition in torch, flat and in HND pages with a separate
+    block-scale tensor (FlashInfer's kv_cache_sf), device and host global scales; then read back."""
+    if gpu():
+        return skip(gpu())
+    tokens, heads, dim, pages, block = 37, 4, 64, 6, 8
+    rows = pages * block
+    gen = torch.Generator(device="cuda").manual_seed(17)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        x = (torch.randn(tokens, heads, dim, device="cuda", generator=gen) * 4).to(dtype)
+        x[1, 0, :16] = 0  # a zero block: sf 0, zero codes
+        x[2, 1, 16:32] *= 1e-4  # a small one: a subnormal sf
+        g = (x.float().abs().amax() / (448 * 6)).reshape(1)
+        loc = torch.randperm(rows, device="cuda")[:tokens]
+        loc[5] = -1  # padding: untouched
+        live = loc >= 0
+        want_codes, want_sf = nvfp4_reference(x, g)
+        for layout in ("flat", "hnd"):
+            for g_arg in (g, float(g)):  # read on the device when the kernel runs, or fixed at launch
+                shape = (rows, heads) if layout == "flat" else (pages, heads, block)
+                codes = torch.full(shape + (dim // 2,), 0xA5, dtype=torch.uint8, device="cuda")
+                sf = torch.full(shape + (dim // 16,), 0x5A, dtype=torch.uint8, device="cuda")
+                kvcast.write(x, None, codes, None, loc=loc, format="nvfp4", layout=layout, k_scale=g_arg, k_block_scales_out=sf)
+                # As [rows, heads, ..] views to compare with the reference, row by row.
+                flat = (lambda t: t) if layout == "flat" else (lambda t: t.transpose(1, 2).reshape(rows, heads, -1))
+                got_codes, got_sf = flat(codes), flat(sf)
+                want_c, want_s = torch.full_like(got_codes, 0xA5), torch.full_like(got_sf, 0x5A)
+                want_c[loc[live]], want_s[loc[live]] = want_codes[live], want_sf[live]
+                assert torch.equal(got_codes, want_c), f"codes, {dtype}, {layout}"
+                assert torch.equal(got_sf, want_s), f"block scales, {dtype}, {layout}"
+                out = torch.full_like(x, 7.0)
+                kvcast.read(codes, None, out, None, loc=loc, format="nvfp4", layout=layout, k_scale=g_arg, k_block_scales=sf)
+                want_out = nvfp4_values(want_codes, want_sf, g).to(dtype)
+                want_out[~live] = 7.0
+                assert torch.equal(out, want_out), f"read back, {dtype}, {layout}"
 
 
 if __name__ == "__main__":
