@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -672,6 +673,64 @@ TEST(QuotientQuantizer, EveryHalfInputUpToItsRowMaximum) {
   check_quotient_codes<__half, kvcast::e4m3>(1e-6f);
   check_quotient_codes<__half, kvcast::e5m2>(1e-6f);
   check_quotient_codes<__half, kvcast::e4m3>(0x1p-149f);
+}
+
+// One correction for 16-bit inputs (fp8.cuh, divide_fast_bounded_for): the enumeration its proof
+// rests on. q1 can take another fp8 code than RN(x/b) only if |X * 2^s - M * B| <= 16, with X the
+// input's odd significand (below 2^11 for fp16 and bf16), B the scale's (24 bits) and M the odd
+// significand of a float32 midpoint next to an fp8 rounding boundary (25 bits). Every solution is
+// listed, and each is checked directly over every exponent of x and of the fast range of b.
+TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
+  auto odd_significand = [](double v) {  // v > 0, exact in a double
+    int e;
+    std::uint64_t n = static_cast<std::uint64_t>(std::ldexp(std::frexp(v, &e), 53));
+    while (n % 2 == 0) n /= 2;
+    return n;
+  };
+  std::vector<std::uint64_t> midpoints;  // the M
+  for (const oracle::Table* t : {&oracle::e4m3(), &oracle::e5m2()})
+    for (std::size_t i = 0; i + 1 < t->value.size(); ++i) {
+      const float m = static_cast<float>(0.5 * (t->value[i] + t->value[i + 1]));  // the boundary: a float (few bits)
+      ASSERT_EQ(static_cast<double>(m), 0.5 * (t->value[i] + t->value[i + 1]));
+      for (float next : {std::nextafter(m, 1e30f), std::nextafter(m, 0.0f)})
+        midpoints.push_back(odd_significand(0.5 * (static_cast<double>(m) + next)));
+    }
+  std::sort(midpoints.begin(), midpoints.end());
+  midpoints.erase(std::unique(midpoints.begin(), midpoints.end()), midpoints.end());
+  for (std::uint64_t M : midpoints) ASSERT_TRUE(M >> 24 == 1) << M;  // 25 bits each
+  struct Solution {
+    std::uint64_t X, B;
+  };
+  std::vector<Solution> solutions;
+  constexpr std::int64_t kOffset = 16;
+  for (std::uint64_t X = 1; X < (1u << 11); X += 2)
+    for (std::uint64_t M : midpoints)
+      for (int s = 0; (X << s) <= (M << 24) + kOffset; ++s) {
+        if ((X << s) + kOffset < (M << 23)) continue;
+        for (std::int64_t d = -kOffset; d <= kOffset; ++d) {
+          const std::uint64_t n = (X << s) - static_cast<std::uint64_t>(d);
+          if (d == 0 || n % M != 0) continue;
+          const std::uint64_t B = n / M;
+          if (B >= (1u << 23) && B < (1u << 24)) solutions.push_back({X, B});
+        }
+      }
+  std::printf("[ one correction ] %zu float32 midpoints next to fp8 boundaries; %zu solutions:", midpoints.size(), solutions.size());
+  for (const Solution& sol : solutions) std::printf(" X=%llu B=0x%llx", (unsigned long long)sol.X, (unsigned long long)sol.B);
+  std::printf("\n");
+  ASSERT_FALSE(solutions.empty()) << "the enumeration found nothing, not even the family it must find";
+  long long checked = 0;
+  for (const Solution& sol : solutions)
+    for (int xe = -24; xe <= 15; ++xe)  // fp16's and bf16's common exponents
+      for (int be = -40; be < 40; ++be) {
+        const float b = std::ldexp(static_cast<float>(sol.B), be - 23);
+        for (float x : {std::ldexp(static_cast<float>(sol.X), xe), -std::ldexp(static_cast<float>(sol.X), xe)}) {
+          const float q1 = kvcast::detail::divide_fast_for<__nv_bfloat16>(x, b, 1.0f / b), want = x / b;
+          ASSERT_EQ(kvcast::float_to_fp8<kvcast::e4m3>(q1), kvcast::float_to_fp8<kvcast::e4m3>(want)) << x << " / " << b;
+          ASSERT_EQ(kvcast::float_to_fp8<kvcast::e5m2>(q1), kvcast::float_to_fp8<kvcast::e5m2>(want)) << x << " / " << b;
+          ++checked;
+        }
+      }
+  EXPECT_GT(checked, 0);
 }
 
 // fp32 inputs: every fp8 value and midpoint of both formats times each scale, with 16 ulps

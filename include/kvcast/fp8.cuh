@@ -189,6 +189,39 @@ KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) {
 //! |x| in [2^-80, 2^80). @pre scale_allows_fast_division(b).
 KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) { return divide_fast_bounded(clamp_2_80(x), b, y); }
 
+// One correction is enough for the fp8 code of a 16-bit input. After q0 = RN(x*y) and
+// q1 = RN(q0 + r*y), r = RN(x - q0*b), q1 = RN(x/b + d) with |d| <= |x/b| * 2^-45 (y and q0 are
+// each within 2^-24 relative, r within 2^-24: their errors multiply), wherever |x/b| >= 2^-20
+// (below, both codes are ±0; the sign comes from q0). q1 and RN(x/b) differ only when a float32
+// rounding midpoint mu lies within |d| of x/b, and their fp8 codes differ only when mu is next to
+// an fp8 rounding boundary m: mu = m ± ulp/2, a 25-bit odd significand M. For x's significand X
+// (odd, at most 11 bits: fp16 and bf16) and b's B (24 bits) that needs
+// |X * 2^s - M * B| <= 16 for some s. The CPU test (OneCorrection) enumerates every X, M, s and
+// offset for both formats: one family fits (X = 1, B = 2^24 - 1, at the power-of-two midpoints
+// 2^-10 and 2^-17), and there the corrected quotient is RN(x/b) itself, which it checks. So for
+// fp16 and bf16 inputs one correction gives RN(x/b)'s fp8 code for every scale in the fast
+// range (not always RN(x/b): a float32 value may differ in its last place); fp32 inputs, with
+// 24-bit significands, keep the second correction.
+
+//! divide_fast_bounded with the corrections an input of type T needs for its fp8 code: one for
+//! fp16 and bf16, two for float. @pre scale_allows_fast_division(b), |x| < 2^80, x a T value.
+template <class T>
+KVCAST_HOST_DEVICE float divide_fast_bounded_for(float x, float b, float y) {
+  if constexpr (sizeof(T) == 2) {
+    const float q0 = mul_rn(x, y);
+    const float q1 = fma_rn(fma_rn(-q0, b, x), y, q0);
+    NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q1, q0);), (return std::copysign(q1, q0);))
+  } else {
+    return divide_fast_bounded(x, b, y);
+  }
+}
+//! divide_fast for an x that is a value of input type T: a quotient with RN(x / b)'s fp8 code.
+//! @pre scale_allows_fast_division(b).
+template <class T>
+KVCAST_HOST_DEVICE float divide_fast_for(float x, float b, float y) {
+  return divide_fast_bounded_for<T>(clamp_2_80(x), b, y);
+}
+
 // Vectors in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
 // at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20)) and above =
 // RN(y*(1+2^-20)). The products RN(x*below) and RN(x*above) bracket RN(x/b) strictly: y's error
@@ -260,9 +293,9 @@ template <class T, class Format, int N>
 KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_line(AlignedVector<T, N> in, float scale);
 
 //! The codes of N elements (N even) from each element's own quotient RN(x / b), packed: where
-//! `fast` (scale_allows_fast_division(b)), divide_fast with the reciprocal `inverse()` (called
-//! there, so that its instructions sit behind that branch), or, `Bounded`, without the clamp
-//! (every x finite and below 2^80); elsewhere __fdiv_rn. PairWords: as for Quantizer::bracketed.
+//! `fast` (scale_allows_fast_division(b)), divide_fast_for<T> with the reciprocal `inverse()`
+//! (called there, so that its instructions sit behind that branch), or, `Bounded`, without the
+//! clamp (every x finite and below 2^80); elsewhere __fdiv_rn. PairWords: as for Quantizer::bracketed.
 template <class Format, bool PairWords, bool Bounded, class T, int N, class Inverse>
 KVCAST_HOST_DEVICE typename PackedCodes<N>::type quotient_codes(const AlignedVector<T, N>& in, float b, bool fast, Inverse inverse) {
   typename PackedCodes<N>::type out;
@@ -275,7 +308,7 @@ KVCAST_HOST_DEVICE typename PackedCodes<N>::type quotient_codes(const AlignedVec
   if (fast) {
     const float y = inverse();
     KVCAST_UNROLL
-    for (int i = 0; i < N; ++i) q[i] = Bounded ? divide_fast_bounded(q[i], b, y) : divide_fast(q[i], b, y);
+    for (int i = 0; i < N; ++i) q[i] = Bounded ? divide_fast_bounded_for<T>(q[i], b, y) : divide_fast_for<T>(q[i], b, y);
   } else {
     KVCAST_UNROLL
     for (int i = 0; i < N; ++i) q[i] = div_rn(q[i], b);
@@ -302,10 +335,10 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE float divide(float x) const {
     return fast_ ? detail::divide_fast(x, scale_, inv_) : detail::div_rn(x, scale_);
   }
-  KVCAST_HOST_DEVICE std::uint8_t operator()(T x) const { return float_to_fp8<Format>(divide(to_float(x))); }
+  KVCAST_HOST_DEVICE std::uint8_t operator()(T x) const { return float_to_fp8<Format>(divide_input(x)); }
   //! Codes of x0 (low byte) and x1 (high byte).
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
-    return float2_to_fp8x2<Format>(divide(to_float(x0)), divide(to_float(x1)));
+    return float2_to_fp8x2<Format>(divide_input(x0), divide_input(x1));
   }
   //! Codes of N elements (N even), packed: bracketed and verified (see detail::bracket_codes), the
   //! exact division only for a vector whose bracket straddles a rounding boundary, and for
@@ -360,6 +393,11 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE float scale() const { return scale_; }
 
  private:
+  //! An input's quotient, as close as its fp8 code needs (detail::divide_fast_for).
+  KVCAST_HOST_DEVICE float divide_input(T x) const {
+    return fast_ ? detail::divide_fast_for<T>(to_float(x), scale_, inv_) : detail::div_rn(to_float(x), scale_);
+  }
+
   float scale_;
   float inv_;
   bool fast_;
