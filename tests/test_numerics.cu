@@ -3,6 +3,7 @@
 // Quantizer, on the host) and by the host reference, each compared bit for bit with the oracle.
 #include <gtest/gtest.h>
 
+#include <kvcast/fp4.cuh>
 #include <kvcast/fp8.cuh>
 #include <kvcast/policy.cuh>
 #include <kvcast/reference.hpp>
@@ -687,11 +688,13 @@ TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
     while (n % 2 == 0) n /= 2;
     return n;
   };
-  std::vector<std::uint64_t> midpoints;  // the M
-  for (const oracle::Table* t : {&oracle::e4m3(), &oracle::e5m2()})
-    for (std::size_t i = 0; i + 1 < t->value.size(); ++i) {
-      const float m = static_cast<float>(0.5 * (t->value[i] + t->value[i + 1]));  // the boundary: a float (few bits)
-      ASSERT_EQ(static_cast<double>(m), 0.5 * (t->value[i] + t->value[i + 1]));
+  std::vector<std::uint64_t> midpoints;  // the M, of E4M3's, E5M2's and E2M1's (NVFP4's) boundaries
+  const std::vector<double> e2m1 = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  for (const std::vector<double>* values : {&oracle::e4m3().value, &oracle::e5m2().value, &e2m1})
+    for (std::size_t i = 0; i + 1 < values->size(); ++i) {
+      const double boundary = 0.5 * ((*values)[i] + (*values)[i + 1]);
+      const float m = static_cast<float>(boundary);  // a float (few bits)
+      ASSERT_EQ(static_cast<double>(m), boundary);
       for (float next : {std::nextafter(m, 1e30f), std::nextafter(m, 0.0f)})
         midpoints.push_back(odd_significand(0.5 * (static_cast<double>(m) + next)));
     }
@@ -714,7 +717,7 @@ TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
           if (B >= (1u << 23) && B < (1u << 24)) solutions.push_back({X, B});
         }
       }
-  std::printf("[ one correction ] %zu float32 midpoints next to fp8 boundaries; %zu solutions:", midpoints.size(), solutions.size());
+  std::printf("[ one correction ] %zu float32 midpoints next to fp8 and E2M1 boundaries; %zu solutions:", midpoints.size(), solutions.size());
   for (const Solution& sol : solutions) std::printf(" X=%llu B=0x%llx", (unsigned long long)sol.X, (unsigned long long)sol.B);
   std::printf("\n");
   ASSERT_FALSE(solutions.empty()) << "the enumeration found nothing, not even the family it must find";
@@ -727,6 +730,7 @@ TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
           const float q1 = kvcast::detail::divide_fast_for<__nv_bfloat16>(x, b, 1.0f / b), want = x / b;
           ASSERT_EQ(kvcast::float_to_fp8<kvcast::e4m3>(q1), kvcast::float_to_fp8<kvcast::e4m3>(want)) << x << " / " << b;
           ASSERT_EQ(kvcast::float_to_fp8<kvcast::e5m2>(q1), kvcast::float_to_fp8<kvcast::e5m2>(want)) << x << " / " << b;
+          ASSERT_EQ(kvcast::float_to_e2m1(q1), kvcast::float_to_e2m1(want)) << x << " / " << b;
           ++checked;
         }
       }
@@ -826,7 +830,8 @@ TEST(E2M1, KnownAnswers) {
 
 // Every fp16 and bf16 input x divided by sf * g for every positive finite E4M3 block scale sf and
 // global scales g, as the NVFP4 write divides: q = RN32(x / RN32(sf * g)); kvcast's software
-// E2M1 rounding of q against the oracle and against cuda_fp4.h's host conversion.
+// E2M1 rounding of q against the oracle and against cuda_fp4.h's host conversion; and the
+// write's quotient with one correction (divide_fast_for, fp16 and bf16 inputs) gives q's code.
 TEST(E2M1, EveryHalfAndBf16InputOverEveryBlockScale) {
   const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.0173f, 1e-3f, 300.0f};
   long long mismatches = 0, checked = 0;
@@ -838,7 +843,14 @@ TEST(E2M1, EveryHalfAndBf16InputOverEveryBlockScale) {
       for (std::uint32_t sf_code = 1; sf_code < 0x7F; ++sf_code) {
         const float sf = static_cast<float>(oracle::decode(sf_code, 4, 3, true));
         for (float g : globals) {
-          const float q = xf / (sf * g);
+          const float divisor = sf * g, q = xf / divisor;
+          if (kvcast::detail::scale_allows_fast_division(divisor)) {
+            const float y = 1.0f / divisor;
+            const float one = t16 == &oracle::f16() ? kvcast::detail::divide_fast_for<__half>(xf, divisor, y)
+                                                    : kvcast::detail::divide_fast_for<__nv_bfloat16>(xf, divisor, y);
+            if (kvcast::float_to_e2m1(one) != kvcast::float_to_e2m1(q) && mismatches++ < 5)
+              ADD_FAILURE() << "x " << x << " / " << divisor << ": one correction " << one << ", IEEE " << q;
+          }
           const std::uint8_t got = kvcast::float_to_e2m1(q);
           const std::uint8_t want = e2m1_oracle(q);
           const std::uint8_t cuda = static_cast<std::uint8_t>(__nv_cvt_float_to_fp4(q, __NV_E2M1, cudaRoundNearest));

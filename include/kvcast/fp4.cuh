@@ -111,10 +111,11 @@ struct Nvfp4BlockCodes {
 //!     sf   = e4m3_rne_satfinite(amax / RN(6 * g))  (correctly rounded: __fdiv_rn)
 //!     q_i  = e2m1_rne_satfinite(x_i / RN(float(sf) * g))
 //!
-//! Each element's quotient comes from the block's reciprocal through detail::divide_fast,
+//! Each element's quotient comes from the block's reciprocal through detail::divide_fast_for,
 //! whose E2M1 code is that of the IEEE quotient for every input (E2M1's rounding boundaries,
-//! 0.25 to 5, are far inside the range where it is exact), or from __fdiv_rn where the block's
-//! divisor is outside its range. A block whose sf is zero gets zero codes with each input's
+//! 0.25 to 5, are far inside the range where two corrections are exact, and one keeps the code
+//! of an fp16 or bf16 input: fp8.cuh), or from __fdiv_rn where the block's divisor is outside
+//! its range. A block whose sf is zero gets zero codes with each input's
 //! sign; a NaN element makes sf NaN (0x7F) and every code of its block +6 (0x7). A g of 0, inf
 //! or NaN (a device value; host values are validated) gives what these formulas give.
 //!
@@ -134,8 +135,10 @@ class Nvfp4Quantizer {
   //! conversion): a non-zero, non-NaN sf and a divisor inside divide_fast's range make every
   //! quotient a number. Below E4M3's largest scale, |x| <= amax < 464 * 6g makes every quotient
   //! smaller than 12 in magnitude, so its division needs no clamp. Zero blocks are their signs;
-  //! the rest (NaN blocks, divisors out of range: a g near 0 or inf) go out of line.
-  template <int N>
+  //! the rest (NaN blocks, divisors out of range: a g near 0 or inf) go out of line. T: the
+  //! input type the floats were widened from (an fp16 or bf16 input's division takes one
+  //! correction, detail::divide_fast_for).
+  template <int N, class T = float>
   KVCAST_HOST_DEVICE void codes(const float (&x)[N], std::uint8_t sf, std::uint32_t (&words)[N / 8]) const {
     static_assert(N % 8 == 0, "Nvfp4Quantizer::codes: whole words of 8 codes.");
     const float divisor = detail::mul_rn(fp8_to_float<e4m3>(sf), g_);
@@ -155,9 +158,9 @@ class Nvfp4Quantizer {
     } else if (sf_magnitude != e4m3::kNaNCode && detail::scale_allows_fast_division(divisor)) {
       const float inv = detail::rcp_rn(divisor);
       if (sf_magnitude != e4m3::kMaxCode) {
-        pack_quotients<N, false>(x, divisor, inv, words);
+        pack_quotients<N, false, T>(x, divisor, inv, words);
       } else {
-        pack_quotients<N, true>(x, divisor, inv, words);
+        pack_quotients<N, true, T>(x, divisor, inv, words);
       }
     } else {
       Floats<N> copy;
@@ -187,12 +190,14 @@ class Nvfp4Quantizer {
   }
 
  private:
-  //! Codes from the quotients by divide_fast (Clamp: |x| may reach 2^80) or without its clamp.
-  template <int N, bool Clamp>
+  //! Codes from the quotients by divide_fast_for<T> (Clamp: |x| may reach 2^80) or without its
+  //! clamp.
+  template <int N, bool Clamp, class T>
   KVCAST_HOST_DEVICE static void pack_quotients(const float (&x)[N], float divisor, float inv, std::uint32_t (&words)[N / 8]) {
     float q[N];
     KVCAST_UNROLL
-    for (int i = 0; i < N; ++i) q[i] = Clamp ? detail::divide_fast(x[i], divisor, inv) : detail::divide_fast_bounded(x[i], divisor, inv);
+    for (int i = 0; i < N; ++i)
+      q[i] = Clamp ? detail::divide_fast_for<T>(x[i], divisor, inv) : detail::divide_fast_bounded_for<T>(x[i], divisor, inv);
     KVCAST_UNROLL
     for (int w = 0; w < N / 8; ++w) {
       std::uint32_t word = 0;

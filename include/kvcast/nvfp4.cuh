@@ -147,7 +147,7 @@ struct Nvfp4 {
     KVCAST_UNROLL
     for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
     AlignedVector<std::uint32_t, Vec / 8> words;
-    q.codes<Vec>(f, sf, words.data);
+    q.codes<Vec, T>(f, sf, words.data);
     if constexpr (A == tile::Access::vector) {
       words.store_bytes(codes_out);
     } else {
