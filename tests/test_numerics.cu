@@ -679,7 +679,7 @@ TEST(QuotientQuantizer, EveryHalfInputUpToItsRowMaximum) {
 // One correction for 16-bit inputs (fp8.cuh, divide_fast_bounded_for): the enumeration its proof
 // rests on. q1 can take another fp8 code than RN(x/b) only if |X * 2^s - M * B| <= 16, with X the
 // input's odd significand (below 2^11 for fp16 and bf16), B the scale's (24 bits) and M the odd
-// significand of a float32 midpoint next to an fp8 rounding boundary (25 bits). Every solution is
+// significand of a float32 midpoint next to an fp8 or E2M1 rounding boundary (25 bits). Every solution is
 // listed, and each is checked directly over every exponent of x and of the fast range of b.
 TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
   auto odd_significand = [](double v) {  // v > 0, exact in a double

@@ -177,27 +177,32 @@ KVCAST_HOST_DEVICE float clamp_2_80(float x) {
                      asm("min.NaN.f32 %0, %1, 0f67800000;" : "=f"(r) : "f"(r)); return r;),
                     (return x != x ? x : (x < -0x1p80f ? -0x1p80f : (x > 0x1p80f ? 0x1p80f : x));))
 }
+//! q0 = RN(x * y) followed by `Corrections` Newton-Markstein corrections, with q0's sign (the
+//! sign of x / b, also where the quotient underflows to zero).
+template <int Corrections>
+KVCAST_HOST_DEVICE float divide_corrected(float x, float b, float y) {
+  const float q0 = mul_rn(x, y);
+  float q = q0;
+  KVCAST_UNROLL
+  for (int i = 0; i < Corrections; ++i) q = fma_rn(fma_rn(-q, b, x), y, q);
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q, q0);), (return std::copysign(q, q0);))
+}
 //! divide_fast without the clamp, for an x known to be finite and below 2^80 in magnitude
 //! (QuotientQuantizer's). @pre scale_allows_fast_division(b), |x| < 2^80.
-KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) {
-  const float q0 = mul_rn(x, y);
-  const float q1 = fma_rn(fma_rn(-q0, b, x), y, q0);
-  const float q2 = fma_rn(fma_rn(-q1, b, x), y, q1);
-  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q2, q0);), (return std::copysign(q2, q0);))
-}
+KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) { return divide_corrected<2>(x, b, y); }
 //! A quotient whose fp8 code is that of RN(x / b), given y = RN(1 / b); exactly RN(x / b) for
 //! |x| in [2^-80, 2^80). @pre scale_allows_fast_division(b).
 KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) { return divide_fast_bounded(clamp_2_80(x), b, y); }
 
-// One correction is enough for the fp8 code of a 16-bit input. After q0 = RN(x*y) and
+// One correction is enough for the fp8 (and E2M1) code of a 16-bit input. After q0 = RN(x*y) and
 // q1 = RN(q0 + r*y), r = RN(x - q0*b), q1 = RN(x/b + d) with |d| <= |x/b| * 2^-45 (y and q0 are
 // each within 2^-24 relative, r within 2^-24: their errors multiply), wherever |x/b| >= 2^-20
 // (below, both codes are ±0; the sign comes from q0). q1 and RN(x/b) differ only when a float32
 // rounding midpoint mu lies within |d| of x/b, and their fp8 codes differ only when mu is next to
-// an fp8 rounding boundary m: mu = m ± ulp/2, a 25-bit odd significand M. For x's significand X
+// an fp8 or E2M1 rounding boundary m: mu = m ± ulp/2, a 25-bit odd significand M. For x's significand X
 // (odd, at most 11 bits: fp16 and bf16) and b's B (24 bits) that needs
 // |X * 2^s - M * B| <= 16 for some s. The CPU test (OneCorrection) enumerates every X, M, s and
-// offset for both formats: one family fits (X = 1, B = 2^24 - 1, at the power-of-two midpoints
+// offset for E4M3, E5M2 and E2M1: one family fits (X = 1, B = 2^24 - 1, at the power-of-two midpoints
 // 2^-10 and 2^-17), and there the corrected quotient is RN(x/b) itself, which it checks. So for
 // fp16 and bf16 inputs one correction gives RN(x/b)'s fp8 code for every scale in the fast
 // range (not always RN(x/b): a float32 value may differ in its last place); fp32 inputs, with
@@ -207,13 +212,7 @@ KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) { return divide_
 //! fp16 and bf16, two for float. @pre scale_allows_fast_division(b), |x| < 2^80, x a T value.
 template <class T>
 KVCAST_HOST_DEVICE float divide_fast_bounded_for(float x, float b, float y) {
-  if constexpr (sizeof(T) == 2) {
-    const float q0 = mul_rn(x, y);
-    const float q1 = fma_rn(fma_rn(-q0, b, x), y, q0);
-    NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q1, q0);), (return std::copysign(q1, q0);))
-  } else {
-    return divide_fast_bounded(x, b, y);
-  }
+  return divide_corrected<sizeof(T) == 2 ? 1 : 2>(x, b, y);
 }
 //! divide_fast for an x that is a value of input type T: a quotient with RN(x / b)'s fp8 code.
 //! @pre scale_allows_fast_division(b).
@@ -331,10 +330,6 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     detail::bracket(scale, detail::rcp_approx_normal(scale), below_, above_);
   }
 
-  //! x / scale, as close as the fp8 code needs: see detail::divide_fast.
-  KVCAST_HOST_DEVICE float divide(float x) const {
-    return fast_ ? detail::divide_fast(x, scale_, inv_) : detail::div_rn(x, scale_);
-  }
   KVCAST_HOST_DEVICE std::uint8_t operator()(T x) const { return float_to_fp8<Format>(divide_input(x)); }
   //! Codes of x0 (low byte) and x1 (high byte).
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
