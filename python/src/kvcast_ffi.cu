@@ -194,10 +194,13 @@ void check_step_tensors(const std::optional<View>& k, const std::optional<View>&
 
 // K's and V's caches (or their NVFP4 block scales): bytes in one layout (either may be absent),
 // `run` bytes a row-head (the last dimension), so that nothing is written past a tensor's end.
+void require_bytes(const View& v) {
+  if (!is_byte(v)) fail(std::string(v.name) + ": expected 1-byte elements (uint8 or float8)");
+}
 void check_cache_tensors(const std::optional<View>& k, const std::optional<View>& v, std::int64_t run, const char* what) {
   for (const auto* t : {&k, &v}) {
     if (!*t) continue;
-    if (!is_byte(**t)) fail(std::string((*t)->name) + ": expected 1-byte elements (uint8 or float8)");
+    require_bytes(**t);
     if ((*t)->shape.size() == 0 || (*t)->shape.back() != run)
       fail(std::string((*t)->name) + ": its last dimension must be " + what + " (" + std::to_string(run) + "), got " +
            ((*t)->shape.size() == 0 ? std::string("a scalar") : std::to_string((*t)->shape.back())));
@@ -246,7 +249,7 @@ void check_codes(const std::optional<View>& k_codes, const std::optional<View>& 
                  const std::optional<View>& v_scales, std::int64_t head_dim, const std::string& format, const std::string& layout) {
   if (is_nvfp4(format) && head_dim % 16 != 0) {
     for (const auto* t : {&k_codes, &v_codes})
-      if (*t && !is_byte(**t)) fail(std::string((*t)->name) + ": expected 1-byte elements (uint8 or float8)");
+      if (*t) require_bytes(**t);
     return;
   }
   check_cache_tensors(k_codes, v_codes, code_bytes(head_dim, format), code_bytes_rule(format));
