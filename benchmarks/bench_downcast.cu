@@ -150,7 +150,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
-  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4,
+  kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4, kvcast_nvfp4_fm,
   upcast, upcast_token_head, upcast_nvfp4
 };
 enum class Timing { stream, graph };
@@ -175,6 +175,7 @@ const char* name_of(Variant v) {
     case Variant::kvcast_token_head: return "kvcast_token_head";
     case Variant::kvcast_token_head_amax: return "kvcast_token_head_amax";
     case Variant::kvcast_nvfp4: return "kvcast_nvfp4";
+    case Variant::kvcast_nvfp4_fm: return "kvcast_nvfp4_fm";
     case Variant::upcast: return "upcast";
     case Variant::upcast_token_head: return "upcast_token_head";
     case Variant::upcast_nvfp4: return "upcast_nvfp4";
@@ -360,12 +361,14 @@ struct Problem {
         if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
         break;
       }
-      case Variant::kvcast_nvfp4: {  // the shape's global scales as g, block scales [tokens, heads, dim / 16]
+      case Variant::kvcast_nvfp4:
+      case Variant::kvcast_nvfp4_fm: {  // the shape's global scales as g, block scales [tokens, heads, dim / 16]
         kvcast::DowncastArgs<T> a = args(set);
         a.k_block_scales_out = set.k_scales;
         a.v_block_scales_out = set.v_scales;
-        const kvcast::Status s = kvcast::downcast<kvcast::nvfp4>(a, stream);
-        if (!s.ok()) std::fprintf(stderr, "kvcast_nvfp4: %s\n", s.message()), std::abort();
+        const kvcast::Status s = variant == Variant::kvcast_nvfp4 ? kvcast::downcast<kvcast::nvfp4>(a, stream)
+                                                                  : kvcast::downcast<kvcast::nvfp4, kvcast::Arithmetic::fast_math>(a, stream);
+        if (!s.ok()) std::fprintf(stderr, "%s: %s\n", name_of(variant), s.message()), std::abort();
         break;
       }
       case Variant::copy_kernel: launch_copy_kernel(set.k, set.copy_dst, static_cast<std::size_t>(traffic / 2), stream); break;
@@ -831,17 +834,19 @@ void register_all() {
            Variant::kvcast_token_head_amax},
           {Timing::graph}, all_cache);
     }
-  // NVFP4's write (issue #17) beside the fp8 per-tensor write of the same inputs, at decode and
+  // NVFP4's write (issue #17), both modes (kvcast_nvfp4_fm: FlashInfer's numerics), beside the
+  // fp8 per-tensor write of the same inputs, at decode and
   // from 64 MB; the traffic (and the copy) is NVFP4's: inputs, half-byte codes, block scales, slots.
   for (std::int64_t tokens : {1, 4, 16, 32768, 65536})
     for (auto [h, d] : {std::pair{8, 128}, std::pair{1, 576}}) {
       if (tokens == 65536 && d == 128) continue;
       Shape s{tokens, h, d, false, "nvfp4"};
       s.nvfp4 = true;
-      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::kvcast, Variant::kvcast_nvfp4}, {Timing::graph}, all_cache);
+      register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::kvcast, Variant::kvcast_nvfp4, Variant::kvcast_nvfp4_fm},
+                                                     {Timing::graph}, all_cache);
       if (tokens == 32768 && d == 128) {
-        register_downcast<__half, kvcast::e4m3>("f16", s, {Variant::kvcast_nvfp4}, {Timing::graph}, {Cache::cold});
-        register_downcast<float, kvcast::e4m3>("f32", s, {Variant::kvcast_nvfp4}, {Timing::graph}, {Cache::cold});
+        register_downcast<__half, kvcast::e4m3>("f16", s, {Variant::kvcast_nvfp4, Variant::kvcast_nvfp4_fm}, {Timing::graph}, {Cache::cold});
+        register_downcast<float, kvcast::e4m3>("f32", s, {Variant::kvcast_nvfp4, Variant::kvcast_nvfp4_fm}, {Timing::graph}, {Cache::cold});
       }
     }
   // The read: gathers by slots (per tensor and per (token, head)) and by page table, at decode

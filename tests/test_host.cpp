@@ -859,6 +859,11 @@ TEST(Nvfp4Validation, EveryRuleHasItsCodeAndMessage) {
   kvcast::detail::Plan plan;
   const Status mode = kvcast::make_plan(nvfp4_cases::valid_nvfp4_args(), plan, kvcast::Arithmetic::input_precision, kvcast::CodeFormat::nvfp4);
   EXPECT_NE(std::string(mode.message()).find("format nvfp4 computes in fp32 arithmetic"), std::string::npos) << mode.message();
+  // fast_math is NVFP4's (FlashInfer's numerics) and no fp8 format's; NVFP4 plans in it.
+  const Status fp8_fast = kvcast::make_plan(valid_args(), plan, kvcast::Arithmetic::fast_math, kvcast::CodeFormat::fp8);
+  EXPECT_NE(std::string(fp8_fast.message()).find("Arithmetic::fast_math is NVFP4's engine-compatible mode"), std::string::npos)
+      << fp8_fast.message();
+  EXPECT_TRUE(kvcast::make_plan(nvfp4_cases::valid_nvfp4_args(), plan, kvcast::Arithmetic::fast_math, kvcast::CodeFormat::nvfp4).ok());
 }
 
 // 16-bit inputs: a block a thread in large calls (a 32-byte load, 8 code bytes), half a block in

@@ -1018,3 +1018,114 @@ TEST(Nvfp4Quantizer, EqualsTheReferenceOnRandomAndHostileBlocks) {
   EXPECT_EQ(nan_block.codes[0], 0x77777777u);
   EXPECT_EQ(nan_block.codes[1], 0x77777777u);
 }
+
+// ---- NVFP4's engine-compatible mode (Arithmetic::fast_math, FlashInfer's formula). ----------
+
+namespace {
+
+// FlashInfer's E2M1 step, written out as its comparisons (page.cuh, nvfp4_append_quantize_e2m1):
+// the independent oracle for the mode's code of a product v.
+std::uint32_t flashinfer_e2m1(float v) {
+  const std::uint32_t sign = std::signbit(v) ? 0x8u : 0x0u;
+  const float m = std::fabs(v);
+  std::uint32_t code;
+  if (!(m > 0.25f)) code = 0;
+  else if (m < 0.75f) code = 1;
+  else if (m <= 1.25f) code = 2;
+  else if (m < 1.75f) code = 3;
+  else if (m <= 2.5f) code = 4;
+  else if (m < 3.5f) code = 5;
+  else if (m <= 5.0f) code = 6;
+  else code = 7;
+  return sign | code;
+}
+
+bool same_fast_math(const kvcast::Nvfp4BlockCodes& got, const kvcast::ref::Nvfp4Block& want) {
+  std::uint8_t bytes[8];
+  std::memcpy(bytes, got.codes, sizeof bytes);
+  return got.sf == want.sf && std::memcmp(bytes, want.codes, 8) == 0;
+}
+
+}  // namespace
+
+// The reference's E2M1 step (round_to with NaN as a signed zero) and the quantizer's (the code of
+// e2m1_code_not_nan, NaN as its sign bit) against FlashInfer's comparisons: every float within
+// 2^16 ulps of each of its boundaries and of 0, 6 and inf, and one float in 61 elsewhere.
+TEST(Nvfp4FastMath, E2M1StepEqualsFlashInfersComparisons) {
+  const auto check = [](std::uint32_t bits, long long& mismatches) {
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    const std::uint32_t want = flashinfer_e2m1(v);
+    const std::uint32_t ref = std::isnan(v) ? (std::signbit(v) ? 0x8u : 0x0u) : kvcast::ref::round_to(v, kvcast::ref::kE2M1, 0x7);
+    const std::uint32_t lib = v == v ? kvcast::detail::e2m1_code_not_nan(v) : (bits >> 28 & 0x8u);
+    if ((ref != want || lib != want) && mismatches++ < 5)
+      ADD_FAILURE() << std::hex << "bits 0x" << bits << ": FlashInfer 0x" << want << ", reference 0x" << ref << ", quantizer 0x" << lib;
+  };
+  long long mismatches = 0;
+  const float anchors[] = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f, 2.5f, 3.0f, 3.5f, 4.0f, 5.0f, 6.0f, INFINITY};
+  for (float a : anchors)
+    for (std::uint32_t sign : {0u, 0x80000000u}) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &a, sizeof bits);
+      for (std::int64_t d = -65536; d <= 65536; ++d) {
+        const std::int64_t b = static_cast<std::int64_t>(bits) + d;
+        if (b >= 0 && b <= 0x7fffffff) check(static_cast<std::uint32_t>(b) | sign, mismatches);
+      }
+    }
+  for (std::uint64_t b = 0; b <= 0xffffffffu; b += 61) check(static_cast<std::uint32_t>(b), mismatches);
+  EXPECT_EQ(mismatches, 0);
+}
+
+// The quantizer's host path (the device's formula with the host's stand-in reciprocal) equals
+// the reference block for block: random fp32, bf16 and fp16 blocks over 2^-60 .. 2^60 and hostile
+// ones (zeros, NaN among numbers, all NaN, ±inf, one huge value, fp32 subnormals, signed zeros),
+// with global scales normal, tiny, subnormal, zero, negative, infinite and NaN.
+TEST(Nvfp4FastMath, QuantizerEqualsTheReferenceOnRandomAndHostileBlocks) {
+  std::mt19937_64 rng(4242);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.0173f, 1e-3f, 300.0f, 1.0f / 448.0f, 0.7f, 1e-30f, 1e30f, 3e-39f, 0.0f, -1.0f, INFINITY, NAN, 3e38f};
+  long long mismatches = 0, blocks = 0;
+  auto check = [&](const float (&x)[16], float g) {
+    ++blocks;
+    const kvcast::ref::Nvfp4Block want = kvcast::ref::nvfp4_fast_math_block(x, g, kvcast::ref::rcp_rn_ftz);
+    if (!same_fast_math(kvcast::Nvfp4FastMathQuantizer(g).block(x), want) && mismatches++ < 5)
+      ADD_FAILURE() << "block " << blocks << " g " << g << " x[0] " << x[0];
+  };
+  for (int trial = 0; trial < 300000; ++trial) {
+    float x[16];
+    const float magnitude = std::ldexp(1.0f, static_cast<int>(rng() % 120) - 60);
+    const int type = trial % 3;
+    for (float& v : x) {
+      v = normal(rng) * magnitude;
+      if (type == 1) v = __bfloat162float(__float2bfloat16_rn(v));
+      if (type == 2) v = __half2float(__float2half_rn(v));
+    }
+    check(x, globals[rng() % (sizeof globals / sizeof globals[0])]);
+  }
+  float zeros[16] = {}, nans[16], all_nan[16], infs[16], huge[16], subnormal[16], one[16] = {}, signed_zeros[16];
+  for (int i = 0; i < 16; ++i) {
+    nans[i] = i == 3 ? NAN : (i == 4 ? -NAN : 1.0f);
+    all_nan[i] = NAN;
+    infs[i] = i == 7 ? -INFINITY : 0.25f * static_cast<float>(i);
+    huge[i] = i == 5 ? 3e38f : 0.5f * static_cast<float>(i);
+    subnormal[i] = (i % 2 ? -1.0f : 1.0f) * 1e-40f * static_cast<float>(i + 1);
+    signed_zeros[i] = i % 2 ? -0.0f : 0.0f;
+  }
+  one[9] = -2.5f;
+  for (float g : globals)
+    for (const auto* block : {&zeros, &nans, &all_nan, &infs, &huge, &subnormal, &one, &signed_zeros}) check(*block, g);
+  EXPECT_EQ(mismatches, 0) << "of " << blocks << " blocks";
+
+  // Where FlashInfer's formula parts from the exact mode: NaN elements (3 and 4, one with its
+  // sign bit) are left out of amax and give +0 (a NaN product is the canonical NaN); the others
+  // keep their codes: sf = e4m3(1/6) = 0.171875 (0x23), and 1.0 / 0.171875 = 5.8 rounds to 6
+  // (code 7).
+  const kvcast::Nvfp4BlockCodes fast = kvcast::Nvfp4FastMathQuantizer(1.0f).block(nans);
+  EXPECT_EQ(fast.sf, 0x23);
+  EXPECT_EQ(fast.codes[0], 0x77700777u);
+  EXPECT_EQ(fast.codes[1], 0x77777777u);
+  // Subnormal inputs count as zero: a block of them has sf 0 and codes of their signs.
+  const kvcast::Nvfp4BlockCodes sub = kvcast::Nvfp4FastMathQuantizer(1.0f).block(subnormal);
+  EXPECT_EQ(sub.sf, 0x00);
+  EXPECT_EQ(sub.codes[0], 0x80808080u);
+}

@@ -1,5 +1,6 @@
-// kvcast tests — NVFP4 (issue #17), exact mode, on the device against the host reference. The
-// write (ref::downcast<nvfp4, fp32>), byte for byte over whole poisoned code and block-scale buffers:
+// kvcast tests — NVFP4 (issue #17), both modes, on the device against the host reference. The
+// write (ref::downcast<nvfp4, fp32> and, for FlashInfer's fast_math mode, <nvfp4, fast_math> with
+// the device's own rcp.approx values), byte for byte over whole poisoned code and block-scale buffers:
 // every layout the contract names (flat, padded, NHD and HND pages with FlashInfer's separate
 // scale tensors, vLLM's pages with the scales inside), each input type, K or V alone, slots with
 // padding and out-of-range rows, g on the device or the host, vectors and the element-by-element
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -46,13 +48,14 @@ struct Nvfp4Case {
   kvtest::LocKind loc = kvtest::LocKind::i64;
   bool device_g = true;
   float g_k = 0.73f / 8, g_v = 1.9f;  // the global scales
+  kvcast::Arithmetic mode = kvcast::Arithmetic::fp32;
   std::int64_t in_pad = 0;    // elements after each input row (odd: no vector access)
   std::int64_t code_pad = 0;  // bytes after each code head (padded placement)
   std::uint64_t seed = 1;
 
   std::string name() const {
     std::ostringstream o;
-    o << name_of(place) << " " << tokens << "x" << heads << "x" << head_dim << (has_k ? " K" : "") << (has_v ? " V" : "")
+    o << kvcast::to_string(mode) << " " << name_of(place) << " " << tokens << "x" << heads << "x" << head_dim << (has_k ? " K" : "") << (has_v ? " V" : "")
       << " loc" << static_cast<int>(loc) << (device_g ? " g-device " : " g-host ") << g_k << "/" << g_v << " in_pad " << in_pad << " code_pad " << code_pad
       << " seed " << seed;
     return o.str();
@@ -75,15 +78,46 @@ std::vector<std::uint32_t> make_input(const Nvfp4Case& c, std::int64_t token_str
           float x = normal(rng) * scale;
           if (k == 0) x = 0.0f;                                  // a zero block
           if (k == 1 && i == 5) x = std::nanf("");               // NaN
+          if (k == 8) x = std::nanf("");                         // all NaN
           if (k == 2 && i == 3) x = (i % 2 ? -inf : inf);        // an infinity
           if (k == 3) x = i == 7 ? 3.0e38f : normal(rng);        // one huge value
           if (k == 4) x = normal(rng) * 1e-40f;                  // subnormal (fp32) / zero (16-bit)
           if (k == 5) x = i == 9 ? -1.0f : 0.0f;                 // a single non-zero element
           if (k == 6 && i % 2) x = -0.0f;                        // signed zeros among numbers
-          bits[static_cast<std::size_t>(t * token_stride + h * (c.head_dim) + 16 * b + i)] = kvtest::bits_of<T>(x);
+          std::uint32_t b_bits = kvtest::bits_of<T>(x);
+          if (k == 7 && i == 2)  // a NaN with its sign bit set
+            b_bits = sizeof(T) == 4 ? 0xffc00000u : kvcast::dtype_of<T>::value == kvcast::DType::bf16 ? 0xffc0u : 0xfe00u;
+          bits[static_cast<std::size_t>(t * token_stride + h * (c.head_dim) + 16 * b + i)] = b_bits;
         }
       }
   return bits;
+}
+
+// rcp.approx.ftz.f32 of each value, as this GPU computes it: the fast_math reference takes the
+// hardware's reciprocals, which the PTX ISA does not define bit for bit.
+__global__ void rcp_approx_kernel(const float* in, float* out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = kvcast::detail::rcp_approx_ftz(in[i]);
+}
+
+// The device's reciprocal of every value the fast_math formula takes one of for global scales
+// gs: 6 g, and float(sf) * g for every E4M3 code sf (fast-math products).
+std::map<std::uint32_t, float> device_reciprocals(std::initializer_list<float> gs) {
+  std::vector<float> in;
+  for (float g : gs) {
+    in.push_back(kvcast::detail::mul_ftz(6.0f, g));
+    for (int sf = 0; sf < 256; ++sf) in.push_back(kvcast::detail::mul_ftz(kvcast::fp8_to_float<kvcast::e4m3>(static_cast<std::uint8_t>(sf)), g));
+  }
+  std::vector<float> out(in.size());
+  kvtest::DeviceBytes din(in.size() * 4), dout(in.size() * 4);
+  std::map<std::uint32_t, float> table;
+  if (!din || !dout) return table;
+  if (cudaMemcpy(din.get(), in.data(), in.size() * 4, cudaMemcpyHostToDevice) != cudaSuccess) return table;
+  rcp_approx_kernel<<<static_cast<unsigned>((in.size() + 255) / 256), 256>>>(reinterpret_cast<const float*>(din.get()),
+                                                                           reinterpret_cast<float*>(dout.get()), static_cast<int>(in.size()));
+  if (cudaMemcpy(out.data(), dout.get(), out.size() * 4, cudaMemcpyDeviceToHost) != cudaSuccess) return table;
+  for (std::size_t i = 0; i < in.size(); ++i) table[kvtest::bits_of<float>(in[i])] = out[i];
+  return table;
 }
 
 template <class T>
@@ -246,10 +280,21 @@ void run_nvfp4_case(const Nvfp4Case& c) {
   fill(host, k_in.data(), v_in.data(), host_k_codes.data(), host_v_codes.data(), host_k_scales.data(), host_v_scales.data(),
        c.loc == kvtest::LocKind::i32 ? static_cast<const void*>(slots32.data()) : static_cast<const void*>(slots.data()), g_pair,
        &host_err);
-  const kvcast::Status st = kvcast::downcast<kvcast::nvfp4>(dev);
+  const bool fast = c.mode == kvcast::Arithmetic::fast_math;
+  const kvcast::Status st = fast ? kvcast::downcast<kvcast::nvfp4, kvcast::Arithmetic::fast_math>(dev) : kvcast::downcast<kvcast::nvfp4>(dev);
   ASSERT_TRUE(st.ok()) << st.message();
   KVTEST_CUDA(cudaDeviceSynchronize());
-  const kvcast::Status hs = kvcast::ref::downcast<kvcast::nvfp4, kvcast::Arithmetic::fp32>(host);
+  const std::map<std::uint32_t, float> reciprocals = fast ? device_reciprocals({g_k, g_v}) : std::map<std::uint32_t, float>{};
+  int missing = 0;
+  const auto device_rcp = [&](float x) {
+    const auto it = reciprocals.find(kvtest::bits_of<float>(x));
+    if (it != reciprocals.end()) return it->second;
+    ++missing;
+    return kvcast::ref::rcp_rn_ftz(x);
+  };
+  const kvcast::Status hs = fast ? kvcast::ref::downcast<kvcast::nvfp4, kvcast::Arithmetic::fast_math>(host, device_rcp)
+                                 : kvcast::ref::downcast<kvcast::nvfp4, kvcast::Arithmetic::fp32>(host);
+  EXPECT_EQ(missing, 0) << "the reference asked for a reciprocal the device table lacks";
   ASSERT_TRUE(hs.ok()) << hs.message();
   EXPECT_EQ(host_err, out_of_range);
 
@@ -330,7 +375,7 @@ void run_nvfp4_case(const Nvfp4Case& c) {
 }
 
 template <class T>
-void run_grid(std::uint64_t seed) {
+void run_grid(std::uint64_t seed, kvcast::Arithmetic mode = kvcast::Arithmetic::fp32) {
   const Placement places[] = {Placement::contiguous, Placement::padded, Placement::nhd, Placement::hnd, Placement::vllm_pages};
   int n = 0;
   for (Placement place : places)
@@ -349,6 +394,7 @@ void run_grid(std::uint64_t seed) {
           c.in_pad = (n % 3 == 1) ? 1 : 0;  // odd rows: element by element
           c.code_pad = place == Placement::padded ? ((n % 4 == 2) ? 1 : 8) : 0;
           c.seed = seed + static_cast<std::uint64_t>(n++);
+          c.mode = mode;
           run_nvfp4_case<T>(c);
           if (::testing::Test::HasFailure()) return;
         }
@@ -368,6 +414,20 @@ TEST(Nvfp4Write, FloatGridEqualsTheReference) {
   run_grid<float>(30000);
 }
 
+// FlashInfer's numerics (Arithmetic::fast_math): the same grid against the fast-math formula.
+TEST(Nvfp4FastMathWrite, Bf16GridEqualsTheReference) {
+  KVTEST_REQUIRE_GPU();
+  run_grid<__nv_bfloat16>(500, kvcast::Arithmetic::fast_math);
+}
+TEST(Nvfp4FastMathWrite, HalfGridEqualsTheReference) {
+  KVTEST_REQUIRE_GPU();
+  run_grid<__half>(5000, kvcast::Arithmetic::fast_math);
+}
+TEST(Nvfp4FastMathWrite, FloatGridEqualsTheReference) {
+  KVTEST_REQUIRE_GPU();
+  run_grid<float>(50000, kvcast::Arithmetic::fast_math);
+}
+
 // Global scales on the device are read when the kernel runs, so no validation sees them: 0,
 // negative, infinite, NaN, and ones that put the block divisors outside divide_fast's range, each
 // give what the formulas give, the same as the reference's.
@@ -381,10 +441,15 @@ TEST(Nvfp4Write, HostileGlobalScalesOnTheDevice) {
     c.g_k = g;
     c.g_v = -g;
     c.seed = seed++;
-    run_nvfp4_case<__nv_bfloat16>(c);
-    c.head_dim = 32;
-    c.in_pad = 1;
-    run_nvfp4_case<float>(c);
+    for (kvcast::Arithmetic mode : {kvcast::Arithmetic::fp32, kvcast::Arithmetic::fast_math}) {
+      c.mode = mode;
+      c.head_dim = 64;
+      c.in_pad = 0;
+      run_nvfp4_case<__nv_bfloat16>(c);
+      c.head_dim = 32;
+      c.in_pad = 1;
+      run_nvfp4_case<float>(c);
+    }
   }
 }
 
@@ -498,6 +563,8 @@ TEST(Nvfp4Write, LargeCallsEqualTheReference) {
     c.tokens = 30000;
     c.seed = 77 + static_cast<std::uint64_t>(D);
     run_nvfp4_case<__nv_bfloat16>(c);
+    c.mode = kvcast::Arithmetic::fast_math;
+    run_nvfp4_case<__half>(c);
   }
 }
 

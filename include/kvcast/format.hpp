@@ -24,6 +24,11 @@ enum class Arithmetic {
   //! SGLang's `downcast_fp8`: `inv = T(1) / T(scale)` and `x * inv` each rounded to T,
   //! clamp to ±max, convert. Bit-exact with SGLang for bf16 and fp16.
   input_precision,
+  //! NVFP4 only, its engine-compatible mode: fp32 as `nvcc -use_fast_math` compiles FlashInfer's
+  //! NVFP4 KV writer (include/flashinfer/page.cuh, nvfp4_append_quantize_block): approximate
+  //! reciprocals (`rcp.approx.ftz.f32`), subnormals flushed to zero, NaN left out of the block's
+  //! amax. Bit-exact with FlashInfer's nvfp4_quantize_append_paged_kv_cache(_with_slot_mapping).
+  fast_math,
 };
 
 //! OCP FP8 E4M3 ("e4m3fn"): no infinities, one NaN pair (0x7F, 0xFF), max finite 448.
@@ -95,7 +100,7 @@ inline const char* to_string(CodeFormat format) {
   return format == CodeFormat::fp8 ? "fp8" : "nvfp4";
 }
 inline const char* to_string(Arithmetic mode) {
-  return mode == Arithmetic::fp32 ? "fp32" : "input_precision";
+  return mode == Arithmetic::fp32 ? "fp32" : mode == Arithmetic::input_precision ? "input_precision" : "fast_math";
 }
 
 }  // namespace kvcast

@@ -104,6 +104,21 @@ struct Nvfp4BlockCodes {
   std::uint8_t sf;
 };
 
+namespace detail {
+//! One whole block by an NVFP4 quantizer Q (either mode): the scale of its amax (Q::amax_bits),
+//! then its codes.
+template <class Q>
+KVCAST_HOST_DEVICE Nvfp4BlockCodes nvfp4_block(const Q& q, const float (&x)[16]) {
+  const std::uint32_t bits = Q::amax_bits(x);
+  float amax;
+  memcpy(&amax, &bits, sizeof amax);
+  Nvfp4BlockCodes out;
+  out.sf = q.block_scale(amax);
+  q.template codes<16>(x, out.sf, out.codes);
+  return out;
+}
+}  // namespace detail
+
 //! NVFP4's exact mode (DESIGN.md §2; the host reference is ref::nvfp4_quantize_block), built
 //! once a thread from the per-tensor global scale `g`, then applied to blocks of 16 floats:
 //!
@@ -171,23 +186,22 @@ class Nvfp4Quantizer {
       for (int w = 0; w < N / 8; ++w) words[w] = out.w[w];
     }
   }
-  KVCAST_HOST_DEVICE Nvfp4BlockCodes block(const float (&x)[16]) const {
-    // The largest magnitude by its bits: a NaN's are above every number's, so it propagates.
-    std::uint32_t amax_bits = 0;
+  //! The block's amax (of its elements' floats `x`, N of them) as float bits: the largest
+  //! magnitude by its bits, so a NaN's, above every number's, propagates.
+  template <int N>
+  KVCAST_HOST_DEVICE static std::uint32_t amax_bits(const float (&x)[N]) {
+    std::uint32_t amax = 0;
     KVCAST_UNROLL
-    for (int i = 0; i < 16; ++i) {
+    for (int i = 0; i < N; ++i) {
       std::uint32_t bits;
       memcpy(&bits, &x[i], sizeof bits);
       bits &= 0x7fffffffu;
-      amax_bits = bits > amax_bits ? bits : amax_bits;
+      amax = bits > amax ? bits : amax;
     }
-    float amax;
-    memcpy(&amax, &amax_bits, sizeof amax);
-    Nvfp4BlockCodes out;
-    out.sf = block_scale(amax);
-    codes<16>(x, out.sf, out.codes);
-    return out;
+    return amax;
   }
+  //! A whole block: its scale and its 16 codes.
+  KVCAST_HOST_DEVICE Nvfp4BlockCodes block(const float (&x)[16]) const { return detail::nvfp4_block(*this, x); }
 
  private:
   //! Codes from the quotients by divide_fast_for<T> (Clamp: |x| may reach 2^80) or without its
@@ -241,6 +255,113 @@ class Nvfp4Quantizer {
 
   float g_;
   float six_g_;
+};
+
+namespace detail {
+// fp32 as `nvcc -use_fast_math` compiles it (-ftz=true -prec-div=false): subnormal operands and
+// results are flushed to zero of the same sign, and a NaN result is the canonical NaN
+// 0x7FFFFFFF, as the GPU returns it for any NaN operand. On the device each is the PTX
+// instruction that flag makes of the C++ expression; on the host, its emulation.
+KVCAST_HOST_DEVICE float flush_subnormal(float x) {
+  std::uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7f800000u) == 0) bits &= 0x80000000u;
+  memcpy(&x, &bits, sizeof x);
+  return x;
+}
+KVCAST_HOST_DEVICE float canonical_nan_of(float x) {
+  if (x == x) return x;
+  const std::uint32_t bits = 0x7fffffffu;
+  memcpy(&x, &bits, sizeof x);
+  return x;
+}
+//! `a * b` under -ftz: `mul.rn.ftz.f32`.
+KVCAST_HOST_DEVICE float mul_ftz(float a, float b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (float r; asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r;),
+                    (return canonical_nan_of(flush_subnormal(flush_subnormal(a) * flush_subnormal(b)));))
+}
+//! `1.0f / x` under -prec-div=false: `rcp.approx.ftz.f32` (MUFU.RCP). The PTX ISA bounds its
+//! error but does not define its bits, so the host stands in with the correctly rounded
+//! reciprocal, flushed; bit-exact checks of the fast-math formula take the device's own values
+//! (ref::nvfp4_fast_math_block's `rcp`).
+KVCAST_HOST_DEVICE float rcp_approx_ftz(float x) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;),
+                    (return canonical_nan_of(flush_subnormal(1.0f / flush_subnormal(x)));))
+}
+//! `a / b` under -prec-div=false: `div.approx.ftz.f32`, which the PTX ISA defines as a * (1 / b)
+//! and ptxas builds as exactly that (sm_90: MUFU.RCP, then FMUL.FTZ).
+KVCAST_HOST_DEVICE float div_approx_ftz(float a, float b) { return mul_ftz(a, rcp_approx_ftz(b)); }
+//! `fmaxf(m, fabsf(x))` under -ftz: `abs.ftz.f32` then `max.ftz.f32` (one FMNMX.FTZ): a NaN x
+//! leaves m as it is, a subnormal x counts as 0.
+KVCAST_HOST_DEVICE float max_abs_ftz(float m, float x) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE,
+                    (float r; asm("{ .reg .f32 a; abs.ftz.f32 a, %2; max.ftz.f32 %0, %1, a; }" : "=f"(r) : "f"(m), "f"(x)); return r;),
+                    (const float a = flush_subnormal(std::fabs(x)); return a > m ? a : m;))
+}
+}  // namespace detail
+
+//! NVFP4's engine-compatible mode (Arithmetic::fast_math): FlashInfer's NVFP4 KV writer bit for
+//! bit, nvfp4_append_quantize_block in include/flashinfer/page.cuh (FlashInfer 0.7.4, without
+//! its optional 4over6 block scales), as FlashInfer's JIT builds it, with -use_fast_math. With
+//! the fast-math operations of detail:: (mul_ftz, div_approx_ftz, rcp_approx_ftz, max_abs_ftz):
+//!
+//!     amax = max_abs_ftz over the block, from 0        (NaN skipped, subnormals as 0)
+//!     sf   = e4m3_rne_satfinite(amax > 0 && g > 0 ? div_approx_ftz(amax, mul_ftz(6, g)) : 0)
+//!     os   = float(sf) > 0 ? rcp_approx_ftz(mul_ftz(float(sf), g)) : 0
+//!     q_i  = e2m1 of v = mul_ftz(x_i, os): round to nearest-even, saturating; a NaN v (a NaN
+//!            input; 0 times inf) gives a zero with its sign bit (+0: the GPU's NaNs are canonical)
+//!
+//! (`g > 0` as -ftz compares: a subnormal g is not above 0.) FlashInfer's condition for os also
+//! asks amax > 0 and g > 0; a non-zero sf implies both. A zero block gets zero codes with each
+//! input's sign, like the exact mode; unlike it, a NaN element leaves the rest of its block
+//! quantized as if it were absent, and reads back as 0. The host reference is
+//! ref::nvfp4_fast_math_block. Same interface as Nvfp4Quantizer.
+class Nvfp4FastMathQuantizer {
+ public:
+  KVCAST_HOST_DEVICE explicit Nvfp4FastMathQuantizer(float g)
+      : g_(g), six_g_(detail::mul_ftz(6.0f, g)), g_positive_(g >= 0x1p-126f) {}
+
+  //! The block's amax (of its elements' floats `x`, N of them) as float bits.
+  template <int N>
+  KVCAST_HOST_DEVICE static std::uint32_t amax_bits(const float (&x)[N]) {
+    float m = 0.0f;
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) m = detail::max_abs_ftz(m, x[i]);
+    std::uint32_t bits;
+    memcpy(&bits, &m, sizeof bits);
+    return bits;
+  }
+  //! The E4M3 block scale of a block whose amax (amax_bits) is `amax`.
+  KVCAST_HOST_DEVICE std::uint8_t block_scale(float amax) const {
+    return float_to_fp8<e4m3>(amax > 0.0f && g_positive_ ? detail::div_approx_ftz(amax, six_g_) : 0.0f);
+  }
+  //! The E2M1 codes of N consecutive elements of a block whose scale is `sf`, packed as
+  //! Nvfp4Quantizer::codes packs them. T: unused (the formula is the same for every input type).
+  template <int N, class T = float>
+  KVCAST_HOST_DEVICE void codes(const float (&x)[N], std::uint8_t sf, std::uint32_t (&words)[N / 8]) const {
+    static_assert(N % 8 == 0, "Nvfp4FastMathQuantizer::codes: whole words of 8 codes.");
+    const float sf_value = fp8_to_float<e4m3>(sf);
+    const float os = sf_value > 0.0f ? detail::rcp_approx_ftz(detail::mul_ftz(sf_value, g_)) : 0.0f;
+    KVCAST_UNROLL
+    for (int w = 0; w < N / 8; ++w) {
+      std::uint32_t word = 0;
+      KVCAST_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        const float v = detail::mul_ftz(x[8 * w + i], os);
+        std::uint32_t v_bits;
+        memcpy(&v_bits, &v, sizeof v_bits);
+        word |= (v == v ? detail::e2m1_code_not_nan(v) : v_bits >> 28 & 0x8u) << (4 * i);
+      }
+      words[w] = word;
+    }
+  }
+  //! A whole block: its scale and its 16 codes.
+  KVCAST_HOST_DEVICE Nvfp4BlockCodes block(const float (&x)[16]) const { return detail::nvfp4_block(*this, x); }
+
+ private:
+  float g_;
+  float six_g_;
+  bool g_positive_;
 };
 
 }  // namespace kvcast

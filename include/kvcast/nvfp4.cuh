@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "args.hpp"
 #include "config.hpp"
@@ -119,12 +120,17 @@ class Dequantizer<T, nvfp4> {
   float sf_;
 };
 
-//! Code policy of the NVFP4 write, exact mode (Nvfp4Quantizer). The skeleton hands it each
-//! thread's block, or half of one, once the row is known (store_blocks).
-struct Nvfp4 {
+//! Code policy of the NVFP4 write, in either mode: Mode fp32 (exact, Nvfp4Quantizer) or
+//! fast_math (FlashInfer's, Nvfp4FastMathQuantizer). The skeleton hands it each thread's block,
+//! or half of one, once the row is known (store_blocks).
+template <Arithmetic Mode>
+struct Nvfp4Codes {
+  static_assert(Mode == Arithmetic::fp32 || Mode == Arithmetic::fast_math,
+                "kvcast: format nvfp4 computes in Arithmetic::fp32 (exact) or Arithmetic::fast_math (FlashInfer's).");
   using format = nvfp4;
   using Scales = Nvfp4Scales;
-  static constexpr Arithmetic kMode = Arithmetic::fp32;
+  using Quantizer = typename std::conditional<Mode == Arithmetic::fp32, Nvfp4Quantizer, Nvfp4FastMathQuantizer>::type;
+  static constexpr Arithmetic kMode = Mode;
   static constexpr bool kBlockScaled = true;
   static constexpr int kCodesPerByte = nvfp4::kCodesPerByte;
 
@@ -134,20 +140,26 @@ struct Nvfp4 {
   //! even and a pair shares its token, so both are here), its scale, the Vec codes at
   //! `codes_out`, and the scale byte, stored by the block's first part at `scales_out`.
   template <tile::Access A, class T, int Vec>
-  KVCAST_DEVICE static void store_part(const Nvfp4Quantizer& q, const AlignedVector<T, Vec>& x, bool first_part,
+  KVCAST_DEVICE static void store_part(const Quantizer& q, const AlignedVector<T, Vec>& x, bool first_part,
                                        std::uint8_t* __restrict__ codes_out, std::uint8_t* __restrict__ scales_out) {
-    static_assert(Vec == nvfp4::kBlock || 2 * Vec == nvfp4::kBlock, "Nvfp4::store_part: a block or half of one.");
-    std::uint32_t amax = detail::abs_max_bits(x);
+    static_assert(Vec == nvfp4::kBlock || 2 * Vec == nvfp4::kBlock, "Nvfp4Codes::store_part: a block or half of one.");
+    float f[Vec];
+    KVCAST_UNROLL
+    for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
+    // The exact mode's amax propagates NaN (by the magnitudes' bits); FlashInfer's skips it.
+    std::uint32_t amax;
+    if constexpr (Mode == Arithmetic::fp32) {
+      amax = detail::abs_max_bits(x);
+    } else {
+      amax = Quantizer::amax_bits(f);
+    }
     if constexpr (Vec < nvfp4::kBlock) {
       const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
       amax = max(amax, __shfl_xor_sync(pair, amax, 1));
     }
     const std::uint8_t sf = q.block_scale(__uint_as_float(amax));
-    float f[Vec];
-    KVCAST_UNROLL
-    for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
     AlignedVector<std::uint32_t, Vec / 8> words;
-    q.codes<Vec, T>(f, sf, words.data);
+    q.template codes<Vec, T>(f, sf, words.data);
     if constexpr (A == tile::Access::vector) {
       words.store_bytes(codes_out);
     } else {
@@ -165,16 +177,18 @@ struct Nvfp4 {
                                          bool has_v, std::uint8_t* k_out, std::uint8_t* v_out) {
     const std::int64_t at = s.layout.address(row, head) + first / nvfp4::kBlock;
     const bool first_part = first % nvfp4::kBlock == 0;
-    if (has_k) store_part<A>(Nvfp4Quantizer(g.x), k, first_part, k_out, s.k_block_scales + at);
-    if (has_v) store_part<A>(Nvfp4Quantizer(g.y), v, first_part, v_out, s.v_block_scales + at);
+    if (has_k) store_part<A>(Quantizer(g.x), k, first_part, k_out, s.k_block_scales + at);
+    if (has_v) store_part<A>(Quantizer(g.y), v, first_part, v_out, s.v_block_scales + at);
   }
 #endif
 };
 
+//! The exact mode's code policy.
+using Nvfp4 = Nvfp4Codes<Arithmetic::fp32>;
+
 template <Arithmetic Mode>
 struct CodePolicyOf<nvfp4, Mode> {
-  static_assert(Mode == Arithmetic::fp32, "kvcast: format nvfp4 computes in fp32 arithmetic (its exact mode).");
-  using type = Nvfp4;
+  using type = Nvfp4Codes<Mode>;
 };
 
 }  // namespace kvcast

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 
 #include "args.hpp"
@@ -240,6 +241,57 @@ inline Nvfp4Block nvfp4_quantize_block(const float (&x)[16], float g) {
   return block;
 }
 
+// ---- NVFP4, engine-compatible mode (Arithmetic::fast_math): FlashInfer's writer. ------------
+
+//! The fast-math operations FlashInfer's NVFP4 writer is compiled to, on the host: -ftz flushes
+//! subnormal operands and results to zero of the same sign; NaN results are the GPU's canonical
+//! 0x7FFFFFFF.
+inline float ftz(float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; }
+inline float fast_math_product(float a, float b) {
+  const float p = ftz(ftz(a) * ftz(b));
+  return std::isnan(p) ? bits_to_float(0x7fffffffu) : p;
+}
+//! The stand-in for `rcp.approx.ftz.f32` where no device value is given: 1 / x correctly
+//! rounded, flushed. The hardware's reciprocal is within an ulp of it, not always equal.
+inline float rcp_rn_ftz(float x) {
+  const float r = ftz(1.0f / ftz(x));
+  return std::isnan(r) ? bits_to_float(0x7fffffffu) : r;
+}
+
+//! FlashInfer's NVFP4 KV quantization of one block (include/flashinfer/page.cuh,
+//! nvfp4_append_quantize_block, FlashInfer 0.7.4, built with -use_fast_math), read as a formula;
+//! `rcp` is the reciprocal `rcp.approx.ftz.f32` computes (and `div.approx.ftz.f32` multiplies
+//! by):
+//!
+//!     amax = fmaxf-fold of |x_i| from 0                 (NaN skipped, subnormal |x_i| as 0)
+//!     sf   = e4m3_rne_satfinite(amax > 0 && g > 0 ? amax * rcp(6 g) : 0)
+//!     os   = amax > 0 && float(sf) > 0 && g > 0 ? rcp(float(sf) * g) : 0
+//!     q_i  = E2M1 of x_i * os, nearest-even, saturating; NaN gives a zero with its sign
+//!
+//! every product and comparison flushing subnormals (fast_math_product; `g > 0` false for a
+//! subnormal g).
+template <class Rcp>
+inline Nvfp4Block nvfp4_fast_math_block(const float (&x)[16], float g, Rcp rcp) {
+  float amax = 0.0f;
+  for (float v : x) {
+    const float a = ftz(std::fabs(v));
+    if (!std::isnan(a) && a > amax) amax = a;
+  }
+  const bool g_positive = ftz(g) > 0.0f;
+  const float sf_value = amax > 0.0f && g_positive ? fast_math_product(amax, rcp(fast_math_product(6.0f, g))) : 0.0f;
+  Nvfp4Block block{};
+  block.sf = to_fp8<e4m3>(sf_value);
+  const float sf = static_cast<float>(decode(block.sf, kE4M3));
+  const float os = amax > 0.0f && sf > 0.0f && g_positive ? rcp(fast_math_product(sf, g)) : 0.0f;
+  for (int i = 0; i < 16; ++i) {
+    const float v = fast_math_product(x[i], os);
+    const std::uint8_t sign = std::signbit(v) ? 0x8 : 0x0;
+    const std::uint8_t code = std::isnan(v) ? sign : static_cast<std::uint8_t>(round_to(v, kE2M1, 0x7));
+    block.codes[i / 2] = static_cast<std::uint8_t>(block.codes[i / 2] | code << (4 * (i % 2)));
+  }
+  return block;
+}
+
 //! The read of one NVFP4 element: `(e2m1(q) * float(sf)) * g`, two fp32 products, as a float (a
 //! NaN sf gives NaN; the caller rounds it into its output type as the fp8 read does).
 inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g) {
@@ -253,8 +305,10 @@ inline float nvfp4_dequantize(std::uint8_t code, std::uint8_t sf, float g) {
 //! amax outputs and `error_count` too). Returns validation's status; writes only the bytes (and
 //! scale floats) the contract names, raises `*k_amax` / `*v_amax` to the inputs' largest
 //! magnitude, and adds skipped rows to `*args.error_count`.
+//! Mode fast_math (NVFP4 only) quantizes each block by nvfp4_fast_math_block with `rcp` as its
+//! reciprocal (the device's values where bit-exactness with a GPU is checked).
 template <class Format, Arithmetic Mode, class T>
-Status downcast(const DowncastArgs<T>& args) {
+Status downcast(const DowncastArgs<T>& args, const std::function<float(float)>& rcp = rcp_rn_ftz) {
   // Validation, and the defaults it resolves (0 strides, an all-zero layout), are the launcher's;
   // the rest — slots, rows, addresses, scales, arithmetic — is computed here on its own.
   detail::Plan plan;
@@ -292,7 +346,7 @@ Status downcast(const DowncastArgs<T>& args) {
             float block[16];
             for (int i = 0; i < 16; ++i)
               block[i] = input_to_float(dtype, element_bits(in, t * token_stride + h * head_stride + 16 * b + i));
-            const Nvfp4Block q = nvfp4_quantize_block(block, g);
+            const Nvfp4Block q = Mode == Arithmetic::fast_math ? nvfp4_fast_math_block(block, g, rcp) : nvfp4_quantize_block(block, g);
             for (int i = 0; i < 8; ++i) static_cast<std::uint8_t*>(codes)[codes_at + 8 * b + i] = q.codes[i];
             static_cast<std::uint8_t*>(scales)[scales_at + b] = q.sf;
           }

@@ -60,7 +60,8 @@ def write(k, v, k_out, v_out, *, loc=None, mult=1, offset=0, format="e4m3", arit
     or pages as the cache's layout; ``min_scale``). ``k_amax``/``v_amax``: optional zeroed
     float32 tensors raised to max |x|. ``pdl``: programmatic dependent launch (sm_90+).
 
-    ``format='nvfp4'`` (fp32 arithmetic, per-tensor scales): ``k_scale``/``v_scale`` are the
+    ``format='nvfp4'`` (``arithmetic='fp32'``, the exact mode, or ``'fast_math'``, FlashInfer's
+    numerics bit for bit; per-tensor scales): ``k_scale``/``v_scale`` are the
     global scales g (``x ≈ e2m1 · sf · g``); the cache holds ``dim / 2`` bytes a row-head (two
     E2M1 codes a byte, the lower-indexed element in the low nibble) and
     ``k_block_scales_out``/``v_block_scales_out`` (uint8 or float8_e4m3fn) ``dim / 16`` E4M3

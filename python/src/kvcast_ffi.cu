@@ -376,16 +376,22 @@ void write_typed(const WriteCall& c, const char* op) {
 
 void write_call(const WriteCall& c, const char* op) {
   check_write_tensors(c);
-  const bool fp32 = c.arithmetic == "fp32";
-  if (!fp32 && c.arithmetic != "input_precision") fail("arithmetic: '" + c.arithmetic + "' is not 'fp32' or 'input_precision'");
+  const bool fp32 = c.arithmetic == "fp32", fast_math = c.arithmetic == "fast_math";
+  if (!fp32 && !fast_math && c.arithmetic != "input_precision")
+    fail("arithmetic: '" + c.arithmetic + "' is not 'fp32', 'input_precision' or 'fast_math'");
+  if (fast_math && !is_nvfp4(c.format))
+    fail("arithmetic: 'fast_math' is NVFP4's engine-compatible mode (FlashInfer's): format '" + c.format +
+         "' takes 'fp32' or 'input_precision'");
   if (c.format == "e4m3") return fp32 ? write_typed<kvcast::e4m3, kvcast::Arithmetic::fp32>(c, op)
                                       : write_typed<kvcast::e4m3, kvcast::Arithmetic::input_precision>(c, op);
   if (c.format == "e5m2") return fp32 ? write_typed<kvcast::e5m2, kvcast::Arithmetic::fp32>(c, op)
                                       : write_typed<kvcast::e5m2, kvcast::Arithmetic::input_precision>(c, op);
   if (is_nvfp4(c.format)) {
 #if KVCAST_FFI_HAS_NVFP4
-    if (!fp32) fail("arithmetic: format 'nvfp4' computes in fp32 arithmetic (its exact mode): use arithmetic='fp32'");
-    return write_typed<kvcast::nvfp4, kvcast::Arithmetic::fp32>(c, op);
+    if (!fp32 && !fast_math)
+      fail("arithmetic: format 'nvfp4' computes in fp32 arithmetic: use arithmetic='fp32' (its exact mode) or 'fast_math' "
+           "(FlashInfer's numerics)");
+    return fp32 ? write_typed<kvcast::nvfp4, kvcast::Arithmetic::fp32>(c, op) : write_typed<kvcast::nvfp4, kvcast::Arithmetic::fast_math>(c, op);
 #else
     fail("format: 'nvfp4' needs kvcast built with CUDA 12.8 or later (cuda_fp4.h)");
 #endif

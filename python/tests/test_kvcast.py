@@ -105,6 +105,8 @@ def test_nvfp4_errors_carry_kvcasts_messages():
     raises(lambda: write(k_block_scales_out=np.zeros((8, 2, 4), np.uint8)), "k_block_scales_out: its last dimension must be head_dim / 16")
     raises(lambda: write(k_block_scales_out=np.zeros((4, 2, 2), np.uint8)), "k_block_scales_out: 4 rows of 2 heads, its codes 8 of 2")
     raises(lambda: write(k_block_scales_out=sf, arithmetic="input_precision"), "format 'nvfp4' computes in fp32 arithmetic")
+    raises(lambda: kvcast.write(k, None, np.zeros((8, 2, 32), np.uint8), None, loc=loc, arithmetic="fast_math"),
+           "'fast_math' is NVFP4's engine-compatible mode")
     raises(lambda: write(k_block_scales_out=sf, k_scale=0.0), "must be finite and > 0")
     raises(lambda: write(k_block_scales_out=sf, scale_kind="per_head", k_head_scales=np.ones(2, np.float32)), "nvfp4")
     k24 = np.ones((4, 2, 24), np.float32)
@@ -116,6 +118,7 @@ def test_nvfp4_errors_carry_kvcasts_messages():
            "k_out: its last dimension must be head_dim (32), got 16")  # fp8: no write past the cache's rows
     # Valid calls on host arrays: refused for the device alone, nothing written.
     raises(lambda: write(k_block_scales_out=sf, k_scale=0.02), "k: must be on a CUDA device")
+    raises(lambda: write(k_block_scales_out=sf, k_scale=0.02, arithmetic="fast_math"), "k: must be on a CUDA device")
     out = np.zeros_like(k)
     raises(lambda: kvcast.read(codes, None, out, None, loc=loc, format="nvfp4"), "k_cache: format 'nvfp4' needs its block scales too")
     raises(lambda: kvcast.read(codes, None, out, None, loc=loc, format="nvfp4", k_block_scales=sf), "k_cache: must be on a CUDA device")

@@ -720,8 +720,13 @@ template <class T>
 Status make_plan(const DowncastArgs<T>& args, detail::Plan& plan, Arithmetic mode = Arithmetic::fp32,
                  CodeFormat format = CodeFormat::fp8) {
   if (Status s = detail::check_args(args, plan, format); !s) return s;
-  if (format == CodeFormat::nvfp4 && mode != Arithmetic::fp32)
-    return Status::error(Code::bad_option, "format nvfp4 computes in fp32 arithmetic (its exact mode): use Arithmetic::fp32");
+  if (format == CodeFormat::nvfp4 && mode == Arithmetic::input_precision)
+    return Status::error(Code::bad_option,
+                         "format nvfp4 computes in fp32 arithmetic: use Arithmetic::fp32 (its exact mode) or Arithmetic::fast_math "
+                         "(FlashInfer's numerics)");
+  if (format != CodeFormat::nvfp4 && mode == Arithmetic::fast_math)
+    return Status::error(Code::bad_option,
+                         "Arithmetic::fast_math is NVFP4's engine-compatible mode (FlashInfer's): fp8 formats take fp32 or input_precision");
   if (args.scale_kind == ScaleKind::per_token_head && mode != Arithmetic::fp32)
     return Status::error(Code::bad_option, "scale_kind per_token_head computes its scales in fp32 arithmetic: use Arithmetic::fp32");
   if (plan.num_segments == 0) return Status{};
