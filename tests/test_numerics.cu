@@ -622,6 +622,46 @@ std::vector<std::uint32_t> shuffled_16bit() {
 TEST(StraddleResolution, EveryHalfInputOverTypedScales) { check_typed_scales<__half>(shuffled_16bit(), "f16 "); }
 TEST(StraddleResolution, EveryBf16InputOverTypedScales) { check_typed_scales<__nv_bfloat16>(shuffled_16bit(), "bf16"); }
 
+// The reciprocals reciprocal_for may give: RN(1/b) and, unless b's significand is all ones (the
+// one family where a coarser one changes codes: OneCorrection), both its neighbours, one of
+// which the device's rcp.approx is. (The host computes RN(1/b), so the host paths above take only
+// that one.)
+std::vector<float> reciprocals_within_an_ulp(float b) {
+  const float rn = 1.0f / b;
+  std::uint32_t bits;
+  std::memcpy(&bits, &b, sizeof bits);
+  if ((bits & 0x7fffffu) == 0x7fffffu) return {rn};
+  return {std::nextafter(rn, 0.0f), rn, std::nextafter(rn, 1e30f)};
+}
+
+// One correction with every reciprocal reciprocal_for may give: every fp16 and bf16 input over
+// the typed scales (0x1.fffffep39 among them) keeps the fp8 codes of the IEEE quotient in both
+// formats.
+TEST(OneCorrection, EverySixteenBitInputWithEveryReciprocalWithinAnUlp) {
+  long long checked = 0, wrong = 0;
+  std::string first;
+  for (float s : kTypedScales) {
+    if (!kvcast::detail::scale_allows_fast_division(s)) continue;
+    for (float y : reciprocals_within_an_ulp(s))
+      for (std::uint32_t bits = 0; bits < 0x10000; ++bits)
+        for (int type = 0; type < 2; ++type) {
+          const float x = type == 0 ? kvcast::to_float(from_bits<__half>(bits)) : kvcast::to_float(from_bits<__nv_bfloat16>(bits));
+          const float q = type == 0 ? kvcast::detail::divide_fast_for<__half>(x, s, y) : kvcast::detail::divide_fast_for<__nv_bfloat16>(x, s, y);
+          const float want = x / s;
+          ++checked;
+          if ((kvcast::float_to_fp8<kvcast::e4m3>(q) != kvcast::float_to_fp8<kvcast::e4m3>(want) ||
+               kvcast::float_to_fp8<kvcast::e5m2>(q) != kvcast::float_to_fp8<kvcast::e5m2>(want)) &&
+              wrong++ == 0) {
+            char buf[160];
+            std::snprintf(buf, sizeof buf, "%s 0x%04x / %a with y %a: %a, IEEE %a", type == 0 ? "f16" : "bf16", bits, s, y, q, want);
+            first = buf;
+          }
+        }
+  }
+  EXPECT_EQ(wrong, 0) << first;
+  EXPECT_GT(checked, 5000000);
+}
+
 // Per-(token, head) codes (QuotientQuantizer: divide_fast without the clamp, which is the
 // identity below 2^80, with the reciprocal hoisted): every input of a 16-bit type up to a row
 // maximum, with the scale the kernel computes from that maximum (PerTokenHeadScale::scale_of,
@@ -677,10 +717,12 @@ TEST(QuotientQuantizer, EveryHalfInputUpToItsRowMaximum) {
 }
 
 // One correction for 16-bit inputs (fp8.cuh, divide_fast_bounded_for): the enumeration its proof
-// rests on. q1 can take another fp8 code than RN(x/b) only if |X * 2^s - M * B| <= 16, with X the
+// rests on. With a reciprocal y within one ulp of 1/b (reciprocal_for: one rcp.approx), q1 can
+// take another fp8 code than RN(x/b) only if |X * 2^s - M * B| <= 32 (16 with y = RN(1/b)), with X the
 // input's odd significand (below 2^11 for fp16 and bf16), B the scale's (24 bits) and M the odd
 // significand of a float32 midpoint next to an fp8 or E2M1 rounding boundary (25 bits). Every solution is
-// listed, and each is checked directly over every exponent of x and of the fast range of b.
+// listed, and each is checked directly over every exponent of x and of the fast range of b, with
+// every reciprocal reciprocal_for may give (the one family has an all-ones B: RN(1/b) only).
 TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
   auto odd_significand = [](double v) {  // v > 0, exact in a double
     int e;
@@ -705,7 +747,7 @@ TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
     std::uint64_t X, B;
   };
   std::vector<Solution> solutions;
-  constexpr std::int64_t kOffset = 16;
+  constexpr std::int64_t kOffset = 32;
   for (std::uint64_t X = 1; X < (1u << 11); X += 2)
     for (std::uint64_t M : midpoints)
       for (int s = 0; (X << s) <= (M << 24) + kOffset; ++s) {
@@ -721,18 +763,21 @@ TEST(OneCorrection, SixteenBitInputsKeepTheirCodesForEveryScale) {
   for (const Solution& sol : solutions) std::printf(" X=%llu B=0x%llx", (unsigned long long)sol.X, (unsigned long long)sol.B);
   std::printf("\n");
   ASSERT_FALSE(solutions.empty()) << "the enumeration found nothing, not even the family it must find";
+  for (const Solution& sol : solutions)  // reciprocal_for gives exactly these scales RN(1/b)
+    EXPECT_EQ(sol.B, 0xffffffu) << "a family reciprocal_for does not route to RN(1/b): X=" << sol.X;
   long long checked = 0;
   for (const Solution& sol : solutions)
     for (int xe = -24; xe <= 15; ++xe)  // fp16's and bf16's common exponents
       for (int be = -40; be < 40; ++be) {
         const float b = std::ldexp(static_cast<float>(sol.B), be - 23);
-        for (float x : {std::ldexp(static_cast<float>(sol.X), xe), -std::ldexp(static_cast<float>(sol.X), xe)}) {
-          const float q1 = kvcast::detail::divide_fast_for<__nv_bfloat16>(x, b, 1.0f / b), want = x / b;
-          ASSERT_EQ(kvcast::float_to_fp8<kvcast::e4m3>(q1), kvcast::float_to_fp8<kvcast::e4m3>(want)) << x << " / " << b;
-          ASSERT_EQ(kvcast::float_to_fp8<kvcast::e5m2>(q1), kvcast::float_to_fp8<kvcast::e5m2>(want)) << x << " / " << b;
-          ASSERT_EQ(kvcast::float_to_e2m1(q1), kvcast::float_to_e2m1(want)) << x << " / " << b;
-          ++checked;
-        }
+        for (float y : reciprocals_within_an_ulp(b))
+          for (float x : {std::ldexp(static_cast<float>(sol.X), xe), -std::ldexp(static_cast<float>(sol.X), xe)}) {
+            const float q1 = kvcast::detail::divide_fast_for<__nv_bfloat16>(x, b, y), want = x / b;
+            ASSERT_EQ(kvcast::float_to_fp8<kvcast::e4m3>(q1), kvcast::float_to_fp8<kvcast::e4m3>(want)) << x << " / " << b << " y " << y;
+            ASSERT_EQ(kvcast::float_to_fp8<kvcast::e5m2>(q1), kvcast::float_to_fp8<kvcast::e5m2>(want)) << x << " / " << b << " y " << y;
+            ASSERT_EQ(kvcast::float_to_e2m1(q1), kvcast::float_to_e2m1(want)) << x << " / " << b << " y " << y;
+            ++checked;
+          }
       }
   EXPECT_GT(checked, 0);
 }
@@ -845,11 +890,12 @@ TEST(E2M1, EveryHalfAndBf16InputOverEveryBlockScale) {
         for (float g : globals) {
           const float divisor = sf * g, q = xf / divisor;
           if (kvcast::detail::scale_allows_fast_division(divisor)) {
-            const float y = 1.0f / divisor;
-            const float one = t16 == &oracle::f16() ? kvcast::detail::divide_fast_for<__half>(xf, divisor, y)
-                                                    : kvcast::detail::divide_fast_for<__nv_bfloat16>(xf, divisor, y);
-            if (kvcast::float_to_e2m1(one) != kvcast::float_to_e2m1(q) && mismatches++ < 5)
-              ADD_FAILURE() << "x " << x << " / " << divisor << ": one correction " << one << ", IEEE " << q;
+            for (float y : reciprocals_within_an_ulp(divisor)) {
+              const float one = t16 == &oracle::f16() ? kvcast::detail::divide_fast_for<__half>(xf, divisor, y)
+                                                      : kvcast::detail::divide_fast_for<__nv_bfloat16>(xf, divisor, y);
+              if (kvcast::float_to_e2m1(one) != kvcast::float_to_e2m1(q) && mismatches++ < 5)
+                ADD_FAILURE() << "x " << x << " / " << divisor << " y " << y << ": one correction " << one << ", IEEE " << q;
+            }
           }
           const std::uint8_t got = kvcast::float_to_e2m1(q);
           const std::uint8_t want = e2m1_oracle(q);

@@ -171,7 +171,7 @@ class Nvfp4Quantizer {
         words[w] = word;
       }
     } else if (sf_magnitude != e4m3::kNaNCode && detail::scale_allows_fast_division(divisor)) {
-      const float inv = detail::rcp_rn(divisor);
+      const float inv = detail::reciprocal_for<T>(divisor);
       if (sf_magnitude != e4m3::kMaxCode) {
         pack_quotients<N, false, T>(x, divisor, inv, words);
       } else {

@@ -208,8 +208,30 @@ KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) { return divide_
 // range (not always RN(x/b): a float32 value may differ in its last place); fp32 inputs, with
 // 24-bit significands, keep the second correction.
 
+// The one correction tolerates a coarser reciprocal: with y anywhere within one ulp of 1/b (what
+// rcp.approx guarantees) the same steps give |d| <= |x/b| * 1.2 * 2^-45, inside the 2^-44 for
+// which OneCorrection repeats the enumeration (|X * 2^s - M * B| <= 32): the same single family,
+// X = 1 and B = 2^24 - 1, and there a reciprocal one ulp below RN(1/b) does change codes (x = 2^23
+// over 0x1.fffffep39 lands on E5M2's 2^-17 tie). So 16-bit inputs take their reciprocal from one
+// MUFU.RCP except for scales whose significand is all ones, which keep RN(1/b); float inputs keep
+// RN(1/b) too, which the second correction's Markstein theorem needs (reciprocal_for).
+
+//! The reciprocal divide_fast_for<T> takes: RN(1/b), or for fp16 and bf16 inputs and a b whose
+//! significand is not all ones, anything within one ulp of 1/b (one rcp.approx).
+//! @pre scale_allows_fast_division(b) where it is used.
+template <class T>
+KVCAST_HOST_DEVICE float reciprocal_for(float b) {
+  if constexpr (sizeof(T) == 2) {
+    std::uint32_t bits;
+    memcpy(&bits, &b, sizeof bits);
+    if ((bits & 0x7fffffu) != 0x7fffffu) return rcp_approx_normal(b);
+  }
+  return rcp_rn(b);
+}
+
 //! divide_fast_bounded with the corrections an input of type T needs for its fp8 code: one for
-//! fp16 and bf16, two for float. @pre scale_allows_fast_division(b), |x| < 2^80, x a T value.
+//! fp16 and bf16 (y within one ulp of 1/b), two for float (y = RN(1/b)): reciprocal_for<T>'s y.
+//! @pre scale_allows_fast_division(b), |x| < 2^80, x a T value.
 template <class T>
 KVCAST_HOST_DEVICE float divide_fast_bounded_for(float x, float b, float y) {
   return divide_corrected<sizeof(T) == 2 ? 1 : 2>(x, b, y);
@@ -323,7 +345,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
  public:
   KVCAST_HOST_DEVICE explicit Quantizer(float scale)
       : scale_(scale),
-        inv_(detail::rcp_rn(scale)),
+        inv_(detail::reciprocal_for<T>(scale)),
         fast_(detail::scale_allows_fast_division(scale)) {
     // y within one ulp of 1/scale in the fast range, [2^-40, 2^40]; outside it every vector
     // takes the exact path, so the bracket's value there does not matter.
@@ -382,7 +404,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     // The reciprocal computed here, not the member: where this path sits behind a rare branch,
     // its instructions stay there too, off the path every vector takes.
     const float scale = scale_;
-    return detail::quotient_codes<Format, PairWords, false>(in, scale, fast_, [scale] { return detail::rcp_rn(scale); });
+    return detail::quotient_codes<Format, PairWords, false>(in, scale, fast_, [scale] { return detail::reciprocal_for<T>(scale); });
   }
 
   KVCAST_HOST_DEVICE float scale() const { return scale_; }
@@ -480,7 +502,7 @@ template <class T, class Format>
 class QuotientQuantizer {
  public:
   KVCAST_HOST_DEVICE explicit QuotientQuantizer(float scale)
-      : scale_(scale), inv_(detail::rcp_rn(scale)), fast_(detail::scale_allows_fast_division(scale)) {}
+      : scale_(scale), inv_(detail::reciprocal_for<T>(scale)), fast_(detail::scale_allows_fast_division(scale)) {}
 
   //! The codes of N elements (N even), packed. PairWords: as for Quantizer::bracketed.
   template <int N, bool PairWords = false>
