@@ -12,8 +12,9 @@
 //!  - a value that rounds to zero keeps its sign (-0 is 0x8).
 //! The CPU tests check the software path for every fp16 and bf16 input divided by block scales
 //! across E4M3's range, against an oracle that picks the nearest of the 16 values (ties to the
-//! even code) and against cuda_fp4.h's host conversion. Below it, NVFP4's exact-mode block
-//! quantizer (issue #17), which the write's code policy will build on.
+//! even code) and against cuda_fp4.h's host conversion. Below it, NVFP4's block quantizers
+//! (issue #17), which the write's code policy applies: the exact mode's (Nvfp4Quantizer) and
+//! FlashInfer's fast-math formula (Nvfp4FastMathQuantizer).
 #pragma once
 
 #if defined(__CUDACC_VER_MAJOR__) && (__CUDACC_VER_MAJOR__ < 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ < 8))

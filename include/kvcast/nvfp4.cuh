@@ -1,15 +1,16 @@
 // kvcast — KV-cache quantization. Apache-2.0.
 //
 //! @file nvfp4.cuh
-//! NVFP4 (issue #17), exact mode. `downcast<nvfp4>(args)` quantizes each block of 16 elements
-//! along head_dim to E2M1 codes (two a byte) and one E4M3 block scale, with the per-tensor
-//! global scale g (DESIGN.md §2; the host reference is ref::downcast<nvfp4, fp32>); `upcast<nvfp4>`
+//! NVFP4 (issue #17). `downcast<nvfp4>(args)` quantizes each block of 16 elements along
+//! head_dim to E2M1 codes (two a byte) and one E4M3 block scale, with the per-tensor global scale
+//! g (DESIGN.md §2; the host reference is ref::downcast<nvfp4, fp32>); `downcast<nvfp4,
+//! Arithmetic::fast_math>` does so with FlashInfer's numerics (ref::nvfp4_fast_math_block); `upcast<nvfp4>`
 //! reads them back (ref::upcast<nvfp4>). Its policies plug into the skeletons
 //! (detail/write_kernel.cuh, detail/read_kernel.cuh) beside the fp8 ones:
 //!
-//!  - the code policy `Nvfp4`: a thread holds a block, or half of one (the planner's choice,
-//!    detail::nvfp4_vec; a pair of lanes then reduces the block's amax with one shuffle), and
-//!    stores its code bytes;
+//!  - the code policy `Nvfp4Codes<Mode>` (`Nvfp4` for the exact mode): a thread holds a block,
+//!    or half of one (the planner's choice, detail::nvfp4_vec; a pair of lanes then reduces the
+//!    block's amax with one shuffle), and stores its code bytes;
 //!  - the scale policy `Nvfp4Scales`: g for each tensor (a device float read when the kernel
 //!    runs, or a value), and where the block scales are (their own layout and base pointers);
 //!  - `Dequantizer<T, nvfp4>`, the read's conversion.
