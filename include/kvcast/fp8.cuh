@@ -229,6 +229,24 @@ KVCAST_HOST_DEVICE float reciprocal_for(float b) {
   return rcp_rn(b);
 }
 
+//! amax / Format::kMax correctly rounded, for amax the magnitude of an input of type T. For fp16
+//! and bf16 magnitudes (at most 11 significant bits) one Markstein correction of
+//! amax * RN(1 / kMax) is the IEEE quotient, subnormal results included: the CPU test
+//! (ScaleOfRowHead) divides every one of them, for both formats. ±inf and NaN keep the first
+//! product (inf, and on the device the canonical NaN), where the correction's residual is NaN.
+//! Float magnitudes take __fdiv_rn.
+template <class Format, class T>
+KVCAST_HOST_DEVICE float divide_by_max(float amax) {
+  if constexpr (sizeof(T) == 2) {
+    constexpr float y = 1.0f / Format::kMax;  // RN(1 / kMax), folded when compiling
+    const float q0 = mul_rn(amax, y);
+    const float r = fma_rn(-q0, Format::kMax, amax);
+    return r == r ? fma_rn(r, y, q0) : q0;
+  } else {
+    return div_rn(amax, Format::kMax);
+  }
+}
+
 //! divide_fast_bounded with the corrections an input of type T needs for its fp8 code: one for
 //! fp16 and bf16 (y within one ulp of 1/b), two for float (y = RN(1/b)): reciprocal_for<T>'s y.
 //! @pre scale_allows_fast_division(b), |x| < 2^80, x a T value.

@@ -106,7 +106,7 @@ struct CodePolicyOf<nvfp4, Mode>;
 //!     kAmax                                           // whether Params may ask for the amax output
 //!     kFromRowHead                                    // whether the scale is computed from the row-head
 //!     load(params, token, head) -> float2             // K's and V's scale for that row-head (!kFromRowHead)
-//!     from_amax<Format>(params, k_bits, v_bits)       // ...or from its amax (kFromRowHead),
+//!     from_amax<Format, T>(params, k_bits, v_bits)    // ...or from its amax (kFromRowHead),
 //!     store(params, row, head, scales, has_k, has_v)  // and where it is kept
 //!
 //! and, for the read (detail/read_kernel.cuh), which dequantizes with the same scales:
@@ -220,17 +220,18 @@ struct PerTokenHeadScale {
     return Params{const_cast<float*>(a.k_scales), const_cast<float*>(a.v_scales), a.scales.or_contiguous(a.heads, 1), 0.0f,
                   {nullptr, nullptr}};
   }
-  //! The scale of a row-head whose largest magnitude is `amax` (any float, NaN included). On the
-  //! device a NaN comes out of the division as the canonical 0x7FFFFFFF, whatever its payload.
-  template <class Format>
+  //! The scale of a row-head of inputs of type T whose largest magnitude is `amax` (any value of
+  //! T, NaN included): amax / Format::kMax correctly rounded (detail::divide_by_max). On the device
+  //! a NaN comes out as the canonical 0x7FFFFFFF, whatever its payload.
+  template <class Format, class T>
   KVCAST_HOST_DEVICE static float scale_of(float amax, float min_scale) {
-    const float s = detail::div_rn(amax, Format::kMax);
+    const float s = detail::divide_by_max<Format, T>(amax);
     return s < min_scale ? min_scale : s;  // a NaN amax keeps its NaN, as torch's clamp(min=)
   }
 #if defined(__CUDACC__)
-  template <class Format>
+  template <class Format, class T>
   KVCAST_DEVICE static float2 from_amax(const Params& p, std::uint32_t k_bits, std::uint32_t v_bits) {
-    return make_float2(scale_of<Format>(__uint_as_float(k_bits), p.min_scale), scale_of<Format>(__uint_as_float(v_bits), p.min_scale));
+    return make_float2(scale_of<Format, T>(__uint_as_float(k_bits), p.min_scale), scale_of<Format, T>(__uint_as_float(v_bits), p.min_scale));
   }
   KVCAST_DEVICE static void store(const Params& p, std::int64_t row, std::uint32_t head, float2 scales, bool has_k, bool has_v) {
     const std::int64_t at = p.layout.address(row, head);

@@ -94,9 +94,14 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
   constexpr std::uint32_t kAll = 0xffffffffu;
   constexpr std::uint32_t kLog2Lanes = log2_ceil(kLanes);
   if (log2_group < kLog2Lanes) {
-    for (std::uint32_t o = 1; o < (1u << log2_group); o <<= 1) {
-      k = max(k, __shfl_xor_sync(kAll, k, o));
-      v = max(v, __shfl_xor_sync(kAll, v, o));
+    // Unrolled, each step under a condition the whole warp shares (the group size is the
+    // call's): no loop counter or branch between the shuffles.
+    KVCAST_UNROLL
+    for (std::uint32_t o = 1; o < kLanes; o <<= 1) {
+      if (o < (1u << log2_group)) {
+        k = max(k, __shfl_xor_sync(kAll, k, o));
+        v = max(v, __shfl_xor_sync(kAll, v, o));
+      }
     }
     return;
   }

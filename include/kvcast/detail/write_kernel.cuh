@@ -291,7 +291,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
     std::uint32_t k_max = full && has_k ? abs_max_bits(k_vec) : 0u;
     std::uint32_t v_max = full && has_v ? abs_max_bits(v_vec) : 0u;
     group_max(k_max, v_max, lg);
-    scales = Scales::template from_amax<typename Codes::format>(p.scales, k_max, v_max);
+    scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
   } else {
     if (amax && active && !full && slot >= 0) {  // the partial last vector
       seen.k = has_k ? abs_max_bits(k_in, end) : 0u;
