@@ -227,7 +227,7 @@ std::uint32_t bits_of_float(float f) {
   return b;
 }
 
-// Where divide_fast is exactly IEEE division: |x| in [2^-80, 2^80) (and zero).
+// Where divide_fast_for<float> is exactly IEEE division: |x| in [2^-80, 2^80) (and zero).
 bool exact_range(float x) {
   const float a = std::fabs(x);
   return a == 0.0f || (a >= 0x1p-80f && a < 0x1p80f);
@@ -269,7 +269,7 @@ TEST(FastDivision, EqualsIeeeDivisionForEvery16BitInputAndManyScales) {
                                     : kvcast::ref::bf16_to_float(static_cast<std::uint16_t>(i));
         if (!exact_range(x)) continue;
         ++checked;
-        const float got = kvcast::detail::divide_fast(x, b, y), want = x / b;
+        const float got = kvcast::detail::divide_fast_for<float>(x, b, y), want = x / b;
         if (bits_of_float(got) != bits_of_float(want) && mismatches++ == 0)
           first = "x=" + std::to_string(x) + " b=" + std::to_string(b);
       }
@@ -287,7 +287,7 @@ TEST(FastDivision, EqualsIeeeDivisionForRandomFp32) {
     random_fp32_pair(rng, x, b);
     if (!exact_range(x)) continue;
     ++checked;
-    const float got = kvcast::detail::divide_fast(x, b, 1.0f / b), want = x / b;
+    const float got = kvcast::detail::divide_fast_for<float>(x, b, 1.0f / b), want = x / b;
     if (bits_of_float(got) != bits_of_float(want) && mismatches++ == 0) first = std::to_string(x) + " / " + std::to_string(b);
   }
   EXPECT_EQ(mismatches, 0) << first;
@@ -311,7 +311,7 @@ TEST(FastDivision, CodesOutsideTheExactRangeMatchIeee) {
   std::string first;
   for (float b : scales)
     for (float x : xs) {
-      const float q = kvcast::detail::divide_fast(x, b, 1.0f / b), want = x / b;
+      const float q = kvcast::detail::divide_fast_for<float>(x, b, 1.0f / b), want = x / b;
       for (int f = 0; f < 2; ++f) {
         const unsigned got_code = f ? kvcast::float_to_fp8<kvcast::e5m2>(q) : kvcast::float_to_fp8<kvcast::e4m3>(q);
         const unsigned want_code = f ? kvcast::float_to_fp8<kvcast::e5m2>(want) : kvcast::float_to_fp8<kvcast::e4m3>(want);
@@ -662,7 +662,7 @@ TEST(OneCorrection, EverySixteenBitInputWithEveryReciprocalWithinAnUlp) {
   EXPECT_GT(checked, 5000000);
 }
 
-// Per-(token, head) codes (QuotientQuantizer: divide_fast without the clamp, which is the
+// Per-(token, head) codes (QuotientQuantizer: divide_fast_bounded_for, no clamp, which is the
 // identity below 2^80, with the reciprocal hoisted): every input of a 16-bit type up to a row
 // maximum, with the scale the kernel computes from that maximum (PerTokenHeadScale::scale_of,
 // min_scale 1e-6 and one below every quotient), against the reference's IEEE division. Row
@@ -1050,7 +1050,7 @@ bool same_as_reference(const kvcast::Nvfp4BlockCodes& got, const float (&x)[16],
 }  // namespace
 
 // Random blocks of f32, bf16 and f16 values over 2^-60 .. 2^60, with global scales that put the
-// block's divisor inside and outside divide_fast's range, and hostile blocks: the quantizer
+// block's divisor inside and outside the fast division's range, and hostile blocks: the quantizer
 // equals the reference block for block (sf and all 16 codes).
 TEST(Nvfp4Quantizer, EqualsTheReferenceOnRandomAndHostileBlocks) {
   std::mt19937_64 rng(1717);

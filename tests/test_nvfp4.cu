@@ -429,7 +429,7 @@ TEST(Nvfp4FastMathWrite, FloatGridEqualsTheReference) {
 }
 
 // Global scales on the device are read when the kernel runs, so no validation sees them: 0,
-// negative, infinite, NaN, and ones that put the block divisors outside divide_fast's range, each
+// negative, infinite, NaN, and ones that put the block divisors outside the fast division's range, each
 // give what the formulas give, the same as the reference's.
 TEST(Nvfp4Write, HostileGlobalScalesOnTheDevice) {
   KVTEST_REQUIRE_GPU();

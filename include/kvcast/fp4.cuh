@@ -146,9 +146,9 @@ class Nvfp4Quantizer {
 
   //! The E2M1 codes of N consecutive elements of a block whose scale is `sf`, packed N / 2
   //! bytes into words (element 2i in the low nibble of byte i, the first byte lowest). The
-  //! common blocks take each quotient from the block's reciprocal (detail::divide_fast: the IEEE
+  //! common blocks take each quotient from the block's reciprocal (detail::divide_fast_for: the IEEE
   //! quotient), and its code by arithmetic (detail::e2m1_code_not_nan, or the hardware pair
-  //! conversion): a non-zero, non-NaN sf and a divisor inside divide_fast's range make every
+  //! conversion): a non-zero, non-NaN sf and a divisor inside the fast division's range make every
   //! quotient a number. Below E4M3's largest scale, |x| <= amax < 464 * 6g makes every quotient
   //! smaller than 12 in magnitude, so its division needs no clamp. Zero blocks are their signs;
   //! the rest (NaN blocks, divisors out of range: a g near 0 or inf) go out of line. T: the
@@ -286,7 +286,7 @@ KVCAST_HOST_DEVICE float mul_ftz(float a, float b) {
 //! reciprocal, flushed; bit-exact checks of the fast-math formula take the device's own values
 //! (ref::nvfp4_fast_math_block's `rcp`).
 KVCAST_HOST_DEVICE float rcp_approx_ftz(float x) {
-  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;),
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return rcp_approx_normal(x);),  // the same instruction
                     (return canonical_nan_of(flush_subnormal(1.0f / flush_subnormal(x)));))
 }
 //! `a / b` under -prec-div=false: `div.approx.ftz.f32`, which the PTX ISA defines as a * (1 / b)

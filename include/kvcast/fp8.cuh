@@ -140,7 +140,7 @@ KVCAST_HOST_DEVICE float2 pair_to_float2(T x0, T x1) {
 //!
 //! - Arithmetic::fp32: `float_to_fp8(x / scale)` with the quotient exactly as one IEEE fp32
 //!   division rounds it (`__fdiv_rn`). Single elements compute that quotient from a hoisted
-//!   reciprocal (detail::divide_fast); vectors get the same codes from two bracketing products,
+//!   reciprocal (detail::divide_fast_for); vectors get the same codes from two bracketing products,
 //!   verified (detail::bracket_codes).
 //! - Arithmetic::input_precision: `s = T(scale)` (round to nearest), `inv = T(1) / s` correctly
 //!   rounded in T, `y = x * inv` rounded in T, clamp to ±max, convert. The clamp is not
@@ -187,12 +187,6 @@ KVCAST_HOST_DEVICE float divide_corrected(float x, float b, float y) {
   for (int i = 0; i < Corrections; ++i) q = fma_rn(fma_rn(-q, b, x), y, q);
   NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return copysignf(q, q0);), (return std::copysign(q, q0);))
 }
-//! divide_fast without the clamp, for an x known to be finite and below 2^80 in magnitude
-//! (QuotientQuantizer's). @pre scale_allows_fast_division(b), |x| < 2^80.
-KVCAST_HOST_DEVICE float divide_fast_bounded(float x, float b, float y) { return divide_corrected<2>(x, b, y); }
-//! A quotient whose fp8 code is that of RN(x / b), given y = RN(1 / b); exactly RN(x / b) for
-//! |x| in [2^-80, 2^80). @pre scale_allows_fast_division(b).
-KVCAST_HOST_DEVICE float divide_fast(float x, float b, float y) { return divide_fast_bounded(clamp_2_80(x), b, y); }
 
 // One correction is enough for the fp8 (and E2M1) code of a 16-bit input. After q0 = RN(x*y) and
 // q1 = RN(q0 + r*y), r = RN(x - q0*b), q1 = RN(x/b + d) with |d| <= |x/b| * 2^-45 (y and q0 are
@@ -247,15 +241,17 @@ KVCAST_HOST_DEVICE float divide_by_max(float amax) {
   }
 }
 
-//! divide_fast_bounded with the corrections an input of type T needs for its fp8 code: one for
-//! fp16 and bf16 (y within one ulp of 1/b), two for float (y = RN(1/b)): reciprocal_for<T>'s y.
+//! x / b without the clamp, for an x known to be finite and below 2^80 in magnitude
+//! (QuotientQuantizer's), with the corrections an input of type T needs for its fp8 code: one
+//! for fp16 and bf16 (y within one ulp of 1/b), two for float (y = RN(1/b), and then the quotient
+//! is exactly RN(x / b) for |x| in [2^-80, 2^80)): reciprocal_for<T>'s y.
 //! @pre scale_allows_fast_division(b), |x| < 2^80, x a T value.
 template <class T>
 KVCAST_HOST_DEVICE float divide_fast_bounded_for(float x, float b, float y) {
   return divide_corrected<sizeof(T) == 2 ? 1 : 2>(x, b, y);
 }
-//! divide_fast for an x that is a value of input type T: a quotient with RN(x / b)'s fp8 code.
-//! @pre scale_allows_fast_division(b).
+//! divide_fast_bounded_for after the clamp to ±2^80: for any x that is a value of input type T,
+//! a quotient with RN(x / b)'s fp8 code. @pre scale_allows_fast_division(b).
 template <class T>
 KVCAST_HOST_DEVICE float divide_fast_for(float x, float b, float y) {
   return divide_fast_bounded_for<T>(clamp_2_80(x), b, y);
