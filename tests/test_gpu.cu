@@ -46,7 +46,9 @@ std::vector<Case> grid() {
   add([](Case&) {});                                                           // SGLang-like 16 x 8 x 128
   add([](Case& c) { c.tokens = 1; });                                          // decode
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });        // larger rows, 2 vectors a thread
-  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });         // a mid-size call: vec 8
+  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });
+  add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; c.has_v = false; });  // the general kernel's widest
+  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; c.out = OutKind::nhd; });         // a mid-size call: vec 8
   // The same widths off the dense kernel (WriteKernel::dense): paged rows, one tensor.
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; c.out = OutKind::nhd; c.block_size = 16; });
   add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; c.has_v = false; });
@@ -142,6 +144,8 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.tokens = 4; c.heads = 8; c.head_dim = 64; });
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });     // past 2^21 elements: the widest vectors
   add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });
+  add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; c.has_v = false; });  // the general kernel's widest
+  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; c.out = OutKind::nhd; });
   add([](Case& c) { c.tokens = 5; c.heads = 8; c.head_dim = 100; });        // vec 4
   add([](Case& c) { c.tokens = 7; c.heads = 3; c.head_dim = 33; });         // element by element
   add([](Case& c) { c.tokens = 3; c.heads = 2; c.head_dim = 576; });        // MLA-sized head
@@ -186,12 +190,11 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
 }
 
 template <class C>
-void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::pair<int, int>>& shapes) {
+void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int, int, bool>>& shapes, int& fused_heads) {
   for (const Case& c : scale_grid(kind, amax)) {
     const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
-    if (kind == kvcast::ScaleKind::per_token_head || kind == kvcast::ScaleKind::per_head)
-      EXPECT_TRUE(!o.dense || c.heads == 1) << "per-head and per-(token, head) scales take the general kernel\n" << c.describe();
-    if (c.tokens > 0) shapes.insert({o.vec, o.access});
+    if (kind != kvcast::ScaleKind::per_tensor && c.heads > 1 && o.dense) ++fused_heads;
+    if (c.tokens > 0) shapes.insert({o.vec, o.access, o.dense});
     if (::testing::Test::HasFailure()) return;
   }
 }
@@ -199,14 +202,21 @@ void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::pair<int,
 TYPED_TEST(Downcast, PerHeadScalesAndAmaxOverTheGrid) {
   KVTEST_REQUIRE_GPU();
   using C = TypeParam;
-  std::set<std::pair<int, int>> shapes;
-  check_scale_grid<C>(kvcast::ScaleKind::per_head, false, shapes);
+  // (vector, elements an access, dense kernel)
+  std::set<std::tuple<int, int, bool>> shapes, fused;
+  int fused_heads = 0;
+  check_scale_grid<C>(kvcast::ScaleKind::per_head, false, shapes, fused_heads);
   if (::testing::Test::HasFailure()) return;
-  check_scale_grid<C>(kvcast::ScaleKind::per_tensor, true, shapes);
-  const bool vec16 = sizeof(typename C::T) == 2 && C::kMode == Arithmetic::fp32;
-  std::set<std::pair<int, int>> all = {{4, 4}, {8, 8}, {8, 1}};
-  if (vec16) all.insert({16, 16});
-  EXPECT_EQ(shapes, all) << "every kernel of PerHeadScale (detail::write_kernel_exists)";
+  EXPECT_GE(fused_heads, 5) << "per-head scales of several heads in the dense kernel";
+  check_scale_grid<C>(kvcast::ScaleKind::per_tensor, true, fused, fused_heads);
+  const bool fp32 = C::kMode == Arithmetic::fp32;
+  const bool vec16 = sizeof(typename C::T) == 2 && fp32;
+  std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
+  if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
+  if (fp32) all.insert({2, 2, true});
+  EXPECT_EQ(shapes, all) << "every kernel of PerHeadScale (detail::write_kernel_exists), per-head scales";
+  for (const auto& f : fused) EXPECT_EQ(all.count(f), 1u) << "per tensor with amax: vector " << std::get<0>(f);
+  EXPECT_EQ(fused.count({fp32 ? 2 : 4, fp32 ? 2 : 4, true}), 1u) << "per tensor with amax: the tiniest calls' dense kernel";
 }
 
 TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
@@ -227,11 +237,13 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     EXPECT_EQ(s.code(), kvcast::Code::bad_option) << s.message();
     EXPECT_NE(std::string(s.message()).find("fp32 arithmetic"), std::string::npos) << s.message();
   } else {
-    std::set<std::pair<int, int>> shapes;
-    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes);
+    std::set<std::tuple<int, int, bool>> shapes;
+    int fused_heads = 0;
+    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads);
+    EXPECT_GE(fused_heads, 5) << "per-(token, head) scales of several heads in the dense kernel";
     const bool vec16 = sizeof(typename C::T) == 2;
-    std::set<std::pair<int, int>> all = {{4, 4}, {8, 8}, {8, 1}};
-    if (vec16) all.insert({16, 16});
+    std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
+    if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
     EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";
   }
 }

@@ -103,7 +103,7 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
   const char* count_env = std::getenv("KVCAST_PROPERTY_CASES");
   const int cases = one ? 1 : (count_env ? std::atoi(count_env) : 2000);
   const std::uint64_t first_seed = one ? std::strtoull(one, nullptr, 10) : 0x6b7663617374ull;  // "kvcast"
-  std::vector<int> per_combo(12, 0), per_kind(3, 0);
+  std::vector<int> per_combo(12, 0), per_kind(3, 0), fused_heads(3, 0);  // fused: heads of their own scales in the dense kernel
   int with_amax = 0;
   long long rows_rejected = 0;
   for (int i = 0; i < cases; ++i) {
@@ -114,6 +114,7 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
     const kvtest::Outcome o = kCombos[combo].run(c, poison);
     ++per_combo[combo];
     ++per_kind[static_cast<int>(c.scale_kind)];
+    if (o.dense && c.heads > 1) ++fused_heads[static_cast<int>(c.scale_kind)];
     with_amax += c.amax ? 1 : 0;
     rows_rejected += static_cast<long long>(o.device_errors);
     const bool ok = o.ran && o.mismatches == 0 && o.device_errors == o.reference_errors;
@@ -123,8 +124,8 @@ TEST(Property, RandomCasesAreBitExactAndTouchNothingElse) {
   }
   std::printf("[ property ] %d cases bit-exact, %lld rejected rows counted exactly; per combo:", cases, rows_rejected);
   for (int k = 0; k < 12; ++k) std::printf(" %s=%d", kCombos[k].name, per_combo[k]);
-  std::printf("; per scale kind: per_tensor=%d per_head=%d per_token_head=%d; with amax %d\n", per_kind[0], per_kind[1],
-              per_kind[2], with_amax);
+  std::printf("; per scale kind: per_tensor=%d per_head=%d per_token_head=%d (dense, heads fused: %d, %d); with amax %d\n",
+              per_kind[0], per_kind[1], per_kind[2], fused_heads[1], fused_heads[2], with_amax);
   if (!one) {
     for (int k = 0; k < 12; ++k) EXPECT_GT(per_combo[k], cases / 40) << kCombos[k].name << " is barely covered";
   }

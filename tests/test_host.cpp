@@ -185,7 +185,8 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
   a.v_amax = fake_floats(0xC0004);
   EXPECT_TRUE(kvcast::validate(a).ok()) << kvcast::validate(a).message();
   // Per tensor with amax takes the per-head kernels (one scale for every head), the dense one
-  // for the serving call; per-head scales the general one.
+  // for the serving call; so do per-head scales, heads fused, where every vector can lie in one
+  // head; otherwise the general one, a head a segment.
   DowncastArgs<Bf16> t = valid_args();
   t.k_amax = fake_floats(0xC0000);
   kvcast::detail::Plan plan;
@@ -193,7 +194,17 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
   EXPECT_EQ(plan.scale_policy, kvcast::detail::ScalePolicyId::per_head);
   EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::dense);
   ASSERT_TRUE(kvcast::make_plan(a, plan).ok());
-  EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::general);
+  EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::dense);
+  EXPECT_EQ(plan.seg_len, a.heads * a.head_dim);
+  for (auto edit : {+[](DowncastArgs<Bf16>& h) { h.head_dim = 126; },                  // no 4-element vector in a head
+                    +[](DowncastArgs<Bf16>& h) { h.k = fake_in(0x10000 + 2); },        // misaligned input
+                    +[](DowncastArgs<Bf16>& h) { h.v = nullptr, h.v_out = nullptr, h.v_head_scales = nullptr, h.v_amax = nullptr; }}) {
+    DowncastArgs<Bf16> h = a;
+    edit(h);
+    ASSERT_TRUE(kvcast::make_plan(h, plan).ok()) << kvcast::make_plan(h, plan).message();
+    EXPECT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::general);
+    EXPECT_EQ(plan.segs_per_token, h.heads);
+  }
 
   // Per (token, head): separate, paged, and inline after each page's codes (16 rows of 8 heads
   // of 128 bytes, then their 128 floats); an inline placement 4 bytes early lands on the codes.
@@ -498,7 +509,7 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
         for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
           for (Access acc : {Access::vector, Access::interleaved})
             for (int vec : {1, 2, 4, 8, 16, 32}) scaled += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode, scales) ? 2 : 0;
-  EXPECT_EQ(scaled, 90);  // PerHeadScale 68 (28 dense), PerTokenHeadScale 22 (fp32 mode only)
+  EXPECT_EQ(scaled, 112);  // PerHeadScale 74 (34 dense), PerTokenHeadScale 38 (16 dense; fp32 mode only)
 
   // A 2-element vector is legal, but the call is not dense: element by element instead.
   DowncastArgs<Bf16> a = large_args();
@@ -546,17 +557,52 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
   }
 }
 
-// Per-(token, head) scales: one row-head a segment, in one chunk of whole vectors (at most
-// kBlockSize of them), never the dense kernel.
+// Per-head scales: heads fused only in the dense kernel, each vector inside one head; otherwise
+// a head a segment. Every choice exists.
+TEST(Plan, PerHeadScalesFuseHeadsOnlyWhereEachVectorIsInOneHead) {
+  std::mt19937 rng(7);
+  int fused = 0, apart = 0;
+  for (int i = 0; i < 20000; ++i) {
+    DowncastArgs<Bf16> b = valid_args();
+    per_head(b);
+    b.num_tokens = 1 + static_cast<std::int64_t>(rng() % 3000);
+    b.heads = 1 + static_cast<std::int64_t>(rng() % 40);
+    b.head_dim = 1 + static_cast<std::int64_t>(rng() % 300);
+    if (rng() % 4 == 0) b.k = fake_in(0x100000 + 2 * (rng() % 16));
+    if (rng() % 4 == 0) b.k_out = fake_out(0x900000 + rng() % 16);
+    if (rng() % 4 == 0) b.in_head_stride = b.head_dim + static_cast<std::int64_t>(rng() % 3);
+    const kvcast::Arithmetic mode = rng() % 2 ? kvcast::Arithmetic::fp32 : kvcast::Arithmetic::input_precision;
+    kvcast::detail::Plan p;
+    ASSERT_TRUE(kvcast::make_plan(b, p, mode).ok()) << kvcast::make_plan(b, p, mode).message();
+    const auto& c = p.choice;
+    ASSERT_TRUE(kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, 2, mode, kvcast::detail::ScalePolicyId::per_head)) << i;
+    if (p.segs_per_token == 1 && b.heads > 1) {
+      ++fused;
+      EXPECT_EQ(c.kernel, kvcast::detail::WriteKernel::dense) << i;
+      EXPECT_EQ(c.access, kvcast::tile::Access::vector) << i;
+      EXPECT_EQ(b.head_dim % c.vec, 0) << i;
+    } else {
+      ++apart;
+      EXPECT_EQ(p.seg_len, b.head_dim) << i;
+    }
+  }
+  EXPECT_GT(fused, 1000);
+  EXPECT_GT(apart, 1000);
+}
+
+// Per-(token, head) scales: a row-head in one chunk of whole vectors (at most kBlockSize of
+// them): one row-head a segment, or heads fused in the dense kernel where head_dim is a power of
+// two.
 TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
   std::mt19937 rng(5);
+  int dense = 0;
   for (int i = 0; i < 20000; ++i) {
     DowncastArgs<Bf16> b = valid_args();
     per_token_head(b);
     b.out_rows = 64;
     b.num_tokens = 1 + static_cast<std::int64_t>(rng() % 64);
     b.heads = 1 + static_cast<std::int64_t>(rng() % 8);
-    b.head_dim = 1 + static_cast<std::int64_t>(rng() % 2048);
+    b.head_dim = rng() % 4 == 0 ? std::int64_t{1} << (rng() % 12) : 1 + static_cast<std::int64_t>(rng() % 2048);
     b.out = OutputLayout::contiguous(b.heads, b.head_dim);
     b.k_out = fake_out(0x10000000);
     b.v_out = fake_out(0x20000000);
@@ -566,18 +612,31 @@ TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
     kvcast::detail::Plan p;
     ASSERT_TRUE(kvcast::make_plan(b, p).ok()) << kvcast::make_plan(b, p).message();
     const auto& c = p.choice;
+    ASSERT_TRUE(kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, 2, kvcast::Arithmetic::fp32,
+                                                    kvcast::detail::ScalePolicyId::per_token_head));
+    EXPECT_LE(1 << c.log2_group, kvcast::detail::kBlockSize);
+    const bool pow2 = (b.head_dim & (b.head_dim - 1)) == 0;
+    if (c.kernel == kvcast::detail::WriteKernel::dense) {
+      // Heads fused: a row-head is an aligned power-of-two group of vectors inside one chunk.
+      ++dense;
+      EXPECT_TRUE(pow2) << i;
+      EXPECT_EQ(p.seg_len, b.heads * b.head_dim) << i;
+      EXPECT_EQ(c.access, kvcast::tile::Access::vector) << i;
+      EXPECT_EQ(b.head_dim % c.vec, 0) << i;
+      EXPECT_LE(b.head_dim / c.vec, std::int64_t{1} << c.log2_group) << i;
+      EXPECT_GE(std::int64_t{c.vec} << c.log2_group, std::min<std::int64_t>(p.seg_len, b.head_dim)) << i;
+      continue;
+    }
+    EXPECT_TRUE(!pow2 || b.heads == 1 || b.k != fake_in(0x10000) || b.head_dim < 4 || b.head_dim > 1024) << i;
     EXPECT_EQ(p.seg_len, b.head_dim);
     EXPECT_EQ(p.segs_per_token, b.heads);
-    EXPECT_EQ(c.kernel, kvcast::detail::WriteKernel::general);
     EXPECT_EQ(c.chunks(), 1) << i;
     if (c.access == kvcast::tile::Access::vector) {
       EXPECT_EQ(b.head_dim % c.vec, 0) << i;
     }
     EXPECT_GE(std::int64_t{c.vec} << c.log2_group, b.head_dim) << i;
-    EXPECT_LE(1 << c.log2_group, kvcast::detail::kBlockSize);
-    ASSERT_TRUE(kvcast::detail::write_kernel_exists(c.kernel, c.vec, c.access, 2, kvcast::Arithmetic::fp32,
-                                                    kvcast::detail::ScalePolicyId::per_token_head));
   }
+  EXPECT_GT(dense, 1000);
 }
 
 TEST(Plan, SlotBoundsMatchRowRange) {

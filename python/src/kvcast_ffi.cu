@@ -355,8 +355,6 @@ void run_write(const WriteCall& c, const char* op) {
   // (kvcast's messages come first, NumPy arrays included).
   kvcast::detail::Plan plan;
   check(kvcast::make_plan(a, plan, Mode, kvcast::code_format_of<Format>()), op);
-  if (c.scale_kind == "per_token_head" && Mode != kvcast::Arithmetic::fp32)
-    fail(std::string("kvcast.") + op + ": scale_kind per_token_head computes its scales in fp32 arithmetic: use arithmetic='fp32'");
   const int device = cuda_device_of({&c.k, &c.v, &c.k_out, &c.v_out, &c.loc, &c.k_scale, &c.v_scale, &c.k_heads, &c.v_heads,
                                      &c.k_scales_out, &c.v_scales_out, &c.k_amax, &c.v_amax, &c.k_block_scales_out,
                                      &c.v_block_scales_out});

@@ -37,7 +37,9 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
   p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
   p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
-  p.segs_per_token = FastDivmod(static_cast<std::uint32_t>(plan.segs_per_token));
+  // DenseRows (the dense and realigned kernels): head_dim; LayoutRows: segments a token.
+  const bool dense_rows = plan.choice.kernel != WriteKernel::general;
+  p.split = FastDivmod(static_cast<std::uint32_t>(dense_rows ? a.head_dim : plan.segs_per_token));
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
   p.v = a.v;
@@ -51,10 +53,11 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.max_slot = plan.max_slot;
   // DenseRows (the dense and realigned kernels) take `slot * mult + offset` as the row's byte
   // offset: the row stride is folded in here (modulo 2^64, exact for every row in range), which
-  // takes a 64-bit multiply off the path from the slot's load to the stores.
-  const bool byte_rows = plan.choice.kernel != WriteKernel::general;
+  // takes a 64-bit multiply off the path from the slot's load to the stores. Not where a
+  // computed scale is stored at the row (WriteParams::kRowsFolded).
+  const bool fold = dense_rows && WriteParams<T, Scales>::kRowsFolded;
   const auto times_stride = [&](std::int64_t x) {
-    return byte_rows ? static_cast<std::int64_t>(static_cast<std::uint64_t>(x) * static_cast<std::uint64_t>(plan.out.block_stride)) : x;
+    return fold ? static_cast<std::int64_t>(static_cast<std::uint64_t>(x) * static_cast<std::uint64_t>(plan.out.block_stride)) : x;
   };
   p.mult = times_stride(a.mult);
   p.offset = times_stride(a.offset);

@@ -275,17 +275,21 @@ inline Status cut_segments(std::int64_t num_tokens, std::int64_t heads, std::int
 //!  - element by element (interleaved): 8 a thread, and 16 for 16-bit inputs in large general
 //!    calls, the dense call of that size taking the realigned kernel.
 //! The scale policies other than PerTensorScale take the general kernel, with vectors of 4 to
-//! the widest and 8 elements interleaved; PerHeadScale also the dense kernel's vectors (dense
-//! calls are fused rows, so only per-tensor calls with amax, or one head, take it: NOTES #15f);
-//! PerTokenHeadScale computes in fp32 mode only.
+//! the widest and 8 elements interleaved, and the dense kernel's vectors for calls whose heads
+//! fuse (per-tensor calls with amax, one head, scales of each head with every vector in one
+//! head: NOTES #15f, #15p), PerHeadScale's from 2 in fp32 mode. PerTokenHeadScale computes in
+//! fp32 mode only.
 constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access access, int input_bytes, Arithmetic mode,
                                    ScalePolicyId scales = ScalePolicyId::per_tensor) {
   if (scales != ScalePolicyId::per_tensor) {
     if (kernel == WriteKernel::realigned || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
-    // The dense kernel, whole vectors only, for PerHeadScale (per-tensor calls with amax).
-    if (kernel == WriteKernel::dense && (scales != ScalePolicyId::per_head || access != tile::Access::vector)) return false;
+    // The dense kernel, whole vectors only: per-tensor calls with amax, and scales of each head
+    // where each vector lies in one head; PerHeadScale with PerTensorScale's 2-element vectors
+    // for the tiniest calls.
+    if (kernel == WriteKernel::dense && access != tile::Access::vector) return false;
     if (access == tile::Access::interleaved) return vec == tuning::kElementWiseVector;
-    return (vec == tuning::kScaledMinVector || vec == 8 || vec == 16) &&
+    const bool tiniest = kernel == WriteKernel::dense && scales == ScalePolicyId::per_head && vec == 2 && vec >= tuning::narrowest_vector(mode);
+    return (tiniest || vec == tuning::kScaledMinVector || vec == 8 || vec == 16) &&
            vec <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes);
   }
   if (kernel == WriteKernel::realigned)
@@ -508,6 +512,43 @@ Status check_nvfp4_args(const DowncastArgs<T>& a, Plan& plan, std::int64_t code_
                                   "block_stride)");
 }
 
+//! Whether every output row-head of a validated call starts at a multiple of `bytes`: k_out,
+//! v_out and the layout's strides (the head stride only when a row's heads are written apart).
+template <class T>
+bool outputs_allow(const DowncastArgs<T>& a, const Plan& plan, std::int64_t bytes, bool heads_apart) {
+  return is_aligned(a.k_out, bytes) && is_aligned(a.v_out, bytes) && plan.out.block_stride % bytes == 0 &&
+         (plan.out.block_size == 1 || plan.out.token_stride % bytes == 0) && (!heads_apart || plan.out.head_stride % bytes == 0);
+}
+
+//! Whether every input vector of `v` elements starts at a multiple of its size: k, v and the
+//! input strides a vector's start depends on (the head stride only when heads are apart).
+template <class T>
+bool inputs_allow(const DowncastArgs<T>& a, const Plan& plan, std::int64_t v, bool heads_apart) {
+  const std::int64_t bytes = v * static_cast<std::int64_t>(sizeof(T));
+  return is_aligned(a.k, bytes) && is_aligned(a.v, bytes) && (a.num_tokens == 1 || plan.in_token_stride % v == 0) &&
+         (!heads_apart || plan.in_head_stride % v == 0);
+}
+
+//! Per-head scales fuse a dense call's heads into one row when vectors of
+//! tuning::kScaledMinVector fit: each lies in one head and every access is aligned. The planner
+//! then takes a vector that divides head_dim (choose_kernel), and the dense kernel a vector's
+//! head from its first element (DenseRows::scale_head).
+template <class T>
+bool per_head_rows_fuse(const DowncastArgs<T>& a, const Plan& plan) {
+  constexpr int v = tuning::kScaledMinVector;
+  return a.head_dim % v == 0 && inputs_allow(a, plan, v, false) && outputs_allow(a, plan, v, false);
+}
+
+//! Per-(token, head) scales fuse a dense call's heads into one row when, besides
+//! per_head_rows_fuse, head_dim is a power of two whose vectors of tuning::kScaledMinVector fit
+//! one group: a row-head is then an aligned power-of-two group of the row's threads, which
+//! reduce it (DenseRows::row_head_log2).
+template <class T>
+bool per_token_head_rows_fuse(const DowncastArgs<T>& a, const Plan& plan) {
+  return (a.head_dim & (a.head_dim - 1)) == 0 && a.head_dim <= std::int64_t{kBlockSize} * tuning::kScaledMinVector &&
+         per_head_rows_fuse(a, plan);
+}
+
 static_assert(kMaxReducedHeadDim <= std::int64_t{kBlockSize} * tuning::kElementWiseVector,
               "A reduced row-head fits one group, element by element.");
 
@@ -585,20 +626,19 @@ Status check_args(const DowncastArgs<T>& a, Plan& plan, CodeFormat format = Code
   slot_bounds(a.mult, a.offset, a.out_rows, plan.min_slot, plan.max_slot);
 
   // Segments: heads fuse into one run when they are back to back in input and output.
-  // A scale that changes with the head keeps heads apart: a segment is then one row-head.
+  // A scale that changes with the head keeps heads apart (a segment is then one row-head), but
+  // in the dense call whose vectors can each lie in one head: the dense kernel finds a vector's
+  // head from its first element, and reduces a row-head over its group of threads
+  // (per_head_rows_fuse, per_token_head_rows_fuse).
   // NVFP4's block scales have their own layout: its heads stay apart (the general kernel).
-  const bool fuse = a.heads == 1 || (!nvfp4 && a.scale_kind == ScaleKind::per_tensor && plan.in_head_stride == a.head_dim &&
-                                     plan.out.head_stride == a.head_dim);
-  plan.dense = !nvfp4 && fuse && plan.out.block_size == 1 && a.k != nullptr && a.v != nullptr;
+  const bool back_to_back = plan.in_head_stride == a.head_dim && plan.out.head_stride == a.head_dim;
+  const bool dense_call = !nvfp4 && plan.out.block_size == 1 && a.k != nullptr && a.v != nullptr;
+  const bool heads_fit = a.scale_kind == ScaleKind::per_tensor ||
+                         (a.scale_kind == ScaleKind::per_head && per_head_rows_fuse(a, plan)) ||
+                         (a.scale_kind == ScaleKind::per_token_head && per_token_head_rows_fuse(a, plan));
+  const bool fuse = a.heads == 1 || (!nvfp4 && back_to_back && (a.scale_kind == ScaleKind::per_tensor || (dense_call && heads_fit)));
+  plan.dense = dense_call && fuse && heads_fit;
   return cut_segments(a.num_tokens, a.heads, a.head_dim, fuse, plan.segs_per_token, plan.seg_len, plan.num_segments, plan.elements);
-}
-
-//! Whether every output row-head of a validated call starts at a multiple of `bytes`: k_out,
-//! v_out and the layout's strides (the head stride only when a row's heads are written apart).
-template <class T>
-bool outputs_allow(const DowncastArgs<T>& a, const Plan& plan, std::int64_t bytes, bool heads_apart) {
-  return is_aligned(a.k_out, bytes) && is_aligned(a.v_out, bytes) && plan.out.block_stride % bytes == 0 &&
-         (plan.out.block_size == 1 || plan.out.token_stride % bytes == 0) && (!heads_apart || plan.out.head_stride % bytes == 0);
 }
 
 //! The log2 of the group of threads that walks a chunk of a segment of `items` whole vectors: the
@@ -621,21 +661,20 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   KernelChoice c;
   const bool fused = plan.segs_per_token == 1;
   const ScalePolicyId scales = plan.scale_policy;
-  // A row-head reduced for its scale is one chunk, whole vectors: no partial vector, no more
-  // items than a CTA has threads.
+  // A row-head reduced for its scale lies in one chunk, whole vectors: no partial vector, no
+  // more items than a CTA has threads (heads fused: a power of two of them, check_args, so that
+  // the chunks, of a power of two, split the row between heads).
   const bool reduced = scales == ScalePolicyId::per_token_head;
-  const WriteKernel kernel = plan.dense && scales != ScalePolicyId::per_token_head ? WriteKernel::dense : WriteKernel::general;
-  const auto inputs_allow = [&](int v) {
-    return is_aligned(a.k, std::int64_t{v} * kBytes) && is_aligned(a.v, std::int64_t{v} * kBytes) &&
-           (a.num_tokens == 1 || plan.in_token_stride % v == 0) && (fused || plan.in_head_stride % v == 0);
-  };
+  const WriteKernel kernel = plan.dense ? WriteKernel::dense : WriteKernel::general;
+  // Scales of each head with heads fused (check_args): every vector in one head.
+  const bool heads_scaled_in_row = fused && a.heads > 1 && a.scale_kind != ScaleKind::per_tensor;
   if (plan.format == CodeFormat::nvfp4) {
     // Vectors of a block a thread for 16-bit inputs in large calls, half a block otherwise, its
     // codes one access, where the pointers and strides allow; else the widest, one element (one
     // code byte) an access.
     c.kernel = WriteKernel::general;
     const int widest = nvfp4_vec(kBytes);
-    const auto vector_fits = [&](int v) { return inputs_allow(v) && outputs_allow(a, plan, v / nvfp4::kCodesPerByte, !fused); };
+    const auto vector_fits = [&](int v) { return inputs_allow(a, plan, v, !fused) && outputs_allow(a, plan, v / nvfp4::kCodesPerByte, !fused); };
     if (widest > kNvfp4HalfBlock && plan.elements > tuning::kNvfp4WholeBlocksAbove && vector_fits(widest)) {
       c.vec = widest;
     } else if (vector_fits(kNvfp4HalfBlock)) {
@@ -646,12 +685,16 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
     }
   }
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);
-  // The other scale policies' narrowest vector is tuning::kScaledMinVector: where the tiers ask
-  // for a narrower one, they take that rather than go element by element.
-  if (scales != ScalePolicyId::per_tensor && widest < tuning::kScaledMinVector) widest = tuning::kScaledMinVector;
+  // The other scale policies' narrowest vector is tuning::kScaledMinVector, but in the dense
+  // kernel: where the tiers ask for a narrower one, they take that rather than go element by
+  // element.
+  if (scales != ScalePolicyId::per_tensor && !(kernel == WriteKernel::dense && scales == ScalePolicyId::per_head) &&
+      widest < tuning::kScaledMinVector)
+    widest = tuning::kScaledMinVector;
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
-    if (v > plan.seg_len || (reduced && (plan.seg_len % v != 0 || plan.seg_len / v > kBlockSize))) continue;
-    if (inputs_allow(v) && outputs_allow(a, plan, v, !fused) &&
+    if (v > plan.seg_len || (reduced && (a.head_dim % v != 0 || a.head_dim / v > kBlockSize))) continue;
+    if (heads_scaled_in_row && a.head_dim % v != 0) continue;
+    if (inputs_allow(a, plan, v, !fused) && outputs_allow(a, plan, v, !fused) &&
         write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
       c.vec = v;
       c.kernel = kernel;

@@ -47,7 +47,9 @@ struct WriteParams {
   std::uint32_t num_segments;
   std::uint32_t seg_len;
   std::uint32_t chunks_first;  //!< GridOrder::chunks_first: grid x walks the chunks, y the segments
-  FastDivmod segs_per_token;
+  //! LayoutRows: segments a token (a segment's token and head are seg / split and seg % split);
+  //! DenseRows: head_dim (a fused row's element e is in head e / split).
+  FastDivmod split;
   std::uint32_t loc_is_int32;
   const T* k;
   const T* v;
@@ -58,12 +60,16 @@ struct WriteParams {
   // To decide and place the stores.
   std::int64_t min_slot;
   std::int64_t max_slot;
-  std::int64_t mult;    //!< DenseRows: times the row stride (dispatch), so the row is a byte offset
+  std::int64_t mult;    //!< DenseRows (kRowsFolded): times the row stride (dispatch), so the row is a byte offset
   std::int64_t offset;  //!< likewise
   OutputLayout out;
   std::uint8_t* k_out;
   std::uint8_t* v_out;
   unsigned long long* error_count;  //!< only on the rare out-of-range path
+
+  //! DenseRows: dispatch folds the row stride into mult and offset, unless the scale policy
+  //! stores a computed scale at the row (which needs the row itself).
+  static constexpr bool kRowsFolded = !Scales::kFromRowHead;
 };
 using PerTensorWriteParams = WriteParams<float, PerTensorScale>;
 static_assert(offsetof(PerTensorWriteParams, error_count) == 176, "WriteParams: keep the hot fields in 176 bytes.");
@@ -74,13 +80,24 @@ static_assert(offsetof(PerTensorWriteParams, error_count) == 176, "WriteParams: 
 //! head is 0, the row needs no page split, no pointer is null, and dispatch folds the row stride
 //! into mult and offset, so a slot's row is already its byte offset. A decode step is nothing
 //! but the path from the loads to the stores, and this takes a third of its instructions off.
+//! Scales of each head fuse here too, each vector in one head: its scale is its first element's
+//! head's, and a row-head reduced for its scale is a power-of-two group of the row's threads.
 struct DenseRows {
   static constexpr bool kBothTensors = true;
-  static constexpr bool kRowIsByteOffset = true;
   template <class P>
   KVCAST_DEVICE static void locate(const P&, std::uint32_t seg, std::uint32_t& token, std::uint32_t& head) {
     token = seg;
     head = 0;
+  }
+  //! The head whose scale the vector starting at element `first` of the segment takes.
+  template <class P>
+  KVCAST_DEVICE static std::uint32_t scale_head(const P& p, std::uint32_t, std::uint32_t first) {
+    return p.split.div(first);
+  }
+  //! log2 of the threads that hold a row-head (head_dim / Vec, a power of two: the planner).
+  template <int Vec, class P>
+  KVCAST_DEVICE static std::uint32_t row_head_log2(const P& p) {
+    return static_cast<std::uint32_t>(31 - __clz(static_cast<int>(p.split.divisor())) - log2_ceil(Vec));
   }
   template <class P>
   KVCAST_DEVICE static std::int64_t in_offset(const P& p, std::uint32_t token, std::uint32_t) {
@@ -92,8 +109,12 @@ struct DenseRows {
     return std::int64_t{first};
   }
   template <class P>
-  KVCAST_DEVICE static std::int64_t row_start(const P&, std::int64_t row) {
-    return row;
+  KVCAST_DEVICE static std::int64_t row_start(const P& p, std::int64_t row) {
+    if constexpr (P::kRowsFolded) {
+      return row;
+    } else {
+      return row * p.out.block_stride;
+    }
   }
   template <class P>
   KVCAST_DEVICE static bool has_k(const P&) {
@@ -109,11 +130,19 @@ struct DenseRows {
 //! either tensor absent (the planner: a tensor and its output are null together).
 struct LayoutRows {
   static constexpr bool kBothTensors = false;
-  static constexpr bool kRowIsByteOffset = false;
   template <class P>
   KVCAST_DEVICE static void locate(const P& p, std::uint32_t seg, std::uint32_t& token, std::uint32_t& head) {
-    token = p.segs_per_token.div(seg);
-    head = seg - token * p.segs_per_token.divisor();
+    token = p.split.div(seg);
+    head = seg - token * p.split.divisor();
+  }
+  template <class P>
+  KVCAST_DEVICE static std::uint32_t scale_head(const P&, std::uint32_t head, std::uint32_t) {
+    return head;
+  }
+  //! A row-head reduced for its scale is the segment, one chunk: the whole group.
+  template <int Vec, class P>
+  KVCAST_DEVICE static std::uint32_t row_head_log2(const P& p) {
+    return p.log2_group;
   }
   template <class P>
   KVCAST_DEVICE static std::int64_t in_offset(const P& p, std::uint32_t token, std::uint32_t head) {
@@ -275,7 +304,8 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // A loaded scale goes out with the other loads: issued after code that waits for them (the
   // amax output's), it would cost a second memory latency.
   float2 scales;
-  if constexpr (!kReduces) scales = Scales::load(p.scales, token, head);
+  // (A thread that stays only for a reduction takes element 0's head: its own may be past the row.)
+  if constexpr (!kReduces) scales = Scales::load(p.scales, token, Rows::scale_head(p, head, active ? first : 0u));
   SeenMax seen, floor;
   if constexpr (Scales::kAmax) {
     if (amax) floor = amax_floor(p.scales.amax.k, p.scales.amax.v, p.scales.amax.skip_smaller != 0);
@@ -290,7 +320,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   if constexpr (kReduces) {
     std::uint32_t k_max = full && has_k ? abs_max_bits(k_vec) : 0u;
     std::uint32_t v_max = full && has_v ? abs_max_bits(v_vec) : 0u;
-    group_max(k_max, v_max, lg);
+    group_max(k_max, v_max, Rows::template row_head_log2<Vec>(p));
     scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
   } else {
     if (amax && active && !full && slot >= 0) {  // the partial last vector
@@ -308,8 +338,9 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // resolve
   std::int64_t row, row_start;
   if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0, row, row_start)) return;
-  if constexpr (kReduces) {
-    if (item == 0) Scales::store(p.scales, row, head, scales, has_k, has_v);
+  if constexpr (kReduces) {  // by the row-head's first thread
+    if ((item & ((1u << Rows::template row_head_log2<Vec>(p)) - 1)) == 0)
+      Scales::store(p.scales, row, Rows::scale_head(p, head, first), scales, has_k, has_v);
   }
   std::uint8_t* __restrict__ k_out = p.k_out + row_start + out_in_row;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
