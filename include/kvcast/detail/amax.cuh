@@ -123,33 +123,37 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
   }
 }
 
-//! What a thread's maxima must exceed to be added (float bits, K's and V's): with
-//! `skip_smaller`, the value of the amax output as this SM last read it (a load cached in L1,
-//! one for the warp), else 0. Issued with the thread's other loads, so that the decision costs
-//! no trip of its own.
+//! What a warp's maxima must exceed to be added (float bits, lane 0 K's, lane 1 V's): with
+//! `skip_smaller`, the value of the amax output as this SM last read it (a load cached in L1),
+//! else 0. Issued with the thread's other loads, so that the decision costs no trip of its own.
 KVCAST_DEVICE SeenMax amax_floor(const float* k_amax, const float* v_amax, bool skip_smaller) {
   SeenMax floor;
-  if (skip_smaller && k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
-  if (skip_smaller && v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  if (skip_smaller && lane == 0 && k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
+  if (skip_smaller && lane == 1 && v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
   return floor;
 }
 
-//! `*at = max(*at, bits)` on a float's bits, a reduction that returns nothing. Called by every
-//! lane with a maximum to add, it is one `red` a warp: the compiler combines a warp's
-//! reductions to one address (a redux over the lanes that call, then one lane's red), which is
-//! also what makes a reduction of our own before it redundant (it did one more, behind ours).
+//! `*at = max(*at, bits)` on a float's bits, a reduction that returns nothing.
 KVCAST_DEVICE void red_max(float* at, std::uint32_t bits) {
   asm volatile("red.relaxed.gpu.global.max.u32 [%0], %1;" ::"l"(at), "r"(bits));
 }
 
-//! `*k_amax = max(*k_amax, seen.k)` over the warp's threads (likewise V; a null pointer skips
-//! its tensor): one reduction a warp and tensor, no barrier, and none from a thread whose
-//! maximum is not above `floor` (amax_floor). The value only grows, so a stale floor is never
-//! above the true one and can only cost a reduction that was not needed; in a large grid, after
-//! its first warps, almost no warp adds one, where thousands on one address would queue.
+//! `*k_amax = max(*k_amax, max of seen.k over the warp)` (likewise V; a null pointer skips its
+//! tensor): both warp maxima reduced together, then one reduction instruction for both tensors,
+//! lane 0 K's and lane 1 V's (two addresses, so the compiler adds no warp aggregation of its
+//! own), no barrier, and none for a maximum not above `floor` (amax_floor). The value only
+//! grows, so a stale floor is never above the true one and can only cost a reduction that was
+//! not needed; in a large grid, after its first warps, almost no warp adds one, where thousands
+//! on one address would queue. Every lane of the warp calls it.
 KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor) {
-  if (k_amax && seen.k > floor.k) red_max(k_amax, seen.k);
-  if (v_amax && seen.v > floor.v) red_max(v_amax, seen.v);
+  const std::uint32_t k = warp_max(seen.k);
+  const std::uint32_t v = warp_max(seen.v);
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  float* const at = lane == 0 ? k_amax : v_amax;
+  const std::uint32_t bits = lane == 0 ? k : v;
+  const std::uint32_t above = lane == 0 ? floor.k : floor.v;
+  if (lane < 2 && at != nullptr && bits > above) red_max(at, bits);
 }
 
 }  // namespace detail
