@@ -188,6 +188,51 @@ def test_gpu_write_then_read_match_torch():
         assert torch.equal(out, want), f"read, {dtype}"  # codes of finite values: no NaN to compare
 
 
+def test_gpu_scale_kinds_match_torch():
+    """Per-(token, head) and per-head scales (heads fused in the dense kernel at head_dim 64 and
+    128, apart at 576 per (token, head)) and amax equal #15's PyTorch expressions bit for bit,
+    with fp8_max as a float32 tensor: IEEE division. (With a Python number, torch on CUDA
+    multiplies by its reciprocal instead, which rounds some amax / 448 differently; counted and
+    printed, not compared.)"""
+    if gpu():
+        return skip(gpu())
+    torch.manual_seed(1)
+    dev = "cuda"
+    rounded_apart = 0
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for dim in (64, 128, 576):
+            x = (torch.randn(2, 37, 8, dim, device=dev) * 30).to(dtype)
+            x[0, 5, 2] = 0  # an all-zero row-head: its scale is min_scale
+            k, v = x
+            loc = torch.randperm(96, device=dev)[:37]
+            loc[3] = -1  # padding: its rows, scales and magnitudes are left out
+            rows = loc >= 0
+            caches = torch.full((2, 96, 8, dim), 0x5A, dtype=torch.uint8, device=dev)
+            scales = torch.full((2, 96, 8), -1.0, device=dev)
+            amax = torch.zeros(2, 1, device=dev)
+            kvcast.write(k, v, caches[0], caches[1], loc=loc, scale_kind="per_token_head", k_scales_out=scales[0],
+                         v_scales_out=scales[1], min_scale=1e-6, k_amax=amax[0], v_amax=amax[1])
+            for t, cache, got_s, got_amax in zip((k, v), caches, scales, amax):
+                a = t.float().abs().amax(-1)
+                s = (a / divisor(448.0)).clamp(min=1e-6)
+                rounded_apart += int(((a / 448.0).clamp(min=1e-6) != s).sum())
+                q = (t.float() / s[..., None]).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+                want, want_s = torch.full_like(cache, 0x5A), torch.full_like(got_s, -1.0)
+                want[loc[rows]], want_s[loc[rows]] = q[rows], s[rows]
+                assert torch.equal(cache, want), f"per (token, head) codes, {dtype} {dim}"
+                assert torch.equal(got_s, want_s), f"per (token, head) scales, {dtype} {dim}"
+                assert torch.equal(got_amax, t[rows].float().abs().amax().reshape(1)), f"amax, {dtype} {dim}"
+            heads = torch.rand(2, 8, device=dev) + 0.05
+            caches.fill_(0x5A)
+            kvcast.write(k, v, caches[0], caches[1], loc=loc, scale_kind="per_head", k_head_scales=heads[0], v_head_scales=heads[1])
+            for t, cache, h in zip((k, v), caches, heads):
+                q = (t.float() / h[:, None]).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+                want = torch.full_like(cache, 0x5A)
+                want[loc[rows]] = q[rows]
+                assert torch.equal(cache, want), f"per head, {dtype} {dim}"
+    print(f"  (amax / 448 with a Python number: {rounded_apart} of {3 * 3 * 2 * 37 * 8} scales rounded otherwise)")
+
+
 def test_gpu_read_every_code_matches_torch_bit_for_bit():
     """Every fp8 code of both formats, NaNs included, read with several scales (0, inf and a
     subnormal among them) equals torch's (codes.view(fp8).float() * scale).to(T), bit for bit."""
