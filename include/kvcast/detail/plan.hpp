@@ -685,9 +685,9 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
     }
   }
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);
-  // The other scale policies' narrowest vector is tuning::kScaledMinVector, but in the dense
-  // kernel: where the tiers ask for a narrower one, they take that rather than go element by
-  // element.
+  // The other scale policies' narrowest vector is tuning::kScaledMinVector (PerHeadScale's in
+  // the dense kernel is 2, as PerTensorScale's): where the tiers ask for a narrower one, they
+  // take that rather than go element by element.
   if (scales != ScalePolicyId::per_tensor && !(kernel == WriteKernel::dense && scales == ScalePolicyId::per_head) &&
       widest < tuning::kScaledMinVector)
     widest = tuning::kScaledMinVector;

@@ -56,7 +56,8 @@ constexpr std::int64_t kRealignAbove = std::int64_t{1} << 21;
 constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
 
 //! The narrowest vector of the scale policies other than per tensor (their kernels have no
-//! 2-element one): the calls for which the tiers ask for 2 take this (NOTES #15a).
+//! 2-element one, but PerHeadScale's dense kernel: NOTES #15p): the calls for which the tiers
+//! ask for 2 take this (NOTES #15a).
 constexpr int kScaledMinVector = 4;
 
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
