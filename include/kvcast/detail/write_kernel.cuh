@@ -253,8 +253,9 @@ KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_
 //! of threads, so that one long row spreads over several CTAs; a thread takes item
 //! `by * group + rank` (tile::Memory), Vec elements laid out as `A` says. The tail of a segment
 //! whose length Vec does not divide goes element by element, out of line. A scale computed
-//! from the row-head (Scales::kFromRowHead) has the planner make each segment one row-head in
-//! one chunk of whole vectors.
+//! from the row-head (Scales::kFromRowHead) has the planner put each row-head in one chunk of
+//! whole vectors: a segment of its own, or, heads fused (DenseRows), an aligned power-of-two
+//! group of the row's threads (Rows::row_head_log2).
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
 KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
   using Walk = tile::Memory<std::uint32_t>;
