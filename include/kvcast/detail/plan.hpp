@@ -666,8 +666,9 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   // the chunks, of a power of two, split the row between heads).
   const bool reduced = scales == ScalePolicyId::per_token_head;
   const WriteKernel kernel = plan.dense ? WriteKernel::dense : WriteKernel::general;
-  // Scales of each head with heads fused (check_args): every vector in one head.
-  const bool heads_scaled_in_row = fused && a.heads > 1 && a.scale_kind != ScaleKind::per_tensor;
+  // Every vector in one head: a row-head reduced for its scale, and scales of each head with
+  // heads fused (check_args).
+  const bool vectors_in_heads = reduced || (fused && a.heads > 1 && a.scale_kind != ScaleKind::per_tensor);
   if (plan.format == CodeFormat::nvfp4) {
     // Vectors of a block a thread for 16-bit inputs in large calls, half a block otherwise, its
     // codes one access, where the pointers and strides allow; else the widest, one element (one
@@ -692,8 +693,7 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
       widest < tuning::kScaledMinVector)
     widest = tuning::kScaledMinVector;
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
-    if (v > plan.seg_len || (reduced && (a.head_dim % v != 0 || a.head_dim / v > kBlockSize))) continue;
-    if (heads_scaled_in_row && a.head_dim % v != 0) continue;
+    if (v > plan.seg_len || (vectors_in_heads && a.head_dim % v != 0) || (reduced && a.head_dim / v > kBlockSize)) continue;
     if (inputs_allow(a, plan, v, !fused) && outputs_allow(a, plan, v, !fused) &&
         write_kernel_exists(kernel, v, tile::Access::vector, kBytes, mode, scales)) {
       c.vec = v;
