@@ -53,6 +53,31 @@ struct alignas(sizeof(T) * N) AlignedVector {
   //! words, stored to a byte pointer. @pre `dst` is aligned to kBytes.
   KVCAST_HOST_DEVICE void store_bytes(void* dst) const { *static_cast<AlignedVector*>(dst) = *this; }
 
+  //! Loads the kBytes bytes at `src` when `pred`, else leaves the vector as it is: on the device
+  //! one predicated load instruction of global memory (4, 8 or 16 bytes), not a branch, so that
+  //! nothing the compiler schedules after it can land between it and the thread's next load.
+  //! @pre `src` is aligned to kBytes and points to global memory where `pred`.
+  KVCAST_HOST_DEVICE void load_bytes_if(const void* src, bool pred) {
+#if defined(__CUDA_ARCH__)
+    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "load_bytes_if: 4, 8 or 16 bytes, one instruction.");
+    auto* w = reinterpret_cast<std::uint32_t*>(data);
+    const int p = pred;
+    if constexpr (kBytes == 16) {
+      asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n @p ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
+                   : "+r"(w[0]), "+r"(w[1]), "+r"(w[2]), "+r"(w[3])
+                   : "l"(src), "r"(p));
+    } else if constexpr (kBytes == 8) {
+      asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %3, 0;\n @p ld.global.v2.u32 {%0, %1}, [%2];\n}\n"
+                   : "+r"(w[0]), "+r"(w[1])
+                   : "l"(src), "r"(p));
+    } else {
+      asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n @p ld.global.u32 %0, [%1];\n}\n" : "+r"(w[0]) : "l"(src), "r"(p));
+    }
+#else
+    if (pred) load_bytes(src);
+#endif
+  }
+
   //! True when `ptr` may be passed to the loads and stores above.
   KVCAST_HOST_DEVICE static bool is_aligned(const void* ptr) { return detail::is_aligned(ptr, kBytes); }
 };

@@ -26,6 +26,9 @@ constexpr int kBlockSize = 256;
 constexpr int kLanes = 32;
 //! The widest access one thread makes: 32 bytes (two 16-byte instructions before sm_100).
 constexpr int kMaxVectorBytes = 32;
+//! The bytes of values a read thread stores in one instruction (16: one 16-byte store), and so
+//! the bytes of output a piece of its vector holds (read_piece in detail/read_kernel.cuh).
+constexpr int kReadPieceBytes = 16;
 //! Elements a lane of the realigned kernel converts: 16 of a 16-bit input, two 16-byte loads.
 constexpr int kRealignVec = 16;
 //! Elements a warp of the realigned kernel takes from a row.

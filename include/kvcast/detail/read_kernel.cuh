@@ -141,20 +141,49 @@ KVCAST_DEVICE void store_values(T* __restrict__ dst, std::uint32_t end, const De
   }
 }
 
+//! Codes in one piece of a read thread's vector: as many as one 16-byte store of T takes
+//! (kReadPieceBytes). A group's threads lay their pieces side by side, so that each warp-wide
+//! store is one coalesced run; a vector of 16 codes stored whole (32 bytes of bf16) would leave
+//! every store instruction half of each sector it touches. NVFP4's vectors stay whole (a block
+//! and its one scale), and so do element-by-element (interleaved) ones, already coalesced.
+template <class T, class Format, int Vec, tile::Access A>
+KVCAST_HOST_DEVICE constexpr int read_piece() {
+  constexpr int kWidest = kReadPieceBytes / static_cast<int>(sizeof(T));
+  return A == tile::Access::vector && Format::kCodesPerByte == 1 && Vec > kWidest ? kWidest : Vec;
+}
+
+//! Loads a piece of codes where `pred`: vectors by one predicated instruction (no branch, so
+//! that the thread's loads issue back to back), element by element through tile::Memory.
+template <tile::Access A, int Bytes>
+KVCAST_DEVICE void load_codes(const std::uint8_t* src, std::uint32_t end, bool pred, AlignedVector<std::uint8_t, Bytes>& codes) {
+  if constexpr (A == tile::Access::vector) {
+    codes.load_bytes_if(src, pred);
+  } else {
+    if (pred) tile::Memory<std::uint32_t>::template load<A>(src, end, codes);
+  }
+}
+
 //! One thread's share of the read: block `bx` of segments, chunk `by` of each, cut as the
 //! write's skeleton cuts them (write_chunk): a group of 2^log2_group threads a chunk, a thread
-//! an item of Vec codes laid out as `A` says. Vectors are whole (the planner takes one only
-//! where Vec divides the segment); interleaved, each code has its own bound.
+//! Vec codes laid out as `A` says, in Vec / read_piece() pieces: the thread's pieces are items
+//! `by * pieces ..` of its group's walk in pieces, each a group's width from the last. Vectors
+//! are whole (the planner takes one only where Vec divides the segment), and so are pieces, each
+//! with its own bound; interleaved, each code has its own bound.
 template <class T, class Format, class Scales, int Vec, tile::Access A>
 KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_t bx, const std::uint32_t by) {
   using Walk = tile::Memory<std::uint32_t>;
   constexpr std::uint32_t kLog2Block = log2_ceil(kBlockSize);
+  constexpr int kPiece = read_piece<T, Format, Vec, A>();
+  constexpr int kPieces = Vec / kPiece;
   const std::uint32_t lg = p.log2_group;
   const std::uint32_t seg = (bx << (kLog2Block - lg)) + (threadIdx.x >> lg);
   const Walk group(threadIdx.x & ((1u << lg) - 1), 1u << lg);
-  const std::uint32_t first = group.template first_element<A, Vec>(by);
+  const std::uint32_t first = group.template first_element<A, kPiece>(by * kPieces);
   if (seg >= p.num_segments || first >= p.seg_len) return;
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
+  const std::uint32_t piece_stride = kPiece << lg;
+  // Whether piece i lies in the segment (the first does: the thread returned otherwise).
+  const auto piece_in = [&](int i) { return i == 0 || i * piece_stride < end; };
 
   // locate
   const std::uint32_t token = p.segs_per_token.div(seg);
@@ -164,30 +193,41 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
   std::int64_t row;
   if (!resolve_read_row(p, token, head == 0 && first == 0, row)) return;
 
-  // load: the codes of both tensors (Vec / kCodesPerByte bytes: NVFP4 packs two a byte), then
-  // the scales (and NVFP4's block scales)
-  constexpr int kBytes = Vec / Format::kCodesPerByte;
+  // load: the codes of both tensors (kPiece / kCodesPerByte bytes a piece: NVFP4 packs two a
+  // byte), then the scales (and NVFP4's block scales)
+  constexpr int kBytes = kPiece / Format::kCodesPerByte;
   const bool has_k = p.k_cache != nullptr;
   const bool has_v = p.v_cache != nullptr;
   const std::int64_t at = p.cache.row_address(row) + std::int64_t{head} * p.cache.head_stride + first / Format::kCodesPerByte;
-  AlignedVector<std::uint8_t, kBytes> k_codes, v_codes;
-  if constexpr (A == tile::Access::interleaved) {
+  AlignedVector<std::uint8_t, kBytes> k_codes[kPieces], v_codes[kPieces];
+  KVCAST_UNROLL
+  for (int i = 0; i < kPieces; ++i)
     KVCAST_UNROLL
-    for (int i = 0; i < kBytes; ++i) k_codes[i] = v_codes[i] = 0;  // codes past the end: converted, never stored
+    for (int b = 0; b < kBytes; ++b) k_codes[i][b] = v_codes[i][b] = 0;  // codes not loaded: converted, never stored
+  KVCAST_UNROLL
+  for (int i = 0; i < kPieces; ++i) {
+    load_codes<A>(p.k_cache + at + i * piece_stride, end - i * piece_stride, has_k && piece_in(i), k_codes[i]);
+    load_codes<A>(p.v_cache + at + i * piece_stride, end - i * piece_stride, has_v && piece_in(i), v_codes[i]);
   }
-  if (has_k) Walk::template load<A>(p.k_cache + at, end, k_codes);
-  if (has_v) Walk::template load<A>(p.v_cache + at, end, v_codes);
   const float2 scales = Scales::load_row(p.scales, row, head);
 
   // convert and store
   const std::int64_t out_at = std::int64_t{token} * p.out_token_stride + std::int64_t{head} * p.out_head_stride + first;
-  if constexpr (Scales::kBlockScaled) {  // NVFP4: each tensor's block scale too
+  if constexpr (Scales::kBlockScaled) {  // NVFP4 (one piece): each tensor's block scale too
     const std::uint32_t sf = Scales::load_block_scales(p.scales, row, head, first, has_k, has_v);  // K's in the low byte
-    if (has_k) store_values<Format, A, T, Vec>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x, sf & 0xffu), k_codes);
-    if (has_v) store_values<Format, A, T, Vec>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y, sf >> 8), v_codes);
+    if (has_k) store_values<Format, A, T, Vec>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x, sf & 0xffu), k_codes[0]);
+    if (has_v) store_values<Format, A, T, Vec>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y, sf >> 8), v_codes[0]);
   } else {
-    if (has_k) store_values<Format, A, T, Vec>(p.k_out + out_at, end, Dequantizer<T, Format>(scales.x), k_codes);
-    if (has_v) store_values<Format, A, T, Vec>(p.v_out + out_at, end, Dequantizer<T, Format>(scales.y), v_codes);
+    KVCAST_UNROLL
+    for (int i = 0; i < kPieces; ++i)
+      if (has_k && piece_in(i))
+        store_values<Format, A, T, kPiece>(p.k_out + out_at + i * piece_stride, end - i * piece_stride, Dequantizer<T, Format>(scales.x),
+                                           k_codes[i]);
+    KVCAST_UNROLL
+    for (int i = 0; i < kPieces; ++i)
+      if (has_v && piece_in(i))
+        store_values<Format, A, T, kPiece>(p.v_out + out_at + i * piece_stride, end - i * piece_stride, Dequantizer<T, Format>(scales.y),
+                                           v_codes[i]);
   }
 }
 
