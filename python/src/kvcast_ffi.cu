@@ -436,9 +436,11 @@ void downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out
 
 // The host seconds to issue `calls` launches of downcast_fp8's C++ call, kvcast::downcast with
 // arguments built once: the same-process baseline of tools/python_overhead.py, which times the
-// Python call against it.
+// Python call against it. With `whole_binding`, each launch goes through the whole binding
+// (downcast_fp8: the tensors read, checked and planned again) in this C++ loop instead: the
+// binding's own cost, without the Python call or tvm-ffi's conversion of the tensors.
 double issue_seconds_downcast_fp8(TensorView k, TensorView v, TensorView k_out, TensorView v_out, TensorView k_scale,
-                                  TensorView v_scale, TensorView loc, std::int64_t calls) {
+                                  TensorView v_scale, TensorView loc, std::int64_t calls, bool whole_binding) {
   const WriteCall c = drop_in_call(k, v, k_out, v_out, k_scale, v_scale, loc, 1, 0);
   check_write_tensors(c);
   if (element_of(*c.k) != Elem::bf16) fail("k: the baseline times bfloat16 inputs");
@@ -447,7 +449,12 @@ double issue_seconds_downcast_fp8(TensorView k, TensorView v, TensorView k_out, 
   const DeviceScope scope(device);
   const cudaStream_t stream = stream_of(device);
   const auto start = std::chrono::steady_clock::now();
-  for (std::int64_t i = 0; i < calls; ++i) check(kvcast::downcast<kvcast::e4m3, kvcast::Arithmetic::input_precision>(a, stream), "downcast_fp8");
+  if (whole_binding) {
+    for (std::int64_t i = 0; i < calls; ++i) downcast_fp8(k, v, k_out, v_out, k_scale, v_scale, loc, 1, 0);
+  } else {
+    for (std::int64_t i = 0; i < calls; ++i)
+      check(kvcast::downcast<kvcast::e4m3, kvcast::Arithmetic::input_precision>(a, stream), "downcast_fp8");
+  }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
