@@ -178,8 +178,11 @@ int fuzz_read(FuzzedDataProvider& in) {
   }
   const std::int64_t items = (p.seg_len + c.vec - 1) / c.vec;
   const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
-  if (c.grid_y > 65535 || (c.grid_y << c.log2_group) < items || c.grid_x * groups < p.num_segments)
+  const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
+  const std::int64_t ctas = chunks_first ? c.grid_y : c.grid_x;
+  if (c.grid_y > 65535 || (c.chunks() << c.log2_group) < items || ctas * groups < p.num_segments)
     fail_read("the read's grid does not cover the segments", a);
+  if (chunks_first && c.chunks() < 2) fail_read("the read's chunks first for rows of one chunk", a);
   if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail_read("segments do not cover the row", a);
   if (p.page_table && (p.pages * p.page_size != a.cache_rows)) fail_read("pages do not tile the cache", a);
   return 0;

@@ -225,9 +225,14 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
     const kvcast::detail::KernelChoice& c = plan.choice;
     ASSERT_TRUE(kvcast::detail::read_kernel_exists(c.vec, c.access));
     const std::int64_t group = std::int64_t{1} << c.log2_group;
-    EXPECT_GE(c.grid_x * (kvcast::detail::kBlockSize / group), plan.num_segments);
-    EXPECT_GE(c.grid_y * group * c.vec, plan.seg_len);
+    const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
+    const std::int64_t ctas = chunks_first ? c.grid_y : c.grid_x;
+    EXPECT_GE(ctas * (kvcast::detail::kBlockSize / group), plan.num_segments);
+    EXPECT_GE(c.chunks() * group * c.vec, plan.seg_len);
     EXPECT_LE(c.grid_y, kvcast::detail::kMaxGridY);
+    if (chunks_first) {
+      EXPECT_GT(c.chunks(), 1);
+    }
     if (c.access == kvcast::tile::Access::vector) {
       const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 32);
       const bool fused = plan.segs_per_token == 1;

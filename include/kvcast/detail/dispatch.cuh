@@ -180,6 +180,7 @@ Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stre
 template <class T, class Scales>
 ReadParams<T, Scales> make_read_params(const UpcastArgs<T>& a, const ReadPlan& plan) {
   ReadParams<T, Scales> p{};
+  p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
   p.log2_group = static_cast<std::uint32_t>(plan.choice.log2_group);
   p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
   p.seg_len = static_cast<std::uint32_t>(plan.seg_len);

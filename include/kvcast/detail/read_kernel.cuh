@@ -39,6 +39,7 @@ template <class T, class Scales>
 struct ReadParams {
   // To find the thread's work. 32-bit where the planner bounds the value: segments <= 2^31 - 1,
   // a segment <= 2^24 elements.
+  std::uint32_t chunks_first;  //!< GridOrder::chunks_first: grid x walks the chunks, y the segments
   std::uint32_t log2_group;
   std::uint32_t num_segments;
   std::uint32_t seg_len;
@@ -231,11 +232,13 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
   }
 }
 
-//! The read kernel: read_chunk for the CTA's place in the grid (x: blocks of segments, y: chunks).
+//! The read kernel: read_chunk for the CTA's place in the grid (x: blocks of segments, y: chunks;
+//! or the other way round, GridOrder::chunks_first).
 template <class T, class Format, class Scales, int Vec, tile::Access A>
 __global__ void __launch_bounds__(kBlockSize) read_kernel(const __grid_constant__ ReadParams<T, Scales> p) {
   pdl_wait_then_release();
-  read_chunk<T, Format, Scales, Vec, A>(p, blockIdx.x, blockIdx.y);
+  const bool chunks_first = p.chunks_first != 0;
+  read_chunk<T, Format, Scales, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
 }
 
 }  // namespace detail

@@ -64,9 +64,10 @@ constexpr int kScaledMinVector = 4;
 //! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
 
-//! The read's vectors, widest first (codes a thread: 16- and 4-byte loads; the output's stores
-//! up to 32 bytes of T): the write's widest access, and 4 for rows that 16 does not divide. 32
-//! codes a thread (two 16-byte loads) ran 0.63-0.72x as fast on 8x128 rows (NOTES #16a).
+//! The read's vectors, widest first (codes a thread: 16- and 4-byte loads, or pieces of them;
+//! the output's stores up to 16 bytes of T): the write's widest access, and 4 for rows that 16
+//! does not divide. 32 codes a thread (two 16-byte loads, before the loads were predicated) ran
+//! 0.63-0.72x as fast on 8x128 rows (NOTES #16a).
 constexpr int kReadVectors[] = {16, 4};
 
 //! Thread groups (a power of two a chunk of a segment, vector kernels) leave at most
