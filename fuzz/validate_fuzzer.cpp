@@ -164,7 +164,7 @@ int fuzz_read(FuzzedDataProvider& in) {
   if (!kvcast::detail::read_kernel_exists(c.vec, c.access)) fail_read("chose a read kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
   if (vector) {
-    const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 32);
+    const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 16);  // pieces of one 16-byte store (read_piece)
     const bool fused = p.segs_per_token == 1;
     auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
     if (p.seg_len % v || misaligned(a.k_cache, v) || misaligned(a.v_cache, v) || misaligned(a.k, store) || misaligned(a.v, store))

@@ -234,7 +234,7 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
       EXPECT_GT(c.chunks(), 1);
     }
     if (c.access == kvcast::tile::Access::vector) {
-      const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 32);
+      const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 16);  // pieces of one 16-byte store (read_piece)
       const bool fused = plan.segs_per_token == 1;
       EXPECT_EQ(plan.seg_len % v, 0);
       EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a.k_cache) % v, 0u);

@@ -205,10 +205,15 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
   for (int i = 0; i < kPieces; ++i)
     KVCAST_UNROLL
     for (int b = 0; b < kBytes; ++b) k_codes[i][b] = v_codes[i][b] = 0;  // codes not loaded: converted, never stored
+  // A call without one of the tensors has a null cache: its places are formed as integers (never
+  // as pointers past null) and never loaded.
+  const auto place = [&](const std::uint8_t* cache, int i) {
+    return reinterpret_cast<const std::uint8_t*>(reinterpret_cast<std::uintptr_t>(cache) + static_cast<std::uintptr_t>(at + i * piece_stride));
+  };
   KVCAST_UNROLL
   for (int i = 0; i < kPieces; ++i) {
-    load_codes<A>(p.k_cache + at + i * piece_stride, end - i * piece_stride, has_k && piece_in(i), k_codes[i]);
-    load_codes<A>(p.v_cache + at + i * piece_stride, end - i * piece_stride, has_v && piece_in(i), v_codes[i]);
+    load_codes<A>(place(p.k_cache, i), end - i * piece_stride, has_k && piece_in(i), k_codes[i]);
+    load_codes<A>(place(p.v_cache, i), end - i * piece_stride, has_v && piece_in(i), v_codes[i]);
   }
   const float2 scales = Scales::load_row(p.scales, row, head);
 

@@ -244,7 +244,8 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan, CodeFormat format
 
 //! The kernel for a validated read: the widest vector (tuning::kReadVectors) that the segment's
 //! length and every pointer and stride a vector's start depends on allow, in the cache (codes)
-//! and the output (stores of up to 32 bytes of T); otherwise one code an access.
+//! and the output (stores of up to 16 bytes of T, read_piece; NVFP4's whole blocks up to 32);
+//! otherwise one code an access.
 template <class T>
 KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   constexpr std::int64_t kBytes = sizeof(T);
@@ -252,10 +253,10 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   const bool fused = plan.segs_per_token == 1;
   const OutputLayout& cache = plan.cache;
   // Whether every pointer and stride a vector's start depends on allows vectors of `v` values:
-  // loads of `code_bytes` from the cache, stores of up to kMaxVectorBytes of T; the head strides
-  // count where `heads_apart`.
-  const auto vector_fits = [&](int v, std::int64_t code_bytes, bool heads_apart) {
-    const std::int64_t store_bytes = std::min<std::int64_t>(v * kBytes, kMaxVectorBytes);
+  // loads of `code_bytes` from the cache, stores of up to `widest_store` bytes of T; the head
+  // strides count where `heads_apart`.
+  const auto vector_fits = [&](int v, std::int64_t code_bytes, std::int64_t widest_store, bool heads_apart) {
+    const std::int64_t store_bytes = std::min<std::int64_t>(v * kBytes, widest_store);
     const bool cache_ok = is_aligned(a.k_cache, code_bytes) && is_aligned(a.v_cache, code_bytes) && cache.block_stride % code_bytes == 0 &&
                           (cache.block_size == 1 || cache.token_stride % code_bytes == 0) &&
                           (!heads_apart || cache.head_stride % code_bytes == 0);
@@ -268,11 +269,11 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
     // A block a thread (kNvfp4ReadVec codes, 8 bytes), whole where one 8-byte load and the
     // stores fit, else one element an access.
     c.vec = kNvfp4ReadVec;
-    c.access = vector_fits(kNvfp4ReadVec, kNvfp4ReadVec / nvfp4::kCodesPerByte, true) ? tile::Access::vector : tile::Access::elements;
+    c.access = vector_fits(kNvfp4ReadVec, kNvfp4ReadVec / nvfp4::kCodesPerByte, kMaxVectorBytes, true) ? tile::Access::vector : tile::Access::elements;
   }
   for (int v : tuning::kReadVectors) {
     if (c.vec != 0 || plan.seg_len % v != 0 || !read_kernel_exists(v, tile::Access::vector)) continue;
-    if (vector_fits(v, v, !fused)) c.vec = v;
+    if (vector_fits(v, v, kReadPieceBytes, !fused)) c.vec = v;
   }
   if (c.vec == 0) {
     c.access = tile::Access::interleaved;
