@@ -178,11 +178,9 @@ int fuzz_read(FuzzedDataProvider& in) {
   }
   const std::int64_t items = (p.seg_len + c.vec - 1) / c.vec;
   const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
-  const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
-  const std::int64_t ctas = chunks_first ? c.grid_y : c.grid_x;
-  if (c.grid_y > 65535 || (c.chunks() << c.log2_group) < items || ctas * groups < p.num_segments)
+  if (c.grid_y > 65535 || (c.chunks() << c.log2_group) < items || c.ctas() * groups < p.num_segments)
     fail_read("the read's grid does not cover the segments", a);
-  if (chunks_first && c.chunks() < 2) fail_read("the read's chunks first for rows of one chunk", a);
+  if (c.order == kvcast::detail::GridOrder::chunks_first && c.chunks() < 2) fail_read("the read's chunks first for rows of one chunk", a);
   if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail_read("segments do not cover the row", a);
   if (p.page_table && (p.pages * p.page_size != a.cache_rows)) fail_read("pages do not tile the cache", a);
   return 0;
@@ -289,8 +287,7 @@ int fuzz_nvfp4_write(FuzzedDataProvider& in) {
     fail("nvfp4: vector width not allowed by a stride", a);
   const std::int64_t items = p.seg_len / c.vec;
   const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
-  const std::int64_t ctas = c.order == kvcast::detail::GridOrder::chunks_first ? c.grid_y : c.grid_x;
-  if (p.seg_len % c.vec || (c.chunks() << c.log2_group) < items || ctas * groups < p.num_segments)
+  if (p.seg_len % c.vec || (c.chunks() << c.log2_group) < items || c.ctas() * groups < p.num_segments)
     fail("nvfp4: the grid does not cover the blocks", a);
   return 0;
 }
@@ -471,7 +468,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::int64_t items = (p.seg_len + c.vec - 1) / c.vec;
     const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
     const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
-    const std::int64_t ctas = chunks_first ? c.grid_y : c.grid_x;
+    const std::int64_t ctas = c.ctas();
     if ((c.chunks() << c.log2_group) < items || ctas * groups < p.num_segments || (ctas - 1) * groups >= p.num_segments)
       fail("the grid does not cover the segments", a);
     if (!vector && c.log2_group < 5) fail("an interleaved group smaller than a warp", a);

@@ -546,8 +546,7 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
       continue;
     }
     const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
-    const std::int64_t ctas = chunks_first(p) ? c.grid_y : c.grid_x;
-    EXPECT_GE(ctas * groups, p.num_segments) << i;
+    EXPECT_GE(c.ctas() * groups, p.num_segments) << i;
     EXPECT_GE(c.chunks() << c.log2_group, items(p)) << i;
     EXPECT_LE(c.grid_y, kvcast::detail::kMaxGridY) << i;
     if (c.access == Access::vector && p.elements > kvcast::detail::tuning::kFewIdleAbove) {  // few idle threads

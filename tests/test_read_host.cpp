@@ -226,8 +226,7 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
     ASSERT_TRUE(kvcast::detail::read_kernel_exists(c.vec, c.access));
     const std::int64_t group = std::int64_t{1} << c.log2_group;
     const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
-    const std::int64_t ctas = chunks_first ? c.grid_y : c.grid_x;
-    EXPECT_GE(ctas * (kvcast::detail::kBlockSize / group), plan.num_segments);
+    EXPECT_GE(c.ctas() * (kvcast::detail::kBlockSize / group), plan.num_segments);
     EXPECT_GE(c.chunks() * group * c.vec, plan.seg_len);
     EXPECT_LE(c.grid_y, kvcast::detail::kMaxGridY);
     if (chunks_first) {

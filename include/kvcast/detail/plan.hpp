@@ -63,6 +63,15 @@ struct KernelChoice {
 
   //! Chunks (groups of threads) a segment is cut into; for the realigned kernel, runs a row.
   std::int64_t chunks() const { return order == GridOrder::chunks_first ? grid_x : grid_y; }
+  //! CTAs of segments (the other dimension); for the realigned kernel, CTAs of rows.
+  std::int64_t ctas() const { return order == GridOrder::chunks_first ? grid_y : grid_x; }
+  //! The grid of `ctas` CTAs of segments by `chunks` chunks of a segment, the chunks on x when
+  //! `chunks_first`.
+  void set_grid(std::int64_t ctas_of_segments, std::int64_t chunks_of_segment, bool chunks_first) {
+    order = chunks_first ? GridOrder::chunks_first : GridOrder::segments_first;
+    grid_x = chunks_first ? chunks_of_segment : ctas_of_segments;
+    grid_y = chunks_first ? ctas_of_segments : chunks_of_segment;
+  }
 };
 
 //! A validated call: its sizes and strides resolved (0 strides, an all-zero layout), its
@@ -747,9 +756,7 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   const bool chunks_first = c.vec * kBytes >= kChunksFirstMinVectorBytes && chunks > 1 &&
                             !(c.kernel == WriteKernel::dense && c.access == tile::Access::interleaved) &&
                             plan.elements > tuning::kChunksFirstAbove && ctas <= kMaxGridY;
-  c.order = chunks_first ? GridOrder::chunks_first : GridOrder::segments_first;
-  c.grid_x = chunks_first ? chunks : ctas;
-  c.grid_y = chunks_first ? ctas : chunks;
+  c.set_grid(ctas, chunks, chunks_first);
   return c;
 }
 

@@ -292,9 +292,7 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   // each row's codes are read and its values written at once, not in one sweep of the whole
   // call a chunk (NOTES #16k: 1.05-1.27x on 576-code rows, level at one chunk a row).
   const bool chunks_first = chunks > 1 && ctas <= kMaxGridY;
-  c.order = chunks_first ? GridOrder::chunks_first : GridOrder::segments_first;
-  c.grid_x = chunks_first ? chunks : ctas;
-  c.grid_y = chunks_first ? ctas : chunks;
+  c.set_grid(ctas, chunks, chunks_first);
   return c;
 }
 
