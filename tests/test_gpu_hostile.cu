@@ -506,3 +506,65 @@ TEST(Nvfp4Quantizer, DeviceEqualsTheReference) {
   }
   EXPECT_EQ(mismatches, 0) << "of " << kBlocks << " blocks";
 }
+
+// ---- NVFP4's E2M1 codes by thresholds on the device (fp16 and bf16 inputs below sm_100). ----
+
+namespace {
+// Every 16-bit pattern, eight a thread, over divisors[blockIdx.y]: the device's thresholds and
+// comparisons (HSET2), as the write computes them.
+template <class T>
+__global__ void codes_by_thresholds(const float* divisors, std::uint32_t* out) {
+  const std::uint32_t group = blockIdx.x * blockDim.x + threadIdx.x;  // patterns 8 * group ..
+  if (group >= 0x10000 / 8) return;
+  const kvcast::detail::E2M1Thresholds th = kvcast::detail::e2m1_thresholds<T>(divisors[blockIdx.y]);
+  std::uint32_t w[4];
+  for (std::uint32_t i = 0; i < 4; ++i) w[i] = (8 * group + 2 * i) | (8 * group + 2 * i + 1) << 16;
+  out[blockIdx.y * (0x10000 / 8) + group] = kvcast::detail::e2m1_codes_by_thresholds<T>(w, th);
+}
+
+template <class T>
+void check_device_codes_by_thresholds() {
+  const float globals[] = {1.0f, 1.0f / 3.0f, 0.7f, 0.0173f, 300.0f, 0x1p-31f, 0x1p40f / 448.0f, 0x1.fffffep-20f};
+  std::vector<float> divisors;
+  for (std::uint32_t sf = 1; sf < 0x7F; ++sf)
+    for (float g : globals) {
+      const float d = kvcast::fp8_to_float<kvcast::e4m3>(static_cast<std::uint8_t>(sf)) * g;
+      if (kvcast::detail::scale_allows_fast_division(d)) divisors.push_back(d);
+    }
+  constexpr std::uint32_t kGroups = 0x10000 / 8;
+  kvtest::DeviceBytes dd(divisors.size() * 4), dout(divisors.size() * kGroups * 4);
+  ASSERT_TRUE(dd && dout);
+  KVTEST_CUDA(cudaMemcpy(dd.get(), divisors.data(), divisors.size() * 4, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemset(dout.get(), 0xA5, dout.size()));
+  codes_by_thresholds<T><<<dim3(kGroups / 256, static_cast<unsigned>(divisors.size())), 256>>>(
+      reinterpret_cast<const float*>(dd.get()), reinterpret_cast<std::uint32_t*>(dout.get()));
+  KVTEST_CUDA(cudaGetLastError());
+  std::vector<std::uint32_t> got(divisors.size() * kGroups);
+  KVTEST_CUDA(cudaMemcpy(got.data(), dout.get(), dout.size(), cudaMemcpyDeviceToHost));
+  long long mismatches = 0, checked = 0;
+  for (std::size_t d = 0; d < divisors.size(); ++d)
+    for (std::uint32_t bits = 0; bits < 0x10000; ++bits) {
+      const std::uint16_t b16 = static_cast<std::uint16_t>(bits);
+      T t;
+      std::memcpy(static_cast<void*>(&t), &b16, sizeof t);
+      const float x = kvcast::to_float(t);
+      if (x != x) continue;  // a NaN's block takes the out-of-line path
+      ++checked;
+      const std::uint32_t want = kvcast::float_to_e2m1(x / divisors[d]);
+      const std::uint32_t code = got[d * kGroups + bits / 8] >> (4 * (bits % 8)) & 0xFu;
+      if (code != want && mismatches++ < 5)
+        ADD_FAILURE() << "bits 0x" << std::hex << bits << std::dec << " / " << divisors[d] << ": device 0x" << std::hex << code
+                      << ", IEEE quotient's 0x" << want;
+    }
+  EXPECT_EQ(mismatches, 0) << "of " << checked;
+}
+}  // namespace
+
+// Every fp16 and bf16 input over every positive finite E4M3 block scale and several g: the
+// device's codes by thresholds equal float_to_e2m1 of the IEEE quotient (the CPU test proves the
+// same of the host's comparisons; this checks the device's HSET2 and its subnormal inputs).
+TEST(E2M1Thresholds, DeviceEqualsTheIeeeQuotientsCodes) {
+  KVTEST_REQUIRE_GPU();
+  check_device_codes_by_thresholds<__half>();
+  check_device_codes_by_thresholds<__nv_bfloat16>();
+}

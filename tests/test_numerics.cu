@@ -956,6 +956,49 @@ TEST(E2M1, ArithmeticCodeOfEveryNonNaNFloat) {
   EXPECT_EQ(mismatches, 0);
 }
 
+// The write's E2M1 codes by thresholds (detail::e2m1_codes_by_thresholds, fp16 and bf16 inputs
+// below sm_100): every fp16 and bf16 bit pattern but the NaNs, eight to a call, divided by every
+// positive finite E4M3 block scale times global scales that reach both ends of the fast range
+// (2^-40 and 2^40) and decimal, short and long significands: each code equals float_to_e2m1 of
+// the IEEE quotient. The thresholds are sorted, as the binary search needs.
+template <class T>
+void check_codes_by_thresholds(long long& mismatches, long long& checked) {
+  const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.7f, 0.0173f, 1e-3f, 300.0f, 1.0f / 448.0f, 0x1p-31f, 0x1p40f / 448.0f, 0x1.fffffep-20f};
+  for (std::uint32_t sf_code = 1; sf_code < 0x7F; ++sf_code) {
+    const float sf = static_cast<float>(oracle::decode(sf_code, 4, 3, true));
+    for (float g : globals) {
+      const float divisor = sf * g;
+      if (!kvcast::detail::scale_allows_fast_division(divisor)) continue;
+      const kvcast::detail::E2M1Thresholds th = kvcast::detail::e2m1_thresholds<T>(divisor);
+      for (int k = 1; k < 7; ++k)
+        if ((th.t[k] & 0xffffu) < (th.t[k - 1] & 0xffffu) && mismatches++ < 5) ADD_FAILURE() << "unsorted at " << divisor;
+      for (std::uint32_t base = 0; base < 0x10000; base += 8) {
+        std::uint32_t w[4];
+        for (int i = 0; i < 4; ++i) w[i] = (base + 2 * i) | (base + 2 * i + 1) << 16;
+        const std::uint32_t codes = kvcast::detail::e2m1_codes_by_thresholds<T>(w, th);
+        for (std::uint32_t i = 0; i < 8; ++i) {
+          const std::uint32_t bits = base + i;
+          const float x = kvcast::to_float(from_bits<T>(bits));
+          if (x != x) continue;
+          ++checked;
+          const std::uint32_t want = kvcast::float_to_e2m1(x / divisor), got = codes >> (4 * i) & 0xFu;
+          if (got != want && mismatches++ < 5)
+            ADD_FAILURE() << "bits 0x" << std::hex << bits << std::dec << " / " << divisor << ": thresholds 0x" << std::hex << got
+                          << ", IEEE quotient's 0x" << want;
+        }
+      }
+    }
+  }
+}
+
+TEST(E2M1Thresholds, EveryHalfAndBf16InputOverEveryBlockScale) {
+  long long mismatches = 0, checked = 0;
+  check_codes_by_thresholds<__half>(mismatches, checked);
+  check_codes_by_thresholds<__nv_bfloat16>(mismatches, checked);
+  EXPECT_EQ(mismatches, 0) << "of " << checked;
+  EXPECT_GT(checked, 100000000LL);
+}
+
 // ---- NVFP4's exact mode in the host reference: its definition, checked on hostile blocks. ---
 
 namespace {
@@ -1047,20 +1090,45 @@ bool same_as_reference(const kvcast::Nvfp4BlockCodes& got, const float (&x)[16],
   return got.sf == want.sf && std::memcmp(bytes, want.codes, 8) == 0;
 }
 
+// The write's path for a block of fp16 or bf16 values (T): its elements two a word, codes by
+// codes_of_pairs (thresholds, zero blocks, out of line).
+template <class T>
+kvcast::Nvfp4BlockCodes block_of_pairs(const kvcast::Nvfp4Quantizer& q, const float (&x)[16]) {
+  std::uint32_t w[8] = {};
+  for (int i = 0; i < 16; ++i) {
+    std::uint16_t bits;
+    const T t = static_cast<T>(x[i]);
+    std::memcpy(&bits, &t, sizeof bits);
+    w[i / 2] |= std::uint32_t{bits} << (16 * (i % 2));
+  }
+  const std::uint32_t amax = kvcast::Nvfp4Quantizer::amax_bits(x);
+  float a;
+  std::memcpy(&a, &amax, sizeof a);
+  kvcast::Nvfp4BlockCodes out;
+  out.sf = q.block_scale(a);
+  q.codes_of_pairs<T, 16>(w, out.sf, out.codes);
+  return out;
+}
+
 }  // namespace
 
 // Random blocks of f32, bf16 and f16 values over 2^-60 .. 2^60, with global scales that put the
 // block's divisor inside and outside the fast division's range, and hostile blocks: the quantizer
-// equals the reference block for block (sf and all 16 codes).
+// equals the reference block for block (sf and all 16 codes), for 16-bit values by both paths
+// (their floats, and their words: codes_of_pairs).
 TEST(Nvfp4Quantizer, EqualsTheReferenceOnRandomAndHostileBlocks) {
   std::mt19937_64 rng(1717);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const float globals[] = {1.0f, 0.5f, 1.0f / 3.0f, 0.0173f, 1e-3f, 300.0f, 1.0f / 448.0f, 0.7f, 1e-30f, 1e30f, 3e-39f};
   long long mismatches = 0, blocks = 0;
-  auto check = [&](const float (&x)[16], float g) {
+  auto check = [&](const float (&x)[16], float g, int type) {
     ++blocks;
     if (!same_as_reference(kvcast::Nvfp4Quantizer(g).block(x), x, g) && mismatches++ < 5)
       ADD_FAILURE() << "block " << blocks << " g " << g << " x[0] " << x[0];
+    if (type == 1 && !same_as_reference(block_of_pairs<__nv_bfloat16>(kvcast::Nvfp4Quantizer(g), x), x, g) && mismatches++ < 5)
+      ADD_FAILURE() << "bf16 words, block " << blocks << " g " << g << " x[0] " << x[0];
+    if (type == 2 && !same_as_reference(block_of_pairs<__half>(kvcast::Nvfp4Quantizer(g), x), x, g) && mismatches++ < 5)
+      ADD_FAILURE() << "fp16 words, block " << blocks << " g " << g << " x[0] " << x[0];
   };
   for (int trial = 0; trial < 300000; ++trial) {
     float x[16];
@@ -1071,7 +1139,7 @@ TEST(Nvfp4Quantizer, EqualsTheReferenceOnRandomAndHostileBlocks) {
       if (type == 1) v = __bfloat162float(__float2bfloat16_rn(v));
       if (type == 2) v = __half2float(__float2half_rn(v));
     }
-    check(x, globals[rng() % (sizeof globals / sizeof globals[0])]);
+    check(x, globals[rng() % (sizeof globals / sizeof globals[0])], type);
   }
   float zeros[16] = {}, nans[16], infs[16], huge[16], subnormal[16], one[16] = {}, ties[16];
   for (int i = 0; i < 16; ++i) {
@@ -1083,7 +1151,15 @@ TEST(Nvfp4Quantizer, EqualsTheReferenceOnRandomAndHostileBlocks) {
   }
   one[9] = -2.5f;
   for (float g : globals)
-    for (const auto* block : {&zeros, &nans, &infs, &huge, &subnormal, &one, &ties}) check(*block, g);
+    for (const auto* block : {&zeros, &nans, &infs, &huge, &subnormal, &one, &ties}) {
+      check(*block, g, 0);
+      for (int type : {1, 2}) {  // the block's values in bf16, fp16
+        float rounded[16];
+        for (int i = 0; i < 16; ++i)
+          rounded[i] = type == 1 ? __bfloat162float(__float2bfloat16_rn((*block)[i])) : __half2float(__float2half_rn((*block)[i]));
+        check(rounded, g, type);
+      }
+    }
   EXPECT_EQ(mismatches, 0) << "of " << blocks << " blocks";
   // A NaN element: sf NaN, every code +6.
   const kvcast::Nvfp4BlockCodes nan_block = kvcast::Nvfp4Quantizer(1.0f).block(nans);

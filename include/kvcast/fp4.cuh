@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "config.hpp"
 #include "fp8.cuh"
@@ -79,6 +80,119 @@ KVCAST_HOST_DEVICE std::uint32_t e2m1_code_not_nan(float x) {
   memcpy(&halves, &below_one, sizeof halves);
   const std::uint32_t magnitude = a < 0x3f800000u ? halves - 0x4a800000u : (from_one < 7u ? from_one : 7u);
   return magnitude | (bits >> 28 & 0x8u);
+}
+}  // namespace detail
+
+namespace detail {
+// E2M1 codes of fp16 and bf16 inputs without a division: the NVFP4 write's common path where no
+// hardware E2M1 conversion exists (below sm_100). An element's code counts the E2M1 rounding
+// boundaries b that q = RN32(|x| / d) reaches (0.75, 1.75, 3.5) or passes (0.25, 1.25, 2.5, 5):
+// e2m1_magnitude_code. RN32(q) >= b exactly when q >= lo(b), the midpoint between b and the float
+// below it (a tie rounds to b, whose significand is even); RN32(q) > b exactly when q > hi(b), the
+// midpoint between b and the float above it. With c = hi(0.25), lo(0.75), hi(1.25), lo(1.75),
+// hi(2.5), lo(3.5), hi(5), each an odd 25-bit significand, the code is the number of c * d that
+// |x| reaches or passes. c * d is never a value of T (its odd part has more than 24 bits, T's at
+// most 11), so |x| does so exactly when |x| >= RU_T(c * d): seven thresholds a block, each c * d
+// rounded up to float, then to T (directed roundings compose on nested grids). The CPU test (E2M1Thresholds) compares every fp16 and bf16 input's code with
+// float_to_e2m1 of the IEEE quotient for every positive finite E4M3 block scale and many g.
+//! A block's seven thresholds, each a T magnitude's bits in both halves of a word.
+struct E2M1Thresholds {
+  std::uint32_t t[7];
+};
+
+//! RU_T(f) for a positive float f (inf included), as T's bits in both halves of a word.
+template <class T>
+KVCAST_HOST_DEVICE std::uint32_t round_up_to_both_halves(float f) {
+  std::uint32_t bits;
+  if constexpr (std::is_same<T, __half>::value) {
+    const __half h = __float2half_ru(f);
+    std::uint16_t half_bits;
+    memcpy(&half_bits, &h, sizeof half_bits);
+    bits = half_bits * 0x10001u;
+  } else {  // bf16 is float's upper half
+    memcpy(&bits, &f, sizeof bits);
+    bits += 0xffffu;
+    NV_IF_ELSE_TARGET(NV_IS_DEVICE, (bits = __byte_perm(bits, 0, 0x3232);), (bits = (bits >> 16) * 0x10001u;))
+  }
+  return bits;
+}
+
+//! The thresholds of a block whose divisor is d: RU_T(c * d) for each c, through RU_float(c * d).
+//! With c = b + e, b the boundary and e a power of two (e * d exact), RU_float(c * d) is one fused
+//! multiply-add rounded up, RU(b * d + e * d), on the device; the host computes the same sum
+//! exactly in double and rounds it up. @pre scale_allows_fast_division(d).
+template <class T>
+KVCAST_HOST_DEVICE E2M1Thresholds e2m1_thresholds(float d) {
+  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "e2m1_thresholds: fp16 or bf16.");
+  constexpr float kBoundary[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  // e * d for c = b + e: e = 2^-26, -2^-25, 2^-24, -2^-24, 2^-23, -2^-23, 2^-22 (exact products).
+  const float e26 = d * 0x1p-26f, e25 = d * 0x1p-25f, e24 = d * 0x1p-24f, e23 = d * 0x1p-23f, e22 = d * 0x1p-22f;
+  const float offset[7] = {e26, -e25, e24, -e24, e23, -e23, e22};
+  E2M1Thresholds out;
+  KVCAST_UNROLL
+  for (int k = 0; k < 7; ++k) {
+    float up;
+    NV_IF_ELSE_TARGET(NV_IS_DEVICE, (up = __fmaf_ru(kBoundary[k], d, offset[k]);),
+                      (const double exact = static_cast<double>(kBoundary[k]) * d + offset[k];  // exact: 49 bits
+                       up = static_cast<float>(exact); if (static_cast<double>(up) < exact) up = std::nextafter(up, INFINITY);))
+    out.t[k] = round_up_to_both_halves<T>(up);
+  }
+  return out;
+}
+
+//! Per 16-bit lane: 0xffff where a's T value is at least b's, for magnitudes (no sign, no NaN),
+//! whose order is that of their bits. One HSET2 on the device.
+template <class T>
+KVCAST_HOST_DEVICE std::uint32_t lanes_at_least(std::uint32_t a, std::uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<T, __half>::value) {
+    __half2 ha, hb;
+    memcpy(&ha, &a, sizeof ha);
+    memcpy(&hb, &b, sizeof hb);
+    return __hge2_mask(ha, hb);
+  } else {
+    __nv_bfloat162 ha, hb;
+    memcpy(&ha, &a, sizeof ha);
+    memcpy(&hb, &b, sizeof hb);
+    return __hge2_mask(ha, hb);
+  }
+#else
+  return ((a & 0xffffu) >= (b & 0xffffu) ? 0xffffu : 0u) | ((a >> 16) >= (b >> 16) ? 0xffff0000u : 0u);
+#endif
+}
+
+//! Bits of a where mask has ones, of b elsewhere: one LOP3 with a constant mask.
+KVCAST_HOST_DEVICE std::uint32_t select_bits(std::uint32_t mask, std::uint32_t a, std::uint32_t b) { return (a & mask) | (b & ~mask); }
+
+//! Lanes of two words: a's low half and b's low half (High = false), or their high halves.
+template <bool High>
+KVCAST_HOST_DEVICE std::uint32_t pair_lanes(std::uint32_t a, std::uint32_t b) {
+  NV_IF_ELSE_TARGET(NV_IS_DEVICE, (return __byte_perm(a, b, High ? 0x7632 : 0x5410);),
+                    (return High ? (a >> 16) | (b & 0xffff0000u) : (a & 0xffffu) | b << 16;))
+}
+
+//! Eight E2M1 codes, packed as Nvfp4Quantizer::codes packs them, of the fp16 or bf16 elements in
+//! w (element 2i in the low half of w[i]) by the block's thresholds. Lanes are paired as (j, j + 4),
+//! so that one shift puts both of a pair's codes in place (nibbles j and j + 4); each code is a
+//! binary search (three comparisons) over the sorted thresholds, its sign the input's.
+template <class T>
+KVCAST_HOST_DEVICE std::uint32_t e2m1_codes_by_thresholds(const std::uint32_t (&w)[4], const E2M1Thresholds& th) {
+  const std::uint32_t pairs[4] = {pair_lanes<false>(w[0], w[2]), pair_lanes<true>(w[0], w[2]), pair_lanes<false>(w[1], w[3]),
+                                  pair_lanes<true>(w[1], w[3])};
+  std::uint32_t out = 0;
+  KVCAST_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    const std::uint32_t m = pairs[j] & 0x7fff7fffu;
+    const std::uint32_t ge4 = lanes_at_least<T>(m, th.t[3]);                              // code >= 4
+    const std::uint32_t ge2 = lanes_at_least<T>(m, select_bits(ge4, th.t[5], th.t[1]));   // and its bit 1
+    const std::uint32_t odd_threshold = select_bits(ge2, select_bits(ge4, th.t[6], th.t[2]), select_bits(ge4, th.t[4], th.t[0]));
+    const std::uint32_t ge1 = lanes_at_least<T>(m, odd_threshold);                        // and its bit 0
+    const std::uint32_t nibble = 0x000f000fu << (4 * j);
+    const std::uint32_t magnitude = select_bits(0x00010001u << (4 * j), ge1, select_bits(0x00040004u << (4 * j), ge4, ge2));
+    const std::uint32_t code = select_bits(0x00080008u << (4 * j), pairs[j] >> (12 - 4 * j), magnitude);
+    out = select_bits(nibble, code, out);
+  }
+  return out;
 }
 }  // namespace detail
 
@@ -187,6 +301,40 @@ class Nvfp4Quantizer {
       for (int w = 0; w < N / 8; ++w) words[w] = out.w[w];
     }
   }
+  //! codes() for N fp16 or bf16 elements (T) as they were loaded, two a word (element 2i in the
+  //! low half of x[i]). Where no hardware E2M1 conversion exists, the common blocks take their
+  //! codes by comparisons with the block's seven thresholds (detail::e2m1_codes_by_thresholds): no
+  //! division and no widening an element. Zero blocks are their signs; the rest go out of line.
+  template <class T, int N>
+  KVCAST_HOST_DEVICE void codes_of_pairs(const std::uint32_t (&x)[N / 2], std::uint8_t sf, std::uint32_t (&words)[N / 8]) const {
+    static_assert(sizeof(T) == 2 && N % 8 == 0, "Nvfp4Quantizer::codes_of_pairs: whole words of 8 fp16 or bf16 codes.");
+#if defined(__CUDA_ARCH__) && __CUDA_FP8_INTERNAL_CAN_RELY_ON_PTX_FOR_SHORTTYPESCVT__
+    codes<N, T>(widen<T, N>(x).v, sf, words);
+#else
+    const float divisor = detail::mul_rn(fp8_to_float<e4m3>(sf), g_);
+    const std::uint8_t sf_magnitude = sf & 0x7fu;
+    if (sf_magnitude != 0 && sf_magnitude != e4m3::kNaNCode && detail::scale_allows_fast_division(divisor)) {
+      const detail::E2M1Thresholds th = detail::e2m1_thresholds<T>(divisor);
+      KVCAST_UNROLL
+      for (int w = 0; w < N / 8; ++w) {
+        const std::uint32_t part[4] = {x[4 * w], x[4 * w + 1], x[4 * w + 2], x[4 * w + 3]};
+        words[w] = detail::e2m1_codes_by_thresholds<T>(part, th);
+      }
+    } else if (sf_magnitude == 0) {  // a zero block: ±0 with each input's sign
+      KVCAST_UNROLL
+      for (int w = 0; w < N / 8; ++w) {
+        std::uint32_t word = 0;
+        KVCAST_UNROLL
+        for (int i = 0; i < 8; ++i) word |= (x[4 * w + i / 2] >> (16 * (i % 2) + 15) & 1u) << (4 * i + 3);
+        words[w] = word;
+      }
+    } else {
+      const Words<N> out = codes_out_of_line(widen<T, N>(x), divisor);
+      KVCAST_UNROLL
+      for (int w = 0; w < N / 8; ++w) words[w] = out.w[w];
+    }
+#endif
+  }
   //! The block's amax (of its elements' floats `x`, N of them) as float bits: the largest
   //! magnitude by its bits, so a NaN's, above every number's, propagates.
   template <int N>
@@ -237,6 +385,19 @@ class Nvfp4Quantizer {
   struct Words {
     std::uint32_t w[N / 8];
   };
+  //! The floats of N fp16 or bf16 elements, two a word.
+  template <class T, int N>
+  KVCAST_HOST_DEVICE static Floats<N> widen(const std::uint32_t (&x)[N / 2]) {
+    Floats<N> f;
+    KVCAST_UNROLL
+    for (int i = 0; i < N; ++i) {
+      const std::uint16_t bits = static_cast<std::uint16_t>(x[i / 2] >> (16 * (i % 2)));
+      T t;
+      memcpy(static_cast<void*>(&t), &bits, sizeof t);
+      f.v[i] = to_float(t);
+    }
+    return f;
+  }
   //! The rare blocks: each quotient correctly rounded (__fdiv_rn), each code float_to_e2m1's
   //! (a NaN quotient gives +6). Out of line: kept off the common path's instructions.
   template <int N>

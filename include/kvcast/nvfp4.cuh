@@ -25,6 +25,7 @@
 #include "config.hpp"
 #include "detail/amax.cuh"
 #include "detail/geometry.hpp"
+#include "detail/tuning.hpp"
 #include "downcast.cuh"
 #include "format.hpp"
 #include "fp4.cuh"
@@ -134,6 +135,7 @@ struct Nvfp4Codes {
   static constexpr Arithmetic kMode = Mode;
   static constexpr bool kBlockScaled = true;
   static constexpr int kCodesPerByte = nvfp4::kCodesPerByte;
+  static constexpr int kMinCtasPerSm = Mode == Arithmetic::fp32 ? detail::tuning::kNvfp4MinCtasPerSm : 1;
 
 #if defined(__CUDACC__)
   //! One tensor's Vec elements of a block (all 16, or a half): the block's amax (with the
@@ -160,7 +162,13 @@ struct Nvfp4Codes {
     }
     const std::uint8_t sf = q.block_scale(__uint_as_float(amax));
     AlignedVector<std::uint32_t, Vec / 8> words;
-    q.template codes<Vec, T>(f, sf, words.data);
+    if constexpr (Mode == Arithmetic::fp32 && sizeof(T) == 2) {
+      std::uint32_t pairs[Vec / 2];
+      memcpy(pairs, &x, sizeof pairs);
+      q.template codes_of_pairs<T, Vec>(pairs, sf, words.data);
+    } else {
+      q.template codes<Vec, T>(f, sf, words.data);
+    }
     if constexpr (A == tile::Access::vector) {
       words.store_bytes(codes_out);
     } else {

@@ -46,6 +46,7 @@ struct Fp8 {
   static constexpr Arithmetic kMode = Mode;
   static constexpr bool kBlockScaled = false;  //!< NVFP4's policy (nvfp4.cuh) is the block-scaled one
   static constexpr int kCodesPerByte = 1;
+  static constexpr int kMinCtasPerSm = 1;  //!< the write kernel's __launch_bounds__ occupancy hint
   template <class T>
   using Quantizer = kvcast::Quantizer<T, Format, Mode>;
   //! For computed scales (fp32 mode): every element from its own quotient (exact).

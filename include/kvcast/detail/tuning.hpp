@@ -86,6 +86,12 @@ constexpr std::int64_t kFewIdleAbove = std::int64_t{1} << 18;
 //! write's own latency/bandwidth boundary (kFewIdleAbove).
 constexpr std::int64_t kNvfp4WholeBlocksAbove = kFewIdleAbove;
 
+//! CTAs an SM must hold of the exact-mode NVFP4 write (its __launch_bounds__ hint): the whole-
+//! block kernel of 16-bit inputs, left alone, takes 78 registers (three CTAs of kBlockSize); held
+//! to 64 (four) it ran 1.03-1.06x faster from 64 MB, with one 2-byte spill and decode unchanged;
+//! held to 48 (five) it spilled and lost on 576-element rows (NOTES #17h).
+constexpr int kNvfp4MinCtasPerSm = 4;
+
 //! The narrowest vector the tiers ask for in `mode`: narrower ones would only be alignment
 //! fallbacks, which the interleaved kernels serve.
 constexpr int narrowest_vector(Arithmetic mode) {

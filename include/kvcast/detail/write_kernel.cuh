@@ -378,7 +378,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
 
 //! The write kernel: write_chunk for the CTA's place in the grid.
 template <class T, class Codes, class Scales, class Rows, int Vec, tile::Access A>
-__global__ void __launch_bounds__(kBlockSize) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
+__global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
   static_assert(Vec >= 2 && Vec * sizeof(T) <= kMaxVectorBytes, "write_kernel: a vector holds 2 elements up to 32 bytes of input.");
   pdl_wait_then_release();
   // Only wide vectors take the chunks-first grid, and never the dense call element by element
