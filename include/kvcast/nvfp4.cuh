@@ -135,7 +135,7 @@ struct Nvfp4Codes {
   static constexpr Arithmetic kMode = Mode;
   static constexpr bool kBlockScaled = true;
   static constexpr int kCodesPerByte = nvfp4::kCodesPerByte;
-  static constexpr int kMinCtasPerSm = Mode == Arithmetic::fp32 ? detail::tuning::kNvfp4MinCtasPerSm : 1;
+  static constexpr int kMinCtasPerSm = Mode == Arithmetic::fp32 ? detail::tuning::kNvfp4MinCtasPerSm : 0;
 
 #if defined(__CUDACC__)
   //! One tensor's Vec elements of a block (all 16, or a half): the block's amax (with the

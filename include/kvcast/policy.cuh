@@ -46,7 +46,9 @@ struct Fp8 {
   static constexpr Arithmetic kMode = Mode;
   static constexpr bool kBlockScaled = false;  //!< NVFP4's policy (nvfp4.cuh) is the block-scaled one
   static constexpr int kCodesPerByte = 1;
-  static constexpr int kMinCtasPerSm = 1;  //!< the write kernel's __launch_bounds__ occupancy hint
+  //! CTAs an SM must hold: the write kernel's __launch_bounds__ occupancy hint. 0 gives none
+  //! (ptxas's own choice); 1 would be a hint too, one that lets ptxas take many more registers.
+  static constexpr int kMinCtasPerSm = 0;
   template <class T>
   using Quantizer = kvcast::Quantizer<T, Format, Mode>;
   //! For computed scales (fp32 mode): every element from its own quotient (exact).
