@@ -32,6 +32,8 @@ struct ReadCase {
   std::int64_t mult = 1, offset = 0;
   std::int64_t batch = 3;     // page table: sequences
   bool seq_starts = false;    // page table: read each sequence from a later token
+  std::int64_t first_token = 0;  // page table: cu_seq_lens[0] (the output tokens before it are in no sequence)
+  std::int64_t max_seq_len = -1; // page table: sequences of 0 .. this many tokens (-1: 2 pages + 2)
   std::int64_t page_size = 0; // page table: 0 is the cache's block size (4 for flat caches)
   std::int64_t out_head_pad = 0, out_token_pad = 0, out_misalign = 0;  // elements of T
   bool kv_one_workspace = false;  // K and V interleaved token by token in one output buffer
@@ -47,7 +49,7 @@ struct ReadCase {
     s << "tokens=" << tokens << " heads=" << heads << " head_dim=" << head_dim << " cache=" << name_of(cache)
       << " B=" << block_size << " cache_pad=" << cache_head_pad << " cache_misalign=" << cache_misalign << " " << name_of(rows)
       << " pad=" << pad_fraction << " bad=" << bad_fraction << " mult=" << mult << " offset=" << offset << " batch=" << batch
-      << " seq_starts=" << seq_starts << " page_size=" << page_size << " out_pad=" << out_head_pad << "/" << out_token_pad
+      << " seq_starts=" << seq_starts << " first_token=" << first_token << " max_seq_len=" << max_seq_len << " page_size=" << page_size << " out_pad=" << out_head_pad << "/" << out_token_pad
       << " out_misalign=" << out_misalign << " one_workspace=" << kv_one_workspace
       << " kind=" << kvcast::to_string(scale_kind) << " device_scale=" << device_scale
       << " scale_out=" << static_cast<int>(scale_out) << " k=" << has_k << " v=" << has_v << " scales=" << k_scale << "/" << v_scale
@@ -101,9 +103,10 @@ ReadOutcome run_read_case(const ReadCase& c, std::uint8_t poison) {
     const std::int64_t pages = 3 + static_cast<std::int64_t>(rng() % 6);
     cache_rows = pages * page;
     std::int64_t longest = 0;
-    cu_seq_lens.push_back(0);
+    cu_seq_lens.push_back(static_cast<std::int32_t>(c.first_token));
+    const std::int64_t max_len = c.max_seq_len >= 0 ? c.max_seq_len : 2 * page + 2;
     for (std::int64_t b = 0; b < c.batch; ++b) {
-      const std::int64_t len = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(2 * page + 3));  // 0 included
+      const std::int64_t len = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(max_len + 1));  // 0 included
       const std::int64_t start = c.seq_starts ? static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(page + 2)) : 0;
       seq_starts.push_back(static_cast<std::int32_t>(start));
       cu_seq_lens.push_back(cu_seq_lens.back() + static_cast<std::int32_t>(len));

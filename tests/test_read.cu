@@ -136,6 +136,31 @@ TEST(ReadGrid, PageSizesAndBadTables) {
     }
 }
 
+// Many sequences, many of them empty or of one token, after output tokens in no sequence: the
+// warp's 32-way search of cu_seq_lens over one, two and three rounds (33, 100 and 1500
+// sequences), and its lanes' steps forward across sequence ends.
+TEST(ReadGrid, ManySequences) {
+  KVTEST_REQUIRE_GPU();
+  std::uint64_t seed = 400;
+  for (std::int64_t batch : {31, 33, 100, 1500})
+    for (std::int64_t max_len : {2, 40}) {
+      ReadCase c;
+      c.rows = RowSource::page_table;
+      c.heads = 2;
+      c.head_dim = max_len == 2 ? 16 : 128;  // groups of one thread (a warp spans many tokens) or of 8
+      c.cache = OutKind::nhd;
+      c.block_size = 4;
+      c.batch = batch;
+      c.first_token = 3;
+      c.max_seq_len = max_len;
+      c.seq_starts = batch % 2 == 1;
+      c.bad_fraction = 0.05;
+      c.seed = seed++;
+      kvtest::check_read_case<__nv_bfloat16, kvcast::e4m3>(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+}
+
 // Random draws of everything above (seeded: a failure names its trial). KVCAST_PROPERTY_CASES=<n>
 // sets the count (the sanitizer runs take fewer).
 TEST(ReadProperty, SeededRandomCases) {

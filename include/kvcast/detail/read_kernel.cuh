@@ -71,18 +71,59 @@ struct ReadParams {
   unsigned long long* error_count;  //!< only on the rare out-of-range path
 };
 
-//! The read's row stage: the cache row of output token `token`, or false when it reads nothing:
-//! a negative slot or a token in no sequence (left untouched), or a row, page index or
-//! page-table entry out of range (left untouched and counted once a token, by the thread that
-//! `counts`). The page table's sequence is found by a binary search of cu_seq_lens, whose
-//! `batch + 1` entries the CTA's threads share through L1.
+//! The sequence of output token `t` in the page table: the b with cu[b] <= t < cu[b + 1] (cu =
+//! cu_seq_lens), into `seq` and `seq_start` (cu[b]), or false where t is in no sequence or the
+//! lane is not `active`. Found by the warp together, so every lane of it calls this: a 32-way
+//! search of cu for the token of its lowest active lane (a load a lane and a ballot a round: one
+//! round up to 32 sequences, two up to 1024), then each lane steps forward to its own token's
+//! sequence (a warp's tokens are consecutive, so it rarely steps). A binary search a thread
+//! would chain log2(batch) loads. Whatever cu's entries, only indices 0..batch are read and the
+//! sequence is below batch.
 template <class P>
-KVCAST_DEVICE bool resolve_read_row(const P& p, std::uint32_t token, bool counts, std::int64_t& row) {
+KVCAST_DEVICE bool warp_sequence_of(const P& p, std::int32_t t, bool active, std::uint32_t& seq, std::int32_t& seq_start) {
+  constexpr unsigned kWarp = 0xffffffffu;
+  const unsigned lanes = __ballot_sync(kWarp, active);
+  if (lanes == 0) return false;
+  const std::int32_t t_ref = __shfl_sync(kWarp, t, __ffs(lanes) - 1);
+  const std::int32_t first = __ldg(p.cu_seq_lens), last = __ldg(p.cu_seq_lens + p.batch);
+  // Keep cu[lo] <= t_ref < cu[hi] (when t_ref is in a sequence; else lo stays a valid start).
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  std::uint32_t lo = 0, hi = p.batch;
+  while (hi - lo > 1) {  // the same trips on every lane
+    const std::uint32_t step = (hi - lo + kLanes - 1) / kLanes;
+    const std::uint32_t at = lo + lane * step;
+    // Lane 0's probe is cu[lo] (below t_ref, or t_ref before every sequence: lo stays).
+    const unsigned below = __ballot_sync(kWarp, at < hi && __ldg(p.cu_seq_lens + at) <= t_ref) | 1u;
+    lo += static_cast<std::uint32_t>(31 - __clz(static_cast<int>(below))) * step;
+    hi = min(hi, lo + step);
+  }
+  if (!active || t < first || t >= last) return false;
+  // Forward to t's sequence: it stops by b + 1 = batch, as cu[batch] > t.
+  std::uint32_t b = lo;
+  std::int32_t start = __ldg(p.cu_seq_lens + b), next = __ldg(p.cu_seq_lens + b + 1);
+  while (next <= t) {
+    ++b;
+    start = next;
+    next = __ldg(p.cu_seq_lens + b + 1);
+  }
+  seq = b;
+  seq_start = start;
+  return true;
+}
+
+//! The read's row stage: the cache row of output token `token`, or false when it reads nothing:
+//! the lane is not `active`, a negative slot or a token in no sequence (left untouched), or a
+//! row, page index or page-table entry out of range (left untouched and counted once a token, by
+//! the thread that `counts`). Every lane of the warp calls it (the page table's sequence is the
+//! warp's search: warp_sequence_of).
+template <class P>
+KVCAST_DEVICE bool resolve_read_row(const P& p, std::uint32_t token, bool active, bool counts, std::int64_t& row) {
   const auto skip_counted = [&]() {
     if (p.error_count && counts) atomicAdd(p.error_count, 1ull);
     return false;
   };
   if (p.block_table == nullptr) {
+    if (!active) return false;
     const std::int64_t slot = load_slot(p, token);
     if (slot < 0) return false;
     if (slot < p.min_slot || slot > p.max_slot) return skip_counted();
@@ -91,29 +132,17 @@ KVCAST_DEVICE bool resolve_read_row(const P& p, std::uint32_t token, bool counts
                                     static_cast<std::uint64_t>(p.offset));
     return true;
   }
-  // Sequence b holds output tokens [cu_seq_lens[b], cu_seq_lens[b + 1]); keep
-  // cu[lo] <= t < cu[hi]. Whatever the entries, only indices 0..batch are read and lo < batch.
   const std::int32_t t = static_cast<std::int32_t>(token);
-  std::uint32_t lo = 0, hi = p.batch;
-  std::int32_t lo_start = __ldg(p.cu_seq_lens);
-  if (t < lo_start || t >= __ldg(p.cu_seq_lens + hi)) return false;  // in no sequence
-  while (hi - lo > 1) {
-    const std::uint32_t mid = (lo + hi) / 2;
-    const std::int32_t start = __ldg(p.cu_seq_lens + mid);
-    if (start <= t) {
-      lo = mid;
-      lo_start = start;
-    } else {
-      hi = mid;
-    }
-  }
+  std::uint32_t b;
+  std::int32_t b_start;
+  if (!warp_sequence_of(p, t, active, b, b_start)) return false;
   // Token j of the sequence (from its seq_starts), then its page and the page's entry.
-  const std::int64_t j = (p.seq_starts ? std::int64_t{__ldg(p.seq_starts + lo)} : std::int64_t{0}) + (t - lo_start);
+  const std::int64_t j = (p.seq_starts ? std::int64_t{__ldg(p.seq_starts + b)} : std::int64_t{0}) + (t - b_start);
   if (j < 0 || j > std::int64_t{0xffffffff}) return skip_counted();
   const std::uint32_t j32 = static_cast<std::uint32_t>(j);
   const std::uint32_t page_index = p.page_size.div(j32);
   if (page_index >= p.max_pages) return skip_counted();
-  const std::int32_t entry = __ldg(p.block_table + std::int64_t{lo} * p.max_pages + page_index);
+  const std::int32_t entry = __ldg(p.block_table + std::int64_t{b} * p.max_pages + page_index);
   if (entry < 0 || entry >= p.pages) return skip_counted();
   const std::uint32_t in_page = j32 - page_index * p.page_size.divisor();
   row = std::int64_t{entry} * p.page_size.divisor() + in_page;
@@ -180,7 +209,8 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
   const std::uint32_t seg = (bx << (kLog2Block - lg)) + (threadIdx.x >> lg);
   const Walk group(threadIdx.x & ((1u << lg) - 1), 1u << lg);
   const std::uint32_t first = group.template first_element<A, kPiece>(by * kPieces);
-  if (seg >= p.num_segments || first >= p.seg_len) return;
+  const bool active = seg < p.num_segments && first < p.seg_len;
+  if (!active && p.block_table == nullptr) return;  // a page table's lanes search it together
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
   const std::uint32_t piece_stride = kPiece << lg;
   // Whether piece i lies in the segment (the first does: the thread returned otherwise).
@@ -192,7 +222,7 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
 
   // resolve: one thread a token counts a skipped row (its first segment's first element)
   std::int64_t row;
-  if (!resolve_read_row(p, token, head == 0 && first == 0, row)) return;
+  if (!resolve_read_row(p, token, active, head == 0 && first == 0, row)) return;
 
   // load: the codes of both tensors (kPiece / kCodesPerByte bytes a piece: NVFP4 packs two a
   // byte), then the scales (and NVFP4's block scales)
