@@ -442,7 +442,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fail("chose a kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
   const bool lean = p.scale_policy == kvcast::detail::ScalePolicyId::per_tensor;
-  const bool dense_kernel_exists = lean || (p.scale_policy == kvcast::detail::ScalePolicyId::per_head && vector);
+  // Per-head and per-(token, head) scales have dense kernels of vectors (the planner's fusing
+  // rules, per_head_rows_fuse and per_token_head_rows_fuse, decide p.dense).
+  const bool dense_kernel_exists = lean || vector;
   if ((c.kernel == kvcast::detail::WriteKernel::general) == (p.dense && dense_kernel_exists))
     fail("dense call on the general kernel or the other way", a);
   if (p.scale_policy == kvcast::detail::ScalePolicyId::per_token_head &&
