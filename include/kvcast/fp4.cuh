@@ -93,8 +93,10 @@ namespace detail {
 // hi(2.5), lo(3.5), hi(5), each an odd 25-bit significand, the code is the number of c * d that
 // |x| reaches or passes. c * d is never a value of T (its odd part has more than 24 bits, T's at
 // most 11), so |x| does so exactly when |x| >= RU_T(c * d): seven thresholds a block, each c * d
-// rounded up to float, then to T (directed roundings compose on nested grids). The CPU test (E2M1Thresholds) compares every fp16 and bf16 input's code with
-// float_to_e2m1 of the IEEE quotient for every positive finite E4M3 block scale and many g.
+// rounded up to float, then to T (directed roundings compose on nested grids). The CPU test
+// (E2M1Thresholds) compares every fp16 and bf16 input's code with float_to_e2m1 of the IEEE
+// quotient for every positive finite E4M3 block scale and many g.
+
 //! A block's seven thresholds, each a T magnitude's bits in both halves of a word.
 struct E2M1Thresholds {
   std::uint32_t t[7];

@@ -146,9 +146,13 @@ struct Nvfp4Codes {
   KVCAST_DEVICE static void store_part(const Quantizer& q, const AlignedVector<T, Vec>& x, bool first_part,
                                        std::uint8_t* __restrict__ codes_out, std::uint8_t* __restrict__ scales_out) {
     static_assert(Vec == nvfp4::kBlock || 2 * Vec == nvfp4::kBlock, "Nvfp4Codes::store_part: a block or half of one.");
+    // The exact mode of fp16 and bf16 inputs codes them as loaded, two a word; the rest, floats.
+    constexpr bool kPairs = Mode == Arithmetic::fp32 && sizeof(T) == 2;
     float f[Vec];
-    KVCAST_UNROLL
-    for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
+    if constexpr (!kPairs) {
+      KVCAST_UNROLL
+      for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
+    }
     // The exact mode's amax propagates NaN (by the magnitudes' bits); FlashInfer's skips it.
     std::uint32_t amax;
     if constexpr (Mode == Arithmetic::fp32) {
@@ -162,7 +166,7 @@ struct Nvfp4Codes {
     }
     const std::uint8_t sf = q.block_scale(__uint_as_float(amax));
     AlignedVector<std::uint32_t, Vec / 8> words;
-    if constexpr (Mode == Arithmetic::fp32 && sizeof(T) == 2) {
+    if constexpr (kPairs) {
       std::uint32_t pairs[Vec / 2];
       memcpy(pairs, &x, sizeof pairs);
       q.template codes_of_pairs<T, Vec>(pairs, sf, words.data);
