@@ -560,6 +560,112 @@ void check_device_codes_by_thresholds() {
 }
 }  // namespace
 
+namespace {
+// The split reciprocal of fp32 mode's 16-bit inputs (fp8.cuh, split_reciprocal) as the device
+// builds it, from rcp.approx, for every significand at exponents across the fast range, both
+// signs. Counts: [0] rcp.approx not one of the two floats around 1/b, [1] hi not RZ(1/b) or lo
+// of another sign or zero, [2] |(hi + lo) b - 1| over 1.25 * 2^-45; [3] the worst, as bits.
+__global__ void check_split_reciprocals(const int* exponents, unsigned long long* counts) {
+  const std::uint32_t m = blockIdx.x * blockDim.x + threadIdx.x;
+  if (m >= (1u << 23)) return;
+  const int e = exponents[blockIdx.y / 2];
+  const float b = (blockIdx.y % 2 ? -1.0f : 1.0f) * ldexpf(__uint_as_float(0x3F800000u | m), e);
+  const float y = kvcast::detail::rcp_approx_normal(b);
+  const double yb = static_cast<double>(y) * b;  // exact: 48 bits
+  const float toward = yb > 1.0 ? 0.0f : 2.0f * y;
+  const bool faithful = yb == 1.0 || (yb > 1.0) != (static_cast<double>(nextafterf(y, toward)) * b > 1.0);
+  const kvcast::detail::SplitReciprocal r = kvcast::detail::split_reciprocal(b);
+  const double err = fabs((static_cast<double>(r.hi) + r.lo) * b - 1.0);
+  const bool rz = static_cast<double>(r.hi) * b <= 1.0 && static_cast<double>(nextafterf(r.hi, 2.0f * r.hi)) * b > 1.0;
+  if (!faithful) atomicAdd(&counts[0], 1ull);
+  if (!rz || !(r.lo * r.hi > 0.0f)) atomicAdd(&counts[1], 1ull);
+  if (err > 1.25 * 0x1p-45 + 0x1p-52) atomicAdd(&counts[2], 1ull);
+  atomicMax(&counts[3], static_cast<unsigned long long>(__double_as_longlong(err)));
+}
+
+// fp32 mode's device Quantizer (a pair at a time, as the kernels' vectors) over every pattern of
+// T: codes[(scale, format, pattern)].
+template <class T>
+__global__ void fp32_mode_codes(const float* scales, std::uint8_t* codes) {
+  const std::uint32_t bits = blockIdx.x * blockDim.x + threadIdx.x;  // < 0x10000
+  const float s = scales[blockIdx.y];
+  kvcast::AlignedVector<T, 2> in;
+  const std::uint16_t b16 = static_cast<std::uint16_t>(bits);
+  memcpy(&in[0], &b16, 2);
+  in[1] = in[0];
+  const kvcast::Quantizer<T, kvcast::e4m3, Arithmetic::fp32> q4(s);
+  const kvcast::Quantizer<T, kvcast::e5m2, Arithmetic::fp32> q5(s);
+  codes[(blockIdx.y * 2 + 0) * 0x10000u + bits] = q4.template codes<2>(in)[0] & 0xFF;
+  codes[(blockIdx.y * 2 + 1) * 0x10000u + bits] = q5.template codes<2>(in)[0] & 0xFF;
+}
+
+template <class T>
+void check_fp32_mode_codes(const std::vector<float>& scales) {
+  const std::size_t n = scales.size() * 2 * 0x10000u;
+  kvtest::DeviceBytes ds(scales.size() * 4), dc(n);
+  ASSERT_TRUE(ds && dc);
+  KVTEST_CUDA(cudaMemcpy(ds.get(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemset(dc.get(), 0xA5, n));
+  fp32_mode_codes<T><<<dim3(0x10000 / 256, static_cast<unsigned>(scales.size())), 256>>>(
+      reinterpret_cast<const float*>(ds.get()), reinterpret_cast<std::uint8_t*>(dc.get()));
+  KVTEST_CUDA(cudaGetLastError());
+  std::vector<std::uint8_t> got(n);
+  KVTEST_CUDA(cudaMemcpy(got.data(), dc.get(), n, cudaMemcpyDeviceToHost));
+  const kvcast::DType dtype = kvcast::dtype_of<T>::value;
+  long long mismatches = 0;
+  for (std::size_t i = 0; i < scales.size(); ++i)
+    for (std::uint32_t bits = 0; bits < 0x10000; ++bits)
+      for (int f = 0; f < 2; ++f) {
+        const unsigned want = f == 0 ? kvcast::ref::quantize<kvcast::e4m3, Arithmetic::fp32>(dtype, bits, scales[i])
+                                     : kvcast::ref::quantize<kvcast::e5m2, Arithmetic::fp32>(dtype, bits, scales[i]);
+        const unsigned code = got[(i * 2 + f) * 0x10000u + bits];
+        if (code != want && mismatches++ < 5)
+          ADD_FAILURE() << (f == 0 ? "E4M3" : "E5M2") << " bits 0x" << std::hex << bits << std::dec << " / " << scales[i]
+                        << ": device 0x" << std::hex << code << ", reference 0x" << want;
+      }
+  EXPECT_EQ(mismatches, 0) << "of " << scales.size() * 2 * 0x10000;
+}
+}  // namespace
+
+// The device's split reciprocal for every significand of the scale (the CPU test covers the
+// host's, from RN(1/b)): rcp.approx is faithful, one step toward zero makes hi RZ(1/b), the
+// host's hi, and hi + lo is within the bound that the proof in fp8.cuh takes.
+TEST(SplitReciprocal, DeviceSplitIsWithinItsBoundForEverySignificand) {
+  KVTEST_REQUIRE_GPU();
+  const std::vector<int> exponents = {-40, -21, -7, -1, 0, 1, 13, 39};
+  kvtest::DeviceBytes de(exponents.size() * 4), dc(4 * 8);
+  ASSERT_TRUE(de && dc);
+  KVTEST_CUDA(cudaMemcpy(de.get(), exponents.data(), exponents.size() * 4, cudaMemcpyHostToDevice));
+  KVTEST_CUDA(cudaMemset(dc.get(), 0, dc.size()));
+  check_split_reciprocals<<<dim3((1u << 23) / 256, static_cast<unsigned>(2 * exponents.size())), 256>>>(
+      reinterpret_cast<const int*>(de.get()), reinterpret_cast<unsigned long long*>(dc.get()));
+  KVTEST_CUDA(cudaGetLastError());
+  unsigned long long counts[4];
+  KVTEST_CUDA(cudaMemcpy(counts, dc.get(), sizeof counts, cudaMemcpyDeviceToHost));
+  double worst;
+  std::memcpy(&worst, &counts[3], sizeof worst);
+  std::printf("[ split ] device: %llu reciprocals; worst |(hi + lo) b - 1| = %.3f * 2^-45\n",
+              static_cast<unsigned long long>(exponents.size()) * 2 * (1u << 23), worst * 0x1p45);
+  EXPECT_EQ(counts[0], 0u) << "rcp.approx is not faithful for some significands";
+  EXPECT_EQ(counts[1], 0u) << "hi not RZ(1/b), or lo not of hi's sign";
+  EXPECT_EQ(counts[2], 0u) << "hi + lo outside 1.25 * 2^-45 of 1/b";
+}
+
+// fp32 mode on the device for every fp16 and bf16 input over typed, all-ones, edge and random
+// scales of the fast range and outside it: the reference's codes (its IEEE quotient), both formats.
+TEST(SplitReciprocal, DeviceFp32ModeEqualsTheReferenceForEverySixteenBitInput) {
+  KVTEST_REQUIRE_GPU();
+  std::vector<float> scales = {0.1f, 0.7f, 1.3f, 0.37f, 1.0f / 3, 3.0f, 5.0f, 0.0173f, 0.0229f, 0.5f, 1.0f, -0.7f,
+                               0x1.fffffep-1f, 0x1.fffffep39f, 0x1.fffffep-41f, 0x1p-40f, 0x1p40f, 0x1.4p-40f,
+                               1e-39f, 1e30f, 3e38f};
+  std::mt19937 rng(1919);
+  std::uniform_int_distribution<std::uint32_t> significand(0, (1u << 23) - 1);
+  std::uniform_int_distribution<int> exponent(-40, 39);
+  for (int i = 0; i < 40; ++i) scales.push_back(std::ldexp(1.0f + std::ldexp(static_cast<float>(significand(rng)), -23), exponent(rng)));
+  check_fp32_mode_codes<__half>(scales);
+  check_fp32_mode_codes<__nv_bfloat16>(scales);
+}
+
 // Every fp16 and bf16 input over every positive finite E4M3 block scale and several g: the
 // device's codes by thresholds equal float_to_e2m1 of the IEEE quotient (the CPU test proves the
 // same of the host's comparisons; this checks the device's HSET2 and its subnormal inputs).

@@ -139,9 +139,11 @@ KVCAST_HOST_DEVICE float2 pair_to_float2(T x0, T x1) {
 //! element loop); then applied to single elements, pairs or whole AlignedVectors.
 //!
 //! - Arithmetic::fp32: `float_to_fp8(x / scale)` with the quotient exactly as one IEEE fp32
-//!   division rounds it (`__fdiv_rn`). Single elements compute that quotient from a hoisted
-//!   reciprocal (detail::divide_fast_for); vectors get the same codes from two bracketing products,
-//!   verified (detail::bracket_codes).
+//!   division rounds it (`__fdiv_rn`). fp16 and bf16 inputs take each element's quotient by a
+//!   split reciprocal, one FMUL and one FFMA with nothing to check (detail::divide_split). fp32
+//!   inputs: single elements from a hoisted reciprocal and two corrections
+//!   (detail::divide_fast_for); vectors the same codes from two bracketing products, verified
+//!   (detail::bracket_codes).
 //! - Arithmetic::input_precision: `s = T(scale)` (round to nearest), `inv = T(1) / s` correctly
 //!   rounded in T, `y = x * inv` rounded in T, clamp to ±max, convert. The clamp is not
 //!   executed: converting with `__NV_SATFINITE` gives the same code for every input, including
@@ -257,7 +259,46 @@ KVCAST_HOST_DEVICE float divide_fast_for(float x, float b, float y) {
   return divide_fast_bounded_for<T>(clamp_2_80(x), b, y);
 }
 
-// Vectors in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
+// Quotients of 16-bit inputs from a split reciprocal, with nothing to correct afterwards: two
+// floats hi + lo close enough to 1/b that q = RN(x * hi + RN(x * lo)) (one FMUL and one FFMA an
+// element) has the fp8 and E2M1 code of RN(x / b).
+//  - hi = RZ(1/b): from y, either float around 1/b (the device's rcp.approx, which the GPU test
+//    finds faithful for every significand; RN(1/b) on the host), one ulp toward zero where y is
+//    past 1/b (1 - b*y < 0). So the host and the device get the same hi, 0 <= 1 - b*hi = a <
+//    2^-23, and hi has 1/b's sign.
+//  - lo = RN((RN(a) + 2^-47) * hi): hi's sign, never zero. Then hi + lo = (1/b)(1 + e) with
+//    |e| <= |RN(a) - a| + 2^-47 + 2^-24 * 2^-23 + a^2 <= 1.25 * 2^-45, and RN(x * lo) adds at
+//    most 2^-47 |x/b|: q = RN(x/b + d), |d| <= 1.5 * 2^-45 |x/b|, wherever no step underflows
+//    (|x/b| >= 2^-20; below, every code is ±0, and q keeps x/b's sign, which both terms have).
+//  - That is within OneCorrection's enumeration (|d| <= 2^-44 |x/b|): RN(x/b + d) can take
+//    another code than RN(x/b) only for x a power of two and b's significand all ones, where
+//    the 2^-47 lifts hi + lo over 1/b's truncated tail so that q is RN(x/b) itself. The CPU
+//    tests check that family directly.
+//  - No clamp: x * hi and x * lo share x/b's sign, so an infinite x, or a sum past FLT_MAX,
+//    gives an infinity of that sign, which saturates as x/b does; NaN stays NaN.
+struct SplitReciprocal {
+  float hi;
+  float lo;
+};
+//! The split reciprocal of b from y, either float around 1/b. @pre scale_allows_fast_division(b)
+KVCAST_HOST_DEVICE SplitReciprocal split_reciprocal_from(float b, float y) {
+  // Both candidates' residuals at once, then one select: a decode step waits on this chain.
+  std::uint32_t bits;
+  memcpy(&bits, &y, sizeof bits);
+  bits -= 1u;  // one ulp toward zero, either sign
+  float below;
+  memcpy(&below, &bits, sizeof below);
+  const float e_y = fma_rn(-y, b, 1.0f), e_below = fma_rn(-below, b, 1.0f);
+  const bool past = e_y < 0.0f;
+  const float hi = past ? below : y;
+  return {hi, fma_rn(past ? e_below : e_y, hi, mul_rn(hi, 0x1p-47f))};
+}
+//! The split reciprocal of b, from one rcp.approx. @pre scale_allows_fast_division(b)
+KVCAST_HOST_DEVICE SplitReciprocal split_reciprocal(float b) { return split_reciprocal_from(b, rcp_approx_normal(b)); }
+//! x / b as far as its fp8 and E2M1 codes go, for x a value of a 16-bit type (see above).
+KVCAST_HOST_DEVICE float divide_split(float x, SplitReciprocal r) { return fma_rn(x, r.hi, mul_rn(x, r.lo)); }
+
+// Vectors of fp32 inputs in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
 // at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20)) and above =
 // RN(y*(1+2^-20)). The products RN(x*below) and RN(x*above) bracket RN(x/b) strictly: y's error
 // and two roundings of at most 2^-24 each leave them within factors
@@ -330,7 +371,7 @@ KVCAST_HOST_DEVICE_NOINLINE typename PackedCodes<N>::type exact_codes_out_of_lin
 //! The codes of N elements (N even) from each element's own quotient RN(x / b), packed: where
 //! `fast` (scale_allows_fast_division(b)), divide_fast_for<T> with the reciprocal `inverse()`
 //! (called there, so that its instructions sit behind that branch), or, `Bounded`, without the
-//! clamp (every x finite and below 2^80); elsewhere __fdiv_rn. PairWords: as for Quantizer::bracketed.
+//! clamp (every x finite and below 2^80); elsewhere __fdiv_rn. PairWords: as for Quantizer::first_codes.
 template <class Format, bool PairWords, bool Bounded, class T, int N, class Inverse>
 KVCAST_HOST_DEVICE typename PackedCodes<N>::type quotient_codes(const AlignedVector<T, N>& in, float b, bool fast, Inverse inverse) {
   typename PackedCodes<N>::type out;
@@ -352,6 +393,19 @@ KVCAST_HOST_DEVICE typename PackedCodes<N>::type quotient_codes(const AlignedVec
   for (int i = 0; i < N; i += 2) put_pair<N>(out, i, float2_to_fp8x2<Format>(q[i], q[i + 1]));
   return out;
 }
+
+//! The codes of N 16-bit elements (N even) from their quotients by the split reciprocal r,
+//! packed. PairWords: as for Quantizer::first_codes. @pre scale_allows_fast_division(b).
+template <class Format, bool PairWords, class T, int N>
+KVCAST_HOST_DEVICE typename PackedCodes<N>::type split_quotient_codes(const AlignedVector<T, N>& in, SplitReciprocal r) {
+  typename PackedCodes<N>::type out;
+  KVCAST_UNROLL
+  for (int i = 0; i < N; i += 2) {
+    const float2 x = pair_to_float2<PairWords>(in[i], in[i + 1]);
+    put_pair<N>(out, i, float2_to_fp8x2<Format>(divide_split(x.x, r), divide_split(x.y, r)));
+  }
+  return out;
+}
 }  // namespace detail
 
 template <class T, class Format>
@@ -359,11 +413,15 @@ class Quantizer<T, Format, Arithmetic::fp32> {
  public:
   KVCAST_HOST_DEVICE explicit Quantizer(float scale)
       : scale_(scale),
-        inv_(detail::reciprocal_for<T>(scale)),
+        inv_(kSplit ? 0.0f : detail::reciprocal_for<T>(scale)),
         fast_(detail::scale_allows_fast_division(scale)) {
-    // y within one ulp of 1/scale in the fast range, [2^-40, 2^40]; outside it every vector
-    // takes the exact path, so the bracket's value there does not matter.
-    detail::bracket(scale, detail::rcp_approx_normal(scale), below_, above_);
+    // In the fast range, [2^-40, 2^40]; outside it every vector takes the exact path, so these
+    // values there do not matter.
+    if constexpr (kSplit) {
+      split_ = detail::split_reciprocal(scale);
+    } else {
+      detail::bracket(scale, detail::rcp_approx_normal(scale), below_, above_);
+    }
   }
 
   KVCAST_HOST_DEVICE std::uint8_t operator()(T x) const { return float_to_fp8<Format>(divide_input(x)); }
@@ -371,18 +429,18 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE std::uint16_t pair(T x0, T x1) const {
     return float2_to_fp8x2<Format>(divide_input(x0), divide_input(x1));
   }
-  //! Codes of N elements (N even), packed: bracketed and verified (see detail::bracket_codes), the
-  //! exact division only for a vector whose bracket straddles a rounding boundary, and for
-  //! every vector when the scale is outside the fast range (a branch the whole grid takes the
-  //! same way). PairWords: as for bracketed(). ExactInLine: that vector is redone in line
-  //! (a call would pass it through local memory, and keep its warp waiting longer), or by a
-  //! call, for kernels whose short calls the longer code slows down (the realigned and the
+  //! Codes of N elements (N even), packed: first_codes(), then exact() where they must be
+  //! redone: for fp32 inputs a vector whose bracket straddles a rounding boundary; for every
+  //! input type every vector when the scale is outside the fast range (a branch the whole grid
+  //! takes the same way). PairWords: as for first_codes(). ExactInLine: that vector is redone
+  //! in line (a call would pass it through local memory, and keep its warp waiting longer), or
+  //! by a call, for kernels whose short calls the longer code slows down (the realigned and the
   //! element-by-element kernels: NOTES #19b).
   template <int N, bool PairWords = false, bool ExactInLine = true>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
-    std::uint32_t differ = 0;
-    typename detail::PackedCodes<N>::type packed = bracketed<N, PairWords>(in, differ);
-    if (differ != 0) {
+    std::uint32_t redo = 0;
+    typename detail::PackedCodes<N>::type packed = first_codes<N, PairWords>(in, redo);
+    if (redo != 0) {
       if constexpr (ExactInLine) {
         packed = exact<N, PairWords>(in);
       } else {
@@ -391,49 +449,73 @@ class Quantizer<T, Format, Arithmetic::fp32> {
     }
     return packed;
   }
-  //! The first half of codes(): the bracketed codes of N elements (N even), packed, exact where
-  //! `differ` comes back 0, otherwise to be replaced by exact(in). PairWords: `in` was loaded
-  //! whole, so each pair is one word (detail::pair_to_float2; the codes are the same either way).
+  //! The first half of codes(): the codes of N elements (N even), packed, final where `redo`
+  //! comes back 0, otherwise to be replaced by exact(in). fp16 and bf16 inputs: each element's
+  //! quotient by the split reciprocal (detail::divide_split), so `redo` is 0 for every scale in
+  //! the fast range. fp32 inputs: bracketed and verified (detail::bracket_codes). PairWords:
+  //! `in` was loaded whole, so each pair is one word (detail::pair_to_float2; the codes are the
+  //! same either way).
   template <int N, bool PairWords = false>
-  KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type bracketed(const AlignedVector<T, N>& in, std::uint32_t& differ) const {
-    static_assert(N % 2 == 0, "Quantizer::bracketed converts pairs.");
-    typename detail::PackedCodes<N>::type out, above_codes;
-    KVCAST_UNROLL
-    for (int i = 0; i < N; i += 2) {
-      const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
-      const detail::BracketCodes c = detail::bracket_codes<Format>(x.x, x.y, below_, above_);
-      detail::put_pair<N>(out, i, c.below);
-      detail::put_pair<N>(above_codes, i, c.above);
+  KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type first_codes(const AlignedVector<T, N>& in, std::uint32_t& redo) const {
+    static_assert(N % 2 == 0, "Quantizer::first_codes converts pairs.");
+    if constexpr (kSplit) {
+      redo = fast_ ? 0u : 1u;
+      return detail::split_quotient_codes<Format, PairWords>(in, split_);
+    } else {
+      typename detail::PackedCodes<N>::type out, above_codes;
+      KVCAST_UNROLL
+      for (int i = 0; i < N; i += 2) {
+        const float2 x = detail::pair_to_float2<PairWords>(in[i], in[i + 1]);
+        const detail::BracketCodes c = detail::bracket_codes<Format>(x.x, x.y, below_, above_);
+        detail::put_pair<N>(out, i, c.below);
+        detail::put_pair<N>(above_codes, i, c.above);
+      }
+      // Compared as packed words: one XOR a word, not one a pair.
+      redo = fast_ ? 0u : 1u;
+      KVCAST_UNROLL
+      for (int w = 0; w < static_cast<int>(sizeof out / sizeof out[0]); ++w) redo |= static_cast<std::uint32_t>(out[w] ^ above_codes[w]);
+      return out;
     }
-    // Compared as packed words: one XOR a word, not one a pair.
-    differ = fast_ ? 0u : 1u;
-    KVCAST_UNROLL
-    for (int w = 0; w < static_cast<int>(sizeof out / sizeof out[0]); ++w) differ |= static_cast<std::uint32_t>(out[w] ^ above_codes[w]);
-    return out;
   }
   //! The second half of codes(): the codes of N elements (N even) from the quotients themselves,
-  //! packed. PairWords: as for bracketed().
+  //! packed. PairWords: as for first_codes().
   template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type exact(const AlignedVector<T, N>& in) const {
-    // The reciprocal computed here, not the member: where this path sits behind a rare branch,
-    // its instructions stay there too, off the path every vector takes.
     const float scale = scale_;
-    return detail::quotient_codes<Format, PairWords, false>(in, scale, fast_, [scale] { return detail::reciprocal_for<T>(scale); });
+    if constexpr (kSplit) {
+      if (fast_) return detail::split_quotient_codes<Format, PairWords>(in, split_);
+      return detail::quotient_codes<Format, PairWords, false>(in, scale, false, [] { return 0.0f; });
+    } else {
+      // The reciprocal computed here, not the member: where this path sits behind a rare
+      // branch, its instructions stay there too, off the path every vector takes.
+      return detail::quotient_codes<Format, PairWords, false>(in, scale, fast_, [scale] { return detail::reciprocal_for<T>(scale); });
+    }
   }
 
   KVCAST_HOST_DEVICE float scale() const { return scale_; }
 
  private:
-  //! An input's quotient, as close as its fp8 code needs (detail::divide_fast_for).
+  //! fp16 and bf16 inputs take the split reciprocal's quotients; fp32 inputs, whose 24-bit
+  //! significands its proof does not cover, the bracket and two corrections.
+  static constexpr bool kSplit = sizeof(T) == 2;
+
+  //! An input's quotient, as close as its fp8 code needs (detail::divide_split for 16-bit
+  //! inputs, detail::divide_fast_for for floats).
   KVCAST_HOST_DEVICE float divide_input(T x) const {
-    return fast_ ? detail::divide_fast_for<T>(to_float(x), scale_, inv_) : detail::div_rn(to_float(x), scale_);
+    if (!fast_) return detail::div_rn(to_float(x), scale_);
+    if constexpr (kSplit) {
+      return detail::divide_split(to_float(x), split_);
+    } else {
+      return detail::divide_fast_for<T>(to_float(x), scale_, inv_);
+    }
   }
 
   float scale_;
-  float inv_;
+  float inv_;  //!< fp32 inputs
   bool fast_;
-  float below_;
-  float above_;
+  detail::SplitReciprocal split_{};  //!< fp16 and bf16 inputs
+  float below_ = 0;                  //!< fp32 inputs: the bracket
+  float above_ = 0;
 };
 
 template <class Format>
@@ -516,24 +598,35 @@ template <class T, class Format>
 class QuotientQuantizer {
  public:
   KVCAST_HOST_DEVICE explicit QuotientQuantizer(float scale)
-      : scale_(scale), inv_(detail::reciprocal_for<T>(scale)), fast_(detail::scale_allows_fast_division(scale)) {}
+      : scale_(scale),
+        inv_(kSplit ? 0.0f : detail::reciprocal_for<T>(scale)),
+        fast_(detail::scale_allows_fast_division(scale)) {
+    if constexpr (kSplit) split_ = detail::split_reciprocal(scale);
+  }
 
-  //! The codes of N elements (N even), packed. PairWords: as for Quantizer::bracketed.
+  //! The codes of N elements (N even), packed. PairWords: as for Quantizer::first_codes.
   template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
-    const float inv = inv_;
-    return detail::quotient_codes<Format, PairWords, true>(in, scale_, fast_, [inv] { return inv; });
+    if constexpr (kSplit) {
+      if (fast_) return detail::split_quotient_codes<Format, PairWords>(in, split_);
+      return detail::quotient_codes<Format, PairWords, true>(in, scale_, false, [] { return 0.0f; });
+    } else {
+      const float inv = inv_;
+      return detail::quotient_codes<Format, PairWords, true>(in, scale_, fast_, [inv] { return inv; });
+    }
   }
 
  private:
+  static constexpr bool kSplit = sizeof(T) == 2;  //!< as Quantizer's
   float scale_;
-  float inv_;
+  float inv_;  //!< fp32 inputs
   bool fast_;
+  detail::SplitReciprocal split_{};  //!< fp16 and bf16 inputs
 };
 
 //! The codes of a whole vector (N even), packed (detail::PackedCodes): what the kernel
 //! stores, two elements per conversion. PairWords: `in` was loaded as whole words, and fp32
-//! mode takes each pair's floats from its word (Quantizer::bracketed); input precision converts
+//! mode takes each pair's floats from its word (Quantizer::first_codes); input precision converts
 //! its pairs the same way either way. ExactInLine: as for Quantizer::codes (fp32 mode).
 template <bool PairWords = false, bool ExactInLine = true, class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Quantizer<T, Format, Mode>& q,
@@ -550,34 +643,35 @@ KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type quantize_packed(const Q
 }
 
 //! fp32 mode's codes of two vectors loaded whole (K's and V's), each with its own quantizer,
-//! handed to `store(i, codes)` (i = 0 for `a`, 1 for `b`) as soon as they are bracketed; then,
-//! for a vector whose brackets disagree (rare), its exact codes, which land on the same bytes
-//! and so replace the bracketed ones. Neither store waits for the check, nor one vector's
+//! handed to `store(i, codes)` (i = 0 for `a`, 1 for `b`) as soon as first_codes gives them;
+//! then, for a vector they must be redone for (fp32 inputs whose brackets disagree, which is
+//! rare; any input with a scale outside the fast range), its exact codes, which land on the
+//! same bytes and so replace the first ones. Neither store waits for the check, nor one vector's
 //! conversions for the other's: the kernel's path for vectors short enough that both
 //! conversions fit in registers at once.
 template <class T, class Format, int N, class Store>
 KVCAST_HOST_DEVICE void store_codes_of_two(const Quantizer<T, Format, Arithmetic::fp32>& qa, const AlignedVector<T, N>& a,
                                            const Quantizer<T, Format, Arithmetic::fp32>& qb, const AlignedVector<T, N>& b,
                                            Store&& store) {
-  std::uint32_t differ_a = 0, differ_b = 0;
-  store(0, qa.template bracketed<N, true>(a, differ_a));
-  store(1, qb.template bracketed<N, true>(b, differ_b));
-  if ((differ_a | differ_b) != 0) {
+  std::uint32_t redo_a = 0, redo_b = 0;
+  store(0, qa.template first_codes<N, true>(a, redo_a));
+  store(1, qb.template first_codes<N, true>(b, redo_b));
+  if ((redo_a | redo_b) != 0) {
     // 8-wide vectors (calls of 2^18..2^21 elements) by a call: in line, their hot-L2 calls ran
     // slower (NOTES #19c); 4-wide ones (decode) in line.
     if constexpr (N >= 8) {
-      if (differ_a != 0) store(0, detail::exact_codes_out_of_line<T, Format, N>(a, qa.scale()));
-      if (differ_b != 0) store(1, detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale()));
+      if (redo_a != 0) store(0, detail::exact_codes_out_of_line<T, Format, N>(a, qa.scale()));
+      if (redo_b != 0) store(1, detail::exact_codes_out_of_line<T, Format, N>(b, qb.scale()));
     } else {
-      if (differ_a != 0) store(0, qa.template exact<N, true>(a));
-      if (differ_b != 0) store(1, qb.template exact<N, true>(b));
+      if (redo_a != 0) store(0, qa.template exact<N, true>(a));
+      if (redo_b != 0) store(1, qb.template exact<N, true>(b));
     }
   }
 }
 
 //! Quantizes a whole vector: its codes one byte each, in order. For the kernels that load and
-//! store element by element, whose calls are short: fp32 mode redoes a straddling vector by a
-//! call (Quantizer::codes' ExactInLine; in line, the longer code slowed them, NOTES #19b).
+//! store element by element, whose calls are short: fp32 mode redoes a vector by a call where
+//! it must (Quantizer::codes' ExactInLine; in line, the longer code slowed them, NOTES #19b).
 template <class T, class Format, Arithmetic Mode, int N>
 KVCAST_HOST_DEVICE AlignedVector<std::uint8_t, N> quantize(const Quantizer<T, Format, Mode>& q,
                                                           const AlignedVector<T, N>& in) {

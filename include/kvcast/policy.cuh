@@ -36,7 +36,7 @@ namespace kvcast {
 //!                           scales computed from the elements (many quotients on rounding
 //!                           boundaries), with a QuotientQuantizer<T> qq
 //!     kBothAtOnce<N>     -> whether K's and V's vectors of N are best converted together,
-//!     store_both(...)       and how (bracketed codes stored first, exact ones over them)
+//!     store_both(...)       and how (first codes stored first, exact ones over them)
 //!
 //! @tparam Format `e4m3` or `e5m2`
 //! @tparam Mode   Arithmetic::fp32 (PyTorch's numerics) or Arithmetic::input_precision (SGLang's)
@@ -79,9 +79,9 @@ struct Fp8 {
     return q.template codes<N>(in);
   }
 
-  //! fp32 mode's vectors of up to 8 elements: K's and V's codes bracketed together, each stored
-  //! as soon as it is known, and a vector whose brackets disagree (rare) stored again, exactly
-  //! (store_codes_of_two). Wider vectors need the registers of one tensor at a time.
+  //! fp32 mode's vectors of up to 8 elements: K's and V's codes converted together, each stored
+  //! as soon as it is known, and a vector to redo (rare: Quantizer::first_codes) stored again,
+  //! exactly (store_codes_of_two). Wider vectors need the registers of one tensor at a time.
   template <int N>
   static constexpr bool kBothAtOnce = Mode == Arithmetic::fp32 && N <= 8;
   template <class T, int N, class Store>
