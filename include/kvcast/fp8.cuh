@@ -298,9 +298,9 @@ KVCAST_HOST_DEVICE SplitReciprocal split_reciprocal(float b) { return split_reci
 //! x / b as far as its fp8 and E2M1 codes go, for x a value of a 16-bit type (see above).
 KVCAST_HOST_DEVICE float divide_split(float x, SplitReciprocal r) { return fma_rn(x, r.hi, mul_rn(x, r.lo)); }
 
-// Vectors of fp32 inputs in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b (relative error
-// at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20)) and above =
-// RN(y*(1+2^-20)). The products RN(x*below) and RN(x*above) bracket RN(x/b) strictly: y's error
+// Vectors of fp32 inputs in fp32 mode: bracket, then verify. Let y be within one ulp of 1/b
+// (relative error at most 2^-23: RN(1/b), or the hardware's rcp.approx), below = RN(y*(1-2^-20))
+// and above = RN(y*(1+2^-20)). The products RN(x*below) and RN(x*above) bracket RN(x/b) strictly: y's error
 // and two roundings of at most 2^-24 each leave them within factors
 // (1+2^-23)(1-2^-20)(1+2^-24)^2 < 1-2^-21 and (1-2^-23)(1+2^-20)(1-2^-24)^2 > 1+2^-21 of x/b,
 // while RN(x/b) is within 1±2^-24 of it. Rounding to fp8 with saturation is monotone, so when
@@ -395,7 +395,7 @@ KVCAST_HOST_DEVICE typename PackedCodes<N>::type quotient_codes(const AlignedVec
 }
 
 //! The codes of N 16-bit elements (N even) from their quotients by the split reciprocal r,
-//! packed. PairWords: as for Quantizer::first_codes. @pre scale_allows_fast_division(b).
+//! packed. PairWords: as for Quantizer::first_codes. @pre r's scale is in the fast range.
 template <class Format, bool PairWords, class T, int N>
 KVCAST_HOST_DEVICE typename PackedCodes<N>::type split_quotient_codes(const AlignedVector<T, N>& in, SplitReciprocal r) {
   typename PackedCodes<N>::type out;
