@@ -635,32 +635,44 @@ std::vector<float> reciprocals_within_an_ulp(float b) {
   return {std::nextafter(rn, 0.0f), rn, std::nextafter(rn, 1e30f)};
 }
 
-// One correction with every reciprocal reciprocal_for may give: every fp16 and bf16 input over
-// the typed scales (0x1.fffffep39 among them) keeps the fp8 codes of the IEEE quotient in both
-// formats.
-TEST(OneCorrection, EverySixteenBitInputWithEveryReciprocalWithinAnUlp) {
+// Every fp16 and bf16 input over the typed scales of the fast range, with every reciprocal y
+// that `reciprocals(s)` lists: the E4M3, E5M2 and E2M1 codes of `quotient(x, s, y, is_half)`
+// against those of the IEEE quotient.
+template <class Reciprocals, class Quotient>
+void expect_ieee_codes_over_typed_scales(Reciprocals reciprocals, Quotient quotient, long long min_checked) {
   long long checked = 0, wrong = 0;
   std::string first;
   for (float s : kTypedScales) {
     if (!kvcast::detail::scale_allows_fast_division(s)) continue;
-    for (float y : reciprocals_within_an_ulp(s))
+    for (float y : reciprocals(s))
       for (std::uint32_t bits = 0; bits < 0x10000; ++bits)
-        for (int type = 0; type < 2; ++type) {
-          const float x = type == 0 ? kvcast::to_float(from_bits<__half>(bits)) : kvcast::to_float(from_bits<__nv_bfloat16>(bits));
-          const float q = type == 0 ? kvcast::detail::divide_fast_for<__half>(x, s, y) : kvcast::detail::divide_fast_for<__nv_bfloat16>(x, s, y);
-          const float want = x / s;
+        for (const bool is_half : {true, false}) {
+          const float x = is_half ? kvcast::to_float(from_bits<__half>(bits)) : kvcast::to_float(from_bits<__nv_bfloat16>(bits));
+          const float q = quotient(x, s, y, is_half), want = x / s;
           ++checked;
           if ((kvcast::float_to_fp8<kvcast::e4m3>(q) != kvcast::float_to_fp8<kvcast::e4m3>(want) ||
-               kvcast::float_to_fp8<kvcast::e5m2>(q) != kvcast::float_to_fp8<kvcast::e5m2>(want)) &&
+               kvcast::float_to_fp8<kvcast::e5m2>(q) != kvcast::float_to_fp8<kvcast::e5m2>(want) ||
+               kvcast::float_to_e2m1(q) != kvcast::float_to_e2m1(want)) &&
               wrong++ == 0) {
             char buf[160];
-            std::snprintf(buf, sizeof buf, "%s 0x%04x / %a with y %a: %a, IEEE %a", type == 0 ? "f16" : "bf16", bits, s, y, q, want);
+            std::snprintf(buf, sizeof buf, "%s 0x%04x / %a with y %a: %a, IEEE %a", is_half ? "f16" : "bf16", bits, s, y, q, want);
             first = buf;
           }
         }
   }
   EXPECT_EQ(wrong, 0) << first;
-  EXPECT_GT(checked, 5000000);
+  EXPECT_GT(checked, min_checked);
+}
+
+// One correction with every reciprocal reciprocal_for may give: every fp16 and bf16 input over
+// the typed scales (0x1.fffffep39 among them) keeps the codes of the IEEE quotient.
+TEST(OneCorrection, EverySixteenBitInputWithEveryReciprocalWithinAnUlp) {
+  expect_ieee_codes_over_typed_scales(
+      reciprocals_within_an_ulp,
+      [](float x, float s, float y, bool is_half) {
+        return is_half ? kvcast::detail::divide_fast_for<__half>(x, s, y) : kvcast::detail::divide_fast_for<__nv_bfloat16>(x, s, y);
+      },
+      5000000);
 }
 
 // Per-(token, head) codes (QuotientQuantizer: divide_fast_bounded_for, no clamp, which is the
@@ -857,33 +869,12 @@ TEST(SplitReciprocal, IsWithinItsBoundForEverySignificand) {
 }
 
 // The split reciprocal's quotient (divide_split) over every fp16 and bf16 input, the typed
-// scales and every faithful reciprocal: the fp8 codes (both formats) and E2M1 codes of the IEEE
-// quotient.
+// scales and every faithful reciprocal: the codes of the IEEE quotient.
 TEST(SplitReciprocal, EverySixteenBitInputKeepsTheIeeeQuotientsCodes) {
-  long long checked = 0, wrong = 0;
-  std::string first;
-  for (float s : kTypedScales) {
-    if (!kvcast::detail::scale_allows_fast_division(s)) continue;
-    for (float y : faithful_reciprocals(s)) {
-      const kvcast::detail::SplitReciprocal r = kvcast::detail::split_reciprocal_from(s, y);
-      for (std::uint32_t bits = 0; bits < 0x10000; ++bits)
-        for (int type = 0; type < 2; ++type) {
-          const float x = type == 0 ? kvcast::to_float(from_bits<__half>(bits)) : kvcast::to_float(from_bits<__nv_bfloat16>(bits));
-          const float q = kvcast::detail::divide_split(x, r), want = x / s;
-          ++checked;
-          if ((kvcast::float_to_fp8<kvcast::e4m3>(q) != kvcast::float_to_fp8<kvcast::e4m3>(want) ||
-               kvcast::float_to_fp8<kvcast::e5m2>(q) != kvcast::float_to_fp8<kvcast::e5m2>(want) ||
-               kvcast::float_to_e2m1(q) != kvcast::float_to_e2m1(want)) &&
-              wrong++ == 0) {
-            char buf[160];
-            std::snprintf(buf, sizeof buf, "%s 0x%04x / %a with y %a: %a, IEEE %a", type == 0 ? "f16" : "bf16", bits, s, y, q, want);
-            first = buf;
-          }
-        }
-    }
-  }
-  EXPECT_EQ(wrong, 0) << first;
-  EXPECT_GT(checked, 4000000);
+  expect_ieee_codes_over_typed_scales(
+      faithful_reciprocals,
+      [](float x, float s, float y, bool) { return kvcast::detail::divide_split(x, kvcast::detail::split_reciprocal_from(s, y)); },
+      4000000);
 }
 
 // fp32 inputs: every fp8 value and midpoint of both formats times each scale, with 16 ulps
