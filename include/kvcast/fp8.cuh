@@ -406,6 +406,15 @@ KVCAST_HOST_DEVICE typename PackedCodes<N>::type split_quotient_codes(const Alig
   }
   return out;
 }
+
+//! The codes of N 16-bit elements (N even) from each element's own quotient, packed: by the split
+//! reciprocal r of b where `fast` (scale_allows_fast_division(b)), elsewhere by __fdiv_rn.
+template <class Format, bool PairWords, class T, int N>
+KVCAST_HOST_DEVICE typename PackedCodes<N>::type split_or_divided_codes(const AlignedVector<T, N>& in, float b, bool fast,
+                                                                       SplitReciprocal r) {
+  if (fast) return split_quotient_codes<Format, PairWords>(in, r);
+  return quotient_codes<Format, PairWords, false>(in, b, false, [] { return 0.0f; });
+}
 }  // namespace detail
 
 template <class T, class Format>
@@ -483,8 +492,7 @@ class Quantizer<T, Format, Arithmetic::fp32> {
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type exact(const AlignedVector<T, N>& in) const {
     const float scale = scale_;
     if constexpr (kSplit) {
-      if (fast_) return detail::split_quotient_codes<Format, PairWords>(in, split_);
-      return detail::quotient_codes<Format, PairWords, false>(in, scale, false, [] { return 0.0f; });
+      return detail::split_or_divided_codes<Format, PairWords>(in, scale, fast_, split_);
     } else {
       // The reciprocal computed here, not the member: where this path sits behind a rare
       // branch, its instructions stay there too, off the path every vector takes.
@@ -608,8 +616,7 @@ class QuotientQuantizer {
   template <int N, bool PairWords = false>
   KVCAST_HOST_DEVICE typename detail::PackedCodes<N>::type codes(const AlignedVector<T, N>& in) const {
     if constexpr (kSplit) {
-      if (fast_) return detail::split_quotient_codes<Format, PairWords>(in, split_);
-      return detail::quotient_codes<Format, PairWords, true>(in, scale_, false, [] { return 0.0f; });
+      return detail::split_or_divided_codes<Format, PairWords>(in, scale_, fast_, split_);
     } else {
       const float inv = inv_;
       return detail::quotient_codes<Format, PairWords, true>(in, scale_, fast_, [inv] { return inv; });
