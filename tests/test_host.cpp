@@ -636,6 +636,21 @@ TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
     EXPECT_GE(std::int64_t{c.vec} << c.log2_group, b.head_dim) << i;
   }
   EXPECT_GT(dense, 1000);
+
+  // Decode calls: a row-head in one warp where a vector allows it (NOTES #15t), 576 in narrow
+  // vectors over several warps.
+  for (auto [heads, head_dim, vec] : {std::tuple{8, 64, 4}, {8, 128, 4}, {8, 256, 8}, {4, 512, 16}, {1, 576, 4}}) {
+    DowncastArgs<Bf16> b = valid_args();
+    per_token_head(b);
+    b.num_tokens = 1;
+    b.heads = heads;
+    b.head_dim = head_dim;
+    b.out = OutputLayout::contiguous(b.heads, b.head_dim);
+    kvcast::detail::Plan p;
+    ASSERT_TRUE(kvcast::make_plan(b, p).ok()) << kvcast::make_plan(b, p).message();
+    EXPECT_EQ(p.choice.vec, vec) << heads << "x" << head_dim;
+    EXPECT_EQ(access(p), vec) << heads << "x" << head_dim;
+  }
 }
 
 TEST(Plan, SlotBoundsMatchRowRange) {

@@ -701,6 +701,14 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (scales != ScalePolicyId::per_tensor && !(kernel == WriteKernel::dense && scales == ScalePolicyId::per_head) &&
       widest < tuning::kScaledMinVector)
     widest = tuning::kScaledMinVector;
+  // A row-head reduced for its scale is held by one warp where a vector the kernels have allows
+  // it: across warps, its reduction takes a shared-memory round and a CTA barrier (NOTES #15t).
+  // A 576-element one needs more than the widest: narrower vectors over more warps win there.
+  if (reduced) {
+    const int in_one_warp = 1 << log2_ceil((a.head_dim + kLanes - 1) / kLanes);
+    if (in_one_warp <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, kBytes))
+      widest = std::max(widest, in_one_warp);
+  }
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
     if (v > plan.seg_len || (vectors_in_heads && a.head_dim % v != 0) || (reduced && a.head_dim / v > kBlockSize)) continue;
     if (inputs_allow(a, plan, v, !fused) && outputs_allow(a, plan, v, !fused) &&
