@@ -300,7 +300,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (direction < 2) return fuzz_read(in);
   if (direction == 2) return fuzz_nvfp4_write(in);
   kvcast::DowncastArgs<T> a;
-  const auto ptr = [&](std::uintptr_t base) { return base + in.ConsumeIntegralInRange<std::uintptr_t>(0, 63); };
+  // A quarter of the calls aligned and of their own sizes' strides (so that the widest vectors
+  // and the row-head-warp kernel get chosen); the others' pointers anywhere in 64 bytes.
+  const bool aligned = in.ConsumeIntegralInRange<int>(0, 3) == 0;
+  const auto ptr = [&](std::uintptr_t base) { return base + (aligned ? 0 : in.ConsumeIntegralInRange<std::uintptr_t>(0, 63)); };
   const int presence = in.ConsumeIntegralInRange<int>(0, 15);
   if (presence & 1) a.k = reinterpret_cast<const T*>(ptr(0x100000));
   if (presence & 2) a.v = reinterpret_cast<const T*>(ptr(0x200000));
@@ -308,13 +311,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (presence & 8) a.v_out = reinterpret_cast<void*>(ptr(0x400000));
   a.num_tokens = pick(in, 40);
   a.heads = pick(in, 12);
-  a.head_dim = pick(in, 70);
-  a.in_token_stride = pick(in, 3000);
-  a.in_head_stride = pick(in, 200);
-  a.out.block_size = in.ConsumeBool() ? 1 : pick(in, 20);
-  a.out.block_stride = pick(in, 20000);
-  a.out.token_stride = pick(in, 3000);
-  a.out.head_stride = pick(in, 200);
+  a.head_dim = in.ConsumeIntegralInRange<int>(0, 7) == 0 ? 576 : pick(in, 70);  // sometimes one MLA head
+  if (!aligned) {
+    a.in_token_stride = pick(in, 3000);
+    a.in_head_stride = pick(in, 200);
+    a.out.block_size = in.ConsumeBool() ? 1 : pick(in, 20);
+    a.out.block_stride = pick(in, 20000);
+    a.out.token_stride = pick(in, 3000);
+    a.out.head_stride = pick(in, 200);
+  }
   a.mult = pick(in, 4);
   a.offset = pick(in, 10);
   if (in.ConsumeBool() && a.offset != INT64_MIN) a.offset = -a.offset;
@@ -445,11 +450,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Per-head and per-(token, head) scales have dense kernels of vectors (the planner's fusing
   // rules, per_head_rows_fuse and per_token_head_rows_fuse, decide p.dense).
   const bool dense_kernel_exists = lean || vector;
-  if ((c.kernel == kvcast::detail::WriteKernel::general) == (p.dense && dense_kernel_exists))
-    fail("dense call on the general kernel or the other way", a);
-  if (p.scale_policy == kvcast::detail::ScalePolicyId::per_token_head &&
-      (c.chunks() != 1 || p.seg_len != a.head_dim || (vector && p.seg_len % c.vec != 0)))
-    fail("a per-(token, head) row-head is not one chunk of whole vectors", a);
+  // LayoutRows: the general kernel, and the row-head-warp one (per-(token, head) scales, 576).
+  const bool layout_rows = c.kernel == kvcast::detail::WriteKernel::general || c.kernel == kvcast::detail::WriteKernel::row_head_warp;
+  if (layout_rows == (p.dense && dense_kernel_exists)) fail("dense call on the general kernel or the other way", a);
+  if (c.kernel == kvcast::detail::WriteKernel::row_head_warp &&
+      (a.head_dim != 576 || p.scale_policy != kvcast::detail::ScalePolicyId::per_token_head || c.vec != 16))
+    fail("the row-head-warp kernel for a call other than per-(token, head) rows of 576", a);
+  if (p.scale_policy == kvcast::detail::ScalePolicyId::per_token_head) {
+    // A row-head in one chunk of whole vectors: the segment itself, or, heads fused (the dense
+    // kernel), an aligned power-of-two group of the row's threads inside one chunk.
+    const bool pow2 = (a.head_dim & (a.head_dim - 1)) == 0;
+    const bool whole = p.dense ? pow2 && vector && p.seg_len == a.heads * a.head_dim && a.head_dim % c.vec == 0 &&
+                                     (std::int64_t{c.vec} << c.log2_group) % a.head_dim == 0
+                               : c.chunks() == 1 && p.seg_len == a.head_dim && (!vector || p.seg_len % c.vec == 0);
+    if (!whole) fail("a per-(token, head) row-head is not one chunk of whole vectors", a);
+  }
   const std::int64_t v = vector ? c.vec : 1;
   auto misaligned = [&](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, v) || misaligned(a.v_out, v))
@@ -466,6 +481,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         c.grid_y * kvcast::detail::kRealignRun < p.seg_len || (c.grid_y - 1) * kvcast::detail::kRealignRun >= p.seg_len + 7 ||
         c.grid_x * kvcast::detail::kRealignWarps < p.num_segments)
       fail("realigned runs do not cover the rows", a);
+  } else if (c.kernel == kvcast::detail::WriteKernel::row_head_warp) {
+    // A warp a row-head, kBlockSize / kLanes of them a CTA.
+    const std::int64_t warps = kvcast::detail::kBlockSize / kvcast::detail::kLanes;
+    if (!vector || c.chunks() != 1 || kvcast::detail::kLanes * (kvcast::detail::kRowHeadWarpVec + kvcast::detail::kRowHeadWarpSide) != p.seg_len ||
+        c.ctas() * warps < p.num_segments || (c.ctas() - 1) * warps >= p.num_segments)
+      fail("row-head warps do not cover the row-heads", a);
   } else {
     const std::int64_t items = (p.seg_len + c.vec - 1) / c.vec;
     const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;

@@ -180,6 +180,7 @@ struct Outcome {
   bool dense = false;         // the dense kernel ran (WriteKernel::dense)
   bool chunks_first = false;  // grid x walked the chunks of a row (GridOrder::chunks_first)
   bool realign = false;       // the realigned kernel ran (WriteKernel::realigned)
+  bool row_head_warp = false;  // the row-head-warp kernel ran (WriteKernel::row_head_warp)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
   float device_amax[2] = {0, 0}, reference_amax[2] = {0, 0};
@@ -346,6 +347,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   result.dense = plan.choice.kernel == kvcast::detail::WriteKernel::dense;
   result.chunks_first = plan.choice.order == kvcast::detail::GridOrder::chunks_first;
   result.realign = plan.choice.kernel == kvcast::detail::WriteKernel::realigned;
+  result.row_head_warp = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_warp;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

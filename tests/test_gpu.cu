@@ -186,14 +186,24 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.scale_out = kvtest::ScaleOut::paged; c.out = OutKind::nhd; c.block_size = 5; c.tokens = 17; c.has_v = false; });
   add([](Case& c) { c.min_scale = 0.5f; c.magnitude = 10.0f; });          // min_scale decides most rows
   add([](Case& c) { c.min_scale = 0.0f; });
+  // One MLA head of 576 a row-head: a warp each (the row-head-warp kernel, 16-bit inputs), a
+  // partial last CTA, every placement; misaligned, the general kernel.
+  add([](Case& c) { c.tokens = 301; c.heads = 1; c.head_dim = 576; c.pad_fraction = 0.1; c.bad_fraction = 0.1; });
+  add([](Case& c) { c.tokens = 37; c.heads = 3; c.head_dim = 576; c.out = OutKind::nhd; c.block_size = 16; c.scale_out = kvtest::ScaleOut::paged; });
+  add([](Case& c) { c.tokens = 37; c.heads = 3; c.head_dim = 576; c.out = OutKind::hnd; c.block_size = 16; c.has_v = false; c.scale_out = kvtest::ScaleOut::inline_in_page; });
+  add([](Case& c) { c.tokens = 21; c.heads = 1; c.head_dim = 576; c.has_k = false; c.loc = LocKind::i32; c.out = OutKind::kv_interleaved; c.block_size = 4; });
+  add([](Case& c) { c.tokens = 9; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; c.magnitude = 600.0f; });
+  add([](Case& c) { c.tokens = 5; c.heads = 1; c.head_dim = 576; c.in_misalign = 1; });
   return cases;
 }
 
 template <class C>
-void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int, int, bool>>& shapes, int& fused_heads) {
+void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int, int, bool>>& shapes, int& fused_heads,
+                      int* row_head_warps = nullptr) {
   for (const Case& c : scale_grid(kind, amax)) {
     const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
     if (kind != kvcast::ScaleKind::per_tensor && c.heads > 1 && o.dense) ++fused_heads;
+    if (row_head_warps && o.row_head_warp) ++*row_head_warps;
     if (c.tokens > 0) shapes.insert({o.vec, o.access, o.dense});
     if (::testing::Test::HasFailure()) return;
   }
@@ -238,10 +248,14 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     EXPECT_NE(std::string(s.message()).find("fp32 arithmetic"), std::string::npos) << s.message();
   } else {
     std::set<std::tuple<int, int, bool>> shapes;
-    int fused_heads = 0;
-    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads);
+    int fused_heads = 0, row_head_warps = 0;
+    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads, &row_head_warps);
     EXPECT_GE(fused_heads, 5) << "per-(token, head) scales of several heads in the dense kernel";
     const bool vec16 = sizeof(typename C::T) == 2;
+    // The aligned 576-element cases of 16-bit inputs on the row-head-warp kernel (the grid's
+    // first MLA case and the five above, each placement's alignment allowing), none of fp32's.
+    if (vec16) EXPECT_GE(row_head_warps, 5) << "row-heads of 576 a warp each";
+    if (!vec16) EXPECT_EQ(row_head_warps, 0) << "fp32 inputs have no row-head-warp kernel";
     std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
     if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
     EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";

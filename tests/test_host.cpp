@@ -498,7 +498,7 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
   int count = 0;
   for (int bytes : {2, 2, 4})  // bf16, f16, f32
     for (Arithmetic mode : {Arithmetic::fp32, Arithmetic::input_precision})
-      for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
+      for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned, WriteKernel::row_head_warp})
         for (Access acc : {Access::vector, Access::interleaved})
           for (int vec : {1, 2, 4, 8, 16, 32}) count += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode) ? 2 : 0;
   EXPECT_EQ(count, 102);  // x 2 formats: PerTensorScale
@@ -506,10 +506,11 @@ TEST(Plan, ChoosesOnlyInstantiatedKernels) {
   for (auto scales : {kvcast::detail::ScalePolicyId::per_head, kvcast::detail::ScalePolicyId::per_token_head})
     for (int bytes : {2, 2, 4})
       for (Arithmetic mode : {Arithmetic::fp32, Arithmetic::input_precision})
-        for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned})
+        for (WriteKernel k : {WriteKernel::dense, WriteKernel::general, WriteKernel::realigned, WriteKernel::row_head_warp})
           for (Access acc : {Access::vector, Access::interleaved})
             for (int vec : {1, 2, 4, 8, 16, 32}) scaled += kvcast::detail::write_kernel_exists(k, vec, acc, bytes, mode, scales) ? 2 : 0;
-  EXPECT_EQ(scaled, 112);  // PerHeadScale 74 (34 dense), PerTokenHeadScale 38 (16 dense; fp32 mode only)
+  // PerHeadScale 74 (34 dense), PerTokenHeadScale 42 (16 dense, 4 a warp a row-head; fp32 mode only)
+  EXPECT_EQ(scaled, 116);
 
   // A 2-element vector is legal, but the call is not dense: element by element instead.
   DowncastArgs<Bf16> a = large_args();
@@ -594,14 +595,15 @@ TEST(Plan, PerHeadScalesFuseHeadsOnlyWhereEachVectorIsInOneHead) {
 // two.
 TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
   std::mt19937 rng(5);
-  int dense = 0;
+  int dense = 0, row_head_warps = 0;
   for (int i = 0; i < 20000; ++i) {
     DowncastArgs<Bf16> b = valid_args();
     per_token_head(b);
     b.out_rows = 64;
     b.num_tokens = 1 + static_cast<std::int64_t>(rng() % 64);
     b.heads = 1 + static_cast<std::int64_t>(rng() % 8);
-    b.head_dim = rng() % 4 == 0 ? std::int64_t{1} << (rng() % 12) : 1 + static_cast<std::int64_t>(rng() % 2048);
+    const std::uint32_t pick = rng() % 8;
+    b.head_dim = pick < 2 ? std::int64_t{1} << (rng() % 12) : pick == 2 ? 576 : 1 + static_cast<std::int64_t>(rng() % 2048);
     b.out = OutputLayout::contiguous(b.heads, b.head_dim);
     b.k_out = fake_out(0x10000000);
     b.v_out = fake_out(0x20000000);
@@ -615,6 +617,18 @@ TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
                                                     kvcast::detail::ScalePolicyId::per_token_head));
     EXPECT_LE(1 << c.log2_group, kvcast::detail::kBlockSize);
     const bool pow2 = (b.head_dim & (b.head_dim - 1)) == 0;
+    if (c.kernel == kvcast::detail::WriteKernel::row_head_warp) {
+      // A warp a row-head of 576: 16 + 2 elements a lane, 8 row-heads a CTA.
+      ++row_head_warps;
+      EXPECT_EQ(b.head_dim, 576) << i;
+      EXPECT_EQ(p.seg_len, 576) << i;
+      EXPECT_EQ(p.num_segments, b.num_tokens * b.heads) << i;
+      EXPECT_EQ(c.vec, 16) << i;
+      EXPECT_EQ(c.chunks(), 1) << i;
+      EXPECT_EQ(c.ctas(), (p.num_segments + 7) / 8) << i;
+      continue;
+    }
+    EXPECT_FALSE(b.head_dim == 576 && b.k == fake_in(0x10000)) << "aligned rows of 576 take a warp a row-head, " << i;
     if (c.kernel == kvcast::detail::WriteKernel::dense) {
       // Heads fused: a row-head is an aligned power-of-two group of vectors inside one chunk.
       ++dense;
@@ -636,10 +650,11 @@ TEST(Plan, PerTokenHeadReducesOneRowHeadInOneChunk) {
     EXPECT_GE(std::int64_t{c.vec} << c.log2_group, b.head_dim) << i;
   }
   EXPECT_GT(dense, 1000);
+  EXPECT_GT(row_head_warps, 500);
 
-  // Decode calls: a row-head in one warp where a vector allows it (NOTES #15t), 576 in narrow
-  // vectors over several warps.
-  for (auto [heads, head_dim, vec] : {std::tuple{8, 64, 4}, {8, 128, 4}, {8, 256, 8}, {4, 512, 16}, {1, 576, 4}}) {
+  // Decode calls: a row-head in one warp where a vector allows it (NOTES #15t), 576 too (a
+  // warp a row-head, 16 + 2 elements a lane).
+  for (auto [heads, head_dim, vec] : {std::tuple{8, 64, 4}, {8, 128, 4}, {8, 256, 8}, {4, 512, 16}, {1, 576, 16}}) {
     DowncastArgs<Bf16> b = valid_args();
     per_token_head(b);
     b.num_tokens = 1;

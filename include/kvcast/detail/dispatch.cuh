@@ -38,7 +38,7 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
   p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
   // DenseRows (the dense and realigned kernels): head_dim; LayoutRows: segments a token.
-  const bool dense_rows = plan.choice.kernel != WriteKernel::general;
+  const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned;
   p.split = FastDivmod(static_cast<std::uint32_t>(dense_rows ? a.head_dim : plan.segs_per_token));
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
@@ -100,6 +100,13 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
     if constexpr (write_kernel_exists(WriteKernel::realigned, kRealignVec, tile::Access::interleaved, sizeof(T), Codes::kMode,
                                       scale_policy_id<Scales>()))
       return &write_realigned_kernel<T, Codes, Scales>;
+    else
+      return nullptr;
+  }
+  if (c.kernel == WriteKernel::row_head_warp) {
+    if constexpr (write_kernel_exists(WriteKernel::row_head_warp, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
+                                      scale_policy_id<Scales>()))
+      return &write_row_head_warp_kernel<T, Codes, Scales, kRowHeadWarpVec, kRowHeadWarpSide>;
     else
       return nullptr;
   }

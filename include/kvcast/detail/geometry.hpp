@@ -35,6 +35,11 @@ constexpr int kRealignVec = 16;
 constexpr std::int64_t kRealignRun = std::int64_t{kLanes} * kRealignVec;
 //! Warps (rows) a CTA of the realigned kernel.
 constexpr int kRealignWarps = 8;
+//! A lane of the row-head-warp write (per-(token, head) scales of row-heads no power-of-two
+//! group fits): a vector of kRowHeadWarpVec elements of a 16-bit input and a side vector of
+//! kRowHeadWarpSide, so a warp holds kLanes * 18 = 576 elements, one MLA head.
+constexpr int kRowHeadWarpVec = 16;
+constexpr int kRowHeadWarpSide = 2;
 //! The most elements a thread of an NVFP4 write holds, for inputs of `input_bytes`: a whole
 //! block of 16 for 16-bit inputs (32 bytes, its codes two words), half a block for fp32 (32
 //! bytes, its codes one word). Half a block (kNvfp4HalfBlock, the planner's choice for small

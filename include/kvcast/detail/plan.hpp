@@ -26,6 +26,7 @@ enum class WriteKernel : std::uint8_t {
   dense,      //!< a token's heads fused, flat rows, K and V both given: the serving engines' call
   general,    //!< any layout, heads apart, either tensor absent
   realigned,  //!< dense calls of 16-bit inputs with no vector access legal (16-byte loads anyway)
+  row_head_warp,  //!< per-(token, head) scales, a warp a row-head of 576 (kRowHeadWarpVec + Side a lane)
 };
 
 //! The scale policy (policy.cuh) a call's kernels are instantiated with. A per-tensor call that
@@ -287,11 +288,13 @@ inline Status cut_segments(std::int64_t num_tokens, std::int64_t heads, std::int
 //! the widest and 8 elements interleaved, and the dense kernel's vectors for calls whose heads
 //! fuse (per-tensor calls with amax, one head, scales of each head with every vector in one
 //! head: NOTES #15f, #15p), PerHeadScale's from 2 in fp32 mode. PerTokenHeadScale computes in
-//! fp32 mode only.
+//! fp32 mode only, and has the row-head-warp kernel for 16-bit inputs too (NOTES #15v).
 constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access access, int input_bytes, Arithmetic mode,
                                    ScalePolicyId scales = ScalePolicyId::per_tensor) {
   if (scales != ScalePolicyId::per_tensor) {
     if (kernel == WriteKernel::realigned || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
+    if (kernel == WriteKernel::row_head_warp)
+      return scales == ScalePolicyId::per_token_head && input_bytes == 2 && vec == kRowHeadWarpVec && access == tile::Access::vector;
     // The dense kernel, whole vectors only: per-tensor calls with amax, and scales of each head
     // where each vector lies in one head; PerHeadScale with PerTensorScale's 2-element vectors
     // for the tiniest calls.
@@ -303,6 +306,7 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
   }
   if (kernel == WriteKernel::realigned)
     return input_bytes == 2 && vec == kRealignVec && access == tile::Access::interleaved;
+  if (kernel == WriteKernel::row_head_warp) return false;  // per-(token, head) scales only
   if (access == tile::Access::interleaved)
     return vec == tuning::kElementWiseVector || (kernel == WriteKernel::general && input_bytes == 2 && vec == 16);
   if (vec < tuning::narrowest_vector(mode) || vec > tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes))
@@ -693,6 +697,17 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
       c.vec = widest;
       c.access = tile::Access::elements;
     }
+  }
+  // A row-head of 576 (one MLA head) in a warp, a vector of 16 and a side vector of 2 a lane,
+  // at every size: power-of-two groups leave 28 of 64 threads idle (NOTES #15v).
+  if (reduced && !plan.dense && a.head_dim == std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide) &&
+      inputs_allow(a, plan, kRowHeadWarpVec, !fused) && outputs_allow(a, plan, kRowHeadWarpVec, !fused) &&
+      write_kernel_exists(WriteKernel::row_head_warp, kRowHeadWarpVec, tile::Access::vector, kBytes, mode, scales)) {
+    c.kernel = WriteKernel::row_head_warp;
+    c.vec = kRowHeadWarpVec;
+    c.log2_group = log2_ceil(kLanes);
+    c.set_grid((plan.num_segments + kBlockSize / kLanes - 1) / (kBlockSize / kLanes), 1, false);
+    return c;
   }
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);
   // The other scale policies' narrowest vector is tuning::kScaledMinVector (PerHeadScale's in

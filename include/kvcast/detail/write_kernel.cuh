@@ -389,6 +389,84 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_kernel
   write_chunk<T, Codes, Scales, Rows, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
 }
 
+// ---- A warp a row-head: per-(token, head) scales where no power-of-two group fits the row-head. --
+
+//! One MLA head of 576 elements is 36 vectors of 16: a power-of-two group (64 threads) leaves
+//! 28 idle, and their warp issues the whole instruction stream for 4 lanes. Here a warp holds
+//! the row-head of kLanes * (Vec + Side) elements, each lane a vector of Vec at lane * Vec and a
+//! side vector of Side after the warp's vectors, at kLanes * Vec + lane * Side: no idle lane, one
+//! warp reduction, every access coalesced. Heads apart (LayoutRows), both vectors whole.
+template <class T, class Codes, class Scales, int Vec, int Side>
+__global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
+    write_row_head_warp_kernel(const __grid_constant__ WriteParams<T, Scales> p) {
+  static_assert(Scales::kFromRowHead && Side >= 2 && Side < Vec, "write_row_head_warp_kernel: a reduced row-head, a side vector narrower than the main one.");
+  using Walk = tile::Memory<std::uint32_t>;
+  constexpr tile::Access A = tile::Access::vector;
+  pdl_wait_then_release();
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  const std::uint32_t seg = blockIdx.x * (kBlockSize / kLanes) + threadIdx.x / kLanes;
+  if (seg >= p.num_segments) return;  // the whole warp: it holds the row-head
+  bool amax = false;
+  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+
+  // locate
+  std::uint32_t token, head;
+  LayoutRows::locate(p, seg, token, head);
+  const bool has_k = LayoutRows::has_k(p);
+  const bool has_v = LayoutRows::has_v(p);
+
+  // load: both vectors of K and V, then the slot (and the amax output's floor)
+  const std::uint32_t first = lane * Vec;
+  const std::uint32_t side_first = kLanes * Vec + lane * Side;
+  const std::int64_t in_base = LayoutRows::in_offset(p, token, head);
+  AlignedVector<T, Vec> k_vec, v_vec;
+  AlignedVector<T, Side> k_side, v_side;
+  if (has_k) {
+    Walk::template load<A>(p.k + in_base + first, Vec, k_vec);
+    Walk::template load<A>(p.k + in_base + side_first, Side, k_side);
+  }
+  if (has_v) {
+    Walk::template load<A>(p.v + in_base + first, Vec, v_vec);
+    Walk::template load<A>(p.v + in_base + side_first, Side, v_side);
+  }
+  const std::int64_t slot = load_slot(p, token);
+  SeenMax floor;
+  if constexpr (Scales::kAmax) {
+    if (amax) floor = amax_floor(p.scales.amax.k, p.scales.amax.v, p.scales.amax.skip_smaller != 0);
+  }
+
+  // scale: from the row-head's amax, one warp reduction. The amax output: only tokens with a
+  // slot count (the whole warp shares the token).
+  const std::uint32_t k_max = warp_max(has_k ? max(abs_max_bits(k_vec), abs_max_bits(k_side)) : 0u);
+  const std::uint32_t v_max = warp_max(has_v ? max(abs_max_bits(v_vec), abs_max_bits(v_side)) : 0u);
+  if constexpr (Scales::kAmax) {
+    if (amax) {
+      SeenMax seen;
+      if (slot >= 0) seen = SeenMax{k_max, v_max};
+      warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor);
+    }
+  }
+  const float2 scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
+
+  // resolve
+  std::int64_t row, row_start;
+  if (!resolve_slot<LayoutRows>(p, slot, head == 0 && lane == 0, row, row_start)) return;
+  if (lane == 0) Scales::store(p.scales, row, LayoutRows::scale_head(p, head, 0), scales, has_k, has_v);
+
+  // convert and store: each element's own quotient (Fp8::exact)
+  const std::int64_t out_base = row_start + LayoutRows::out_offset_in_row(p, head, 0);
+  const typename Codes::template QuotientQuantizer<T> qk(scales.x);
+  const typename Codes::template QuotientQuantizer<T> qv(scales.y);
+  if (has_k) {
+    store_codes<Codes, A, true>(p.k_out + out_base + first, Vec, qk, k_vec);
+    store_codes<Codes, A, true>(p.k_out + out_base + side_first, Side, qk, k_side);
+  }
+  if (has_v) {
+    store_codes<Codes, A, true>(p.v_out + out_base + first, Vec, qv, v_vec);
+    store_codes<Codes, A, true>(p.v_out + out_base + side_first, Side, qv, v_side);
+  }
+}
+
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
 
 //! One tensor of a realigned run: the 16 elements of lane `lane` (those of the row's range
