@@ -76,7 +76,7 @@ int fuzz_read(FuzzedDataProvider& in) {
   if (presence & 8) a.v = reinterpret_cast<T*>(ptr(near ? 0x200000 : 0x20000000));
   a.num_tokens = pick(in, 40);
   a.heads = pick(in, 12);
-  a.head_dim = pick(in, 70);
+  a.head_dim = in.ConsumeIntegralInRange<int>(0, 7) == 0 ? 576 : pick(in, 70);  // sometimes one MLA head: the row-warp read
   if (in.ConsumeBool()) {  // strides of the call's own sizes, or any
     a.out_token_stride = pick(in, 3000);
     a.out_head_stride = pick(in, 200);
@@ -161,12 +161,24 @@ int fuzz_read(FuzzedDataProvider& in) {
     return 0;
   }
   const kvcast::detail::KernelChoice& c = p.choice;
-  if (!kvcast::detail::read_kernel_exists(c.vec, c.access)) fail_read("chose a read kernel that does not exist", a);
+  if (!kvcast::detail::read_kernel_exists(c.vec, c.access, p.kernel)) fail_read("chose a read kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
+  auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
+  if (p.kernel == kvcast::detail::ReadKernel::row_warp) {
+    // A warp a 576-code segment: pieces of one 16-byte store of T (8 codes of bf16), 2-code sides.
+    const bool fused = p.segs_per_token == 1;
+    if (p.seg_len != kvcast::detail::kRowWarpCodes || p.format != kvcast::CodeFormat::fp8) fail_read("the row warp for another segment", a);
+    if (misaligned(a.k_cache, 8) || misaligned(a.v_cache, 8) || misaligned(a.k, 16) || misaligned(a.v, 16) || p.cache.block_stride % 8 ||
+        (p.cache.block_size > 1 && p.cache.token_stride % 8) || (!fused && p.cache.head_stride % 8) ||
+        (a.num_tokens > 1 && (2 * p.out_token_stride) % 16) || (!fused && (2 * p.out_head_stride) % 16))
+      fail_read("row-warp pieces not allowed by a pointer or stride", a);
+    if (c.log2_group != 5 || c.chunks() != 1 || c.ctas() * (kvcast::detail::kBlockSize / 32) < p.num_segments)
+      fail_read("the row warp's grid does not cover the segments", a);
+    return 0;
+  }
   if (vector) {
     const std::int64_t v = c.vec, store = std::min<std::int64_t>(2 * v, 16);  // pieces of one 16-byte store (read_piece)
     const bool fused = p.segs_per_token == 1;
-    auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
     if (p.seg_len % v || misaligned(a.k_cache, v) || misaligned(a.v_cache, v) || misaligned(a.k, store) || misaligned(a.v, store))
       fail_read("read vector not allowed by a pointer or the segment", a);
     if (p.cache.block_stride % v || (p.cache.block_size > 1 && p.cache.token_stride % v) || (!fused && p.cache.head_stride % v))

@@ -62,6 +62,7 @@ struct ReadOutcome {
   bool ran = false;
   int vec = 0;     // elements a thread
   int access = 0;  // elements an access (1: interleaved)
+  bool row_warp = false;  // read_row_warp_kernel: a warp a 576-code segment
   std::int64_t tokens = 0;
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
@@ -279,6 +280,7 @@ ReadOutcome run_read_case(const ReadCase& c, std::uint8_t poison) {
   if (!planned.ok()) return result;
   result.vec = plan.choice.vec;
   result.access = plan.choice.access == kvcast::tile::Access::vector ? plan.choice.vec : 1;
+  result.row_warp = plan.kernel == kvcast::detail::ReadKernel::row_warp;
   const kvcast::Status launched = kvcast::upcast<Format>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << c.describe();

@@ -22,9 +22,11 @@ void grid_for_type(RowSource rows) {
     std::int64_t tokens, heads, dim;
   };
   // 496 codes: 31 vectors of 16 in a group of 32 threads, whose last thread's second piece (8
-  // codes, read_piece) lies past the row: each piece has its own bound.
-  const Shape shapes[] = {{1, 8, 128}, {19, 8, 128}, {7, 2, 64}, {5, 1, 576}, {6, 3, 16}, {3, 1, 496}};
+  // codes, read_piece) lies past the row: each piece has its own bound. 576-code segments (one
+  // head of 576, two apart, four fused heads of 144) take a warp each where their pieces fit.
+  const Shape shapes[] = {{1, 8, 128}, {19, 8, 128}, {7, 2, 64}, {5, 1, 576}, {6, 3, 16}, {3, 1, 496}, {11, 2, 576}, {9, 4, 144}};
   std::uint64_t seed = 1;
+  int row_warps = 0;
   for (OutKind cache : caches)
     for (ScaleKind kind : kinds)
       for (const Shape& s : shapes) {
@@ -43,11 +45,15 @@ void grid_for_type(RowSource rows) {
         c.scale_out = static_cast<ScaleOut>(seed % 3);
         c.device_scale = seed % 3 != 0;
         c.seed = seed++;
-        kvtest::check_read_case<T, kvcast::e4m3>(c);
+        row_warps += kvtest::check_read_case<T, kvcast::e4m3>(c).row_warp;
         c.seed = seed++;
-        kvtest::check_read_case<T, kvcast::e5m2>(c);
+        row_warps += kvtest::check_read_case<T, kvcast::e5m2>(c).row_warp;
         if (::testing::Test::HasFailure()) return;
       }
+  // The row warp is reached in every cache layout and scale kind: the one-head and two-head
+  // shapes are 60 cases (5 layouts, 3 kinds, 2 formats), the fused 4x144 a few more.
+  std::printf("[ row warp ] %d of the grid's cases took the row-warp read\n", row_warps);
+  EXPECT_GE(row_warps, 60) << "576-code segments left the row-warp read";
 }
 
 TEST(ReadGrid, SlotsBf16) {
@@ -80,7 +86,7 @@ TEST(ReadGrid, PageTableF32) {
 TEST(ReadGrid, StridesAlignmentAndOddShapes) {
   KVTEST_REQUIRE_GPU();
   std::uint64_t seed = 100;
-  for (std::int64_t dim : {1, 2, 3, 8, 99, 100, 128, 260}) {
+  for (std::int64_t dim : {1, 2, 3, 8, 99, 100, 128, 260, 576}) {
     for (int variant = 0; variant < 6; ++variant) {
       ReadCase c;
       c.tokens = 13;

@@ -199,6 +199,7 @@ TEST(ReadValidation, InterleavedOutputsInOneWorkspace) {
 // every segment and every element, over random shapes.
 TEST(ReadPlan, VectorAndGridFollowTheCall) {
   std::mt19937_64 rng(7);
+  int row_warps = 0;
   for (int trial = 0; trial < 20000; ++trial) {
     UpcastArgs<Bf16> a = valid_read_args();
     a.num_tokens = 1 + static_cast<std::int64_t>(rng() % 300);
@@ -223,7 +224,36 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
     const Status s = kvcast::make_read_plan(a, plan);
     ASSERT_TRUE(s.ok()) << s.message();
     const kvcast::detail::KernelChoice& c = plan.choice;
-    ASSERT_TRUE(kvcast::detail::read_kernel_exists(c.vec, c.access));
+    ASSERT_TRUE(kvcast::detail::read_kernel_exists(c.vec, c.access, plan.kernel));
+    if (plan.kernel == kvcast::detail::ReadKernel::row_warp) {
+      // A warp a segment of 576 codes, its 8-code pieces allowed by every pointer and stride.
+      const bool fused = plan.segs_per_token == 1;
+      EXPECT_EQ(plan.seg_len, kvcast::detail::kRowWarpCodes);
+      EXPECT_EQ(c.log2_group, 5);
+      EXPECT_EQ(c.order, kvcast::detail::GridOrder::segments_first);
+      EXPECT_EQ(c.chunks(), 1);
+      EXPECT_GE(c.ctas() * (kvcast::detail::kBlockSize / 32), plan.num_segments);
+      EXPECT_LT((c.ctas() - 1) * (kvcast::detail::kBlockSize / 32), plan.num_segments);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a.k_cache) % 8, 0u);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a.k) % 16, 0u);
+      EXPECT_EQ(plan.cache.block_stride % 8, 0);
+      if (!fused) {
+        EXPECT_EQ(plan.cache.head_stride % 8, 0);
+        EXPECT_EQ(plan.out_head_stride * 2 % 16, 0);
+      }
+      if (a.num_tokens > 1) {
+        EXPECT_EQ(plan.out_token_stride * 2 % 16, 0);
+      }
+      ++row_warps;
+      continue;
+    }
+    {  // a 576-code segment that stays on the general kernel is one whose pieces do not fit
+      const bool fused = plan.segs_per_token == 1;
+      const bool pieces_fit = reinterpret_cast<std::uintptr_t>(a.k_cache) % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.k) % 16 == 0 &&
+                              plan.cache.block_stride % 8 == 0 && (fused || (plan.cache.head_stride % 8 == 0 && plan.out_head_stride * 2 % 16 == 0)) &&
+                              (a.num_tokens == 1 || plan.out_token_stride * 2 % 16 == 0);
+      EXPECT_FALSE(plan.seg_len == kvcast::detail::kRowWarpCodes && pieces_fit) << "a 576-code segment whose pieces fit takes the row warp";
+    }
     const std::int64_t group = std::int64_t{1} << c.log2_group;
     const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;
     EXPECT_GE(c.ctas() * (kvcast::detail::kBlockSize / group), plan.num_segments);
@@ -264,6 +294,69 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
         EXPECT_GE(c.vec, v) << "head_dim " << a.head_dim;
       }
   }
+  EXPECT_GT(row_warps, 100);  // 576-code rows are drawn often enough to reach the row warp
+}
+
+// Which 576-code segments take a warp each: fp8 codes whose 8-code pieces (4 for fp32 values)
+// every pointer and stride allows, whatever makes the segment 576 codes long.
+TEST(ReadPlan, RowWarpForSegmentsOf576) {
+  using kvcast::detail::ReadKernel;
+  struct Case {
+    std::int64_t heads, head_dim;
+    ScaleKind kind;
+    std::int64_t cache_misalign, out_pad;
+    ReadKernel want;
+  };
+  const Case cases[] = {
+      {1, 576, ScaleKind::per_tensor, 0, 0, ReadKernel::row_warp},
+      {1, 576, ScaleKind::per_token_head, 0, 0, ReadKernel::row_warp},
+      {2, 576, ScaleKind::per_head, 0, 0, ReadKernel::row_warp},      // a head a segment
+      {4, 144, ScaleKind::per_tensor, 0, 0, ReadKernel::row_warp},    // 4 fused heads of 144
+      {4, 144, ScaleKind::per_head, 0, 0, ReadKernel::general},       // heads apart: 144-code segments
+      {1, 576, ScaleKind::per_tensor, 4, 0, ReadKernel::general},     // the cache 4 bytes off 8
+      {1, 576, ScaleKind::per_tensor, 8, 0, ReadKernel::row_warp},    // 8 bytes off 16: pieces still fit
+      {2, 576, ScaleKind::per_tensor, 0, 4, ReadKernel::general},     // output heads 8 bytes off 16
+      {1, 1152, ScaleKind::per_tensor, 0, 0, ReadKernel::general},
+  };
+  for (const Case& k : cases) {
+    UpcastArgs<Bf16> a = valid_read_args();
+    a.num_tokens = 37;
+    a.heads = k.heads;
+    a.head_dim = k.head_dim;
+    a.cache_rows = 4096;
+    constexpr std::uintptr_t kApart = std::uintptr_t{1} << 32;
+    a.k_cache = fake_cache(kApart + static_cast<std::uintptr_t>(k.cache_misalign));
+    a.v_cache = fake_cache(2 * kApart);
+    a.k = fake_out(3 * kApart);
+    a.v = fake_out(4 * kApart);
+    if (k.out_pad) a.out_head_stride = a.head_dim + k.out_pad;
+    a.scale_kind = k.kind;
+    if (k.kind == ScaleKind::per_head) a.k_head_scales = fake_floats(5 * kApart), a.v_head_scales = fake_floats(5 * kApart + 4096);
+    if (k.kind == ScaleKind::per_token_head) a.k_scales = fake_floats(6 * kApart), a.v_scales = fake_floats(7 * kApart);
+    kvcast::detail::ReadPlan plan;
+    const Status s = kvcast::make_read_plan(a, plan);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(plan.kernel, k.want) << k.heads << "x" << k.head_dim << " " << kvcast::to_string(k.kind) << " misalign " << k.cache_misalign
+                                   << " out_pad " << k.out_pad;
+    // fp32 values: pieces of 4 codes, so a cache 4 bytes off 8 still fits.
+    UpcastArgs<float> f;
+    f.k_cache = a.k_cache, f.v_cache = a.v_cache, f.cache_rows = a.cache_rows, f.num_tokens = a.num_tokens, f.heads = a.heads;
+    f.head_dim = a.head_dim, f.loc = a.loc, f.scale_kind = a.scale_kind, f.k_scale = a.k_scale, f.v_scale = a.v_scale;
+    f.k_head_scales = a.k_head_scales, f.v_head_scales = a.v_head_scales, f.k_scales = a.k_scales, f.v_scales = a.v_scales;
+    f.k = reinterpret_cast<float*>(3 * kApart), f.v = reinterpret_cast<float*>(4 * kApart);
+    if (k.out_pad) f.out_head_stride = a.head_dim + k.out_pad / 2;  // the same bytes off 16
+    ASSERT_TRUE(kvcast::make_read_plan(f, plan).ok());
+    const ReadKernel want_f32 = k.cache_misalign == 4 && k.out_pad == 0 && k.head_dim * k.heads == 576 ? ReadKernel::row_warp : k.want;
+    EXPECT_EQ(plan.kernel, want_f32) << "fp32 " << k.heads << "x" << k.head_dim << " " << kvcast::to_string(k.kind);
+  }
+  // NVFP4 codes keep their own kernel.
+  UpcastArgs<Bf16> a = valid_read_args();
+  a.heads = 1, a.head_dim = 576, a.cache_rows = 64;
+  a.k_block_scales = fake_cache(std::uintptr_t{8} << 32), a.v_block_scales = fake_cache(std::uintptr_t{9} << 32);
+  kvcast::detail::ReadPlan plan;
+  const Status nvfp4 = kvcast::make_read_plan(a, plan, kvcast::CodeFormat::nvfp4);
+  ASSERT_TRUE(nvfp4.ok()) << nvfp4.message();
+  EXPECT_EQ(plan.kernel, ReadKernel::general);
 }
 
 // ---- The host reference of the read, checked by hand. ------------------------------------

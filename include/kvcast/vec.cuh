@@ -54,15 +54,19 @@ struct alignas(sizeof(T) * N) AlignedVector {
   KVCAST_HOST_DEVICE void store_bytes(void* dst) const { *static_cast<AlignedVector*>(dst) = *this; }
 
   //! Loads the kBytes bytes at `src` when `pred`, else leaves the vector as it is: on the device
-  //! one predicated load instruction of global memory (4, 8 or 16 bytes), not a branch, so that
+  //! one predicated load instruction of global memory (2, 4, 8 or 16 bytes), not a branch, so that
   //! nothing the compiler schedules after it can land between it and the thread's next load.
   //! @pre `src` is aligned to kBytes and points to global memory where `pred`.
   KVCAST_HOST_DEVICE void load_bytes_if(const void* src, bool pred) {
 #if defined(__CUDA_ARCH__)
-    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "load_bytes_if: 4, 8 or 16 bytes, one instruction.");
+    static_assert(kBytes == 2 || kBytes == 4 || kBytes == 8 || kBytes == 16, "load_bytes_if: 2, 4, 8 or 16 bytes, one instruction.");
     auto* w = reinterpret_cast<std::uint32_t*>(data);
     const int p = pred;
-    if constexpr (kBytes == 16) {
+    if constexpr (kBytes == 2) {
+      asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n @p ld.global.u16 %0, [%1];\n}\n"
+                   : "+h"(*reinterpret_cast<std::uint16_t*>(w))
+                   : "l"(src), "r"(p));
+    } else if constexpr (kBytes == 16) {
       asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n @p ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
                    : "+r"(w[0]), "+r"(w[1]), "+r"(w[2]), "+r"(w[3])
                    : "l"(src), "r"(p));

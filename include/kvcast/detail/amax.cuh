@@ -139,21 +139,24 @@ KVCAST_DEVICE void red_max(float* at, std::uint32_t bits) {
   asm volatile("red.relaxed.gpu.global.max.u32 [%0], %1;" ::"l"(at), "r"(bits));
 }
 
-//! `*k_amax = max(*k_amax, max of seen.k over the warp)` (likewise V; a null pointer skips its
-//! tensor): both warp maxima reduced together, then one reduction instruction for both tensors,
-//! lane 0 K's and lane 1 V's (two addresses, so the compiler adds no warp aggregation of its
-//! own), no barrier, and none for a maximum not above `floor` (amax_floor). The value only
-//! grows, so a stale floor is never above the true one and can only cost a reduction that was
-//! not needed; in a large grid, after its first warps, almost no warp adds one, where thousands
-//! on one address would queue. Every lane of the warp calls it.
-KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor) {
-  const std::uint32_t k = warp_max(seen.k);
-  const std::uint32_t v = warp_max(seen.v);
+//! `*k_amax = max(*k_amax, warp.k)` (likewise V; a null pointer skips its tensor) for maxima
+//! that are already the warp's: one reduction instruction for both tensors, lane 0 K's and lane
+//! 1 V's (two addresses, so the compiler adds no warp aggregation of its own), no barrier, and
+//! none for a maximum not above `floor` (amax_floor). The value only grows, so a stale floor is
+//! never above the true one and can only cost a reduction that was not needed; in a large grid,
+//! after its first warps, almost no warp adds one, where thousands on one address would queue.
+KVCAST_DEVICE void warp_maxima_add(SeenMax warp, float* k_amax, float* v_amax, SeenMax floor) {
   const std::uint32_t lane = threadIdx.x % kLanes;
   float* const at = lane == 0 ? k_amax : v_amax;
-  const std::uint32_t bits = lane == 0 ? k : v;
+  const std::uint32_t bits = lane == 0 ? warp.k : warp.v;
   const std::uint32_t above = lane == 0 ? floor.k : floor.v;
   if (lane < 2 && at != nullptr && bits > above) red_max(at, bits);
+}
+
+//! The amax output's share of a warp: each tensor's maximum of `seen` over the warp (one redux
+//! each), added by warp_maxima_add. Every lane of the warp calls it.
+KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor) {
+  warp_maxima_add(SeenMax{warp_max(seen.k), warp_max(seen.v)}, k_amax, v_amax, floor);
 }
 
 }  // namespace detail

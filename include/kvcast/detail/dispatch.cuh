@@ -223,11 +223,15 @@ using ReadKernelPointer = void (*)(ReadParams<T, Scales>);
 //! The one switch over the read planner's choice; null for a choice no kernel exists for (the
 //! planner never makes one: read_kernel_exists).
 template <class T, class Format, class Scales>
-ReadKernelPointer<T, Scales> select_read_kernel(const KernelChoice& c) {
+ReadKernelPointer<T, Scales> select_read_kernel(ReadKernel kernel, const KernelChoice& c) {
   constexpr tile::Access kVector = tile::Access::vector, kInterleaved = tile::Access::interleaved;
   static_assert(read_kernel_exists(16, kVector) && read_kernel_exists(4, kVector) &&
-                    read_kernel_exists(tuning::kElementWiseVector, kInterleaved),
+                    read_kernel_exists(tuning::kElementWiseVector, kInterleaved) &&
+                    read_kernel_exists(kRowHeadWarpVec, kVector, ReadKernel::row_warp),
                 "select_read_kernel: one case each kernel that exists.");
+  if (kernel == ReadKernel::row_warp)
+    return c.vec == kRowHeadWarpVec && c.access == kVector ? &read_row_warp_kernel<T, Format, Scales, kRowHeadWarpVec, kRowHeadWarpSide>
+                                                           : nullptr;
   if (c.access == kInterleaved)
     return c.vec == tuning::kElementWiseVector ? &read_kernel<T, Format, Scales, tuning::kElementWiseVector, kInterleaved> : nullptr;
   switch (c.vec) {
@@ -250,7 +254,7 @@ Status dispatch_read(const UpcastArgs<T>& args, const ReadPlan& plan, cudaStream
   } else {
     const auto run = [&](auto scales_tag) {
       using Scales = decltype(scales_tag);
-      const ReadKernelPointer<T, Scales> kernel = select_read_kernel<T, Format, Scales>(plan.choice);
+      const ReadKernelPointer<T, Scales> kernel = select_read_kernel<T, Format, Scales>(plan.kernel, plan.choice);
       if (kernel == nullptr) return Status::error(Code::bad_option, "kvcast::upcast: no kernel for vector width %d", plan.choice.vec);
       return launch(kernel, plan.choice, make_read_params<T, Scales>(args, plan), args.pdl, stream, "kvcast::upcast: kernel launch");
     };

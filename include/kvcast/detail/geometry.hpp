@@ -36,7 +36,8 @@ constexpr std::int64_t kRealignRun = std::int64_t{kLanes} * kRealignVec;
 //! Warps (rows) a CTA of the realigned kernel.
 constexpr int kRealignWarps = 8;
 //! A lane of the row-head-warp write (per-(token, head) scales of row-heads no power-of-two
-//! group fits): a vector of kRowHeadWarpVec elements of a 16-bit input and a side vector of
+//! group fits) and of the row-warp read (rows no power-of-two group of vectors fits without
+//! cutting them in chunks): a vector of kRowHeadWarpVec elements and a side vector of
 //! kRowHeadWarpSide, so a warp holds kLanes * 18 = 576 elements, one MLA head.
 constexpr int kRowHeadWarpVec = 16;
 constexpr int kRowHeadWarpSide = 2;

@@ -276,5 +276,75 @@ __global__ void __launch_bounds__(kBlockSize) read_kernel(const __grid_constant_
   read_chunk<T, Format, Scales, Vec, A>(p, chunks_first ? blockIdx.y : blockIdx.x, chunks_first ? blockIdx.x : blockIdx.y);
 }
 
+//! One tensor's values of a row-warp read, from its lane's pieces and side vector: piece i at
+//! `dst + i * kLanes * Piece + lane * Piece` (one 16-byte store of T), the side vector at
+//! `dst + kLanes * Pieces * Piece + lane * Side`.
+template <class T, class Format, int Piece, int Pieces, int Side>
+KVCAST_DEVICE void store_row_warp(T* __restrict__ dst, std::uint32_t lane, const Dequantizer<T, Format>& q,
+                                  const AlignedVector<std::uint8_t, Piece> (&codes)[Pieces], const AlignedVector<std::uint8_t, Side>& side) {
+  using Walk = tile::Memory<std::uint32_t>;
+  KVCAST_UNROLL
+  for (int i = 0; i < Pieces; ++i) Walk::store_vector(dst + i * kLanes * Piece + lane * Piece, q.template values<Piece>(codes[i]));
+  std::uint16_t side_codes;
+  memcpy(&side_codes, &side, sizeof side_codes);
+  const typename PairOf<T>::type pair = q.pair(side_codes);
+  AlignedVector<T, Side> side_values;
+  memcpy(static_cast<void*>(&side_values), &pair, sizeof side_values);
+  Walk::store_vector(dst + kLanes * Pieces * Piece + lane * Side, side_values);
+}
+
+//! The read of a segment of kLanes * (Vec + Side) fp8 codes (576: one MLA head) by one warp.
+//! Power-of-two groups cut such a row into chunks (9 of 64 codes), each of which loads the slot
+//! (or walks the page table) again and moves 64 codes; here the warp resolves the row once and
+//! every lane takes Vec codes, in pieces of one 16-byte store of T laid side by side across the
+//! warp (piece i of lane l at code i * kLanes * Piece + l * Piece), and a side vector of Side
+//! codes at kLanes * Vec + l * Side: every access one coalesced run, no lane idle. The stages
+//! are read_chunk's. Whole pieces and side vectors: the planner takes this kernel only where
+//! every pointer and stride allows them (choose_read_kernel).
+template <class T, class Format, class Scales, int Vec, int Side>
+__global__ void __launch_bounds__(kBlockSize) read_row_warp_kernel(const __grid_constant__ ReadParams<T, Scales> p) {
+  constexpr int kPiece = read_piece<T, Format, Vec, tile::Access::vector>();
+  constexpr int kPieces = Vec / kPiece;
+  static_assert(Format::kCodesPerByte == 1 && !Scales::kBlockScaled && Side == 2 && kPieces * kPiece == Vec,
+                "read_row_warp_kernel: fp8 codes, whole pieces, a side vector of one pair.");
+  pdl_wait_then_release();
+  const std::uint32_t lane = lane_id();
+  const std::uint32_t seg = blockIdx.x * (kBlockSize / kLanes) + threadIdx.x / kLanes;
+  if (seg >= p.num_segments) return;  // the whole warp: it holds the segment
+
+  // locate
+  const std::uint32_t token = p.segs_per_token.div(seg);
+  const std::uint32_t head = seg - token * p.segs_per_token.divisor();
+
+  // resolve: every lane (a page table's search is the warp's); lane 0 of head 0 counts a skip
+  std::int64_t row;
+  if (!resolve_read_row(p, token, true, head == 0 && lane == 0, row)) return;
+
+  // load: K's and V's pieces and side vectors, then the scales
+  const bool has_k = p.k_cache != nullptr;
+  const bool has_v = p.v_cache != nullptr;
+  const std::int64_t at = p.cache.row_address(row) + std::int64_t{head} * p.cache.head_stride;
+  const auto place = [&](const std::uint8_t* cache, std::uint32_t code) {  // as integers: a null cache is never loaded
+    return reinterpret_cast<const std::uint8_t*>(reinterpret_cast<std::uintptr_t>(cache) + static_cast<std::uintptr_t>(at + code));
+  };
+  const std::uint32_t side_first = kLanes * Vec + lane * Side;
+  AlignedVector<std::uint8_t, kPiece> k_codes[kPieces] = {}, v_codes[kPieces] = {};  // a tensor not loaded is never stored
+  AlignedVector<std::uint8_t, Side> k_side = {}, v_side = {};
+  KVCAST_UNROLL
+  for (int i = 0; i < kPieces; ++i) {
+    const std::uint32_t first = i * kLanes * kPiece + lane * kPiece;
+    k_codes[i].load_bytes_if(place(p.k_cache, first), has_k);
+    v_codes[i].load_bytes_if(place(p.v_cache, first), has_v);
+  }
+  k_side.load_bytes_if(place(p.k_cache, side_first), has_k);
+  v_side.load_bytes_if(place(p.v_cache, side_first), has_v);
+  const float2 scales = Scales::load_row(p.scales, row, head);
+
+  // convert and store
+  const std::int64_t out_at = std::int64_t{token} * p.out_token_stride + std::int64_t{head} * p.out_head_stride;
+  if (has_k) store_row_warp<T, Format>(p.k_out + out_at, lane, Dequantizer<T, Format>(scales.x), k_codes, k_side);
+  if (has_v) store_row_warp<T, Format>(p.v_out + out_at, lane, Dequantizer<T, Format>(scales.y), v_codes, v_side);
+}
+
 }  // namespace detail
 }  // namespace kvcast

@@ -21,6 +21,15 @@
 namespace kvcast {
 namespace detail {
 
+//! The read kernel instances (dispatch's switch: select_read_kernel).
+enum class ReadKernel : std::uint8_t {
+  general,   //!< read_kernel: power-of-two groups of threads a chunk of a segment, vectors or elements
+  row_warp,  //!< read_row_warp_kernel: a warp a segment of kLanes * (kRowHeadWarpVec + Side) = 576 codes
+};
+
+//! Codes a segment of the row-warp read holds: a lane's vector and side vector a lane.
+constexpr std::int64_t kRowWarpCodes = std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide);
+
 //! A validated read: its sizes and strides resolved, its segments, its row source and bounds,
 //! its extents, and the kernel choice.
 struct ReadPlan {
@@ -49,6 +58,7 @@ struct ReadPlan {
   CodeFormat format = CodeFormat::fp8;
   OutputLayout block_scales{};
   std::int64_t block_scales_extent = 0;
+  ReadKernel kernel = ReadKernel::general;
   KernelChoice choice{};
 };
 
@@ -61,9 +71,11 @@ constexpr LayoutNames kReadBlockScalesNames{"block_scales.block_size",   "block_
                                             "cache_rows"};
 
 //! The read kernels that exist: whole vectors of 16 or 4 codes (16- and 4-byte loads), and one
-//! code an access (8 a thread, the warp's lanes interleaved) for what no vector fits. Every
-//! scale policy has all three, in each output type and format.
-constexpr bool read_kernel_exists(int vec, tile::Access access) {
+//! code an access (8 a thread, the warp's lanes interleaved) for what no vector fits; and the
+//! row-warp read, kRowHeadWarpVec codes and a side vector a lane, for fp8 codes. Every scale
+//! policy has them all, in each output type and format.
+constexpr bool read_kernel_exists(int vec, tile::Access access, ReadKernel kernel = ReadKernel::general) {
+  if (kernel == ReadKernel::row_warp) return vec == kRowHeadWarpVec && access == tile::Access::vector;
   return access == tile::Access::interleaved ? vec == tuning::kElementWiseVector : (vec == 16 || vec == 4);
 }
 
@@ -242,12 +254,14 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan, CodeFormat format
   return Status{};
 }
 
-//! The kernel for a validated read: the widest vector (tuning::kReadVectors) that the segment's
-//! length and every pointer and stride a vector's start depends on allow, in the cache (codes)
-//! and the output (stores of up to 16 bytes of T, read_piece; NVFP4's whole blocks up to 32);
-//! otherwise one code an access.
+//! The kernel for a validated read, into `plan.kernel` and `plan.choice`. Segments of
+//! kRowWarpCodes fp8 codes (one MLA head of 576) take a warp each where every pointer and stride
+//! allows its pieces (read_row_warp_kernel). Otherwise the widest vector (tuning::kReadVectors)
+//! that the segment's length and every pointer and stride a vector's start depends on allow, in
+//! the cache (codes) and the output (stores of up to 16 bytes of T, read_piece; NVFP4's whole
+//! blocks up to 32); otherwise one code an access.
 template <class T>
-KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
+void choose_read_kernel(const UpcastArgs<T>& a, ReadPlan& plan) {
   constexpr std::int64_t kBytes = sizeof(T);
   KernelChoice c;
   const bool fused = plan.segs_per_token == 1;
@@ -265,6 +279,19 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
                         (!heads_apart || (plan.out_head_stride * kBytes) % store_bytes == 0);
     return cache_ok && out_ok;
   };
+  // A warp a row: one slot or page-table walk a row instead of one a chunk of 64 codes (power-of-
+  // two groups cut 576 codes into 9 chunks, each resolving the row again). Its loads are pieces
+  // of one 16-byte store of T (8 codes of 16-bit values, 4 of fp32) and 2-code side vectors.
+  plan.kernel = ReadKernel::general;
+  constexpr int kRowWarpPiece = kReadPieceBytes / static_cast<int>(kBytes);
+  if (plan.format == CodeFormat::fp8 && plan.seg_len == kRowWarpCodes && vector_fits(kRowWarpPiece, kRowWarpPiece, kReadPieceBytes, !fused)) {
+    plan.kernel = ReadKernel::row_warp;
+    c.vec = kRowHeadWarpVec;
+    c.log2_group = log2_ceil(kLanes);
+    c.set_grid((plan.num_segments + kBlockSize / kLanes - 1) / (kBlockSize / kLanes), 1, false);
+    plan.choice = c;
+    return;
+  }
   if (plan.format == CodeFormat::nvfp4) {
     // A block a thread (kNvfp4ReadVec codes, 8 bytes), whole where one 8-byte load and the
     // stores fit, else one element an access.
@@ -293,7 +320,7 @@ KernelChoice choose_read_kernel(const UpcastArgs<T>& a, const ReadPlan& plan) {
   // call a chunk (NOTES #16k: 1.05-1.27x on 576-code rows, level at one chunk a row).
   const bool chunks_first = chunks > 1 && ctas <= kMaxGridY;
   c.set_grid(ctas, chunks, chunks_first);
-  return c;
+  plan.choice = c;
 }
 
 }  // namespace detail
@@ -305,7 +332,7 @@ template <class T>
 Status make_read_plan(const UpcastArgs<T>& args, detail::ReadPlan& plan, CodeFormat format = CodeFormat::fp8) {
   if (Status s = detail::check_read_args(args, plan, format); !s) return s;
   if (plan.num_segments == 0) return Status{};
-  plan.choice = detail::choose_read_kernel(args, plan);
+  detail::choose_read_kernel(args, plan);
   return Status{};
 }
 

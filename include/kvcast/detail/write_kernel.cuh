@@ -207,6 +207,15 @@ KVCAST_DEVICE void pdl_wait_then_release() {
 #endif
 }
 
+//! The calling thread's lane in its warp, from %laneid. Equal to threadIdx.x % kLanes in a CTA of
+//! whole warps, but opaque to the compiler: from the known low bits of threadIdx.x % kLanes,
+//! nvcc 13 split a 16-byte store at `base + lane * 16 bytes` into 2- and 4-byte stores.
+KVCAST_DEVICE std::uint32_t lane_id() {
+  std::uint32_t lane;
+  asm("mov.u32 %0, %%laneid;" : "=r"(lane));
+  return lane;
+}
+
 //! Converts and stores a thread's Vec elements, as tile::Memory::load placed them: a whole
 //! vector as its packed codes (one access), interleaved ones a byte each. `Exact`: each code
 //! from its element's own quotient (the code policy's `exact`, for computed scales; `q` is then
@@ -435,16 +444,12 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     if (amax) floor = amax_floor(p.scales.amax.k, p.scales.amax.v, p.scales.amax.skip_smaller != 0);
   }
 
-  // scale: from the row-head's amax, one warp reduction. The amax output: only tokens with a
-  // slot count (the whole warp shares the token).
+  // scale: from the row-head's amax, one warp reduction. The amax output adds those maxima as
+  // they are (already the warp's); only tokens with a slot count (the warp shares the token).
   const std::uint32_t k_max = warp_max(has_k ? max(abs_max_bits(k_vec), abs_max_bits(k_side)) : 0u);
   const std::uint32_t v_max = warp_max(has_v ? max(abs_max_bits(v_vec), abs_max_bits(v_side)) : 0u);
   if constexpr (Scales::kAmax) {
-    if (amax) {
-      SeenMax seen;
-      if (slot >= 0) seen = SeenMax{k_max, v_max};
-      warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor);
-    }
+    if (amax && slot >= 0) warp_maxima_add(SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
   }
   const float2 scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
 
