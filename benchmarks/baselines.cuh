@@ -97,6 +97,29 @@ __global__ void __launch_bounds__(256) copy_kernel(const int4* __restrict__ src,
   }
 }
 
+//! A plain gather of the read's bytes, the floor of its memory pattern: output token t takes row
+//! loc[t] of a contiguous cache of `row_bytes` codes a row, each code widened to 16 bits as it is
+//! (no scale, no conversion), K and V. A thread moves 8 codes, an 8-byte load and a 16-byte
+//! store, so every warp-wide access is one coalesced run; the row is loaded a thread.
+__global__ void __launch_bounds__(256) gather_widen_kernel(const std::uint8_t* __restrict__ k_cache, const std::uint8_t* __restrict__ v_cache,
+                                                           const std::int64_t* __restrict__ loc, uint4* __restrict__ k,
+                                                           uint4* __restrict__ v, std::int64_t tokens, std::int64_t row_bytes) {
+  const std::int64_t pieces = row_bytes / 8;
+  const std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
+  if (i >= tokens * pieces) return;
+  const std::int64_t t = i / pieces, piece = i - t * pieces;
+  const std::int64_t at = __ldg(loc + t) * row_bytes + piece * 8;
+  const auto widen = [](uint2 c) {  // bytes b0..b7 to 16-bit b0..b7
+    return make_uint4(__byte_perm(c.x, 0, 0x4140), __byte_perm(c.x, 0, 0x4342), __byte_perm(c.y, 0, 0x4140), __byte_perm(c.y, 0, 0x4342));
+  };
+  const uint2 kc = __ldg(reinterpret_cast<const uint2*>(k_cache + at));
+  if (v_cache) {
+    const uint2 vc = __ldg(reinterpret_cast<const uint2*>(v_cache + at));
+    v[i] = widen(vc);
+  }
+  k[i] = widen(kc);
+}
+
 //! Format tag of the no_math variant: kvcast's kernel (its plan, launch, loads, slot arithmetic
 //! and stores) with each element's conversion replaced by its high byte. What is left is the
 //! cost of the job's memory traffic in kvcast's access pattern, with no arithmetic.

@@ -151,7 +151,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
   kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4, kvcast_nvfp4_fm,
-  upcast, upcast_token_head, upcast_nvfp4
+  upcast, upcast_token_head, upcast_nvfp4, gather_copy
 };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
@@ -164,6 +164,7 @@ const char* name_of(Variant v) {
     case Variant::kvcast: return "kvcast";
     case Variant::kvcast_ip: return "kvcast_ip";
     case Variant::copy_kernel: return "copy_kernel";
+    case Variant::gather_copy: return "gather_copy";
     case Variant::no_math: return "no_math";
     case Variant::kvcast_pdl: return "kvcast_pdl";
     case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
@@ -393,7 +394,8 @@ struct Problem {
         break;
       case Variant::upcast:
       case Variant::upcast_token_head:
-      case Variant::upcast_nvfp4:  // the read's variants run on ReadProblem
+      case Variant::upcast_nvfp4:
+      case Variant::gather_copy:  // the read's variants run on ReadProblem
         std::fprintf(stderr, "%s: a read variant on a write's problem\n", name_of(variant)), std::abort();
     }
   }
@@ -617,6 +619,12 @@ struct ReadProblem {
     }
     if (variant == Variant::copy_kernel) {  // the same bytes by a plain kernel: a second roofline
       launch_copy_kernel(set.k_cache, set.copy_dst, copy_bytes(traffic), stream);
+      return;
+    }
+    if (variant == Variant::gather_copy) {  // the same rows gathered and widened, no arithmetic
+      const std::int64_t row_bytes = shape.heads * shape.dim, threads = shape.tokens * row_bytes / 8;
+      baseline::gather_widen_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
+          set.k_cache, set.v_cache, set.loc, reinterpret_cast<uint4*>(set.k), reinterpret_cast<uint4*>(set.v), shape.tokens, row_bytes);
       return;
     }
     const kvcast::Status s = variant == Variant::upcast_nvfp4 ? kvcast::upcast<kvcast::nvfp4>(args(set, variant), stream)
@@ -863,6 +871,8 @@ void register_all() {
       // The same bytes copied by a plain kernel, beside cudaMemcpy (the rows' roofline): the
       // page-table rows' cudaMemcpy runs at about 2/3 of the slot rows' (NOTES #16b).
       register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::copy_kernel}, {Cache::cold});
+      // The same rows gathered by a plain kernel (widened, no scale): the floor of the pattern.
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::gather_copy}, all_cache);
       s.page_table = true;
       s.tag = "read_pages";
       register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast}, all_cache);

@@ -219,8 +219,9 @@ def read_roof_us(s, key):
 def read_table(s, cache):
     """The read's rows: gathers by slots (per tensor, per (token, head)) and by page table, against
     read_roof_us."""
-    lines = ["| tokens | heads x dim | rows by | MB moved | copy us | upcast us | % of copy | per (token, head) us | % of copy |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| tokens | heads x dim | rows by | MB moved | copy us | upcast us | % of copy | per (token, head) us | % of copy | "
+             "plain gather us | upcast / gather |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(k[5], k[6], k[7], k[8]) for k in s if k[8] in READ_TAGS and k[4] == cache})
     for (t, h, d, tag) in keys:
         key = lambda v: (v, "bf16", "e4m3", "graph", cache, t, h, d, tag)
@@ -229,8 +230,10 @@ def read_table(s, cache):
             continue
         roof = read_roof_us(s, key("upcast"))
         pct = lambda v: f"{100 * read_roof_us(s, key(v)) / s[key(v)]['us']:.0f}%" if key(v) in s else "-"
+        gather = s.get(key("gather_copy"))
         lines.append(f"| {t} | {h}x{d} | {'slots' if tag == 'read_slots' else 'page table'} | {base['mb']:.2f} | "
-                     f"{roof:.2f} | {base['us']:.2f} | {pct('upcast')} | {fmt_us(th)} | {pct('upcast_token_head')} |")
+                     f"{roof:.2f} | {base['us']:.2f} | {pct('upcast')} | {fmt_us(th)} | {pct('upcast_token_head')} | {fmt_us(gather)} | "
+                     + (f"{base['us'] / gather['us']:.2f}x |" if gather else "- |"))
     return "\n".join(lines)
 
 
@@ -265,6 +268,14 @@ def read_summary(s, torch_pool):
             vals = [read_roof_us(s, k) / s[k]["us"] for k in large]
             out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the copy of its "
                        "bytes (codes, scales, outputs, indices)")
+    # Against a plain gather of the same rows (widened, no scale): what the pattern itself costs.
+    large = pick("upcast", lambda k: k[8] == "read_slots" and k[4] == "cold" and s[k]["mb"] >= 64 and ("gather_copy",) + k[1:] in s)
+    if large:
+        gather = [s[("gather_copy",) + k[1:]] for k in large]
+        vals = [g["us"] / s[k]["us"] for g, k in zip(gather, large)]
+        roofs = [read_roof_us(s, k) / g["us"] for g, k in zip(gather, large)]
+        out.append(f"- a plain gather of the same rows (codes widened, no scale; the pattern's floor), from 64 MB up (cold, graph): "
+                   f"**{min(roofs):.3f} .. {max(roofs):.3f}** of the copy; the read by slots runs at **{min(vals):.3f} .. {max(vals):.3f}** of its speed")
     small = pick("upcast", lambda k: k[8] == "read_slots" and k[4] == "cold" and k[5] <= 4096)
     if small:
         vals = [read_roof_us(s, k) / s[k]["us"] for k in small]
