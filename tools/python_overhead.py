@@ -10,9 +10,12 @@ excess over it batch by batch. Two more rows split that excess: the binding's wh
 called in a C++ loop (tensors read, checked, planned, launched), and tvm-ffi's own floor, its
 `testing.nop` given the drop-in's nine arguments (the Python call and the tensors' conversion).
 
-    python3 tools/python_overhead.py [--batches N]
+    python3 tools/python_overhead.py [--batches N] [--cpu K]
+--cpu K pins the process to CPU K first (-1, the default: the lowest CPU it may run on; -2: no
+pinning), so that the paths are not timed across migrations between cores.
 Compare with `kvcast_bench --benchmark_filter='^host/'` from the same machine and run."""
 import argparse
+import os
 import statistics
 import time
 
@@ -39,7 +42,15 @@ def issue_us(fn):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=400)
-    batches = parser.parse_args().batches
+    parser.add_argument("--cpu", type=int, default=-1)
+    args = parser.parse_args()
+    batches = args.batches
+    pinned = "not pinned"
+    if args.cpu != -2 and hasattr(os, "sched_setaffinity"):
+        cpu = args.cpu if args.cpu >= 0 else min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        pinned = f"pinned to CPU {cpu}"
+    print(f"host: {os.cpu_count()} CPUs, {pinned}")
     dev = "cuda"
     k = torch.randn(16, 8, 128, dtype=torch.bfloat16, device=dev)
     v = torch.randn(16, 8, 128, dtype=torch.bfloat16, device=dev)
