@@ -148,7 +148,7 @@ TEST(ReadGrid, PageSizesAndBadTables) {
 TEST(ReadGrid, ManySequences) {
   KVTEST_REQUIRE_GPU();
   std::uint64_t seed = 400;
-  // 128 sequences are one round of the warp's search (32 lanes x 4 probes), 129 two, 20000 three.
+  // 31 sequences are one round of the warp's 32-way search, 33 .. 1024 two, 1500 and 20000 three.
   for (std::int64_t batch : {31, 33, 100, 128, 129, 1500, 20000})
     for (std::int64_t max_len : {2, 40}) {
       if (batch == 20000 && max_len == 40) continue;  // 400k tokens: the host reference's time
