@@ -3,8 +3,9 @@
 // alignments it checks that make_plan (the write) never crashes, never overflows, and never
 // accepts an argument set that would touch memory outside what it reports (and outside the
 // capacities given), make two elements share an address, or pick a vector width some pointer
-// or stride does not allow; and the same of make_read_plan (the read), every fourth input, and of
-// the NVFP4 write (its block scales too), every eighth.
+// or stride does not allow; and the same of make_read_plan (the read), every fourth input (a
+// quarter of those NVFP4 reads, their block scales too), and of the NVFP4 write (its block scales
+// too), every eighth.
 //
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude fuzz/validate_fuzzer.cpp -o validate_fuzzer
 //   ./validate_fuzzer -max_total_time=60
@@ -59,6 +60,69 @@ namespace {
                (long long)a.cache.token_stride, (long long)a.cache.head_stride, (long long)a.cache_rows, a.block_table != nullptr,
                (long long)a.batch, (long long)a.max_pages, (long long)a.page_size);
   std::abort();
+}
+
+// The bytes a read's outputs cover (for small problems), failing where two elements share one.
+std::set<i128> read_output_bytes(const kvcast::UpcastArgs<T>& a, const kvcast::detail::ReadPlan& p) {
+  std::set<i128> written;
+  for (const T* base : {static_cast<const T*>(a.k), static_cast<const T*>(a.v)})
+    if (base)
+      for (std::int64_t t = 0; t < a.num_tokens; ++t)
+        for (std::int64_t h = 0; h < a.heads; ++h)
+          for (std::int64_t d = 0; d < a.head_dim; ++d)
+            for (int b = 0; b < 2; ++b)
+              if (!written.insert(i128(reinterpret_cast<std::uintptr_t>(base)) + 2 * (i128(t) * p.out_token_stride + i128(h) * p.out_head_stride + d) + b)
+                       .second)
+                fail_read("output elements overlap", a);
+  return written;
+}
+
+// An accepted NVFP4 read: head_dim a multiple of 16 and one global scale a tensor; each cache
+// read with its block scales; every code row (head_dim / 2 bytes a row-head) and block-scale row
+// (head_dim / 16) inside its extent, and none under an output; the kernel a block a thread, whole
+// where its 8-byte load and two 16-byte stores fit, else element by element; the grid covers it.
+int check_nvfp4_read(const kvcast::UpcastArgs<T>& a, const kvcast::detail::ReadPlan& p) {
+  if (a.head_dim % 16 != 0) fail_read("nvfp4: accepted a head_dim that is not a multiple of 16", a);
+  if (a.scale_kind != kvcast::ScaleKind::per_tensor) fail_read("nvfp4: accepted a scale kind other than per tensor", a);
+  if ((a.k_cache && !a.k_block_scales) || (a.v_cache && !a.v_block_scales)) fail_read("nvfp4: a cache read without its block scales", a);
+  if (p.segs_per_token != a.heads) fail_read("nvfp4: heads fused (each has its own block scales)", a);
+  const std::int64_t code_bytes = a.head_dim / 2, blocks = a.head_dim / 16;
+  const std::int64_t rows = a.cache_rows < 48 ? a.cache_rows : 48;
+  if (a.heads * a.head_dim <= 512 && a.num_tokens <= 16) {
+    const std::set<i128> written = read_output_bytes(a, p);
+    const auto check_rows = [&](const void* base, const kvcast::OutputLayout& layout, std::int64_t run, std::int64_t extent, const char* what) {
+      if (!base) return;
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t h = 0; h < a.heads; ++h)
+          for (std::int64_t d = 0; d < run; ++d) {
+            const i128 at = layout.address(r, h) + d;
+            if (at >= extent) fail_read(what, a);
+            if (written.count(i128(reinterpret_cast<std::uintptr_t>(base)) + at)) fail_read("nvfp4: an output lies on what the read reads", a);
+          }
+    };
+    check_rows(a.k_cache, p.cache, code_bytes, p.cache_extent, "nvfp4: a code row ends beyond cache_extent");
+    check_rows(a.v_cache, p.cache, code_bytes, p.cache_extent, "nvfp4: a code row ends beyond cache_extent");
+    check_rows(a.k_cache ? a.k_block_scales : nullptr, p.block_scales, blocks, p.block_scales_extent, "nvfp4: a block-scale row ends beyond its extent");
+    check_rows(a.v_cache ? a.v_block_scales : nullptr, p.block_scales, blocks, p.block_scales_extent, "nvfp4: a block-scale row ends beyond its extent");
+  }
+  if (p.page_table && a.batch == 0) {
+    if (p.num_segments != 0) fail_read("nvfp4: an empty batch would launch a kernel", a);
+    return 0;
+  }
+  const kvcast::detail::KernelChoice& c = p.choice;
+  if (p.kernel != kvcast::detail::ReadKernel::general || c.vec != kvcast::detail::kNvfp4ReadVec || c.access == kvcast::tile::Access::interleaved)
+    fail_read("nvfp4: not a block a thread", a);
+  auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
+  if (c.access == kvcast::tile::Access::vector &&
+      (misaligned(a.k_cache, 8) || misaligned(a.v_cache, 8) || misaligned(a.k, 32) || misaligned(a.v, 32) || p.cache.block_stride % 8 ||
+       (p.cache.block_size > 1 && p.cache.token_stride % 8) || p.cache.head_stride % 8 || (a.num_tokens > 1 && (2 * p.out_token_stride) % 32) ||
+       (2 * p.out_head_stride) % 32))
+    fail_read("nvfp4: a whole block not allowed by a pointer or stride", a);
+  const std::int64_t items = p.seg_len / c.vec;
+  const std::int64_t groups = std::int64_t{kvcast::detail::kBlockSize} >> c.log2_group;
+  if (p.seg_len != a.head_dim || c.grid_y > 65535 || (c.chunks() << c.log2_group) < items || c.ctas() * groups < p.num_segments)
+    fail_read("nvfp4: the read's grid does not cover the blocks", a);
+  return 0;
 }
 
 // The read: any sizes, strides, layouts, row sources and scale fields; an accepted call writes
@@ -121,29 +185,41 @@ int fuzz_read(FuzzedDataProvider& in) {
       break;
     default: break;
   }
+  // A quarter of the reads are of NVFP4 codes: head_dim often a multiple of 16, block scales given
+  // or not, in their own layout or the default one.
+  const bool nvfp4 = in.ConsumeIntegralInRange<int>(0, 3) == 0;
+  if (nvfp4) {
+    if (in.ConsumeBool()) a.head_dim = 16 * in.ConsumeIntegralInRange<int>(1, 40);
+    if (in.ConsumeIntegralInRange<int>(0, 7)) a.k_block_scales = reinterpret_cast<const void*>(ptr(near ? 0x100000 : 0x70000000));
+    if (in.ConsumeIntegralInRange<int>(0, 7)) a.v_block_scales = reinterpret_cast<const void*>(ptr(0x78000000));
+    if (in.ConsumeBool()) a.block_scales = kvcast::OutputLayout{in.ConsumeBool() ? 1 : pick(in, 20), pick(in, 5000), pick(in, 40), pick(in, 8)};
+    if (in.ConsumeBool()) {  // codes on 8-byte steps and outputs on 16-byte ones: whole blocks' edges
+      const auto on_step = [&](auto* q, int unit) {
+        using P = decltype(q);
+        const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(q);
+        return q ? reinterpret_cast<P>((at & ~std::uintptr_t{63}) + unit * in.ConsumeIntegralInRange<int>(0, 64 / unit - 1)) : q;
+      };
+      a.k_cache = on_step(a.k_cache, 8);
+      a.v_cache = on_step(a.v_cache, 8);
+      a.k = on_step(a.k, 16);
+      a.v = on_step(a.v, 16);
+    }
+  }
   kvcast::detail::ReadPlan p;
-  const kvcast::Status s = kvcast::make_read_plan(a, p);
+  const kvcast::Status s = kvcast::make_read_plan(a, p, nvfp4 ? kvcast::CodeFormat::nvfp4 : kvcast::CodeFormat::fp8);
   if (!s.ok()) {
     if (s.message()[0] == '\0') fail_read("an error without a message", a);
     return 0;
   }
   if (a.cache_rows == kvcast::UpcastArgs<T>::kRowsNotGiven) fail_read("accepted a read without cache_rows", a);
   if (a.num_tokens == 0) return 0;
+  if (nvfp4) return check_nvfp4_read(a, p);
   // Outputs: one past the last element is the extent; no two elements of one output share an
   // address; K's and V's apart; neither on a cache (checked by extents, small problems).
   const i128 out_last = i128(a.num_tokens - 1) * p.out_token_stride + i128(a.heads - 1) * p.out_head_stride + a.head_dim - 1;
   if (out_last + 1 != p.out_extent) fail_read("out_extent is not one past the last element", a);
   if (a.heads * a.head_dim <= 256 && a.num_tokens <= 16) {
-    std::set<i128> written;
-    for (const T* base : {static_cast<const T*>(a.k), static_cast<const T*>(a.v)})
-      if (base)
-        for (std::int64_t t = 0; t < a.num_tokens; ++t)
-          for (std::int64_t h = 0; h < a.heads; ++h)
-            for (std::int64_t d = 0; d < a.head_dim; ++d)
-              for (int b = 0; b < 2; ++b)
-                if (!written.insert(i128(reinterpret_cast<std::uintptr_t>(base)) + 2 * (i128(t) * p.out_token_stride +
-                                                                                        i128(h) * p.out_head_stride + d) + b).second)
-                  fail_read("output elements overlap", a);
+    const std::set<i128> written = read_output_bytes(a, p);
     const std::int64_t rows = a.cache_rows < 48 ? a.cache_rows : 48;
     for (const void* base : {a.k_cache, a.v_cache})
       if (base)
