@@ -243,7 +243,7 @@ int fuzz_read(FuzzedDataProvider& in) {
   if (p.kernel == kvcast::detail::ReadKernel::row_warp) {
     // A warp a 576-code segment: pieces of one 16-byte store of T (8 codes of bf16), 2-code sides.
     const bool fused = p.segs_per_token == 1;
-    if (p.seg_len != kvcast::detail::kRowWarpCodes || p.format != kvcast::CodeFormat::fp8) fail_read("the row warp for another segment", a);
+    if (p.seg_len != kvcast::detail::kRowWarpElements || p.format != kvcast::CodeFormat::fp8) fail_read("the row warp for another segment", a);
     if (misaligned(a.k_cache, 8) || misaligned(a.v_cache, 8) || misaligned(a.k, 16) || misaligned(a.v, 16) || p.cache.block_stride % 8 ||
         (p.cache.block_size > 1 && p.cache.token_stride % 8) || (!fused && p.cache.head_stride % 8) ||
         (a.num_tokens > 1 && (2 * p.out_token_stride) % 16) || (!fused && (2 * p.out_head_stride) % 16))
@@ -572,7 +572,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } else if (c.kernel == kvcast::detail::WriteKernel::row_head_warp) {
     // A warp a row-head, kBlockSize / kLanes of them a CTA.
     const std::int64_t warps = kvcast::detail::kBlockSize / kvcast::detail::kLanes;
-    if (!vector || c.chunks() != 1 || kvcast::detail::kLanes * (kvcast::detail::kRowHeadWarpVec + kvcast::detail::kRowHeadWarpSide) != p.seg_len ||
+    if (!vector || c.chunks() != 1 || kvcast::detail::kRowWarpElements != p.seg_len ||
         c.ctas() * warps < p.num_segments || (c.ctas() - 1) * warps >= p.num_segments)
       fail("row-head warps do not cover the row-heads", a);
   } else {

@@ -228,7 +228,7 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
     if (plan.kernel == kvcast::detail::ReadKernel::row_warp) {
       // A warp a segment of 576 codes, its 8-code pieces allowed by every pointer and stride.
       const bool fused = plan.segs_per_token == 1;
-      EXPECT_EQ(plan.seg_len, kvcast::detail::kRowWarpCodes);
+      EXPECT_EQ(plan.seg_len, kvcast::detail::kRowWarpElements);
       EXPECT_EQ(c.log2_group, 5);
       EXPECT_EQ(c.order, kvcast::detail::GridOrder::segments_first);
       EXPECT_EQ(c.chunks(), 1);
@@ -252,7 +252,7 @@ TEST(ReadPlan, VectorAndGridFollowTheCall) {
       const bool pieces_fit = reinterpret_cast<std::uintptr_t>(a.k_cache) % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.k) % 16 == 0 &&
                               plan.cache.block_stride % 8 == 0 && (fused || (plan.cache.head_stride % 8 == 0 && plan.out_head_stride * 2 % 16 == 0)) &&
                               (a.num_tokens == 1 || plan.out_token_stride * 2 % 16 == 0);
-      EXPECT_FALSE(plan.seg_len == kvcast::detail::kRowWarpCodes && pieces_fit) << "a 576-code segment whose pieces fit takes the row warp";
+      EXPECT_FALSE(plan.seg_len == kvcast::detail::kRowWarpElements && pieces_fit) << "a 576-code segment whose pieces fit takes the row warp";
     }
     const std::int64_t group = std::int64_t{1} << c.log2_group;
     const bool chunks_first = c.order == kvcast::detail::GridOrder::chunks_first;

@@ -41,6 +41,8 @@ constexpr int kRealignWarps = 8;
 //! kRowHeadWarpSide, so a warp holds kLanes * 18 = 576 elements, one MLA head.
 constexpr int kRowHeadWarpVec = 16;
 constexpr int kRowHeadWarpSide = 2;
+//! Elements (codes, for the read) a warp of those kernels holds: one MLA head of 576.
+constexpr std::int64_t kRowWarpElements = std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide);
 //! The most elements a thread of an NVFP4 write holds, for inputs of `input_bytes`: a whole
 //! block of 16 for 16-bit inputs (32 bytes, its codes two words), half a block for fp32 (32
 //! bytes, its codes one word). Half a block (kNvfp4HalfBlock, the planner's choice for small

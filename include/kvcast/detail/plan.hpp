@@ -73,6 +73,15 @@ struct KernelChoice {
     grid_x = chunks_first ? chunks_of_segment : ctas_of_segments;
     grid_y = chunks_first ? ctas_of_segments : chunks_of_segment;
   }
+  //! A warp a segment of kRowWarpElements (the row-head-warp write, the row-warp read): each lane
+  //! kRowHeadWarpVec elements and a side vector, kBlockSize / kLanes segments a CTA.
+  void set_warp_a_segment(std::int64_t segments) {
+    vec = kRowHeadWarpVec;
+    access = tile::Access::vector;
+    log2_group = log2_ceil(kLanes);
+    constexpr std::int64_t kWarps = kBlockSize / kLanes;
+    set_grid((segments + kWarps - 1) / kWarps, 1, false);
+  }
 };
 
 //! A validated call: its sizes and strides resolved (0 strides, an all-zero layout), its
@@ -700,13 +709,11 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   }
   // A row-head of 576 (one MLA head) in a warp, a vector of 16 and a side vector of 2 a lane,
   // at every size: power-of-two groups leave 28 of 64 threads idle (NOTES #15v).
-  if (reduced && !plan.dense && a.head_dim == std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide) &&
+  if (reduced && !plan.dense && a.head_dim == kRowWarpElements &&
       inputs_allow(a, plan, kRowHeadWarpVec, !fused) && outputs_allow(a, plan, kRowHeadWarpVec, !fused) &&
       write_kernel_exists(WriteKernel::row_head_warp, kRowHeadWarpVec, tile::Access::vector, kBytes, mode, scales)) {
     c.kernel = WriteKernel::row_head_warp;
-    c.vec = kRowHeadWarpVec;
-    c.log2_group = log2_ceil(kLanes);
-    c.set_grid((plan.num_segments + kBlockSize / kLanes - 1) / (kBlockSize / kLanes), 1, false);
+    c.set_warp_a_segment(plan.num_segments);
     return c;
   }
   int widest = tuning::widest_vector(plan.elements, mode, kBytes);

@@ -182,6 +182,12 @@ KVCAST_HOST_DEVICE constexpr int read_piece() {
   return A == tile::Access::vector && Format::kCodesPerByte == 1 && Vec > kWidest ? kWidest : Vec;
 }
 
+//! The place `offset` bytes into a cache, formed as an integer: a call without one of the tensors
+//! has a null cache, whose places are never loaded and so must not be pointers past null.
+KVCAST_DEVICE const std::uint8_t* code_place(const std::uint8_t* cache, std::int64_t offset) {
+  return reinterpret_cast<const std::uint8_t*>(reinterpret_cast<std::uintptr_t>(cache) + static_cast<std::uintptr_t>(offset));
+}
+
 //! Loads a piece of codes where `pred`: vectors by one predicated instruction (no branch, so
 //! that the thread's loads issue back to back), element by element through tile::Memory.
 template <tile::Access A, int Bytes>
@@ -235,15 +241,10 @@ KVCAST_DEVICE void read_chunk(const ReadParams<T, Scales>& p, const std::uint32_
   for (int i = 0; i < kPieces; ++i)
     KVCAST_UNROLL
     for (int b = 0; b < kBytes; ++b) k_codes[i][b] = v_codes[i][b] = 0;  // codes not loaded: converted, never stored
-  // A call without one of the tensors has a null cache: its places are formed as integers (never
-  // as pointers past null) and never loaded.
-  const auto place = [&](const std::uint8_t* cache, int i) {
-    return reinterpret_cast<const std::uint8_t*>(reinterpret_cast<std::uintptr_t>(cache) + static_cast<std::uintptr_t>(at + i * piece_stride));
-  };
   KVCAST_UNROLL
   for (int i = 0; i < kPieces; ++i) {
-    load_codes<A>(place(p.k_cache, i), end - i * piece_stride, has_k && piece_in(i), k_codes[i]);
-    load_codes<A>(place(p.v_cache, i), end - i * piece_stride, has_v && piece_in(i), v_codes[i]);
+    load_codes<A>(code_place(p.k_cache, at + i * piece_stride), end - i * piece_stride, has_k && piece_in(i), k_codes[i]);
+    load_codes<A>(code_place(p.v_cache, at + i * piece_stride), end - i * piece_stride, has_v && piece_in(i), v_codes[i]);
   }
   const float2 scales = Scales::load_row(p.scales, row, head);
 
@@ -324,20 +325,17 @@ __global__ void __launch_bounds__(kBlockSize) read_row_warp_kernel(const __grid_
   const bool has_k = p.k_cache != nullptr;
   const bool has_v = p.v_cache != nullptr;
   const std::int64_t at = p.cache.row_address(row) + std::int64_t{head} * p.cache.head_stride;
-  const auto place = [&](const std::uint8_t* cache, std::uint32_t code) {  // as integers: a null cache is never loaded
-    return reinterpret_cast<const std::uint8_t*>(reinterpret_cast<std::uintptr_t>(cache) + static_cast<std::uintptr_t>(at + code));
-  };
   const std::uint32_t side_first = kLanes * Vec + lane * Side;
   AlignedVector<std::uint8_t, kPiece> k_codes[kPieces] = {}, v_codes[kPieces] = {};  // a tensor not loaded is never stored
   AlignedVector<std::uint8_t, Side> k_side = {}, v_side = {};
   KVCAST_UNROLL
   for (int i = 0; i < kPieces; ++i) {
     const std::uint32_t first = i * kLanes * kPiece + lane * kPiece;
-    k_codes[i].load_bytes_if(place(p.k_cache, first), has_k);
-    v_codes[i].load_bytes_if(place(p.v_cache, first), has_v);
+    k_codes[i].load_bytes_if(code_place(p.k_cache, at + first), has_k);
+    v_codes[i].load_bytes_if(code_place(p.v_cache, at + first), has_v);
   }
-  k_side.load_bytes_if(place(p.k_cache, side_first), has_k);
-  v_side.load_bytes_if(place(p.v_cache, side_first), has_v);
+  k_side.load_bytes_if(code_place(p.k_cache, at + side_first), has_k);
+  v_side.load_bytes_if(code_place(p.v_cache, at + side_first), has_v);
   const float2 scales = Scales::load_row(p.scales, row, head);
 
   // convert and store

@@ -27,9 +27,6 @@ enum class ReadKernel : std::uint8_t {
   row_warp,  //!< read_row_warp_kernel: a warp a segment of kLanes * (kRowHeadWarpVec + Side) = 576 codes
 };
 
-//! Codes a segment of the row-warp read holds: a lane's vector and side vector a lane.
-constexpr std::int64_t kRowWarpCodes = std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide);
-
 //! A validated read: its sizes and strides resolved, its segments, its row source and bounds,
 //! its extents, and the kernel choice.
 struct ReadPlan {
@@ -255,7 +252,7 @@ Status check_read_args(const UpcastArgs<T>& a, ReadPlan& plan, CodeFormat format
 }
 
 //! The kernel for a validated read, into `plan.kernel` and `plan.choice`. Segments of
-//! kRowWarpCodes fp8 codes (one MLA head of 576) take a warp each where every pointer and stride
+//! kRowWarpElements fp8 codes (one MLA head of 576) take a warp each where every pointer and stride
 //! allows its pieces (read_row_warp_kernel). Otherwise the widest vector (tuning::kReadVectors)
 //! that the segment's length and every pointer and stride a vector's start depends on allow, in
 //! the cache (codes) and the output (stores of up to 16 bytes of T, read_piece; NVFP4's whole
@@ -284,11 +281,9 @@ void choose_read_kernel(const UpcastArgs<T>& a, ReadPlan& plan) {
   // of one 16-byte store of T (8 codes of 16-bit values, 4 of fp32) and 2-code side vectors.
   plan.kernel = ReadKernel::general;
   constexpr int kRowWarpPiece = kReadPieceBytes / static_cast<int>(kBytes);
-  if (plan.format == CodeFormat::fp8 && plan.seg_len == kRowWarpCodes && vector_fits(kRowWarpPiece, kRowWarpPiece, kReadPieceBytes, !fused)) {
+  if (plan.format == CodeFormat::fp8 && plan.seg_len == kRowWarpElements && vector_fits(kRowWarpPiece, kRowWarpPiece, kReadPieceBytes, !fused)) {
     plan.kernel = ReadKernel::row_warp;
-    c.vec = kRowHeadWarpVec;
-    c.log2_group = log2_ceil(kLanes);
-    c.set_grid((plan.num_segments + kBlockSize / kLanes - 1) / (kBlockSize / kLanes), 1, false);
+    c.set_warp_a_segment(plan.num_segments);
     plan.choice = c;
     return;
   }
