@@ -73,12 +73,14 @@ struct ReadParams {
 
 //! The sequence of output token `t` in the page table: the b with cu[b] <= t < cu[b + 1] (cu =
 //! cu_seq_lens), into `seq` and `seq_start` (cu[b]), or false where t is in no sequence or the
-//! lane is not `active`. Found by the warp together, so every lane of it calls this: a 32-way
-//! search of cu for the token of its lowest active lane (a load a lane and a ballot a round: one
-//! round up to 32 sequences, two up to 1024), then each lane steps forward to its own token's
-//! sequence (a warp's tokens are consecutive, so it rarely steps). A binary search a thread
-//! would chain log2(batch) loads. Whatever cu's entries, only indices 0..batch are read and the
-//! sequence is below batch.
+//! lane is not `active`. Found by the warp together, so every lane of it calls this: a search of
+//! cu for the token of its lowest active lane, 32 ways a round (a load a lane and a ballot) while
+//! 32 or more sequences remain, then a last round that loads every remaining bound, cu[lo] to
+//! cu[hi], one a lane: the sequence and both its bounds come from that round (by shuffles), with
+//! no load after it. One round up to 31 sequences, two up to 992. Each lane then steps forward to
+//! its own token's sequence (a warp's tokens are consecutive, so it rarely steps). A binary
+//! search a thread would chain log2(batch) loads. Whatever cu's entries, only indices 0..batch
+//! are read and the sequence is below batch.
 template <class P>
 KVCAST_DEVICE bool warp_sequence_of(const P& p, std::int32_t t, bool active, std::uint32_t& seq, std::int32_t& seq_start) {
   constexpr unsigned kWarp = 0xffffffffu;
@@ -89,7 +91,7 @@ KVCAST_DEVICE bool warp_sequence_of(const P& p, std::int32_t t, bool active, std
   // Keep cu[lo] <= t_ref < cu[hi] (when t_ref is in a sequence; else lo stays a valid start).
   const std::uint32_t lane = threadIdx.x % kLanes;
   std::uint32_t lo = 0, hi = p.batch;
-  while (hi - lo > 1) {  // the same trips on every lane
+  while (hi - lo >= kLanes) {  // the same trips on every lane
     const std::uint32_t step = (hi - lo + kLanes - 1) / kLanes;
     const std::uint32_t at = lo + lane * step;
     // Lane 0's probe is cu[lo] (below t_ref, or t_ref before every sequence: lo stays).
@@ -97,10 +99,15 @@ KVCAST_DEVICE bool warp_sequence_of(const P& p, std::int32_t t, bool active, std
     lo += static_cast<std::uint32_t>(31 - __clz(static_cast<int>(below))) * step;
     hi = min(hi, lo + step);
   }
+  // The last round: hi - lo < kLanes, so lanes 0 .. hi - lo load cu[lo .. hi]. The sequence is
+  // lo + k, k below hi - lo, and its bounds are lanes k's and k + 1's.
+  const std::uint32_t at = lo + lane;
+  const std::int32_t bound = at <= hi ? __ldg(p.cu_seq_lens + at) : 0;
+  const int k = 31 - __clz(static_cast<int>(__ballot_sync(kWarp, at < hi && bound <= t_ref) | 1u));
+  std::uint32_t b = lo + static_cast<std::uint32_t>(k);
+  std::int32_t start = __shfl_sync(kWarp, bound, k), next = __shfl_sync(kWarp, bound, k + 1);
   if (!active || t < first || t >= last) return false;
   // Forward to t's sequence: it stops by b + 1 = batch, as cu[batch] > t.
-  std::uint32_t b = lo;
-  std::int32_t start = __ldg(p.cu_seq_lens + b), next = __ldg(p.cu_seq_lens + b + 1);
   while (next <= t) {
     ++b;
     start = next;
