@@ -46,6 +46,9 @@ std::int64_t pick(FuzzedDataProvider& in, std::int64_t small_max) {
   }
 }
 
+// Whether a non-null pointer is off a boundary of `bytes`.
+bool misaligned(const void* q, std::int64_t bytes) { return q && reinterpret_cast<std::uintptr_t>(q) % bytes != 0; }
+
 }  // namespace
 
 
@@ -77,6 +80,21 @@ std::set<i128> read_output_bytes(const kvcast::UpcastArgs<T>& a, const kvcast::d
   return written;
 }
 
+// A read's rows of `run` bytes a row-head at `base` in `layout` (the first 48 rows): each ends
+// inside `extent` (else `beyond`) and none lies under an output byte in `written` (else `under`).
+void check_read_rows(const kvcast::UpcastArgs<T>& a, const std::set<i128>& written, const void* base, const kvcast::OutputLayout& layout,
+                     std::int64_t run, std::int64_t extent, const char* beyond, const char* under) {
+  if (!base) return;
+  const std::int64_t rows = a.cache_rows < 48 ? a.cache_rows : 48;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t h = 0; h < a.heads; ++h)
+      for (std::int64_t d = 0; d < run; ++d) {
+        const i128 at = layout.address(r, h) + d;
+        if (at >= extent) fail_read(beyond, a);
+        if (written.count(i128(reinterpret_cast<std::uintptr_t>(base)) + at)) fail_read(under, a);
+      }
+}
+
 // An accepted NVFP4 read: head_dim a multiple of 16 and one global scale a tensor; each cache
 // read with its block scales; every code row (head_dim / 2 bytes a row-head) and block-scale row
 // (head_dim / 16) inside its extent, and none under an output; the kernel a block a thread, whole
@@ -87,23 +105,13 @@ int check_nvfp4_read(const kvcast::UpcastArgs<T>& a, const kvcast::detail::ReadP
   if ((a.k_cache && !a.k_block_scales) || (a.v_cache && !a.v_block_scales)) fail_read("nvfp4: a cache read without its block scales", a);
   if (p.segs_per_token != a.heads) fail_read("nvfp4: heads fused (each has its own block scales)", a);
   const std::int64_t code_bytes = a.head_dim / 2, blocks = a.head_dim / 16;
-  const std::int64_t rows = a.cache_rows < 48 ? a.cache_rows : 48;
   if (a.heads * a.head_dim <= 512 && a.num_tokens <= 16) {
     const std::set<i128> written = read_output_bytes(a, p);
-    const auto check_rows = [&](const void* base, const kvcast::OutputLayout& layout, std::int64_t run, std::int64_t extent, const char* what) {
-      if (!base) return;
-      for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t h = 0; h < a.heads; ++h)
-          for (std::int64_t d = 0; d < run; ++d) {
-            const i128 at = layout.address(r, h) + d;
-            if (at >= extent) fail_read(what, a);
-            if (written.count(i128(reinterpret_cast<std::uintptr_t>(base)) + at)) fail_read("nvfp4: an output lies on what the read reads", a);
-          }
-    };
-    check_rows(a.k_cache, p.cache, code_bytes, p.cache_extent, "nvfp4: a code row ends beyond cache_extent");
-    check_rows(a.v_cache, p.cache, code_bytes, p.cache_extent, "nvfp4: a code row ends beyond cache_extent");
-    check_rows(a.k_cache ? a.k_block_scales : nullptr, p.block_scales, blocks, p.block_scales_extent, "nvfp4: a block-scale row ends beyond its extent");
-    check_rows(a.v_cache ? a.v_block_scales : nullptr, p.block_scales, blocks, p.block_scales_extent, "nvfp4: a block-scale row ends beyond its extent");
+    constexpr const char* kUnder = "nvfp4: an output lies on what the read reads";
+    for (const void* base : {a.k_cache, a.v_cache})
+      check_read_rows(a, written, base, p.cache, code_bytes, p.cache_extent, "nvfp4: a code row ends beyond cache_extent", kUnder);
+    for (const void* base : {a.k_cache ? a.k_block_scales : nullptr, a.v_cache ? a.v_block_scales : nullptr})
+      check_read_rows(a, written, base, p.block_scales, blocks, p.block_scales_extent, "nvfp4: a block-scale row ends beyond its extent", kUnder);
   }
   if (p.page_table && a.batch == 0) {
     if (p.num_segments != 0) fail_read("nvfp4: an empty batch would launch a kernel", a);
@@ -112,7 +120,6 @@ int check_nvfp4_read(const kvcast::UpcastArgs<T>& a, const kvcast::detail::ReadP
   const kvcast::detail::KernelChoice& c = p.choice;
   if (p.kernel != kvcast::detail::ReadKernel::general || c.vec != kvcast::detail::kNvfp4ReadVec || c.access == kvcast::tile::Access::interleaved)
     fail_read("nvfp4: not a block a thread", a);
-  auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (c.access == kvcast::tile::Access::vector &&
       (misaligned(a.k_cache, 8) || misaligned(a.v_cache, 8) || misaligned(a.k, 32) || misaligned(a.v, 32) || p.cache.block_stride % 8 ||
        (p.cache.block_size > 1 && p.cache.token_stride % 8) || p.cache.head_stride % 8 || (a.num_tokens > 1 && (2 * p.out_token_stride) % 32) ||
@@ -220,16 +227,8 @@ int fuzz_read(FuzzedDataProvider& in) {
   if (out_last + 1 != p.out_extent) fail_read("out_extent is not one past the last element", a);
   if (a.heads * a.head_dim <= 256 && a.num_tokens <= 16) {
     const std::set<i128> written = read_output_bytes(a, p);
-    const std::int64_t rows = a.cache_rows < 48 ? a.cache_rows : 48;
     for (const void* base : {a.k_cache, a.v_cache})
-      if (base)
-        for (std::int64_t r = 0; r < rows; ++r)
-          for (std::int64_t h = 0; h < a.heads; ++h)
-            for (std::int64_t d = 0; d < a.head_dim; ++d) {
-              const i128 at = p.cache.address(r, h) + d;
-              if (at >= p.cache_extent) fail_read("a cache row ends beyond cache_extent", a);
-              if (written.count(i128(reinterpret_cast<std::uintptr_t>(base)) + at)) fail_read("an output lies on a cache", a);
-            }
+      check_read_rows(a, written, base, p.cache, a.head_dim, p.cache_extent, "a cache row ends beyond cache_extent", "an output lies on a cache");
   }
   // An empty batch reads nothing: the plan launches no kernel, so it has no choice to check.
   if (p.page_table && a.batch == 0) {
@@ -239,7 +238,6 @@ int fuzz_read(FuzzedDataProvider& in) {
   const kvcast::detail::KernelChoice& c = p.choice;
   if (!kvcast::detail::read_kernel_exists(c.vec, c.access, p.kernel)) fail_read("chose a read kernel that does not exist", a);
   const bool vector = c.access == kvcast::tile::Access::vector;
-  auto misaligned = [](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (p.kernel == kvcast::detail::ReadKernel::row_warp) {
     // A warp a 576-code segment: pieces of one 16-byte store of T (8 codes of bf16), 2-code sides.
     const bool fused = p.segs_per_token == 1;
@@ -367,7 +365,6 @@ int fuzz_nvfp4_write(FuzzedDataProvider& in) {
     fail("nvfp4: a vector other than a block or half of one", a);
   if (c.vec == 8 && c.log2_group < 1) fail("nvfp4: half blocks without a pair of lanes", a);
   const std::int64_t v = vector ? c.vec : 1;
-  auto misaligned = [&](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, (v + 1) / 2) || misaligned(a.v_out, (v + 1) / 2))
     fail("nvfp4: vector width not allowed by a pointer", a);
   if (vector && ((a.num_tokens > 1 && p.in_token_stride % v) || (p.segs_per_token > 1 && (p.in_head_stride % v || o.head_stride % (v / 2))) ||
@@ -554,7 +551,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!whole) fail("a per-(token, head) row-head is not one chunk of whole vectors", a);
   }
   const std::int64_t v = vector ? c.vec : 1;
-  auto misaligned = [&](const void* q, std::int64_t b) { return q && reinterpret_cast<std::uintptr_t>(q) % b != 0; };
   if (misaligned(a.k, v * 2) || misaligned(a.v, v * 2) || misaligned(a.k_out, v) || misaligned(a.v_out, v))
     fail("vector width not allowed by a pointer", a);
   if (a.num_tokens > 1 && p.in_token_stride % v) fail("vector width not allowed by in_token_stride", a);
