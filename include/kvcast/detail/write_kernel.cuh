@@ -56,6 +56,10 @@ struct WriteParams {
   std::int64_t in_token_stride;
   std::int64_t in_head_stride;
   const void* loc;
+  // Where the stores go: ahead of the scale parameters, whose size depends on the policy, so
+  // that they stay in the first three lines for every policy.
+  std::uint8_t* k_out;
+  std::uint8_t* v_out;
   typename Scales::Params scales;
   // To decide and place the stores.
   std::int64_t min_slot;
@@ -63,8 +67,6 @@ struct WriteParams {
   std::int64_t mult;    //!< DenseRows (kRowsFolded): times the row stride (dispatch), so the row is a byte offset
   std::int64_t offset;  //!< likewise
   OutputLayout out;
-  std::uint8_t* k_out;
-  std::uint8_t* v_out;
   unsigned long long* error_count;  //!< only on the rare out-of-range path
 
   //! DenseRows: dispatch folds the row stride into mult and offset, unless the scale policy
