@@ -110,7 +110,8 @@ struct CodePolicyOf<nvfp4, Mode>;
 //!     kFromRowHead                                    // whether the scale is computed from the row-head
 //!     load(params, token, head) -> float2             // K's and V's scale for that row-head (!kFromRowHead)
 //!     from_amax<Format, T>(params, k_bits, v_bits)    // ...or from its amax (kFromRowHead),
-//!     store(params, row, head, scales, has_k, has_v)  // and where it is kept
+//!     offset_in_row(params, head)                     // and where it is kept: the part the row
+//!     store(params, row, in_row, scales, k, v)        //   does not decide, then the stores
 //!
 //! and, for the read (detail/read_kernel.cuh), which dequantizes with the same scales:
 //!
@@ -236,10 +237,16 @@ struct PerTokenHeadScale {
   KVCAST_DEVICE static float2 from_amax(const Params& p, std::uint32_t k_bits, std::uint32_t v_bits) {
     return make_float2(scale_of<Format, T>(__uint_as_float(k_bits), p.min_scale), scale_of<Format, T>(__uint_as_float(v_bits), p.min_scale));
   }
-  KVCAST_DEVICE static void store(const Params& p, std::int64_t row, std::uint32_t head, float2 scales, bool has_k, bool has_v) {
-    const std::int64_t at = p.layout.address(row, head);
-    if (has_k) p.k_scales[at] = scales.x;
-    if (has_v) p.v_scales[at] = scales.y;
+  //! Where head `head`'s scale is in a row, in floats: the kernel has it before its loads return.
+  KVCAST_DEVICE static std::int64_t offset_in_row(const Params& p, std::uint32_t head) {
+    return std::int64_t{head} * p.layout.head_stride;
+  }
+  //! K's scale (where `k`) and V's (where `v`) at row `row`, `in_row` floats in (offset_in_row).
+  //! The place is worked out whether or not either is stored, so that the stores are predicated.
+  KVCAST_DEVICE static void store(const Params& p, std::int64_t row, std::int64_t in_row, float2 scales, bool k, bool v) {
+    const std::int64_t at = p.layout.row_address(row) + in_row;
+    if (k) p.k_scales[at] = scales.x;
+    if (v) p.v_scales[at] = scales.y;
   }
   KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t row, std::uint32_t head) {
     const std::int64_t at = p.layout.address(row, head);

@@ -123,14 +123,16 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
   }
 }
 
-//! What a warp's maxima must exceed to be added (float bits, lane 0 K's, lane 1 V's): with
-//! `skip_smaller`, the value of the amax output as this SM last read it (a load cached in L1),
-//! else 0. Issued with the thread's other loads, so that the decision costs no trip of its own.
-KVCAST_DEVICE SeenMax amax_floor(const float* k_amax, const float* v_amax, bool skip_smaller) {
+//! What a warp's maxima must exceed to be added (float bits, lane 0 K's, lane 1 V's): the value
+//! of the amax output as this SM last read it (a load cached in L1). Issued with the thread's
+//! other loads, so that the decision costs no trip of its own. Only where the call asks for it
+//! (AmaxOutput::skip_smaller): the caller's branch on that is uniform, and a small grid's floor
+//! of 0 then costs no instruction after the loads return.
+KVCAST_DEVICE SeenMax amax_floor(const float* k_amax, const float* v_amax) {
   SeenMax floor;
   const std::uint32_t lane = threadIdx.x % kLanes;
-  if (skip_smaller && lane == 0 && k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
-  if (skip_smaller && lane == 1 && v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
+  if (lane == 0 && k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
+  if (lane == 1 && v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
   return floor;
 }
 

@@ -317,10 +317,21 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // amax output's), it would cost a second memory latency.
   float2 scales;
   // (A thread that stays only for a reduction takes element 0's head: its own may be past the row.)
-  if constexpr (!kReduces) scales = Scales::load(p.scales, token, Rows::scale_head(p, head, active ? first : 0u));
+  const std::uint32_t scale_head = Rows::scale_head(p, head, active ? first : 0u);
+  if constexpr (!kReduces) scales = Scales::load(p.scales, token, scale_head);
+  // A computed scale's place, as far as the row does not decide it, and whether this thread is
+  // its row-head's first (which stores it): worked out while the loads are in flight, so that
+  // after them the store costs a few instructions, predicated, behind the codes'.
+  std::uint32_t row_head_log2 = 0;
+  std::int64_t scale_in_row = 0;
+  if constexpr (kReduces) {
+    row_head_log2 = Rows::template row_head_log2<Vec>(p);
+    scale_in_row = Scales::offset_in_row(p.scales, scale_head);
+  }
+  const bool stores_scale = kReduces && (item & ((1u << row_head_log2) - 1)) == 0;
   SeenMax seen, floor;
   if constexpr (Scales::kAmax) {
-    if (amax) floor = amax_floor(p.scales.amax.k, p.scales.amax.v, p.scales.amax.skip_smaller != 0);
+    if (amax && p.scales.amax.skip_smaller != 0) floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
   }
 
   // scale: computed from the row-head's amax, which all its threads reduce. The amax output:
@@ -332,7 +343,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   if constexpr (kReduces) {
     std::uint32_t k_max = full && has_k ? abs_max_bits(k_vec) : 0u;
     std::uint32_t v_max = full && has_v ? abs_max_bits(v_vec) : 0u;
-    group_max(k_max, v_max, Rows::template row_head_log2<Vec>(p));
+    group_max(k_max, v_max, row_head_log2);
     scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
   } else {
     if (amax && active && !full && slot >= 0) {  // the partial last vector
@@ -350,10 +361,6 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // resolve
   std::int64_t row, row_start;
   if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0, row, row_start)) return;
-  if constexpr (kReduces) {  // by the row-head's first thread
-    if ((item & ((1u << Rows::template row_head_log2<Vec>(p)) - 1)) == 0)
-      Scales::store(p.scales, row, Rows::scale_head(p, head, first), scales, has_k, has_v);
-  }
   std::uint8_t* __restrict__ k_out = p.k_out + row_start + out_in_row;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
 
@@ -364,13 +371,15 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   } else {
     if (!full) {
       write_tail<T, Codes>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, end, scales.x, scales.y);
+      if constexpr (kReduces) Scales::store(p.scales, row, scale_in_row, scales, stores_scale && has_k, stores_scale && has_v);
       return;
     }
-    if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact)
+    if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact), then the scale
       const typename Codes::template QuotientQuantizer<T> qk(scales.x);
       const typename Codes::template QuotientQuantizer<T> qv(scales.y);
       if (has_k) store_codes<Codes, A, true>(k_out, end, qk, k_vec);
       if (has_v) store_codes<Codes, A, true>(v_out, end, qv, v_vec);
+      Scales::store(p.scales, row, scale_in_row, scales, stores_scale && has_k, stores_scale && has_v);
       return;
     }
     const typename Codes::template Quantizer<T> qk(scales.x);
@@ -443,8 +452,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const std::int64_t slot = load_slot(p, token);
   SeenMax floor;
   if constexpr (Scales::kAmax) {
-    if (amax) floor = amax_floor(p.scales.amax.k, p.scales.amax.v, p.scales.amax.skip_smaller != 0);
+    if (amax && p.scales.amax.skip_smaller != 0) floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
   }
+  const std::int64_t scale_in_row = Scales::offset_in_row(p.scales, LayoutRows::scale_head(p, head, 0));
 
   // scale: from the row-head's amax, one warp reduction. The amax output adds those maxima as
   // they are (already the warp's); only tokens with a slot count (the warp shares the token).
@@ -458,9 +468,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   // resolve
   std::int64_t row, row_start;
   if (!resolve_slot<LayoutRows>(p, slot, head == 0 && lane == 0, row, row_start)) return;
-  if (lane == 0) Scales::store(p.scales, row, LayoutRows::scale_head(p, head, 0), scales, has_k, has_v);
 
-  // convert and store: each element's own quotient (Fp8::exact)
+  // convert and store: each element's own quotient (Fp8::exact), then the scale (lane 0)
   const std::int64_t out_base = row_start + LayoutRows::out_offset_in_row(p, head, 0);
   const typename Codes::template QuotientQuantizer<T> qk(scales.x);
   const typename Codes::template QuotientQuantizer<T> qv(scales.y);
@@ -472,6 +481,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     store_codes<Codes, A, true>(p.v_out + out_base + first, Vec, qv, v_vec);
     store_codes<Codes, A, true>(p.v_out + out_base + side_first, Side, qv, v_side);
   }
+  Scales::store(p.scales, row, scale_in_row, scales, lane == 0 && has_k, lane == 0 && has_v);
 }
 
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
