@@ -313,15 +313,10 @@ class Nvfp4Quantizer {
 #if defined(__CUDA_ARCH__) && __CUDA_FP8_INTERNAL_CAN_RELY_ON_PTX_FOR_SHORTTYPESCVT__
     codes<N, T>(widen<T, N>(x).v, sf, words);
 #else
-    const float divisor = detail::mul_rn(fp8_to_float<e4m3>(sf), g_);
+    const float divisor = divisor_of(sf);
     const std::uint8_t sf_magnitude = sf & 0x7fu;
-    if (sf_magnitude != 0 && sf_magnitude != e4m3::kNaNCode && detail::scale_allows_fast_division(divisor)) {
-      const detail::E2M1Thresholds th = detail::e2m1_thresholds<T>(divisor);
-      KVCAST_UNROLL
-      for (int w = 0; w < N / 8; ++w) {
-        const std::uint32_t part[4] = {x[4 * w], x[4 * w + 1], x[4 * w + 2], x[4 * w + 3]};
-        words[w] = detail::e2m1_codes_by_thresholds<T>(part, th);
-      }
+    if (takes_thresholds(sf, divisor)) {
+      codes_by_thresholds<T, N>(x, detail::e2m1_thresholds<T>(divisor), words);
     } else if (sf_magnitude == 0) {  // a zero block: ±0 with each input's sign
       KVCAST_UNROLL
       for (int w = 0; w < N / 8; ++w) {
@@ -336,6 +331,25 @@ class Nvfp4Quantizer {
       for (int w = 0; w < N / 8; ++w) words[w] = out.w[w];
     }
 #endif
+  }
+  //! codes_of_pairs of two blocks, each with its quantizer (a call's K and V): where both take the
+  //! thresholds, both blocks' thresholds and codes side by side, so that neither block's chain
+  //! waits behind the other's; otherwise one block after the other.
+  template <class T, int N>
+  KVCAST_HOST_DEVICE static void codes_of_pairs_of_two(const Nvfp4Quantizer& qa, const std::uint32_t (&xa)[N / 2], std::uint8_t sfa,
+                                                       std::uint32_t (&wa)[N / 8], const Nvfp4Quantizer& qb,
+                                                       const std::uint32_t (&xb)[N / 2], std::uint8_t sfb, std::uint32_t (&wb)[N / 8]) {
+#if !(defined(__CUDA_ARCH__) && __CUDA_FP8_INTERNAL_CAN_RELY_ON_PTX_FOR_SHORTTYPESCVT__)
+    const float da = qa.divisor_of(sfa), db = qb.divisor_of(sfb);
+    if (takes_thresholds(sfa, da) && takes_thresholds(sfb, db)) {
+      const detail::E2M1Thresholds ta = detail::e2m1_thresholds<T>(da), tb = detail::e2m1_thresholds<T>(db);
+      codes_by_thresholds<T, N>(xa, ta, wa);
+      codes_by_thresholds<T, N>(xb, tb, wb);
+      return;
+    }
+#endif
+    qa.codes_of_pairs<T, N>(xa, sfa, wa);
+    qb.codes_of_pairs<T, N>(xb, sfb, wb);
   }
   //! The block's amax (of its elements' floats `x`, N of them) as float bits: the largest
   //! magnitude by its bits, so a NaN's, above every number's, propagates.
@@ -355,6 +369,24 @@ class Nvfp4Quantizer {
   KVCAST_HOST_DEVICE Nvfp4BlockCodes block(const float (&x)[16]) const { return detail::nvfp4_block(*this, x); }
 
  private:
+  //! The divisor of a block whose scale is `sf`: RN(float(sf) * g).
+  KVCAST_HOST_DEVICE float divisor_of(std::uint8_t sf) const { return detail::mul_rn(fp8_to_float<e4m3>(sf), g_); }
+  //! Whether a block of scale `sf` and that divisor takes its codes by thresholds: a non-zero,
+  //! non-NaN scale and a divisor in the fast division's range.
+  KVCAST_HOST_DEVICE static bool takes_thresholds(std::uint8_t sf, float divisor) {
+    const std::uint8_t m = sf & 0x7fu;
+    return m != 0 && m != e4m3::kNaNCode && detail::scale_allows_fast_division(divisor);
+  }
+  //! The codes of N fp16 or bf16 elements, two a word, by the block's thresholds.
+  template <class T, int N>
+  KVCAST_HOST_DEVICE static void codes_by_thresholds(const std::uint32_t (&x)[N / 2], const detail::E2M1Thresholds& th,
+                                                     std::uint32_t (&words)[N / 8]) {
+    KVCAST_UNROLL
+    for (int w = 0; w < N / 8; ++w) {
+      const std::uint32_t part[4] = {x[4 * w], x[4 * w + 1], x[4 * w + 2], x[4 * w + 3]};
+      words[w] = detail::e2m1_codes_by_thresholds<T>(part, th);
+    }
+  }
   //! Codes from the quotients by divide_fast_for<T> (Clamp: |x| may reach 2^80) or without its
   //! clamp.
   template <int N, bool Clamp, class T>

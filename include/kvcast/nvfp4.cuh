@@ -173,13 +173,49 @@ struct Nvfp4Codes {
     } else {
       q.template codes<Vec, T>(f, sf, words.data);
     }
+    store_codes<A>(words, codes_out);
+    if (first_part) *scales_out = sf;
+  }
+
+  //! store_part for K and V at once, the exact mode of fp16 and bf16 inputs: each stage for both
+  //! tensors before the next (their amaxes, scales, then codes: Nvfp4Quantizer::codes_of_pairs_of_two),
+  //! so that the two chains overlap instead of following each other (a decode step's time).
+  template <tile::Access A, class T, int Vec>
+  KVCAST_DEVICE static void store_parts_of_two(const Quantizer& qk, const AlignedVector<T, Vec>& k, const Quantizer& qv,
+                                               const AlignedVector<T, Vec>& v, bool first_part, std::uint8_t* __restrict__ k_out,
+                                               std::uint8_t* __restrict__ v_out, std::uint8_t* __restrict__ k_scale_out,
+                                               std::uint8_t* __restrict__ v_scale_out) {
+    static_assert(Mode == Arithmetic::fp32 && sizeof(T) == 2, "Nvfp4Codes::store_parts_of_two: the exact mode's 16-bit inputs.");
+    std::uint32_t k_amax = detail::abs_max_bits(k), v_amax = detail::abs_max_bits(v);
+    if constexpr (Vec < nvfp4::kBlock) {
+      const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
+      k_amax = max(k_amax, __shfl_xor_sync(pair, k_amax, 1));
+      v_amax = max(v_amax, __shfl_xor_sync(pair, v_amax, 1));
+    }
+    const std::uint8_t k_sf = qk.block_scale(__uint_as_float(k_amax));
+    const std::uint8_t v_sf = qv.block_scale(__uint_as_float(v_amax));
+    std::uint32_t k_pairs[Vec / 2], v_pairs[Vec / 2];
+    memcpy(k_pairs, &k, sizeof k_pairs);
+    memcpy(v_pairs, &v, sizeof v_pairs);
+    AlignedVector<std::uint32_t, Vec / 8> k_words, v_words;
+    Quantizer::template codes_of_pairs_of_two<T, Vec>(qk, k_pairs, k_sf, k_words.data, qv, v_pairs, v_sf, v_words.data);
+    store_codes<A>(k_words, k_out);
+    store_codes<A>(v_words, v_out);
+    if (first_part) {
+      *k_scale_out = k_sf;
+      *v_scale_out = v_sf;
+    }
+  }
+
+  //! A part's packed codes at `out`: one access, or a byte each.
+  template <tile::Access A, int Words>
+  KVCAST_DEVICE static void store_codes(const AlignedVector<std::uint32_t, Words>& words, std::uint8_t* __restrict__ out) {
     if constexpr (A == tile::Access::vector) {
-      words.store_bytes(codes_out);
+      words.store_bytes(out);
     } else {
       KVCAST_UNROLL
-      for (int b = 0; b < Vec / 2; ++b) codes_out[b] = static_cast<std::uint8_t>(words[b / 4] >> (8 * (b % 4)));
+      for (int b = 0; b < 4 * Words; ++b) out[b] = static_cast<std::uint8_t>(words[b / 4] >> (8 * (b % 4)));
     }
-    if (first_part) *scales_out = sf;
   }
 
   //! K's and V's parts of a block of a thread whose first element is `first` in row-head (row,
@@ -190,6 +226,13 @@ struct Nvfp4Codes {
                                          bool has_v, std::uint8_t* k_out, std::uint8_t* v_out) {
     const std::int64_t at = s.layout.address(row, head) + first / nvfp4::kBlock;
     const bool first_part = first % nvfp4::kBlock == 0;
+    if constexpr (Mode == Arithmetic::fp32 && sizeof(T) == 2) {
+      if (has_k && has_v) {
+        store_parts_of_two<A>(Quantizer(g.x), k, Quantizer(g.y), v, first_part, k_out, v_out, s.k_block_scales + at,
+                              s.v_block_scales + at);
+        return;
+      }
+    }
     if (has_k) store_part<A>(Quantizer(g.x), k, first_part, k_out, s.k_block_scales + at);
     if (has_v) store_part<A>(Quantizer(g.y), v, first_part, v_out, s.v_block_scales + at);
   }
