@@ -138,6 +138,21 @@ struct Nvfp4Codes {
   static constexpr int kMinCtasPerSm = Mode == Arithmetic::fp32 ? detail::tuning::kNvfp4MinCtasPerSm : 0;
 
 #if defined(__CUDACC__)
+  //! The exact mode of fp16 and bf16 inputs codes them as loaded, two a word; the rest, floats.
+  template <class T>
+  static constexpr bool kPairs = Mode == Arithmetic::fp32 && sizeof(T) == 2;
+
+  //! A thread's part of a block's amax, made the block's: for a half (Vec < kBlock), with the
+  //! neighbouring lane's (lanes 2i and 2i + 1 hold a block).
+  template <int Vec>
+  KVCAST_DEVICE static std::uint32_t block_amax(std::uint32_t amax) {
+    if constexpr (Vec < nvfp4::kBlock) {
+      const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
+      amax = max(amax, __shfl_xor_sync(pair, amax, 1));
+    }
+    return amax;
+  }
+
   //! One tensor's Vec elements of a block (all 16, or a half): the block's amax (with the
   //! neighbouring lane's, for a half: lanes 2i and 2i + 1 hold a block; the planner's groups are
   //! even and a pair shares its token, so both are here), its scale, the Vec codes at
@@ -146,10 +161,8 @@ struct Nvfp4Codes {
   KVCAST_DEVICE static void store_part(const Quantizer& q, const AlignedVector<T, Vec>& x, bool first_part,
                                        std::uint8_t* __restrict__ codes_out, std::uint8_t* __restrict__ scales_out) {
     static_assert(Vec == nvfp4::kBlock || 2 * Vec == nvfp4::kBlock, "Nvfp4Codes::store_part: a block or half of one.");
-    // The exact mode of fp16 and bf16 inputs codes them as loaded, two a word; the rest, floats.
-    constexpr bool kPairs = Mode == Arithmetic::fp32 && sizeof(T) == 2;
     float f[Vec];
-    if constexpr (!kPairs) {
+    if constexpr (!kPairs<T>) {
       KVCAST_UNROLL
       for (int i = 0; i < Vec; ++i) f[i] = to_float(x[i]);
     }
@@ -160,13 +173,10 @@ struct Nvfp4Codes {
     } else {
       amax = Quantizer::amax_bits(f);
     }
-    if constexpr (Vec < nvfp4::kBlock) {
-      const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
-      amax = max(amax, __shfl_xor_sync(pair, amax, 1));
-    }
+    amax = block_amax<Vec>(amax);
     const std::uint8_t sf = q.block_scale(__uint_as_float(amax));
     AlignedVector<std::uint32_t, Vec / 8> words;
-    if constexpr (kPairs) {
+    if constexpr (kPairs<T>) {
       std::uint32_t pairs[Vec / 2];
       memcpy(pairs, &x, sizeof pairs);
       q.template codes_of_pairs<T, Vec>(pairs, sf, words.data);
@@ -185,13 +195,10 @@ struct Nvfp4Codes {
                                                const AlignedVector<T, Vec>& v, bool first_part, std::uint8_t* __restrict__ k_out,
                                                std::uint8_t* __restrict__ v_out, std::uint8_t* __restrict__ k_scale_out,
                                                std::uint8_t* __restrict__ v_scale_out) {
-    static_assert(Mode == Arithmetic::fp32 && sizeof(T) == 2, "Nvfp4Codes::store_parts_of_two: the exact mode's 16-bit inputs.");
+    static_assert(kPairs<T>, "Nvfp4Codes::store_parts_of_two: the exact mode's 16-bit inputs.");
     std::uint32_t k_amax = detail::abs_max_bits(k), v_amax = detail::abs_max_bits(v);
-    if constexpr (Vec < nvfp4::kBlock) {
-      const unsigned pair = 0x3u << (threadIdx.x & (detail::kLanes - 2));
-      k_amax = max(k_amax, __shfl_xor_sync(pair, k_amax, 1));
-      v_amax = max(v_amax, __shfl_xor_sync(pair, v_amax, 1));
-    }
+    k_amax = block_amax<Vec>(k_amax);
+    v_amax = block_amax<Vec>(v_amax);
     const std::uint8_t k_sf = qk.block_scale(__uint_as_float(k_amax));
     const std::uint8_t v_sf = qv.block_scale(__uint_as_float(v_amax));
     std::uint32_t k_pairs[Vec / 2], v_pairs[Vec / 2];
@@ -226,7 +233,7 @@ struct Nvfp4Codes {
                                          bool has_v, std::uint8_t* k_out, std::uint8_t* v_out) {
     const std::int64_t at = s.layout.address(row, head) + first / nvfp4::kBlock;
     const bool first_part = first % nvfp4::kBlock == 0;
-    if constexpr (Mode == Arithmetic::fp32 && sizeof(T) == 2) {
+    if constexpr (kPairs<T>) {
       if (has_k && has_v) {
         store_parts_of_two<A>(Quantizer(g.x), k, Quantizer(g.y), v, first_part, k_out, v_out, s.k_block_scales + at,
                               s.v_block_scales + at);
