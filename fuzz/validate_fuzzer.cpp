@@ -558,6 +558,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (p.out.block_stride % v || (p.out.block_size > 1 && p.out.token_stride % v)) fail("vector width not allowed by the layout", a);
   if (p.segs_per_token * p.seg_len != a.heads * a.head_dim) fail("segments do not cover the row", a);
   if (c.grid_x < 1 || c.grid_y < 1 || c.grid_y > 65535) fail("grid outside the hardware's limits", a);
+  // K and V apart (grid z of 2) only where both are given, in a kernel compiled for it: NVFP4's,
+  // and the row-head-warp one (writes_k, writes_v).
+  const bool may_go_apart = c.kernel == kvcast::detail::WriteKernel::row_head_warp || p.format == kvcast::CodeFormat::nvfp4;
+  if (c.grid_z != 1 && (c.grid_z != 2 || !may_go_apart || a.k == nullptr || a.v == nullptr))
+    fail("K and V apart in a call or kernel without both", a);
   if (c.kernel == kvcast::detail::WriteKernel::realigned) {
     // Dense, element by element, 16 a thread; kRealignRun-element runs (grid y) cover a row
     // from up to 7 elements before it, no run more; a warp a row.

@@ -199,11 +199,12 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
 
 template <class C>
 void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int, int, bool>>& shapes, int& fused_heads,
-                      int* row_head_warps = nullptr) {
+                      int* row_head_warps = nullptr, std::set<bool>* apart = nullptr) {
   for (const Case& c : scale_grid(kind, amax)) {
     const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
     if (kind != kvcast::ScaleKind::per_tensor && c.heads > 1 && o.dense) ++fused_heads;
     if (row_head_warps && o.row_head_warp) ++*row_head_warps;
+    if (apart && c.tokens > 0 && c.has_k && c.has_v) apart->insert(o.tensors_apart);
     if (c.tokens > 0) shapes.insert({o.vec, o.access, o.dense});
     if (::testing::Test::HasFailure()) return;
   }
@@ -249,13 +250,16 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
   } else {
     std::set<std::tuple<int, int, bool>> shapes;
     int fused_heads = 0, row_head_warps = 0;
-    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads, &row_head_warps);
+    std::set<bool> apart;
+    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads, &row_head_warps, &apart);
     EXPECT_GE(fused_heads, 5) << "per-(token, head) scales of several heads in the dense kernel";
     const bool vec16 = sizeof(typename C::T) == 2;
     // The aligned 576-element cases of 16-bit inputs on the row-head-warp kernel (the grid's
     // first MLA case and the five above, each placement's alignment allowing), none of fp32's.
     if (vec16) EXPECT_GE(row_head_warps, 5) << "row-heads of 576 a warp each";
     if (!vec16) EXPECT_EQ(row_head_warps, 0) << "fp32 inputs have no row-head-warp kernel";
+    // Calls of both tensors: the row-head-warp kernel's at decode sizes with K and V apart.
+    EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{false})) << "K and V apart (rows of 576 a warp) and together";
     std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
     if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
     EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";

@@ -231,6 +231,33 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
             std::string::npos);
 }
 
+// Per-(token, head) rows of 576 (a warp a row-head) of both tensors put K and V in CTAs of their
+// own at decode sizes (grid z of 2); other row-heads (the dense and general kernels), per-tensor
+// calls, single tensors and larger calls give each thread both. (NVFP4's: test_nvfp4.)
+TEST(Plan, TensorsApartOnlyForRowHeadWarpsOfBothTensorsAtDecodeSizes) {
+  kvcast::detail::Plan plan;
+  DowncastArgs<Bf16> a = valid_args();
+  per_token_head(a);
+  ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
+  EXPECT_EQ(plan.choice.grid_z, 1);  // 8x128: the dense kernel
+  a.heads = 1;
+  a.head_dim = 576;
+  ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
+  ASSERT_EQ(plan.choice.kernel, kvcast::detail::WriteKernel::row_head_warp);
+  EXPECT_EQ(plan.choice.grid_z, 2);
+  DowncastArgs<Bf16> one = a;
+  one.v = nullptr, one.v_out = nullptr, one.v_scales_out = nullptr;
+  ASSERT_TRUE(kvcast::make_plan(one, plan).ok()) << kvcast::make_plan(one, plan).message();
+  EXPECT_EQ(plan.choice.grid_z, 1);
+  DowncastArgs<Bf16> large = a;
+  large.num_tokens = kvcast::detail::tuning::kTensorsApartUpTo / a.head_dim + 1;
+  ASSERT_TRUE(kvcast::make_plan(large, plan).ok()) << kvcast::make_plan(large, plan).message();
+  EXPECT_EQ(plan.choice.grid_z, 1);
+  large.num_tokens -= 1;
+  ASSERT_TRUE(kvcast::make_plan(large, plan).ok());
+  EXPECT_EQ(plan.choice.grid_z, 2);
+}
+
 TEST(Validation, SingleTensorIsValid) {
   DowncastArgs<Bf16> a = valid_args();
   a.v = nullptr;

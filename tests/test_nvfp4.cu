@@ -281,6 +281,12 @@ void run_nvfp4_case(const Nvfp4Case& c) {
        c.loc == kvtest::LocKind::i32 ? static_cast<const void*>(slots32.data()) : static_cast<const void*>(slots.data()), g_pair,
        &host_err);
   const bool fast = c.mode == kvcast::Arithmetic::fast_math;
+  // Both tensors of a decode-sized call go to CTAs of their own (KernelChoice::grid_z): the small
+  // cases take that path, LargeCallsEqualTheReference the other.
+  kvcast::detail::Plan plan;
+  ASSERT_TRUE(kvcast::make_plan(dev, plan, c.mode, kvcast::CodeFormat::nvfp4).ok());
+  EXPECT_EQ(plan.choice.grid_z == 2, c.has_k && c.has_v && c.tokens * H * D <= kvcast::detail::tuning::kTensorsApartUpTo)
+      << c.name();
   const kvcast::Status st = fast ? kvcast::downcast<kvcast::nvfp4, kvcast::Arithmetic::fast_math>(dev) : kvcast::downcast<kvcast::nvfp4>(dev);
   ASSERT_TRUE(st.ok()) << st.message();
   KVTEST_CUDA(cudaDeviceSynchronize());

@@ -131,7 +131,7 @@ template <class Params>
 Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bool pdl, cudaStream_t stream,
               const char* what = "kvcast::downcast: kernel launch") {
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y));
+  config.gridDim = dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y), static_cast<unsigned>(c.grid_z));
   config.blockDim = dim3(static_cast<unsigned>(c.block));
   config.dynamicSmemBytes = 0;
   config.stream = stream;

@@ -60,6 +60,9 @@ struct KernelChoice {
   int log2_group = 0;                           //!< threads that walk a chunk of a segment, log2
   std::int64_t grid_x = 0;
   std::int64_t grid_y = 0;
+  //! 2 puts K and V in CTAs of their own, z = 0 K's and 1 V's (tensors_apart); 1 gives each
+  //! thread both.
+  int grid_z = 1;
   int block = kBlockSize;                       //!< threads a CTA
 
   //! Chunks (groups of threads) a segment is cut into; for the realigned kernel, runs a row.
@@ -790,6 +793,18 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   return c;
 }
 
+//! Whether the call puts K and V in CTAs of their own (KernelChoice::grid_z): both tensors, at
+//! most tuning::kTensorsApartUpTo elements a tensor, on the kernels whose chain after the loads
+//! is long and that are compiled for it: NVFP4's blocks, and a warp a per-(token, head)
+//! row-head of 576. A small call waits for its longest thread; apart, each thread converts one
+//! tensor, and twice the warps share the step. (Per-(token, head) rows on the dense kernel ran
+//! 0.81-0.86x as fast apart at 8x64 and 8x128, and any kernel 0.79-0.86x from 64 MB: NOTES #15zc.)
+template <class T>
+bool tensors_apart(const DowncastArgs<T>& a, const Plan& plan) {
+  const bool long_chain = plan.choice.kernel == WriteKernel::row_head_warp || plan.format == CodeFormat::nvfp4;
+  return long_chain && a.k != nullptr && a.v != nullptr && plan.elements <= tuning::kTensorsApartUpTo;
+}
+
 }  // namespace detail
 
 //! Validates `args` and plans the call: detail::check_args, then detail::choose_kernel for the
@@ -811,6 +826,7 @@ Status make_plan(const DowncastArgs<T>& args, detail::Plan& plan, Arithmetic mod
     return Status::error(Code::bad_option, "scale_kind per_token_head computes its scales in fp32 arithmetic: use Arithmetic::fp32");
   if (plan.num_segments == 0) return Status{};
   plan.choice = detail::choose_kernel(args, plan, mode);
+  plan.choice.grid_z = detail::tensors_apart(args, plan) ? 2 : 1;
   return Status{};
 }
 

@@ -86,6 +86,11 @@ constexpr std::int64_t kFewIdleAbove = std::int64_t{1} << 18;
 //! write's own latency/bandwidth boundary (kFewIdleAbove).
 constexpr std::int64_t kNvfp4WholeBlocksAbove = kFewIdleAbove;
 
+//! NVFP4 writes and per-(token, head) rows of 576 put K and V in CTAs of their own (grid z) in
+//! calls of both tensors up to this many elements a tensor (detail::tensors_apart): 1.03-1.23x
+//! faster at 1-16 decode tokens, 0.79-0.86x as fast from 64 MB (NOTES #15zc).
+constexpr std::int64_t kTensorsApartUpTo = kFewIdleAbove;
+
 //! CTAs an SM must hold of the exact-mode NVFP4 write (its __launch_bounds__ hint): the whole-
 //! block kernel of 16-bit inputs, left alone, takes 78 registers (three CTAs of kBlockSize); held
 //! to 64 (four) it ran 1.03-1.06x faster from 64 MB, with one 2-byte spill and decode unchanged;

@@ -218,6 +218,17 @@ KVCAST_DEVICE std::uint32_t lane_id() {
   return lane;
 }
 
+//! Whether this CTA writes K, or V, in a kernel compiled to let the planner put them in CTAs of
+//! their own (`MayGoApart`; tensors_apart, KernelChoice::grid_z: z = 0 K's CTAs, 1 V's).
+template <bool MayGoApart>
+KVCAST_DEVICE bool writes_k() {
+  return !MayGoApart || blockIdx.z == 0;
+}
+template <bool MayGoApart>
+KVCAST_DEVICE bool writes_v() {
+  return !MayGoApart || blockIdx.z + 1 == gridDim.z;
+}
+
 //! Converts and stores a thread's Vec elements, as tile::Memory::load placed them: a whole
 //! vector as its packed codes (one access), interleaved ones a byte each. `Exact`: each code
 //! from its element's own quotient (the code policy's `exact`, for computed scales; `q` is then
@@ -294,8 +305,9 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // locate
   std::uint32_t token, head;
   Rows::locate(p, stays && !active ? 0u : seg, token, head);
-  const bool has_k = Rows::has_k(p);
-  const bool has_v = Rows::has_v(p);
+  constexpr bool kApart = Codes::kBlockScaled;  // NVFP4's blocks: K and V apart at decode (tensors_apart)
+  const bool has_k = Rows::has_k(p) && writes_k<kApart>();
+  const bool has_v = Rows::has_v(p) && writes_v<kApart>();
 
   // load: K and V (the bulk of the bytes), then the slot and the scales. Interleaved, every
   // element has its own bound, so there is no partial vector.
@@ -360,7 +372,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
 
   // resolve
   std::int64_t row, row_start;
-  if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0, row, row_start)) return;
+  if (!resolve_slot<Rows>(p, slot, head == 0 && item == 0 && writes_k<kApart>(), row, row_start)) return;
   std::uint8_t* __restrict__ k_out = p.k_out + row_start + out_in_row;  // written only when the call has K
   std::uint8_t* __restrict__ v_out = p.v_out + row_start + out_in_row;
 
@@ -432,8 +444,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   // locate
   std::uint32_t token, head;
   LayoutRows::locate(p, seg, token, head);
-  const bool has_k = LayoutRows::has_k(p);
-  const bool has_v = LayoutRows::has_v(p);
+  constexpr bool kApart = true;  // K and V apart at decode (tensors_apart)
+  const bool has_k = LayoutRows::has_k(p) && writes_k<kApart>();
+  const bool has_v = LayoutRows::has_v(p) && writes_v<kApart>();
 
   // load: both vectors of K and V, then the slot (and the amax output's floor)
   const std::uint32_t first = lane * Vec;
@@ -467,7 +480,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 
   // resolve
   std::int64_t row, row_start;
-  if (!resolve_slot<LayoutRows>(p, slot, head == 0 && lane == 0, row, row_start)) return;
+  if (!resolve_slot<LayoutRows>(p, slot, head == 0 && lane == 0 && writes_k<kApart>(), row, row_start)) return;
 
   // convert and store: each element's own quotient (Fp8::exact), then the scale (lane 0)
   const std::int64_t out_base = row_start + LayoutRows::out_offset_in_row(p, head, 0);
