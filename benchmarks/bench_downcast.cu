@@ -831,9 +831,12 @@ void register_all() {
   // (token, head) (with and without amax), at decode and from 64 MB, head sizes 64, 128, 256
   // and one MLA-sized head of 576. The traffic (and the copy) counts the per-(token, head)
   // scale tensors.
-  for (std::int64_t tokens : {1, 4, 16, 32768, 65536})
+  // Between decode and 64 MB, rows of 576 only: where K and V stop going to CTAs of their own
+  // (tuning::kTensorsApartUpTo).
+  for (std::int64_t tokens : {1, 4, 16, 256, 1024, 4096, 32768, 65536})
     for (auto [h, d] : {std::pair{8, 64}, std::pair{8, 128}, std::pair{8, 256}, std::pair{1, 576}}) {
       if (tokens == 65536 && d >= 128) continue;  // 32768 tokens are past 64 MB already
+      if (tokens > 16 && tokens < 32768 && d != 576) continue;
       Shape s{tokens, h, d, false, "scales"};
       s.token_scales = true;
       register_downcast<__nv_bfloat16, kvcast::e4m3>(
@@ -845,7 +848,7 @@ void register_all() {
   // NVFP4's write (issue #17), both modes (kvcast_nvfp4_fm: FlashInfer's numerics), beside the
   // fp8 per-tensor write of the same inputs, at decode and
   // from 64 MB; the traffic (and the copy) is NVFP4's: inputs, half-byte codes, block scales, slots.
-  for (std::int64_t tokens : {1, 4, 16, 32768, 65536})
+  for (std::int64_t tokens : {1, 4, 16, 256, 1024, 4096, 32768, 65536})
     for (auto [h, d] : {std::pair{8, 128}, std::pair{1, 576}}) {
       if (tokens == 65536 && d == 128) continue;
       Shape s{tokens, h, d, false, "nvfp4"};

@@ -194,6 +194,8 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.tokens = 21; c.heads = 1; c.head_dim = 576; c.has_k = false; c.loc = LocKind::i32; c.out = OutKind::kv_interleaved; c.block_size = 4; });
   add([](Case& c) { c.tokens = 9; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; c.magnitude = 600.0f; });
   add([](Case& c) { c.tokens = 5; c.heads = 1; c.head_dim = 576; c.in_misalign = 1; });
+  // Past tuning::kTensorsApartUpTo elements a tensor: K and V in one warp again.
+  add([](Case& c) { c.tokens = kvcast::detail::tuning::kTensorsApartUpTo / 576 + 1; c.heads = 1; c.head_dim = 576; c.pad_fraction = 0.05; });
   return cases;
 }
 
@@ -204,7 +206,7 @@ void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int
     const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
     if (kind != kvcast::ScaleKind::per_tensor && c.heads > 1 && o.dense) ++fused_heads;
     if (row_head_warps && o.row_head_warp) ++*row_head_warps;
-    if (apart && c.tokens > 0 && c.has_k && c.has_v) apart->insert(o.tensors_apart);
+    if (apart && c.tokens > 0 && c.has_k && c.has_v && o.row_head_warp) apart->insert(o.tensors_apart);
     if (c.tokens > 0) shapes.insert({o.vec, o.access, o.dense});
     if (::testing::Test::HasFailure()) return;
   }
@@ -258,8 +260,9 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     // first MLA case and the five above, each placement's alignment allowing), none of fp32's.
     if (vec16) EXPECT_GE(row_head_warps, 5) << "row-heads of 576 a warp each";
     if (!vec16) EXPECT_EQ(row_head_warps, 0) << "fp32 inputs have no row-head-warp kernel";
-    // Calls of both tensors: the row-head-warp kernel's at decode sizes with K and V apart.
-    EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{false})) << "K and V apart (rows of 576 a warp) and together";
+    // The row-head-warp kernel with both tensors: K and V in CTAs of their own up to
+    // tuning::kTensorsApartUpTo elements a tensor, in one warp above.
+    EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{})) << "rows of 576 with K and V apart and together";
     std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
     if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
     EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";

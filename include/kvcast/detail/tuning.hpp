@@ -88,8 +88,9 @@ constexpr std::int64_t kNvfp4WholeBlocksAbove = kFewIdleAbove;
 
 //! NVFP4 writes and per-(token, head) rows of 576 put K and V in CTAs of their own (grid z) in
 //! calls of both tensors up to this many elements a tensor (detail::tensors_apart): 1.03-1.23x
-//! faster at 1-16 decode tokens, 0.79-0.86x as fast from 64 MB (NOTES #15zc).
-constexpr std::int64_t kTensorsApartUpTo = kFewIdleAbove;
+//! faster at 1-16 decode tokens, 1.00-1.18x at 1024 tokens (8x128, 1x576); 0.84-1.01x at 4096
+//! and 0.79-0.86x from 64 MB (NOTES #15zc, #15ze).
+constexpr std::int64_t kTensorsApartUpTo = std::int64_t{1} << 20;
 
 //! CTAs an SM must hold of the exact-mode NVFP4 write (its __launch_bounds__ hint): the whole-
 //! block kernel of 16-bit inputs, left alone, takes 78 registers (three CTAs of kBlockSize); held
