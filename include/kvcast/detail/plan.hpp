@@ -797,8 +797,8 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 //! most tuning::kTensorsApartUpTo elements a tensor, on the kernels whose chain after the loads
 //! is long and that are compiled for it: NVFP4's blocks, and a warp a per-(token, head)
 //! row-head of 576. A small call waits for its longest thread; apart, each thread converts one
-//! tensor, and twice the warps share the step. (Per-(token, head) rows on the dense kernel ran
-//! 0.81-0.86x as fast apart at 8x64 and 8x128, and any kernel 0.79-0.86x from 64 MB: NOTES #15zc.)
+//! tensor, and twice the warps share the step. The dense per-(token, head) kernel lost apart, and
+//! every kernel loses in large calls (the measurements: tuning::kTensorsApartUpTo, NOTES #15zc).
 template <class T>
 bool tensors_apart(const DowncastArgs<T>& a, const Plan& plan) {
   const bool long_chain = plan.choice.kernel == WriteKernel::row_head_warp || plan.format == CodeFormat::nvfp4;
