@@ -34,7 +34,8 @@ namespace kvcast {
 //!     code(q, x)         -> one element's code (a segment's partial last vector)
 //!     exact(qq, vec)     -> packed codes from each element's own quotient, no bracket: for
 //!                           scales computed from the elements (many quotients on rounding
-//!                           boundaries), with a QuotientQuantizer<T> qq
+//!                           boundaries), with a QuotientQuantizer<T> qq; exact<PairWords>
+//!                           as packed's
 //!     kBothAtOnce<N>     -> whether K's and V's vectors of N are best converted together,
 //!     store_both(...)       and how (first codes stored first, exact ones over them)
 //!
@@ -73,10 +74,10 @@ struct Fp8 {
   //! vector redone. A per-(token, head) scale, amax / fp8_max, puts about one 16-element vector
   //! in 17 on a rounding boundary (the ratio of two bf16 significands times 448 is often an
   //! fp8 midpoint), and a warp waits for any of its threads that redo a vector.
-  template <class T, int N>
+  template <bool PairWords = false, class T, int N>
   KVCAST_HOST_DEVICE static typename detail::PackedCodes<N>::type exact(const QuotientQuantizer<T>& q, const AlignedVector<T, N>& in) {
     static_assert(Mode == Arithmetic::fp32, "Fp8::exact: fp32 mode's quotients.");
-    return q.template codes<N>(in);
+    return q.template codes<N, PairWords>(in);
   }
 
   //! fp32 mode's vectors of up to 8 elements: K's and V's codes converted together, each stored

@@ -236,7 +236,9 @@ KVCAST_DEVICE bool writes_v() {
 template <class Codes, tile::Access A, bool Exact, class T, int Vec, class Q>
 KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const Q& q, const AlignedVector<T, Vec>& v) {
   if constexpr (Exact) {
-    const typename PackedCodes<Vec>::type codes = Codes::exact(q, v);
+    // Loaded whole, each pair is one word (PairWords), as for the codes below; not in the
+    // 4-element kernels of decode calls, which lost a memory latency with it (NOTES #15zf).
+    const typename PackedCodes<Vec>::type codes = Codes::template exact<A == tile::Access::vector && Vec >= 8>(q, v);
     if constexpr (A == tile::Access::vector) {
       tile::Memory<std::uint32_t>::store_vector(dst, codes);
     } else {
