@@ -17,6 +17,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 if command -v cuobjdump >/dev/null; then
   cuobjdump -sass "$bench" > "$out/sass-all.txt" 2>/dev/null
   python3 "$(dirname "$0")/sass_summary.py" "$out/sass-all.txt" > "$out/sass-summary.txt"
+  # Kernels whose global loads are not all issued before the first is waited for (a decode step
+  # then pays two memory latencies): tools/sass_loads.py.
+  python3 "$(dirname "$0")/sass_loads.py" "$out/sass-all.txt" > "$out/sass-loads.txt"
   rm -f "$out/sass-all.txt"
 fi
 "$bench" --benchmark_out="$out/bench.json" --benchmark_out_format=json "$@" > "$out/bench.txt" 2>&1

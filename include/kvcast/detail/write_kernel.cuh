@@ -237,7 +237,8 @@ template <class Codes, tile::Access A, bool Exact, class T, int Vec, class Q>
 KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end, const Q& q, const AlignedVector<T, Vec>& v) {
   if constexpr (Exact) {
     // Loaded whole, each pair is one word (PairWords), as for the codes below; not in the
-    // 4-element kernels of decode calls, which lost a memory latency with it (NOTES #15zf).
+    // 4-element kernels of decode calls, where ptxas then had V's load wait for the slot's
+    // (tools/sass_loads.py, NOTES #15zf).
     const typename PackedCodes<Vec>::type codes = Codes::template exact<A == tile::Access::vector && Vec >= 8>(q, v);
     if constexpr (A == tile::Access::vector) {
       tile::Memory<std::uint32_t>::store_vector(dst, codes);
