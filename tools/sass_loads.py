@@ -14,9 +14,12 @@ that a global load set that some later global load follows. Read kernels wait fo
 design (the row's address comes from it), and the amax floor (LDG.E.STRONG.SM) is issued in
 large grids only; `--all` prints those too. Linear in the listing: branches are not followed.
 """
+import os
 import re
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sass_summary import demangle, functions  # noqa: E402  (the listing's parser, and c++filt)
 
 # Control bits of an sm_70+ instruction, bits 105-125 of its 128: stall [105:108], yield [109],
 # write barrier [110:112] (7: none), read barrier [113:115], wait mask [116:121], reuse [122:125].
@@ -25,34 +28,15 @@ CONTROL_SHIFT = 105 - 64
 
 def kernels(path):
     """{mangled name: [(address, instruction, write barrier, wait mask)]} of a cuobjdump -sass listing."""
-    out, name, body, pending = {}, None, [], None
-    for line in open(path):
-        if 'Function :' in line:
-            if name:
-                out[name] = body
-            name, body, pending = line.split('Function :')[1].strip(), [], None
-            continue
-        if not name:
-            continue
-        m = re.match(r'\s*/\*([0-9a-f]{4,})\*/\s*(.*?);\s*/\* (0x[0-9a-f]+) \*/', line)
-        if m:
-            pending = (int(m.group(1), 16), m.group(2).strip())
-            continue
-        m = re.match(r'\s*/\* (0x[0-9a-f]+) \*/', line)
-        if m and pending:
-            control = int(m.group(1), 16) >> CONTROL_SHIFT
-            body.append((pending[0], pending[1], (control >> 5) & 7, (control >> 11) & 0x3F))
-            pending = None
-    if name:
+    out = {}
+    for name, lines in functions(open(path).read(), control_words=True).items():
+        body = []
+        for first, second in zip(lines[0::2], lines[1::2]):
+            m = re.match(r'\s*/\*([0-9a-f]{4,})\*/\s*(.*?);', first)
+            control = int(re.search(r'0x[0-9a-f]+', second).group(0), 16) >> CONTROL_SHIFT
+            body.append((int(m.group(1), 16), m.group(2).strip(), (control >> 5) & 7, (control >> 11) & 0x3F))
         out[name] = body
     return out
-
-
-def demangle(name):
-    try:
-        return subprocess.run(['c++filt'], input=name, capture_output=True, text=True).stdout.strip() or name
-    except OSError:  # no binutils: the mangled name
-        return name
 
 
 def opcode(instruction):
@@ -86,20 +70,18 @@ def main():
         sys.exit(__doc__)
     everything = '--all' in sys.argv
     pattern = args[1] if len(args) > 1 else ''
-    found = 0
+    hits = {}
     for name, body in kernels(args[0]).items():
         if pattern and not re.search(pattern, name):
             continue
         hit = serialized(body)
-        if not hit:
-            continue
-        (at, barrier, loads, (then, instruction)) = hit
-        demangled = demangle(name)
-        if not everything and ('read_' in demangled or 'STRONG.SM' in instruction or 'kvcast::' not in demangled):
-            continue
-        found += 1
+        # Mangled: kvcast's own kernels and those taking its types name '6kvcast'.
+        if hit and (everything or ('read_' not in name and 'STRONG.SM' not in hit[3][1] and '6kvcast' in name)):
+            hits[name] = hit
+    for pretty, (at, barrier, loads, (then, instruction)) in zip(demangle(list(hits)), hits.values()):
         waited = ', '.join(f'{a:04x} {o}' for a, o in loads)
-        print(f'{demangled}\n    waits at {at:04x} on scoreboard {barrier} ({waited}); then {then:04x} {instruction}')
+        print(f'{pretty}\n    waits at {at:04x} on scoreboard {barrier} ({waited}); then {then:04x} {instruction}')
+    found = len(hits)
     print(f'{found} kernels with a global load after a wait for another')
 
 

@@ -12,20 +12,32 @@ import sys
 OPCODES = re.compile(r"(LDG|STG)\.E[A-Z0-9_.]*|SHFL\.[A-Z]+|F2FP[A-Z0-9_.]*|MUFU[A-Z0-9_.]*|FCHK|CALL[A-Z.]*")
 
 
-def functions(text):
-    funcs, name = collections.OrderedDict(), None
+INSTRUCTION = re.compile(r"\s+/\*[0-9a-f]{4,}\*/")
+
+
+def functions(text, control_words=False):
+    """{mangled name: its instruction lines}; with control_words, each instruction line followed
+    by the line of its second 64-bit word (the control bits: tools/sass_loads.py)."""
+    funcs, name, previous = collections.OrderedDict(), None, False
     for line in text.splitlines():
         m = re.match(r"\s+Function : (\S+)", line)
         if m:
-            name = m.group(1)
+            name, previous = m.group(1), False
             funcs[name] = []
-        elif name and re.match(r"\s+/\*[0-9a-f]{4}\*/", line):
+        elif name and INSTRUCTION.match(line):
             funcs[name].append(line)
+            previous = True
+        elif name and control_words and previous and re.match(r"\s+/\* 0x[0-9a-f]+ \*/", line):
+            funcs[name].append(line)
+            previous = False
     return funcs
 
 
 def demangle(names):
-    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+    except OSError:  # no binutils: the mangled names
+        out = names
     return [re.sub(r"kvcast::|detail::", "", n) for n in out]
 
 
