@@ -831,12 +831,13 @@ void register_all() {
   // (token, head) (with and without amax), at decode and from 64 MB, head sizes 64, 128, 256
   // and one MLA-sized head of 576. The traffic (and the copy) counts the per-(token, head)
   // scale tensors.
-  // Between decode and 64 MB, rows of 576 only: where K and V stop going to CTAs of their own
-  // (tuning::kTensorsApartUpTo).
+  // Between decode and 64 MB, rows of 8x128 and 576: where K and V stop going to CTAs of their
+  // own (tuning::kTensorsApartUpTo) and per-(token, head) scales take the widest vector
+  // (tuning::kTokenHeadWidestAbove).
   for (std::int64_t tokens : {1, 4, 16, 256, 1024, 4096, 32768, 65536})
     for (auto [h, d] : {std::pair{8, 64}, std::pair{8, 128}, std::pair{8, 256}, std::pair{1, 576}}) {
       if (tokens == 65536 && d >= 128) continue;  // 32768 tokens are past 64 MB already
-      if (tokens > 16 && tokens < 32768 && d != 576) continue;
+      if (tokens > 16 && tokens < 32768 && d != 576 && d != 128) continue;
       Shape s{tokens, h, d, false, "scales"};
       s.token_scales = true;
       register_downcast<__nv_bfloat16, kvcast::e4m3>(

@@ -143,9 +143,9 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.tokens = 1; });                                       // decode
   add([](Case& c) { c.tokens = 4; c.heads = 8; c.head_dim = 64; });
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; });     // past 2^21 elements: the widest vectors
-  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; });
+  add([](Case& c) { c.tokens = 200; c.heads = 8; c.head_dim = 256; });  // at most 2^19 elements (tuning::kTokenHeadWidestAbove): vec 8
   add([](Case& c) { c.tokens = 300; c.heads = 32; c.head_dim = 256; c.has_v = false; });  // the general kernel's widest
-  add([](Case& c) { c.tokens = 300; c.heads = 8; c.head_dim = 256; c.out = OutKind::nhd; });
+  add([](Case& c) { c.tokens = 200; c.heads = 8; c.head_dim = 256; c.out = OutKind::nhd; });
   add([](Case& c) { c.tokens = 5; c.heads = 8; c.head_dim = 100; });        // vec 4
   add([](Case& c) { c.tokens = 7; c.heads = 3; c.head_dim = 33; });         // element by element
   add([](Case& c) { c.tokens = 3; c.heads = 2; c.head_dim = 576; });        // MLA-sized head

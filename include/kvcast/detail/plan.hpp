@@ -726,6 +726,8 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (scales != ScalePolicyId::per_tensor && !(kernel == WriteKernel::dense && scales == ScalePolicyId::per_head) &&
       widest < tuning::kScaledMinVector)
     widest = tuning::kScaledMinVector;
+  if (scales == ScalePolicyId::per_token_head && plan.elements > tuning::kTokenHeadWidestAbove)
+    widest = std::max(widest, tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, kBytes));
   // A row-head reduced for its scale is held by one warp where a vector the kernels have allows
   // it: across warps, its reduction takes a shared-memory round and a CTA barrier (NOTES #15t).
   // A 576-element one needs more than the widest: narrower vectors over more warps win there.

@@ -60,6 +60,12 @@ constexpr std::int64_t kChunksFirstAbove = std::int64_t{1} << 23;
 //! ask for 2 take this (NOTES #15a).
 constexpr int kScaledMinVector = 4;
 
+//! Per-(token, head) scales take the widest vector above this many elements a tensor (the tiers
+//! give 8 up to 2^21): a row-head's reduction and its scale's division are a thread's fixed work,
+//! spread over twice the elements (NOTES #15zg: 2^20 and 2^21 elements 1.03-1.20x faster, 2^19
+//! 0.95-0.98x; per-head scales lose at 2^20).
+constexpr std::int64_t kTokenHeadWidestAbove = std::int64_t{1} << 19;
+
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
 //! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
