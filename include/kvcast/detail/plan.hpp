@@ -314,15 +314,14 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
     if (access == tile::Access::interleaved) return vec == tuning::kElementWiseVector;
     const bool tiniest = kernel == WriteKernel::dense && scales == ScalePolicyId::per_head && vec == 2 && vec >= tuning::narrowest_vector(mode);
     return (tiniest || vec == tuning::kScaledMinVector || vec == 8 || vec == 16) &&
-           vec <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes);
+           vec <= tuning::widest_vector_of_any_call(mode, input_bytes);
   }
   if (kernel == WriteKernel::realigned)
     return input_bytes == 2 && vec == kRealignVec && access == tile::Access::interleaved;
   if (kernel == WriteKernel::row_head_warp) return false;  // per-(token, head) scales only
   if (access == tile::Access::interleaved)
     return vec == tuning::kElementWiseVector || (kernel == WriteKernel::general && input_bytes == 2 && vec == 16);
-  if (vec < tuning::narrowest_vector(mode) || vec > tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes))
-    return false;
+  if (vec < tuning::narrowest_vector(mode) || vec > tuning::widest_vector_of_any_call(mode, input_bytes)) return false;
   return vec == 4 || vec == 8 || vec == 16 || (vec == 2 && kernel == WriteKernel::dense);
 }
 
@@ -726,15 +725,15 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (scales != ScalePolicyId::per_tensor && !(kernel == WriteKernel::dense && scales == ScalePolicyId::per_head) &&
       widest < tuning::kScaledMinVector)
     widest = tuning::kScaledMinVector;
+  const int widest_of_any_call = tuning::widest_vector_of_any_call(mode, kBytes);
   if (scales == ScalePolicyId::per_token_head && plan.elements > tuning::kTokenHeadWidestAbove)
-    widest = std::max(widest, tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, kBytes));
+    widest = std::max(widest, widest_of_any_call);
   // A row-head reduced for its scale is held by one warp where a vector the kernels have allows
   // it: across warps, its reduction takes a shared-memory round and a CTA barrier (NOTES #15t).
   // A 576-element one needs more than the widest: narrower vectors over more warps win there.
   if (reduced) {
     const int in_one_warp = 1 << log2_ceil((a.head_dim + kLanes - 1) / kLanes);
-    if (in_one_warp <= tuning::widest_vector(std::numeric_limits<std::int64_t>::max(), mode, kBytes))
-      widest = std::max(widest, in_one_warp);
+    if (in_one_warp <= widest_of_any_call) widest = std::max(widest, in_one_warp);
   }
   for (int v = widest; v >= 2 && c.vec == 0; v /= 2) {
     if (v > plan.seg_len || (vectors_in_heads && a.head_dim % v != 0) || (reduced && a.head_dim / v > kBlockSize)) continue;

@@ -130,6 +130,11 @@ constexpr int widest_vector(std::int64_t elements, Arithmetic mode, int input_by
   return widest < by_bytes ? widest : by_bytes;
 }
 
+//! The widest vector of any call (the last tier's, as the mode and input type allow it).
+constexpr int widest_vector_of_any_call(Arithmetic mode, int input_bytes) {
+  return widest_vector(std::numeric_limits<std::int64_t>::max(), mode, input_bytes);
+}
+
 }  // namespace tuning
 }  // namespace detail
 }  // namespace kvcast
