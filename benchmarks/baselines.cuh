@@ -99,25 +99,38 @@ __global__ void __launch_bounds__(256) copy_kernel(const int4* __restrict__ src,
 
 //! A plain gather of the read's bytes, the floor of its memory pattern: output token t takes row
 //! loc[t] of a contiguous cache of `row_bytes` codes a row, each code widened to 16 bits as it is
-//! (no scale, no conversion), K and V. A thread moves 8 codes, an 8-byte load and a 16-byte
-//! store, so every warp-wide access is one coalesced run; the row is loaded a thread.
+//! (no scale, no conversion), K and V. A thread moves kItems pieces of 8 codes, an 8-byte load
+//! and a 16-byte store each, a CTA's width apart (every warp-wide access one coalesced run): all
+//! its slots loaded, then all its codes, then its stores. 32-bit index arithmetic (`total` =
+//! tokens * row_bytes / 8 < 2^32, the caller's check). Two pieces a thread were the fastest of 1,
+//! 2, 4 and 8 on the H200 (benchmarks/NOTES.md #16s).
+template <int kItems>
 __global__ void __launch_bounds__(256) gather_widen_kernel(const std::uint8_t* __restrict__ k_cache, const std::uint8_t* __restrict__ v_cache,
                                                            const std::int64_t* __restrict__ loc, uint4* __restrict__ k,
-                                                           uint4* __restrict__ v, std::int64_t tokens, std::int64_t row_bytes) {
-  const std::int64_t pieces = row_bytes / 8;
-  const std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
-  if (i >= tokens * pieces) return;
-  const std::int64_t t = i / pieces, piece = i - t * pieces;
-  const std::int64_t at = __ldg(loc + t) * row_bytes + piece * 8;
+                                                           uint4* __restrict__ v, std::uint32_t total, std::uint32_t pieces) {
+  const std::uint32_t first = blockIdx.x * (256u * kItems) + threadIdx.x;
+  std::int64_t at[kItems];
+  uint2 kc[kItems], vc[kItems];
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const std::uint32_t i = first + j * 256u, t = i / pieces;
+    at[j] = i < total ? __ldg(loc + t) * (std::int64_t{pieces} * 8) + std::int64_t{i - t * pieces} * 8 : -1;
+  }
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    kc[j] = at[j] >= 0 ? __ldg(reinterpret_cast<const uint2*>(k_cache + at[j])) : make_uint2(0, 0);
+    vc[j] = at[j] >= 0 && v_cache ? __ldg(reinterpret_cast<const uint2*>(v_cache + at[j])) : make_uint2(0, 0);
+  }
   const auto widen = [](uint2 c) {  // bytes b0..b7 to 16-bit b0..b7
     return make_uint4(__byte_perm(c.x, 0, 0x4140), __byte_perm(c.x, 0, 0x4342), __byte_perm(c.y, 0, 0x4140), __byte_perm(c.y, 0, 0x4342));
   };
-  const uint2 kc = __ldg(reinterpret_cast<const uint2*>(k_cache + at));
-  if (v_cache) {
-    const uint2 vc = __ldg(reinterpret_cast<const uint2*>(v_cache + at));
-    v[i] = widen(vc);
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    if (at[j] < 0) continue;
+    const std::uint32_t i = first + j * 256u;
+    k[i] = widen(kc[j]);
+    if (v_cache) v[i] = widen(vc[j]);
   }
-  k[i] = widen(kc);
 }
 
 //! Format tag of the no_math variant: kvcast's kernel (its plan, launch, loads, slot arithmetic

@@ -551,6 +551,11 @@ struct ReadProblem {
       for (std::int64_t i = 0; i < max_pages; ++i) table.push_back(pages[static_cast<std::size_t>((b * max_pages + i) % pages.size())]);
       cu.push_back(cu.back() + static_cast<std::int32_t>(s.tokens / s.batch));
     }
+    // A page table's rows as slots too, token by token, for the plain gather of the same rows.
+    for (std::int64_t t = 0; s.page_table && t < cu.back(); ++t) {
+      const std::int64_t b = t / (s.tokens / s.batch), j = t - cu[static_cast<std::size_t>(b)];
+      rows[static_cast<std::size_t>(t)] = table[static_cast<std::size_t>(b * max_pages + j / s.page)] * s.page + j % s.page;
+    }
     std::uint8_t* p = gpu().pool;
     for (int i = 0; i < count; ++i) {
       Set set{};
@@ -622,9 +627,12 @@ struct ReadProblem {
       return;
     }
     if (variant == Variant::gather_copy) {  // the same rows gathered and widened, no arithmetic
-      const std::int64_t row_bytes = shape.heads * shape.dim, threads = shape.tokens * row_bytes / 8;
-      baseline::gather_widen_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
-          set.k_cache, set.v_cache, set.loc, reinterpret_cast<uint4*>(set.k), reinterpret_cast<uint4*>(set.v), shape.tokens, row_bytes);
+      constexpr int kItems = 2;
+      const std::int64_t pieces = shape.heads * shape.dim / 8, total = shape.tokens * pieces;
+      if (total >= (std::int64_t{1} << 32)) std::fprintf(stderr, "gather_copy: 2^32 pieces or more\n"), std::abort();
+      baseline::gather_widen_kernel<kItems><<<static_cast<unsigned>((total + 256 * kItems - 1) / (256 * kItems)), 256, 0, stream>>>(
+          set.k_cache, set.v_cache, set.loc, reinterpret_cast<uint4*>(set.k), reinterpret_cast<uint4*>(set.v),
+          static_cast<std::uint32_t>(total), static_cast<std::uint32_t>(pieces));
       return;
     }
     const kvcast::Status s = variant == Variant::upcast_nvfp4 ? kvcast::upcast<kvcast::nvfp4>(args(set, variant), stream)
@@ -881,6 +889,8 @@ void register_all() {
       s.tag = "read_pages";
       register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::upcast}, all_cache);
       register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::copy_kernel}, {Cache::cold});
+      // The page table's rows gathered by the plain kernel, given as slots: that pattern's floor.
+      register_upcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::gather_copy}, all_cache);
     }
   // NVFP4's read, by slots and by page table, beside the copy of its bytes.
   for (std::int64_t tokens : {4096, 32768, 65536})

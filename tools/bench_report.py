@@ -269,13 +269,14 @@ def read_summary(s, torch_pool):
             out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f} .. {max(vals):.3f}** of the copy of its "
                        "bytes (codes, scales, outputs, indices)")
     # Against a plain gather of the same rows (widened, no scale): what the pattern itself costs.
-    large = pick("upcast", lambda k: k[8] == "read_slots" and k[4] == "cold" and s[k]["mb"] >= 64 and ("gather_copy",) + k[1:] in s)
-    if large:
-        gather = [s[("gather_copy",) + k[1:]] for k in large]
-        vals = [g["us"] / s[k]["us"] for g, k in zip(gather, large)]
-        roofs = [read_roof_us(s, k) / g["us"] for g, k in zip(gather, large)]
-        out.append(f"- a plain gather of the same rows (codes widened, no scale; the pattern's floor), from 64 MB up (cold, graph): "
-                   f"**{min(roofs):.3f} .. {max(roofs):.3f}** of the copy; the read by slots runs at **{min(vals):.3f} .. {max(vals):.3f}** of its speed")
+    for tag, rows, form in (("read_slots", "the same rows", "by slots"), ("read_pages", "the page table's rows (as slots)", "by page table")):
+        large = pick("upcast", lambda k: k[8] == tag and k[4] == "cold" and s[k]["mb"] >= 64 and ("gather_copy",) + k[1:] in s)
+        if large:
+            gather = [s[("gather_copy",) + k[1:]] for k in large]
+            vals = [g["us"] / s[k]["us"] for g, k in zip(gather, large)]
+            roofs = [read_roof_us(s, k) / g["us"] for g, k in zip(gather, large)]
+            out.append(f"- a plain gather of {rows} (codes widened, no scale; the pattern's floor), from 64 MB up (cold, graph): "
+                       f"**{min(roofs):.3f} .. {max(roofs):.3f}** of the copy; the read {form} runs at **{min(vals):.3f} .. {max(vals):.3f}** of its speed")
     small = pick("upcast", lambda k: k[8] == "read_slots" and k[4] == "cold" and k[5] <= 4096)
     if small:
         vals = [read_roof_us(s, k) / s[k]["us"] for k in small]

@@ -4,7 +4,9 @@
 //! max |x| on the device, for the per-(token, head) scales and the amax output. Magnitudes are
 //! kept as the bits of non-negative floats: for those the bits order as the values do, with
 //! every NaN above +inf, so an unsigned max is max |x| with NaN propagating (torch.amax's rule)
-//! and exact (no rounding anywhere), and atomicMax on the bits accumulates it in a float.
+//! and exact (no rounding anywhere), and atomicMax on the bits accumulates it in a float. A
+//! 16-bit input's magnitude bits order the same way, so they are maxed as they are, two to a
+//! word, and widened once at the end.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -33,24 +35,43 @@ KVCAST_DEVICE std::uint32_t magnitude_to_float_bits(std::uint32_t bits16) {
   }
 }
 
-//! max |float(x)| over a vector, as float bits. 16-bit inputs compare their magnitudes' own bit
-//! patterns two at a time (one 16x2 unsigned max a word) and widen once.
+//! A vector's magnitudes, maxed two at a time, `m` included: for 16-bit inputs a word whose
+//! halves are the largest magnitude bits (sign cleared) of the elements in its low and its high
+//! halves, one 16x2 unsigned max a word and no widening, so that several vectors' can be
+//! gathered into one word before pair_max_to_float_bits finishes it; for 4-byte inputs the
+//! float bits of max |x| itself.
 template <class T, int N>
-KVCAST_DEVICE std::uint32_t abs_max_bits(const AlignedVector<T, N>& v) {
+KVCAST_DEVICE std::uint32_t abs_max_pairs(const AlignedVector<T, N>& v, std::uint32_t m = 0) {
   if constexpr (sizeof(T) == 4) {
-    std::uint32_t m = 0;
     KVCAST_UNROLL
     for (int i = 0; i < N; ++i) m = max(m, __float_as_uint(v[i]) & 0x7fffffffu);
-    return m;
   } else {
-    static_assert(N % 2 == 0, "abs_max_bits: 16-bit elements go two to a word.");
+    static_assert(N % 2 == 0, "abs_max_pairs: 16-bit elements go two to a word.");
     std::uint32_t words[N / 2];
     std::memcpy(words, &v, sizeof words);
-    std::uint32_t m = 0;
     KVCAST_UNROLL
     for (int w = 0; w < N / 2; ++w) m = __vmaxu2(m, words[w] & 0x7fff7fffu);
+  }
+  return m;
+}
+
+//! The float bits of the larger magnitude of a pair word (abs_max_pairs), for T's inputs.
+template <class T>
+KVCAST_DEVICE std::uint32_t pair_max_to_float_bits(std::uint32_t m) {
+  if constexpr (sizeof(T) == 4) {
+    return m;
+  } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    return max(m & 0xffff0000u, m << 16);  // each half as the float it is the upper half of
+  } else {
     return magnitude_to_float_bits<T>(max(m & 0xffffu, m >> 16));
   }
+}
+
+//! max |float(x)| over a vector, as float bits. 16-bit inputs compare their magnitudes' own bit
+//! patterns two at a time (abs_max_pairs) and widen once.
+template <class T, int N>
+KVCAST_DEVICE std::uint32_t abs_max_bits(const AlignedVector<T, N>& v) {
+  return pair_max_to_float_bits<T>(abs_max_pairs(v));
 }
 
 //! max |float(x)| over `count` elements (a segment's partial last vector), as float bits.

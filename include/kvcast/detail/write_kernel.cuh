@@ -474,8 +474,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 
   // scale: from the row-head's amax, one warp reduction. The amax output adds those maxima as
   // they are (already the warp's); only tokens with a slot count (the warp shares the token).
-  const std::uint32_t k_max = warp_max(has_k ? max(abs_max_bits(k_vec), abs_max_bits(k_side)) : 0u);
-  const std::uint32_t v_max = warp_max(has_v ? max(abs_max_bits(v_vec), abs_max_bits(v_side)) : 0u);
+  // (The side vector's magnitudes join the vector's before either is widened.)
+  const std::uint32_t k_max = warp_max(has_k ? pair_max_to_float_bits<T>(abs_max_pairs(k_side, abs_max_pairs(k_vec))) : 0u);
+  const std::uint32_t v_max = warp_max(has_v ? pair_max_to_float_bits<T>(abs_max_pairs(v_side, abs_max_pairs(v_vec))) : 0u);
   if constexpr (Scales::kAmax) {
     if (amax && slot >= 0) warp_maxima_add(SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
   }
