@@ -547,14 +547,12 @@ struct ReadProblem {
     std::vector<std::int32_t> pages(s.cache_rows / s.page), table, cu(1, 0);
     std::iota(pages.begin(), pages.end(), 0);
     std::shuffle(pages.begin(), pages.end(), rng);
+    // Each sequence's rows go into `rows` as slots too, for the plain gather of the same rows.
     for (std::int64_t b = 0; b < s.batch && s.page_table; ++b) {
       for (std::int64_t i = 0; i < max_pages; ++i) table.push_back(pages[static_cast<std::size_t>((b * max_pages + i) % pages.size())]);
+      for (std::int64_t j = 0; j < s.tokens / s.batch; ++j)
+        rows[static_cast<std::size_t>(cu.back() + j)] = table[static_cast<std::size_t>(b * max_pages + j / s.page)] * s.page + j % s.page;
       cu.push_back(cu.back() + static_cast<std::int32_t>(s.tokens / s.batch));
-    }
-    // A page table's rows as slots too, token by token, for the plain gather of the same rows.
-    for (std::int64_t t = 0; s.page_table && t < cu.back(); ++t) {
-      const std::int64_t b = t / (s.tokens / s.batch), j = t - cu[static_cast<std::size_t>(b)];
-      rows[static_cast<std::size_t>(t)] = table[static_cast<std::size_t>(b * max_pages + j / s.page)] * s.page + j % s.page;
     }
     std::uint8_t* p = gpu().pool;
     for (int i = 0; i < count; ++i) {

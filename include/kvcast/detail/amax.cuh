@@ -37,8 +37,8 @@ KVCAST_DEVICE std::uint32_t magnitude_to_float_bits(std::uint32_t bits16) {
 
 //! A vector's magnitudes, maxed two at a time, `m` included: for 16-bit inputs a word whose
 //! halves are the largest magnitude bits (sign cleared) of the elements in its low and its high
-//! halves, one 16x2 unsigned max a word and no widening, so that several vectors' can be
-//! gathered into one word before pair_max_to_float_bits finishes it; for 4-byte inputs the
+//! halves, one 16x2 unsigned max a word and no widening, so that several vectors' magnitudes can
+//! be gathered into one word before pair_max_to_float_bits finishes it; for 4-byte inputs the
 //! float bits of max |x| itself.
 template <class T, int N>
 KVCAST_DEVICE std::uint32_t abs_max_pairs(const AlignedVector<T, N>& v, std::uint32_t m = 0) {
