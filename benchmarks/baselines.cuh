@@ -133,6 +133,133 @@ __global__ void __launch_bounds__(256) gather_widen_kernel(const std::uint8_t* _
   }
 }
 
+//! The per-(token, head) write with nothing general left, its floor at decode: contiguous
+//! inputs, flat code rows and a [rows, heads] scale tensor, int64 slots, every slot in range,
+//! row-heads of 32 * (Vec + Side) elements known at compile time, one warp a row-head (a
+//! lane's Vec elements at lane * Vec, its Side after the warp's), K and V in the same warp,
+//! a power-of-two count of heads.
+//! The numerics are kvcast's own (its magnitude maxima, scale and quotient codes), so the
+//! codes and scales are kvcast's bit for bit (the benchmark checks); what is gone is the
+//! planner's generality: runtime group sizes and layouts, the amax output, the out-of-range
+//! count, the tail path.
+template <class T, class Format, int Vec, int Side>
+__global__ void __launch_bounds__(256) token_head_floor(const T* __restrict__ k, const T* __restrict__ v,
+                                                        const std::int64_t* __restrict__ loc, std::uint8_t* __restrict__ k_out,
+                                                        std::uint8_t* __restrict__ v_out, float* __restrict__ k_scales,
+                                                        float* __restrict__ v_scales, std::uint32_t row_heads,
+                                                        std::uint32_t log2_heads, float min_scale) {
+  using namespace kvcast;
+  constexpr std::uint32_t kDim = 32 * (Vec + Side);
+  const std::uint32_t w = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (w >= row_heads) return;
+  const std::uint32_t heads = 1u << log2_heads, token = w >> log2_heads, head = w & (heads - 1);
+  const std::size_t in = std::size_t{w} * kDim;
+  AlignedVector<T, Vec> kv, vv;
+  AlignedVector<T, Side == 0 ? 2 : Side> ks, vs;
+  kv.load(k + in + lane * Vec);
+  vv.load(v + in + lane * Vec);
+  if constexpr (Side != 0) {
+    ks.load(k + in + 32 * Vec + lane * Side);
+    vs.load(v + in + 32 * Vec + lane * Side);
+  }
+  const std::int64_t slot = __ldg(loc + token);
+  std::uint32_t km = detail::abs_max_pairs(kv), vm = detail::abs_max_pairs(vv);
+  if constexpr (Side != 0) km = detail::abs_max_pairs(ks, km), vm = detail::abs_max_pairs(vs, vm);
+  km = detail::warp_max(detail::pair_max_to_float_bits<T>(km));
+  vm = detail::warp_max(detail::pair_max_to_float_bits<T>(vm));
+  const float k_scale = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(km), min_scale);
+  const float v_scale = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(vm), min_scale);
+  if (slot < 0) return;
+  const std::int64_t out = slot * (std::int64_t{heads} * kDim) + std::int64_t{head} * kDim;
+  const QuotientQuantizer<T, Format> qk(k_scale), qv(v_scale);
+  qk.template codes<Vec, true>(kv).store_bytes(k_out + out + lane * Vec);
+  qv.template codes<Vec, true>(vv).store_bytes(v_out + out + lane * Vec);
+  if constexpr (Side != 0) {
+    qk.template codes<Side, true>(ks).store_bytes(k_out + out + 32 * Vec + lane * Side);
+    qv.template codes<Side, true>(vs).store_bytes(v_out + out + 32 * Vec + lane * Side);
+  }
+  if (lane == 0) {
+    k_scales[slot * heads + head] = k_scale;
+    v_scales[slot * heads + head] = v_scale;
+  }
+}
+
+//! token_head_floor with kvcast's generality put back a part at a time (Gen, bits): 1, the
+//! prologue's (token and head by FastDivmod, input strides, K and V each optional and apart by
+//! grid z, int32 or int64 slots); 2, the slot's (bounds, the out-of-range count, row = slot *
+//! mult + offset, codes and scales placed by their OutputLayout); 4, the amax output's
+//! branches (not asked for here); 8, programmatic dependent launch's wait and release. Its
+//! parameters are a write kernel's (detail::WriteParams; log2_group holds log2 heads).
+template <class T, class Format, int Vec, int Side, int Gen>
+__global__ void __launch_bounds__(256) token_head_floor_gen(const __grid_constant__ kvcast::detail::WriteParams<T, kvcast::PerTokenHeadScale> p) {
+  using namespace kvcast;
+  using namespace kvcast::detail;
+  constexpr bool kPrologue = (Gen & 1) != 0, kSlot = (Gen & 2) != 0, kAmax = (Gen & 4) != 0, kPdl = (Gen & 8) != 0;
+  if constexpr (kPdl) pdl_wait_then_release();
+  constexpr std::uint32_t kDim = 32 * (Vec + Side);
+  const std::uint32_t w = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (w >= p.num_segments) return;
+  bool amax = false;
+  if constexpr (kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+  std::uint32_t token, head;
+  std::int64_t in;
+  bool has_k = true, has_v = true;
+  if constexpr (kPrologue) {
+    LayoutRows::locate(p, w, token, head);
+    in = LayoutRows::in_offset(p, token, head);
+    has_k = p.k != nullptr && writes_k<true>();
+    has_v = p.v != nullptr && writes_v<true>();
+  } else {
+    token = w >> p.log2_group, head = w & ((1u << p.log2_group) - 1);
+    in = std::int64_t{w} * kDim;
+  }
+  AlignedVector<T, Vec> kv, vv;
+  AlignedVector<T, Side == 0 ? 2 : Side> ks, vs;
+  if (has_k) {
+    kv.load(p.k + in + lane * Vec);
+    if constexpr (Side != 0) ks.load(p.k + in + 32 * Vec + lane * Side);
+  }
+  if (has_v) {
+    vv.load(p.v + in + lane * Vec);
+    if constexpr (Side != 0) vs.load(p.v + in + 32 * Vec + lane * Side);
+  }
+  const std::int64_t slot = kPrologue ? load_slot(p, token) : std::int64_t{__ldg(static_cast<const long long*>(p.loc) + token)};
+  SeenMax floor;
+  if constexpr (kAmax) {
+    if (amax && p.scales.amax.skip_smaller != 0) floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
+  }
+  std::uint32_t km = abs_max_pairs(kv), vm = abs_max_pairs(vv);
+  if constexpr (Side != 0) km = abs_max_pairs(ks, km), vm = abs_max_pairs(vs, vm);
+  km = warp_max(has_k ? pair_max_to_float_bits<T>(km) : 0u);
+  vm = warp_max(has_v ? pair_max_to_float_bits<T>(vm) : 0u);
+  if constexpr (kAmax) {
+    if (amax && slot >= 0) warp_maxima_add(SeenMax{km, vm}, p.scales.amax.k, p.scales.amax.v, floor);
+  }
+  const float2 scales = PerTokenHeadScale::from_amax<Format, T>(p.scales, km, vm);
+  std::int64_t code_at, scale_at;
+  if constexpr (kSlot) {
+    std::int64_t row, row_start;
+    if (!resolve_slot<LayoutRows>(p, slot, head == 0 && lane == 0 && writes_k<true>(), row, row_start)) return;
+    code_at = row_start + LayoutRows::out_offset_in_row(p, head, 0);
+    scale_at = p.scales.layout.row_address(row) + PerTokenHeadScale::offset_in_row(p.scales, head);
+  } else {
+    if (slot < 0) return;
+    code_at = slot * ((std::int64_t{1} << p.log2_group) * kDim) + std::int64_t{head} * kDim;
+    scale_at = (slot << p.log2_group) + head;
+  }
+  const QuotientQuantizer<T, Format> qk(scales.x), qv(scales.y);
+  if (has_k) {
+    qk.template codes<Vec, true>(kv).store_bytes(p.k_out + code_at + lane * Vec);
+    if constexpr (Side != 0) qk.template codes<Side, true>(ks).store_bytes(p.k_out + code_at + 32 * Vec + lane * Side);
+  }
+  if (has_v) {
+    qv.template codes<Vec, true>(vv).store_bytes(p.v_out + code_at + lane * Vec);
+    if constexpr (Side != 0) qv.template codes<Side, true>(vs).store_bytes(p.v_out + code_at + 32 * Vec + lane * Side);
+  }
+  if (lane == 0 && has_k) p.scales.k_scales[scale_at] = scales.x;
+  if (lane == 0 && has_v) p.scales.v_scales[scale_at] = scales.y;
+}
+
 //! Format tag of the no_math variant: kvcast's kernel (its plan, launch, loads, slot arithmetic
 //! and stores) with each element's conversion replaced by its high byte. What is left is the
 //! cost of the job's memory traffic in kvcast's access pattern, with no arithmetic.

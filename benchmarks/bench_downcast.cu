@@ -151,7 +151,8 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
   kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4, kvcast_nvfp4_fm,
-  upcast, upcast_token_head, upcast_nvfp4, gather_copy
+  upcast, upcast_token_head, upcast_nvfp4, gather_copy, token_head_floor,
+  floor_prologue, floor_slot, floor_amax, floor_pdl, floor_all
 };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
@@ -165,6 +166,12 @@ const char* name_of(Variant v) {
     case Variant::kvcast_ip: return "kvcast_ip";
     case Variant::copy_kernel: return "copy_kernel";
     case Variant::gather_copy: return "gather_copy";
+    case Variant::token_head_floor: return "token_head_floor";
+    case Variant::floor_prologue: return "floor_prologue";
+    case Variant::floor_slot: return "floor_slot";
+    case Variant::floor_amax: return "floor_amax";
+    case Variant::floor_pdl: return "floor_pdl";
+    case Variant::floor_all: return "floor_all";
     case Variant::no_math: return "no_math";
     case Variant::kvcast_pdl: return "kvcast_pdl";
     case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
@@ -296,6 +303,52 @@ struct Problem {
     return a;
   }
 
+  // baseline::token_head_floor on `set`: a warp a row-head, 8 a CTA.
+  template <class Format, int Vec, int Side>
+  void launch_token_head_floor(const Set& set, cudaStream_t stream) const {
+    const auto row_heads = static_cast<std::uint32_t>(shape.tokens * shape.heads);
+    baseline::token_head_floor<T, Format, Vec, Side><<<(row_heads + 7) / 8, 256, 0, stream>>>(
+        set.k, set.v, set.loc, set.k_out, set.v_out, set.k_scales, set.v_scales, row_heads,
+        static_cast<std::uint32_t>(__builtin_ctzll(static_cast<unsigned long long>(shape.heads))), kvcast::DowncastArgs<T>{}.min_scale);
+    BENCH_CUDA(cudaGetLastError());
+  }
+
+  // baseline::token_head_floor_gen<Gen> on `set`, its parameters a contiguous call's.
+  template <class Format, int Gen>
+  void launch_floor_gen(const Set& set, cudaStream_t stream) const {
+    if constexpr (sizeof(T) == 2) {
+      kvcast::detail::WriteParams<T, kvcast::PerTokenHeadScale> p{};
+      const auto heads = static_cast<std::uint32_t>(shape.heads);
+      p.log2_group = static_cast<std::uint32_t>(__builtin_ctz(heads));
+      p.num_segments = static_cast<std::uint32_t>(shape.tokens) * heads;
+      p.seg_len = static_cast<std::uint32_t>(shape.dim);
+      p.split = kvcast::detail::FastDivmod(heads);
+      p.k = set.k;
+      p.v = set.v;
+      p.in_token_stride = in_token_stride;
+      p.in_head_stride = shape.dim;
+      p.loc = set.loc;
+      p.k_out = set.k_out;
+      p.v_out = set.v_out;
+      p.scales.k_scales = set.k_scales;
+      p.scales.v_scales = set.v_scales;
+      p.scales.layout = kvcast::OutputLayout::contiguous(shape.heads, 1);
+      p.scales.min_scale = kvcast::DowncastArgs<T>{}.min_scale;
+      p.min_slot = 0;
+      p.max_slot = shape.tokens - 1;
+      p.mult = 1;
+      p.offset = 0;
+      p.out = kvcast::OutputLayout::contiguous(shape.heads, shape.dim);
+      const unsigned grid = (p.num_segments + 7) / 8;
+      switch (shape.dim) {
+        case 128: baseline::token_head_floor_gen<T, Format, 4, 0, Gen><<<grid, 256, 0, stream>>>(p); break;
+        case 576: baseline::token_head_floor_gen<T, Format, 16, 2, Gen><<<grid, 256, 0, stream>>>(p); break;
+        default: std::fprintf(stderr, "floor_*: head_dim %lld\n", static_cast<long long>(shape.dim)), std::abort();
+      }
+      BENCH_CUDA(cudaGetLastError());
+    }
+  }
+
   template <class Format>
   void launch(Variant variant, const Set& set, cudaStream_t stream) const {
     const int row = static_cast<int>(shape.heads * shape.dim);
@@ -392,6 +445,22 @@ struct Problem {
           if (!s.ok()) std::fprintf(stderr, "no_math: %s\n", s.message()), std::abort();
         }
         break;
+      case Variant::floor_prologue: launch_floor_gen<Format, 1>(set, stream); break;
+      case Variant::floor_slot: launch_floor_gen<Format, 2>(set, stream); break;
+      case Variant::floor_amax: launch_floor_gen<Format, 4>(set, stream); break;
+      case Variant::floor_pdl: launch_floor_gen<Format, 8>(set, stream); break;
+      case Variant::floor_all: launch_floor_gen<Format, 15>(set, stream); break;
+      case Variant::token_head_floor:
+        if constexpr (sizeof(T) == 2) {
+          switch (shape.dim) {
+            case 64: launch_token_head_floor<Format, 2, 0>(set, stream); break;
+            case 128: launch_token_head_floor<Format, 4, 0>(set, stream); break;
+            case 256: launch_token_head_floor<Format, 8, 0>(set, stream); break;
+            case 576: launch_token_head_floor<Format, 16, 2>(set, stream); break;
+            default: std::fprintf(stderr, "token_head_floor: head_dim %lld\n", static_cast<long long>(shape.dim)), std::abort();
+          }
+        }
+        break;
       case Variant::upcast:
       case Variant::upcast_token_head:
       case Variant::upcast_nvfp4:
@@ -463,6 +532,29 @@ void report(benchmark::State& state, const std::vector<double>& times, double co
   state.counters["calls_per_sample"] = calls;
 }
 
+// Whether `variant` writes the codes and scales that kvcast's per-(token, head) write does, byte
+// for byte, on the problem's first set (each output poisoned before each run).
+template <class T, class Format>
+bool writes_as_token_head(const Problem<T>& problem, Variant variant) {
+  const auto& set = problem.sets[0];
+  const std::size_t codes = static_cast<std::size_t>(problem.elems), scales = static_cast<std::size_t>(problem.shape.tokens * problem.shape.heads) * 4;
+  auto run = [&](Variant v) {
+    std::vector<std::uint8_t> out(2 * codes + 2 * scales);
+    BENCH_CUDA(cudaMemsetAsync(set.k_out, 0xA5, codes, gpu().stream));
+    BENCH_CUDA(cudaMemsetAsync(set.v_out, 0xA5, codes, gpu().stream));
+    BENCH_CUDA(cudaMemsetAsync(set.k_scales, 0xA5, scales, gpu().stream));
+    BENCH_CUDA(cudaMemsetAsync(set.v_scales, 0xA5, scales, gpu().stream));
+    problem.template launch<Format>(v, set, gpu().stream);
+    BENCH_CUDA(cudaMemcpyAsync(out.data(), set.k_out, codes, cudaMemcpyDeviceToHost, gpu().stream));
+    BENCH_CUDA(cudaMemcpyAsync(out.data() + codes, set.v_out, codes, cudaMemcpyDeviceToHost, gpu().stream));
+    BENCH_CUDA(cudaMemcpyAsync(out.data() + 2 * codes, set.k_scales, scales, cudaMemcpyDeviceToHost, gpu().stream));
+    BENCH_CUDA(cudaMemcpyAsync(out.data() + 2 * codes + scales, set.v_scales, scales, cudaMemcpyDeviceToHost, gpu().stream));
+    BENCH_CUDA(cudaStreamSynchronize(gpu().stream));
+    return out;
+  };
+  return run(Variant::kvcast_token_head) == run(variant);
+}
+
 template <class T, class Format>
 void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache cache, Shape shape) {
   const int calls = batch_for(2 * shape.tokens * shape.heads * shape.dim * static_cast<std::int64_t>(sizeof(T) + (shape.nvfp4 ? 0 : 1)));
@@ -473,6 +565,9 @@ void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache 
   }
   const double copy = median(sample<Format>(problem, Variant::copy, timing, cache, calls));  // the copy is sampled first
   report(state, sample<Format>(problem, variant, timing, cache, calls), copy, problem.traffic, problem.sets.size(), calls);
+  if (variant == Variant::token_head_floor || variant == Variant::floor_prologue || variant == Variant::floor_slot ||
+      variant == Variant::floor_amax || variant == Variant::floor_pdl || variant == Variant::floor_all)
+    state.counters["bit_exact"] = writes_as_token_head<T, Format>(problem, variant) ? 1 : 0;
 }
 
 // ---- The read (upcast): gathers of cache rows by slots or a page table, dequantized. --------
@@ -851,6 +946,12 @@ void register_all() {
           {Variant::kvcast, Variant::kvcast_amax, Variant::kvcast_head, Variant::kvcast_head_amax, Variant::kvcast_token_head,
            Variant::kvcast_token_head_amax},
           {Timing::graph}, all_cache);
+      // The per-(token, head) write's floor at decode (baseline::token_head_floor).
+      if (tokens <= 16) register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::token_head_floor}, {Timing::graph}, all_cache);
+      if (tokens <= 16 && (d == 128 || d == 576))
+        register_downcast<__nv_bfloat16, kvcast::e4m3>(
+            "bf16", s, {Variant::floor_prologue, Variant::floor_slot, Variant::floor_amax, Variant::floor_pdl, Variant::floor_all},
+            {Timing::graph}, all_cache);
     }
   // NVFP4's write (issue #17), both modes (kvcast_nvfp4_fm: FlashInfer's numerics), beside the
   // fp8 per-tensor write of the same inputs, at decode and

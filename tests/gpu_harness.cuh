@@ -181,6 +181,7 @@ struct Outcome {
   bool chunks_first = false;  // grid x walked the chunks of a row (GridOrder::chunks_first)
   bool realign = false;       // the realigned kernel ran (WriteKernel::realigned)
   bool row_head_warp = false;  // the row-head-warp kernel ran (WriteKernel::row_head_warp)
+  bool row_head_lean = false;  // the lean row-head warp ran (WriteKernel::row_head_lean)
   bool tensors_apart = false;  // K and V in CTAs of their own (KernelChoice::grid_z)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
@@ -349,6 +350,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   result.chunks_first = plan.choice.order == kvcast::detail::GridOrder::chunks_first;
   result.realign = plan.choice.kernel == kvcast::detail::WriteKernel::realigned;
   result.row_head_warp = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_warp;
+  result.row_head_lean = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_lean;
   result.tensors_apart = plan.choice.grid_z == 2;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();

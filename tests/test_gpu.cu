@@ -196,14 +196,50 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.tokens = 5; c.heads = 1; c.head_dim = 576; c.in_misalign = 1; });
   // Past tuning::kTensorsApartUpTo elements a tensor: K and V in one warp again.
   add([](Case& c) { c.tokens = kvcast::detail::tuning::kTensorsApartUpTo / 576 + 1; c.heads = 1; c.head_dim = 576; c.pad_fraction = 0.05; });
+  // The serving call at decode, the lean row-head warp's (detail::lean_token_head_call): each
+  // head it takes, padding and out-of-range slots, strided inputs, contiguous pages of codes
+  // and of scales (the flat rows they are), the largest call it takes; and the calls just past
+  // it (more elements, pages that are not contiguous), which the other kernels take.
+  for (std::int64_t dim : {64, 128, 256, 576})
+    add([dim](Case& c) {
+      c.amax = false;
+      c.tokens = 13;
+      c.heads = dim == 576 ? 1 : 8;
+      c.head_dim = dim;
+      c.pad_fraction = 0.15;
+      c.bad_fraction = 0.15;
+    });
+  add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 4; c.head_dim = 256; c.in_head_pad = 8; c.in_token_pad = 16; });
+  add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; });
+  add([](Case& c) { c.amax = false; c.tokens = 40; c.heads = 8; c.head_dim = 64; c.out = OutKind::nhd; c.block_size = 16; c.scale_out = kvtest::ScaleOut::paged; });
+  add([](Case& c) { c.amax = false; c.tokens = 30; c.heads = 1; c.head_dim = 576; c.out = OutKind::nhd; c.block_size = 8; });
+  add([](Case& c) { c.amax = false; c.tokens = 64; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // 2^16 elements
+  add([](Case& c) { c.amax = false; c.tokens = 65; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // past it
+  add([](Case& c) { c.amax = false; c.tokens = 20; c.heads = 8; c.head_dim = 128; c.out = OutKind::hnd; c.block_size = 4; });
   return cases;
 }
 
+// What the lean row-head warp (WriteKernel::row_head_lean) ran over a grid: its cases, its lane
+// vectors, and whether K and V went apart.
+struct LeanRuns {
+  int cases = 0;
+  std::set<std::pair<int, bool>> vec_apart;
+};
+
+// Runs each case of the scale grid; a case the lean row-head warp takes runs again with int32
+// slots, which it leaves to the other kernels, so that they stay tested on the same shapes.
 template <class C>
 void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int, int, bool>>& shapes, int& fused_heads,
-                      int* row_head_warps = nullptr, std::set<bool>* apart = nullptr) {
-  for (const Case& c : scale_grid(kind, amax)) {
-    const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
+                      int* row_head_warps = nullptr, std::set<bool>* apart = nullptr, LeanRuns* lean = nullptr) {
+  for (Case c : scale_grid(kind, amax)) {
+    kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
+    if (::testing::Test::HasFailure()) return;
+    if (o.row_head_lean) {
+      if (lean) ++lean->cases, lean->vec_apart.insert({o.vec, o.tensors_apart});
+      c.loc = kvtest::LocKind::i32;
+      o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
+      EXPECT_FALSE(o.row_head_lean) << "int32 slots: " << c.describe();
+    }
     if (kind != kvcast::ScaleKind::per_tensor && c.heads > 1 && o.dense) ++fused_heads;
     if (row_head_warps && o.row_head_warp) ++*row_head_warps;
     if (apart && c.tokens > 0 && c.has_k && c.has_v && o.row_head_warp) apart->insert(o.tensors_apart);
@@ -253,7 +289,8 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     std::set<std::tuple<int, int, bool>> shapes;
     int fused_heads = 0, row_head_warps = 0;
     std::set<bool> apart;
-    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads, &row_head_warps, &apart);
+    LeanRuns lean;
+    check_scale_grid<C>(kvcast::ScaleKind::per_token_head, false, shapes, fused_heads, &row_head_warps, &apart, &lean);
     EXPECT_GE(fused_heads, 5) << "per-(token, head) scales of several heads in the dense kernel";
     const bool vec16 = sizeof(typename C::T) == 2;
     // The aligned 576-element cases of 16-bit inputs on the row-head-warp kernel (the grid's
@@ -263,6 +300,12 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     // The row-head-warp kernel with both tensors: K and V in CTAs of their own up to
     // tuning::kTensorsApartUpTo elements a tensor, in one warp above.
     EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{})) << "rows of 576 with K and V apart and together";
+    // The serving call at decode on the lean row-head warp, 16-bit inputs: heads of 64, 128 and
+    // 256 with K and V in one warp, of 576 apart (lean_row_head_vec).
+    const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {4, false}, {8, false}, {16, true}};
+    const std::set<std::pair<int, bool>> no_lean_kernels;
+    EXPECT_EQ(lean.vec_apart, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp";
+    if (vec16) EXPECT_GE(lean.cases, 10) << "cases on the lean row-head warp";
     std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
     if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
     EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";

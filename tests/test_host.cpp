@@ -234,6 +234,69 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
 // Per-(token, head) rows of 576 (a warp a row-head) of both tensors put K and V in CTAs of their
 // own at decode sizes (grid z of 2); other row-heads (the dense and general kernels), per-tensor
 // calls, single tensors and larger calls give each thread both. (NVFP4's: test_nvfp4.)
+// The serving call of per-(token, head) scales at decode takes the lean row-head warp: a lane
+// vector of 2, 4, 8 or 16 (+2) for heads of 64, 128, 256, 576, K and V apart for 576 only; a call
+// that leaves the serving form in any one way, or is larger, takes the other kernels.
+TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
+  using kvcast::detail::WriteKernel;
+  const auto serving = [](std::int64_t heads, std::int64_t head_dim) {
+    DowncastArgs<Bf16> a = valid_args();
+    per_token_head(a);
+    a.heads = heads;
+    a.head_dim = head_dim;
+    a.out_rows = 64;
+    a.v = fake_in(0x300000);
+    a.loc = reinterpret_cast<const std::int64_t*>(0xB0000);
+    a.k_scales_out = fake_floats(0x200000);
+    a.v_scales_out = fake_floats(0x210000);
+    a.k_out = fake_out(0x400000);
+    a.v_out = fake_out(0x800000);
+    return a;
+  };
+  kvcast::detail::Plan plan;
+  for (auto [heads, head_dim, vec, apart] : {std::tuple{8, 64, 2, false}, {8, 128, 4, false}, {8, 256, 8, false}, {1, 576, 16, true}, {2, 576, 16, true}}) {
+    const DowncastArgs<Bf16> a = serving(heads, head_dim);
+    ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
+    EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean) << heads << "x" << head_dim;
+    EXPECT_EQ(plan.choice.vec, vec) << heads << "x" << head_dim;
+    EXPECT_EQ(plan.choice.grid_z, apart ? 2 : 1) << heads << "x" << head_dim;
+    EXPECT_EQ(plan.choice.ctas(), (a.num_tokens * heads + 7) / 8) << heads << "x" << head_dim;
+    EXPECT_TRUE(kvcast::detail::write_kernel_exists(WriteKernel::row_head_lean, vec, kvcast::tile::Access::vector, 2,
+                                                    kvcast::Arithmetic::fp32, kvcast::detail::ScalePolicyId::per_token_head));
+    EXPECT_FALSE(kvcast::detail::write_kernel_exists(WriteKernel::row_head_lean, vec, kvcast::tile::Access::vector, 4,
+                                                     kvcast::Arithmetic::fp32, kvcast::detail::ScalePolicyId::per_token_head));
+  }
+  // Pages of contiguous rows are flat rows.
+  DowncastArgs<Bf16> paged = serving(8, 128);
+  paged.out = OutputLayout::paged_nhd(16, 8, 128);
+  paged.scales_out = OutputLayout::paged(16, 16 * 8, 8, 1);
+  ASSERT_TRUE(kvcast::make_plan(paged, plan).ok()) << kvcast::make_plan(paged, plan).message();
+  EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean);
+  const std::vector<std::pair<const char*, void (*)(DowncastArgs<Bf16>&)>> others = {
+      {"int32 slots", [](DowncastArgs<Bf16>& a) { a.loc = reinterpret_cast<const std::int32_t*>(0xB0000); }},
+      {"no slots", [](DowncastArgs<Bf16>& a) { a.loc = kvcast::Slots{}; }},
+      {"mult", [](DowncastArgs<Bf16>& a) { a.mult = 2; }},
+      {"offset", [](DowncastArgs<Bf16>& a) { a.offset = 1; }},
+      {"amax", [](DowncastArgs<Bf16>& a) { a.k_amax = fake_floats(0xC0000); }},
+      {"K alone", [](DowncastArgs<Bf16>& a) { a.v = nullptr, a.v_out = nullptr, a.v_scales_out = nullptr; }},
+      {"HND pages", [](DowncastArgs<Bf16>& a) { a.out = OutputLayout::paged_hnd(16, 8, 128); }},
+      {"scale pages apart", [](DowncastArgs<Bf16>& a) { a.scales_out = OutputLayout::paged(16, 16 * 8 + 4, 8, 1); }},
+      {"misaligned k", [](DowncastArgs<Bf16>& a) { a.k = fake_in(0x100002); }},
+      {"head of 100", [](DowncastArgs<Bf16>& a) { a.head_dim = 100; }},
+      {"past the decode size", [](DowncastArgs<Bf16>& a) { a.num_tokens = kvcast::detail::tuning::kTokenHeadLeanUpTo / (8 * 128) + 1, a.out_rows = 128; }},
+  };
+  for (const auto& [what, edit] : others) {
+    DowncastArgs<Bf16> a = serving(8, 128);
+    edit(a);
+    ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << what << ": " << kvcast::make_plan(a, plan).message();
+    EXPECT_NE(plan.choice.kernel, WriteKernel::row_head_lean) << what;
+  }
+  DowncastArgs<Bf16> largest = serving(8, 128);
+  largest.num_tokens = kvcast::detail::tuning::kTokenHeadLeanUpTo / (8 * 128);
+  ASSERT_TRUE(kvcast::make_plan(largest, plan).ok());
+  EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean);
+}
+
 TEST(Plan, TensorsApartOnlyForRowHeadWarpsOfBothTensorsAtDecodeSizes) {
   kvcast::detail::Plan plan;
   DowncastArgs<Bf16> a = valid_args();

@@ -62,6 +62,16 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.mult = times_stride(a.mult);
   p.offset = times_stride(a.offset);
   p.out = plan.out;
+  if constexpr (std::is_same<Scales, PerTokenHeadScale>::value) {
+    if (plan.choice.kernel == WriteKernel::row_head_lean) {
+      // Row-heads as segments, whatever the plan fused; both layouts as the flat rows they are.
+      p.num_segments = static_cast<std::uint32_t>(a.num_tokens * a.heads);
+      p.seg_len = static_cast<std::uint32_t>(a.head_dim);
+      p.split = FastDivmod(static_cast<std::uint32_t>(a.heads));
+      p.out = OutputLayout::flat(row_stride_of(plan.out), plan.out.head_stride);
+      p.scales.layout = OutputLayout::flat(row_stride_of(plan.scales_out), plan.scales_out.head_stride);
+    }
+  }
   p.k_out = static_cast<std::uint8_t*>(a.k_out);
   p.v_out = static_cast<std::uint8_t*>(a.v_out);
   p.error_count = a.error_count;
@@ -109,6 +119,21 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
       return &write_row_head_warp_kernel<T, Codes, Scales, kRowHeadWarpVec, kRowHeadWarpSide>;
     else
       return nullptr;
+  }
+  if (c.kernel == WriteKernel::row_head_lean) {
+    if constexpr (std::is_same<Scales, PerTokenHeadScale>::value &&
+                  write_kernel_exists(WriteKernel::row_head_lean, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
+                                      ScalePolicyId::per_token_head)) {
+      switch (c.vec) {
+        case lean_row_head_vec(64): return &write_row_head_lean_kernel<T, Codes, lean_row_head_vec(64), 0, false>;
+        case lean_row_head_vec(128): return &write_row_head_lean_kernel<T, Codes, lean_row_head_vec(128), 0, false>;
+        case lean_row_head_vec(256): return &write_row_head_lean_kernel<T, Codes, lean_row_head_vec(256), 0, false>;
+        case kRowHeadWarpVec: return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, true>;
+        default: return nullptr;
+      }
+    } else {
+      return nullptr;
+    }
   }
   if (c.access == tile::Access::interleaved) {
     switch (c.vec) {

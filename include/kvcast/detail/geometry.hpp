@@ -43,6 +43,14 @@ constexpr int kRowHeadWarpVec = 16;
 constexpr int kRowHeadWarpSide = 2;
 //! Elements (codes, for the read) a warp of those kernels holds: one MLA head of 576.
 constexpr std::int64_t kRowWarpElements = std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide);
+//! The vector a lane of the lean row-head warp (write_row_head_lean_kernel) holds for a row-head
+//! of `head_dim`: a warp's 32 vectors of 2, 4 or 8 (heads of 64, 128, 256), or of 16 with a side
+//! vector of kRowHeadWarpSide (576); 0 for any other head. The 576 row-heads go K and V in warps
+//! of their own (18 conversions a lane a tensor), the others both in one warp.
+KVCAST_HOST_DEVICE constexpr int lean_row_head_vec(std::int64_t head_dim) {
+  return head_dim == 64 ? 2 : head_dim == 128 ? 4 : head_dim == 256 ? 8 : head_dim == kRowWarpElements ? kRowHeadWarpVec : 0;
+}
+
 //! The most elements a thread of an NVFP4 write holds, for inputs of `input_bytes`: a whole
 //! block of 16 for 16-bit inputs (32 bytes, its codes two words), half a block for fp32 (32
 //! bytes, its codes one word). Half a block (kNvfp4HalfBlock, the planner's choice for small

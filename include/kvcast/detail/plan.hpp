@@ -27,6 +27,7 @@ enum class WriteKernel : std::uint8_t {
   general,    //!< any layout, heads apart, either tensor absent
   realigned,  //!< dense calls of 16-bit inputs with no vector access legal (16-byte loads anyway)
   row_head_warp,  //!< per-(token, head) scales, a warp a row-head of 576 (kRowHeadWarpVec + Side a lane)
+  row_head_lean,  //!< per-(token, head) scales of the serving call at decode, a warp a row-head (lean_row_head_vec)
 };
 
 //! The scale policy (policy.cuh) a call's kernels are instantiated with. A per-tensor call that
@@ -78,8 +79,8 @@ struct KernelChoice {
   }
   //! A warp a segment of kRowWarpElements (the row-head-warp write, the row-warp read): each lane
   //! kRowHeadWarpVec elements and a side vector, kBlockSize / kLanes segments a CTA.
-  void set_warp_a_segment(std::int64_t segments) {
-    vec = kRowHeadWarpVec;
+  void set_warp_a_segment(std::int64_t segments, int lane_vec = kRowHeadWarpVec) {
+    vec = lane_vec;
     access = tile::Access::vector;
     log2_group = log2_ceil(kLanes);
     constexpr std::int64_t kWarps = kBlockSize / kLanes;
@@ -307,6 +308,10 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
     if (kernel == WriteKernel::realigned || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
     if (kernel == WriteKernel::row_head_warp)
       return scales == ScalePolicyId::per_token_head && input_bytes == 2 && vec == kRowHeadWarpVec && access == tile::Access::vector;
+    if (kernel == WriteKernel::row_head_lean)
+      return scales == ScalePolicyId::per_token_head && input_bytes == 2 && access == tile::Access::vector &&
+             (vec == lean_row_head_vec(64) || vec == lean_row_head_vec(128) || vec == lean_row_head_vec(256) ||
+              vec == lean_row_head_vec(kRowWarpElements));
     // The dense kernel, whole vectors only: per-tensor calls with amax, and scales of each head
     // where each vector lies in one head; PerHeadScale with PerTensorScale's 2-element vectors
     // for the tiniest calls.
@@ -318,7 +323,7 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
   }
   if (kernel == WriteKernel::realigned)
     return input_bytes == 2 && vec == kRealignVec && access == tile::Access::interleaved;
-  if (kernel == WriteKernel::row_head_warp) return false;  // per-(token, head) scales only
+  if (kernel == WriteKernel::row_head_warp || kernel == WriteKernel::row_head_lean) return false;  // per-(token, head) scales only
   if (access == tile::Access::interleaved)
     return vec == tuning::kElementWiseVector || (kernel == WriteKernel::general && input_bytes == 2 && vec == 16);
   if (vec < tuning::narrowest_vector(mode) || vec > tuning::widest_vector_of_any_call(mode, input_bytes)) return false;
@@ -676,6 +681,31 @@ inline int vector_group_log2(std::int64_t items) {
   return lg;
 }
 
+//! Whether `layout`'s rows lie one after another: flat, or pages of contiguous rows (a page's
+//! stride block_size rows), where row r starts at r * row_stride_of(layout) either way.
+constexpr bool rows_flat(const OutputLayout& layout) {
+  return layout.block_size == 1 || layout.block_stride == layout.block_size * layout.token_stride;
+}
+constexpr std::int64_t row_stride_of(const OutputLayout& layout) {
+  return layout.block_size == 1 ? layout.block_stride : layout.token_stride;
+}
+
+//! Whether a validated per-(token, head) call is the serving call that the lean row-head warp
+//! takes (write_row_head_lean_kernel): 16-bit K and V both given, int64 slots with row = slot,
+//! codes and scales in flat rows (rows_flat), no amax output, a head of 64, 128, 256 or 576
+//! whose vectors every pointer and stride allows, at most tuning::kTokenHeadLeanUpTo elements
+//! a tensor.
+template <class T>
+bool lean_token_head_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic mode) {
+  const int vec = lean_row_head_vec(a.head_dim);
+  return plan.scale_policy == ScalePolicyId::per_token_head && plan.format == CodeFormat::fp8 && vec != 0 &&
+         write_kernel_exists(WriteKernel::row_head_lean, vec, tile::Access::vector, static_cast<int>(sizeof(T)), mode,
+                             ScalePolicyId::per_token_head) &&
+         plan.elements <= tuning::kTokenHeadLeanUpTo && a.k != nullptr && a.v != nullptr && a.loc.data != nullptr &&
+         !a.loc.is_int32 && a.mult == 1 && a.offset == 0 && a.k_amax == nullptr && a.v_amax == nullptr && rows_flat(plan.out) &&
+         rows_flat(plan.scales_out) && inputs_allow(a, plan, vec, true) && outputs_allow(a, plan, vec, true);
+}
+
 //! The kernel for a validated call (check_args), from the tuning table. The widest vector the
 //! call's size and `mode` allow that every pointer and every stride a vector start depends on
 //! allows too; where none does, one element an access, the warp's lanes interleaved.
@@ -708,6 +738,12 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
       c.vec = widest;
       c.access = tile::Access::elements;
     }
+  }
+  // The serving call at decode: a warp a row-head, nothing general (NOTES #15zi).
+  if (lean_token_head_call(a, plan, mode)) {
+    c.kernel = WriteKernel::row_head_lean;
+    c.set_warp_a_segment(a.num_tokens * a.heads, lean_row_head_vec(a.head_dim));
+    return c;
   }
   // A row-head of 576 (one MLA head) in a warp, a vector of 16 and a side vector of 2 a lane,
   // at every size: power-of-two groups leave 28 of 64 threads idle (NOTES #15v).
@@ -802,6 +838,7 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 //! every kernel loses in large calls (the measurements: tuning::kTensorsApartUpTo, NOTES #15zc).
 template <class T>
 bool tensors_apart(const DowncastArgs<T>& a, const Plan& plan) {
+  if (plan.choice.kernel == WriteKernel::row_head_lean) return plan.choice.vec == kRowHeadWarpVec;  // K and V both given
   const bool long_chain = plan.choice.kernel == WriteKernel::row_head_warp || plan.format == CodeFormat::nvfp4;
   return long_chain && a.k != nullptr && a.v != nullptr && plan.elements <= tuning::kTensorsApartUpTo;
 }

@@ -66,6 +66,13 @@ constexpr int kScaledMinVector = 4;
 //! 0.95-0.98x; per-head scales lose at 2^20).
 constexpr std::int64_t kTokenHeadWidestAbove = std::int64_t{1} << 19;
 
+//! Per-(token, head) calls in the serving call's form (detail::lean_token_head_call) up to this
+//! many elements a tensor take a warp a row-head with nothing general on its path
+//! (write_row_head_lean_kernel): at 1-16 decode tokens the generality of the dense and
+//! row-head-warp kernels cost as much as the arithmetic (NOTES #15zi). Decode sizes only: the
+//! larger calls keep the kernels measured there.
+constexpr std::int64_t kTokenHeadLeanUpTo = std::int64_t{1} << 16;
+
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
 //! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;

@@ -182,16 +182,23 @@ KVCAST_DEVICE std::int64_t load_slot(const P& p, std::uint32_t token) {
   return loc32 ? std::int64_t{slot32} : std::int64_t{slot64};
 }
 
-//! The slot stage: false when the token writes nothing (a negative slot is padding; a slot
-//! whose row is outside [0, out_rows) is skipped and counted once a token, by the thread that
-//! `counts`); otherwise `row` and `row_start`, where that row starts in the output (Rows).
-template <class Rows, class P>
-KVCAST_DEVICE bool resolve_slot(const P& p, std::int64_t slot, bool counts, std::int64_t& row, std::int64_t& row_start) {
+//! Whether token's slot writes: not a negative slot (padding), nor one whose row is outside
+//! [0, out_rows), which is skipped and counted once a token, by the thread that `counts`.
+template <class P>
+KVCAST_DEVICE bool slot_writes(const P& p, std::int64_t slot, bool counts) {
   if (slot < 0) return false;
   if (slot < p.min_slot || slot > p.max_slot) {
     if (p.error_count && counts) atomicAdd(p.error_count, 1ull);
     return false;
   }
+  return true;
+}
+
+//! The slot stage: false when the token writes nothing (slot_writes); otherwise `row` and
+//! `row_start`, where that row starts in the output (Rows).
+template <class Rows, class P>
+KVCAST_DEVICE bool resolve_slot(const P& p, std::int64_t slot, bool counts, std::int64_t& row, std::int64_t& row_start) {
+  if (!slot_writes(p, slot, counts)) return false;
   // In range, the true row fits int64; unsigned arithmetic keeps the intermediate defined.
   row = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
                                   static_cast<std::uint64_t>(p.offset));
@@ -499,6 +506,86 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     store_codes<Codes, A, true>(p.v_out + out_base + side_first, Side, qv, v_side);
   }
   Scales::store(p.scales, row, scale_in_row, scales, lane == 0 && has_k, lane == 0 && has_v);
+}
+
+// ---- The lean row-head warp: per-(token, head) scales of the serving call at decode. --------
+
+//! A warp a row-head, for the serving call of per-(token, head) scales at decode
+//! (detail::lean_token_head_call): 16-bit K and V both given, int64 slots with row = slot, codes
+//! and scales in flat rows (dispatch gives a layout of contiguous pages as the flat one it is),
+//! no amax output. Each lane holds Vec elements at lane * Vec of a row-head of kLanes * (Vec +
+//! Side), and Side after the warp's, at kLanes * Vec + lane * Side. What the dense and
+//! row-head-warp kernels carry for every other call (a tensor absent, int32 or no slots, mult
+//! and offset, page arithmetic, the amax output, groups of any size) costs a decode step as much
+//! as its arithmetic (NOTES #15zi): here the path from the loads to the stores is the reduction,
+//! the scale, the codes and two addresses. Apart: K's and V's row-heads in warps of their own
+//! (grid z: 0 K, 1 V), else both in one warp.
+template <class T, class Codes, int Vec, int Side, bool Apart>
+__global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
+    write_row_head_lean_kernel(const __grid_constant__ WriteParams<T, PerTokenHeadScale> p) {
+  static_assert(Side == 0 || (Side >= 2 && Side < Vec), "write_row_head_lean_kernel: a side vector narrower than the main one.");
+  using Walk = tile::Memory<std::uint32_t>;
+  using Format = typename Codes::format;
+  constexpr tile::Access A = tile::Access::vector;
+  constexpr int kTensors = Apart ? 1 : 2;
+  constexpr int kSideVec = Side == 0 ? 2 : Side;  // held, not loaded, when Side is 0
+  pdl_wait_then_release();
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  const std::uint32_t seg = blockIdx.x * (kBlockSize / kLanes) + threadIdx.x / kLanes;
+  if (seg >= p.num_segments) return;  // the whole warp: it holds the row-head
+
+  // locate: the row-head, and each tensor's input, codes and scales
+  std::uint32_t token, head;
+  LayoutRows::locate(p, seg, token, head);
+  const T* in[kTensors];
+  std::uint8_t* out[kTensors];
+  float* scale_out[kTensors];
+  if constexpr (Apart) {
+    const bool v = blockIdx.z != 0;
+    in[0] = v ? p.v : p.k;
+    out[0] = v ? p.v_out : p.k_out;
+    scale_out[0] = v ? p.scales.v_scales : p.scales.k_scales;
+  } else {
+    in[0] = p.k, in[1] = p.v;
+    out[0] = p.k_out, out[1] = p.v_out;
+    scale_out[0] = p.scales.k_scales, scale_out[1] = p.scales.v_scales;
+  }
+
+  // load: each tensor's vectors, then the slot
+  const std::int64_t in_base = LayoutRows::in_offset(p, token, head);
+  AlignedVector<T, Vec> vec[kTensors];
+  AlignedVector<T, kSideVec> side[kTensors];
+  KVCAST_UNROLL
+  for (int t = 0; t < kTensors; ++t) {
+    Walk::template load<A>(in[t] + in_base + lane * Vec, Vec, vec[t]);
+    if constexpr (Side != 0) Walk::template load<A>(in[t] + in_base + kLanes * Vec + lane * Side, Side, side[t]);
+  }
+  const std::int64_t slot = __ldg(static_cast<const long long*>(p.loc) + token);
+  const std::int64_t code_in_row = LayoutRows::out_offset_in_row(p, head, 0);
+  const std::int64_t scale_in_row = PerTokenHeadScale::offset_in_row(p.scales, head);
+
+  // scale: one warp reduction a tensor (the side vector's magnitudes join before widening)
+  float scale[kTensors];
+  KVCAST_UNROLL
+  for (int t = 0; t < kTensors; ++t) {
+    std::uint32_t m = abs_max_pairs(vec[t]);
+    if constexpr (Side != 0) m = abs_max_pairs(side[t], m);
+    scale[t] = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(warp_max(pair_max_to_float_bits<T>(m))), p.scales.min_scale);
+  }
+
+  // resolve: row = slot, flat rows
+  if (!slot_writes(p, slot, head == 0 && lane == 0 && (!Apart || blockIdx.z == 0))) return;
+  const std::int64_t code_at = slot * p.out.block_stride + code_in_row;
+  const std::int64_t scale_at = slot * p.scales.layout.block_stride + scale_in_row;
+
+  // convert and store: each element's own quotient (Fp8::exact), then the scale (lane 0)
+  KVCAST_UNROLL
+  for (int t = 0; t < kTensors; ++t) {
+    const typename Codes::template QuotientQuantizer<T> q(scale[t]);
+    store_codes<Codes, A, true>(out[t] + code_at + lane * Vec, Vec, q, vec[t]);
+    if constexpr (Side != 0) store_codes<Codes, A, true>(out[t] + code_at + kLanes * Vec + lane * Side, Side, q, side[t]);
+    if (lane == 0) scale_out[t][scale_at] = scale[t];
+  }
 }
 
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
