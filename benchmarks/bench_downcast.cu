@@ -11,7 +11,9 @@
 // graph each call's launch overlaps the call before it, as it would overlap its producer's.
 // rope_fused is examples/fused_rope.cuh (K rotated, then the block-level write); rope_split the
 // same work as two kernels (rope_only writing the rotated K, then kvcast's downcast). Their
-// rows count the downcast's bytes, so "% of copy" reads as for kvcast.
+// rows count the downcast's bytes, so "% of copy" reads as for kvcast. token_head_floor is the
+// per-(token, head) write with nothing general left (baselines.cuh), its rows' codes and scales
+// checked against kvcast's (the bit_exact counter).
 //   timing: stream = B calls launched back to back from the host; graph = the same B calls
 //           captured in a CUDA graph and replayed. Time per call = elapsed / B.
 //   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
@@ -151,8 +153,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
   kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4, kvcast_nvfp4_fm,
-  upcast, upcast_token_head, upcast_nvfp4, gather_copy, token_head_floor,
-  floor_prologue, floor_slot, floor_amax, floor_pdl, floor_all
+  upcast, upcast_token_head, upcast_nvfp4, gather_copy, token_head_floor
 };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
@@ -167,11 +168,6 @@ const char* name_of(Variant v) {
     case Variant::copy_kernel: return "copy_kernel";
     case Variant::gather_copy: return "gather_copy";
     case Variant::token_head_floor: return "token_head_floor";
-    case Variant::floor_prologue: return "floor_prologue";
-    case Variant::floor_slot: return "floor_slot";
-    case Variant::floor_amax: return "floor_amax";
-    case Variant::floor_pdl: return "floor_pdl";
-    case Variant::floor_all: return "floor_all";
     case Variant::no_math: return "no_math";
     case Variant::kvcast_pdl: return "kvcast_pdl";
     case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
@@ -313,42 +309,6 @@ struct Problem {
     BENCH_CUDA(cudaGetLastError());
   }
 
-  // baseline::token_head_floor_gen<Gen> on `set`, its parameters a contiguous call's.
-  template <class Format, int Gen>
-  void launch_floor_gen(const Set& set, cudaStream_t stream) const {
-    if constexpr (sizeof(T) == 2) {
-      kvcast::detail::WriteParams<T, kvcast::PerTokenHeadScale> p{};
-      const auto heads = static_cast<std::uint32_t>(shape.heads);
-      p.log2_group = static_cast<std::uint32_t>(__builtin_ctz(heads));
-      p.num_segments = static_cast<std::uint32_t>(shape.tokens) * heads;
-      p.seg_len = static_cast<std::uint32_t>(shape.dim);
-      p.split = kvcast::detail::FastDivmod(heads);
-      p.k = set.k;
-      p.v = set.v;
-      p.in_token_stride = in_token_stride;
-      p.in_head_stride = shape.dim;
-      p.loc = set.loc;
-      p.k_out = set.k_out;
-      p.v_out = set.v_out;
-      p.scales.k_scales = set.k_scales;
-      p.scales.v_scales = set.v_scales;
-      p.scales.layout = kvcast::OutputLayout::contiguous(shape.heads, 1);
-      p.scales.min_scale = kvcast::DowncastArgs<T>{}.min_scale;
-      p.min_slot = 0;
-      p.max_slot = shape.tokens - 1;
-      p.mult = 1;
-      p.offset = 0;
-      p.out = kvcast::OutputLayout::contiguous(shape.heads, shape.dim);
-      const unsigned grid = (p.num_segments + 7) / 8;
-      switch (shape.dim) {
-        case 128: baseline::token_head_floor_gen<T, Format, 4, 0, Gen><<<grid, 256, 0, stream>>>(p); break;
-        case 576: baseline::token_head_floor_gen<T, Format, 16, 2, Gen><<<grid, 256, 0, stream>>>(p); break;
-        default: std::fprintf(stderr, "floor_*: head_dim %lld\n", static_cast<long long>(shape.dim)), std::abort();
-      }
-      BENCH_CUDA(cudaGetLastError());
-    }
-  }
-
   template <class Format>
   void launch(Variant variant, const Set& set, cudaStream_t stream) const {
     const int row = static_cast<int>(shape.heads * shape.dim);
@@ -445,11 +405,6 @@ struct Problem {
           if (!s.ok()) std::fprintf(stderr, "no_math: %s\n", s.message()), std::abort();
         }
         break;
-      case Variant::floor_prologue: launch_floor_gen<Format, 1>(set, stream); break;
-      case Variant::floor_slot: launch_floor_gen<Format, 2>(set, stream); break;
-      case Variant::floor_amax: launch_floor_gen<Format, 4>(set, stream); break;
-      case Variant::floor_pdl: launch_floor_gen<Format, 8>(set, stream); break;
-      case Variant::floor_all: launch_floor_gen<Format, 15>(set, stream); break;
       case Variant::token_head_floor:
         if constexpr (sizeof(T) == 2) {
           switch (shape.dim) {
@@ -565,9 +520,7 @@ void bm_downcast(benchmark::State& state, Variant variant, Timing timing, Cache 
   }
   const double copy = median(sample<Format>(problem, Variant::copy, timing, cache, calls));  // the copy is sampled first
   report(state, sample<Format>(problem, variant, timing, cache, calls), copy, problem.traffic, problem.sets.size(), calls);
-  if (variant == Variant::token_head_floor || variant == Variant::floor_prologue || variant == Variant::floor_slot ||
-      variant == Variant::floor_amax || variant == Variant::floor_pdl || variant == Variant::floor_all)
-    state.counters["bit_exact"] = writes_as_token_head<T, Format>(problem, variant) ? 1 : 0;
+  if (variant == Variant::token_head_floor) state.counters["bit_exact"] = writes_as_token_head<T, Format>(problem, variant) ? 1 : 0;
 }
 
 // ---- The read (upcast): gathers of cache rows by slots or a page table, dequantized. --------
@@ -948,10 +901,6 @@ void register_all() {
           {Timing::graph}, all_cache);
       // The per-(token, head) write's floor at decode (baseline::token_head_floor).
       if (tokens <= 16) register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::token_head_floor}, {Timing::graph}, all_cache);
-      if (tokens <= 16 && (d == 128 || d == 576))
-        register_downcast<__nv_bfloat16, kvcast::e4m3>(
-            "bf16", s, {Variant::floor_prologue, Variant::floor_slot, Variant::floor_amax, Variant::floor_pdl, Variant::floor_all},
-            {Timing::graph}, all_cache);
     }
   // NVFP4's write (issue #17), both modes (kvcast_nvfp4_fm: FlashInfer's numerics), beside the
   // fp8 per-tensor write of the same inputs, at decode and

@@ -300,9 +300,9 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     // The row-head-warp kernel with both tensors: K and V in CTAs of their own up to
     // tuning::kTensorsApartUpTo elements a tensor, in one warp above.
     EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{})) << "rows of 576 with K and V apart and together";
-    // The serving call at decode on the lean row-head warp, 16-bit inputs: heads of 64, 128 and
-    // 256 with K and V in one warp, of 576 apart (lean_row_head_vec).
-    const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {4, false}, {8, false}, {16, true}};
+    // The serving call at decode on the lean row-head warp, 16-bit inputs: heads of 64 with K and
+    // V in one warp, of 128, 256 and 576 apart (lean_row_head_vec, lean_row_head_apart).
+    const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {4, true}, {8, true}, {16, true}};
     const std::set<std::pair<int, bool>> no_lean_kernels;
     EXPECT_EQ(lean.vec_apart, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp";
     if (vec16) EXPECT_GE(lean.cases, 10) << "cases on the lean row-head warp";

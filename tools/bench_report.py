@@ -144,6 +144,13 @@ def scales_summary(s, torch_rows):
     if vals:
         out.append(f"- per-(token, head) write, decode (1-16 tokens, cold, graph): **{min(vals):.3f}x .. {max(vals):.3f}x** "
                    "the time of the per-tensor write")
+    floor_d = pick("token_head_floor", decode)
+    vals = [floor_d[k]["us"] / base_d[k]["us"] for k in floor_d if k in base_d]
+    if vals:
+        kv = [th_d[k]["us"] / floor_d[k]["us"] for k in floor_d if k in th_d]
+        out.append(f"- its floor (token_head_floor: the same arithmetic, nothing general), decode (1-16 tokens, cold, graph): "
+                   f"**{min(vals):.3f}x .. {max(vals):.3f}x** the per-tensor write; kvcast's at **{min(kv):.3f}x .. {max(kv):.3f}x** "
+                   "the floor's time")
     base_l = pick("kvcast", large)
     for v, label in (("kvcast_head", "per-head scales"), ("kvcast_amax", "per tensor + amax"),
                      ("kvcast_head_amax", "per head + amax")):

@@ -124,11 +124,13 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
     if constexpr (std::is_same<Scales, PerTokenHeadScale>::value &&
                   write_kernel_exists(WriteKernel::row_head_lean, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
                                       ScalePolicyId::per_token_head)) {
+      static_assert(lean_row_head_vec(64) == 2 && lean_row_head_vec(128) == 4 && lean_row_head_vec(256) == 8,
+                    "select_kernel: the lean row-head warp's lane vectors");
       switch (c.vec) {
-        case lean_row_head_vec(64): return &write_row_head_lean_kernel<T, Codes, lean_row_head_vec(64), 0, false>;
-        case lean_row_head_vec(128): return &write_row_head_lean_kernel<T, Codes, lean_row_head_vec(128), 0, false>;
-        case lean_row_head_vec(256): return &write_row_head_lean_kernel<T, Codes, lean_row_head_vec(256), 0, false>;
-        case kRowHeadWarpVec: return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, true>;
+        case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2)>;
+        case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4)>;
+        case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, lean_row_head_apart(8)>;
+        case kRowHeadWarpVec: return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, lean_row_head_apart(kRowHeadWarpVec)>;
         default: return nullptr;
       }
     } else {

@@ -45,11 +45,14 @@ constexpr int kRowHeadWarpSide = 2;
 constexpr std::int64_t kRowWarpElements = std::int64_t{kLanes} * (kRowHeadWarpVec + kRowHeadWarpSide);
 //! The vector a lane of the lean row-head warp (write_row_head_lean_kernel) holds for a row-head
 //! of `head_dim`: a warp's 32 vectors of 2, 4 or 8 (heads of 64, 128, 256), or of 16 with a side
-//! vector of kRowHeadWarpSide (576); 0 for any other head. The 576 row-heads go K and V in warps
-//! of their own (18 conversions a lane a tensor), the others both in one warp.
+//! vector of kRowHeadWarpSide (576); 0 for any other head.
 KVCAST_HOST_DEVICE constexpr int lean_row_head_vec(std::int64_t head_dim) {
   return head_dim == 64 ? 2 : head_dim == 128 ? 4 : head_dim == 256 ? 8 : head_dim == kRowWarpElements ? kRowHeadWarpVec : 0;
 }
+//! Whether the lean row-head warp of lane vector `vec` puts K and V in warps of their own (grid
+//! z): from 4 elements a lane (heads of 128 and up) the conversions are the longer chain, and
+//! apart was 1.00-1.03x faster at 128 and 256 (NOTES #15zi); at 64, both in one warp.
+KVCAST_HOST_DEVICE constexpr bool lean_row_head_apart(int vec) { return vec >= 4; }
 
 //! The most elements a thread of an NVFP4 write holds, for inputs of `input_bytes`: a whole
 //! block of 16 for 16-bit inputs (32 bytes, its codes two words), half a block for fp32 (32

@@ -519,7 +519,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! and offset, page arithmetic, the amax output, groups of any size) costs a decode step as much
 //! as its arithmetic (NOTES #15zi): here the path from the loads to the stores is the reduction,
 //! the scale, the codes and two addresses. Apart: K's and V's row-heads in warps of their own
-//! (grid z: 0 K, 1 V), else both in one warp.
+//! (grid z: 0 K, 1 V), else both in one warp (lean_row_head_apart).
 template <class T, class Codes, int Vec, int Side, bool Apart>
 __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     write_row_head_lean_kernel(const __grid_constant__ WriteParams<T, PerTokenHeadScale> p) {
