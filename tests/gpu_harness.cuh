@@ -182,6 +182,7 @@ struct Outcome {
   bool realign = false;       // the realigned kernel ran (WriteKernel::realigned)
   bool row_head_warp = false;  // the row-head-warp kernel ran (WriteKernel::row_head_warp)
   bool row_head_lean = false;  // the lean row-head warp ran (WriteKernel::row_head_lean)
+  bool amax_lean = false;      // the lean amax write ran (WriteKernel::amax_lean)
   bool tensors_apart = false;  // K and V in CTAs of their own (KernelChoice::grid_z)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
@@ -351,6 +352,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   result.realign = plan.choice.kernel == kvcast::detail::WriteKernel::realigned;
   result.row_head_warp = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_warp;
   result.row_head_lean = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_lean;
+  result.amax_lean = plan.choice.kernel == kvcast::detail::WriteKernel::amax_lean;
   result.tensors_apart = plan.choice.grid_z == 2;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();

@@ -168,6 +168,14 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.magnitude = 600.0f; });                              // saturation
   add([](Case& c) { c.tokens = 0; });
   if (!computed) {
+    // The lean amax write's calls (per tensor with amax, the serving call at decode): padding,
+    // out-of-range slots, mult and offset, the largest call it takes and the one past it.
+    if (kind == kvcast::ScaleKind::per_tensor) {
+      add([](Case& c) { c.tokens = 40; c.pad_fraction = 0.15; c.bad_fraction = 0.15; c.mult = 2; c.offset = 3; });
+      add([](Case& c) { c.tokens = 64; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });
+      add([](Case& c) { c.tokens = 65; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });
+      add([](Case& c) { c.tokens = 3; c.heads = 1; c.head_dim = 576; c.magnitude = 600.0f; });
+    }
     add([](Case& c) { c.device_scale = false; c.k_scale = 0.013f; c.v_scale = 2.5f; });
     add([](Case& c) { c.checked_rows = false; c.pad_fraction = 0.2; c.tokens = 30; });
     return cases;
@@ -219,26 +227,28 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   return cases;
 }
 
-// What the lean row-head warp (WriteKernel::row_head_lean) ran over a grid: its cases, its lane
-// vectors, and whether K and V went apart.
+// What the lean kernels ran over a grid: the row-head warp's (WriteKernel::row_head_lean) cases,
+// lane vectors and whether K and V went apart; the amax write's (WriteKernel::amax_lean) cases.
 struct LeanRuns {
   int cases = 0;
   std::set<std::pair<int, bool>> vec_apart;
+  int amax_cases = 0;
 };
 
-// Runs each case of the scale grid; a case the lean row-head warp takes runs again with int32
-// slots, which it leaves to the other kernels, so that they stay tested on the same shapes.
+// Runs each case of the scale grid; a case a lean kernel takes runs again with int32 slots,
+// which the lean kernels leave to the others, so that they stay tested on the same shapes.
 template <class C>
 void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int, int, bool>>& shapes, int& fused_heads,
                       int* row_head_warps = nullptr, std::set<bool>* apart = nullptr, LeanRuns* lean = nullptr) {
   for (Case c : scale_grid(kind, amax)) {
     kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
     if (::testing::Test::HasFailure()) return;
-    if (o.row_head_lean) {
-      if (lean) ++lean->cases, lean->vec_apart.insert({o.vec, o.tensors_apart});
+    if (o.row_head_lean || o.amax_lean) {
+      if (lean && o.row_head_lean) ++lean->cases, lean->vec_apart.insert({o.vec, o.tensors_apart});
+      if (lean && o.amax_lean) ++lean->amax_cases;
       c.loc = kvtest::LocKind::i32;
       o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
-      EXPECT_FALSE(o.row_head_lean) << "int32 slots: " << c.describe();
+      EXPECT_FALSE(o.row_head_lean || o.amax_lean) << "int32 slots: " << c.describe();
     }
     if (kind != kvcast::ScaleKind::per_tensor && c.heads > 1 && o.dense) ++fused_heads;
     if (row_head_warps && o.row_head_warp) ++*row_head_warps;
@@ -257,9 +267,13 @@ TYPED_TEST(Downcast, PerHeadScalesAndAmaxOverTheGrid) {
   check_scale_grid<C>(kvcast::ScaleKind::per_head, false, shapes, fused_heads);
   if (::testing::Test::HasFailure()) return;
   EXPECT_GE(fused_heads, 5) << "per-head scales of several heads in the dense kernel";
-  check_scale_grid<C>(kvcast::ScaleKind::per_tensor, true, fused, fused_heads);
+  LeanRuns lean;
+  check_scale_grid<C>(kvcast::ScaleKind::per_tensor, true, fused, fused_heads, nullptr, nullptr, &lean);
   const bool fp32 = C::kMode == Arithmetic::fp32;
   const bool vec16 = sizeof(typename C::T) == 2 && fp32;
+  // The serving call at decode with amax, 16-bit inputs (both modes): the lean amax write.
+  if (sizeof(typename C::T) == 2) EXPECT_GE(lean.amax_cases, 3) << "cases on the lean amax write";
+  if (sizeof(typename C::T) != 2) EXPECT_EQ(lean.amax_cases, 0) << "fp32 inputs have no lean amax write";
   std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
   if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
   if (fp32) all.insert({2, 2, true});

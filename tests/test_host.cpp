@@ -237,20 +237,40 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
 // The serving call of per-(token, head) scales at decode takes the lean row-head warp: a lane
 // vector of 2, 4, 8 or 16 (+2) for heads of 64, 128, 256, 576, K and V apart from 128 on; a call
 // that leaves the serving form in any one way, or is larger, takes the other kernels.
+// valid_args() as a serving engine calls it at decode: int64 slots into 64 rows, the tensors
+// far enough apart for calls of up to 128 rows of 8x128 or 2x576.
+DowncastArgs<Bf16> serving_call() {
+  DowncastArgs<Bf16> a = valid_args();
+  a.v = fake_in(0x300000);
+  a.out_rows = 64;
+  a.loc = reinterpret_cast<const std::int64_t*>(0xB0000);
+  a.k_out = fake_out(0x400000);
+  a.v_out = fake_out(0x800000);
+  return a;
+}
+
+// Plans `base` changed by each edit, none of which may take `kernel`.
+void expect_not_taken(const DowncastArgs<Bf16>& base, kvcast::detail::WriteKernel kernel,
+                      const std::vector<std::pair<const char*, void (*)(DowncastArgs<Bf16>&)>>& edits) {
+  kvcast::detail::Plan plan;
+  for (const auto& [what, edit] : edits) {
+    DowncastArgs<Bf16> a = base;
+    edit(a);
+    ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << what << ": " << kvcast::make_plan(a, plan).message();
+    EXPECT_NE(plan.choice.kernel, kernel) << what;
+  }
+}
+
 TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   using kvcast::detail::WriteKernel;
   const auto serving = [](std::int64_t heads, std::int64_t head_dim) {
-    DowncastArgs<Bf16> a = valid_args();
+    DowncastArgs<Bf16> a = serving_call();
     per_token_head(a);
     a.heads = heads;
     a.head_dim = head_dim;
     a.out_rows = 64;
-    a.v = fake_in(0x300000);
-    a.loc = reinterpret_cast<const std::int64_t*>(0xB0000);
     a.k_scales_out = fake_floats(0x200000);
     a.v_scales_out = fake_floats(0x210000);
-    a.k_out = fake_out(0x400000);
-    a.v_out = fake_out(0x800000);
     return a;
   };
   kvcast::detail::Plan plan;
@@ -285,16 +305,45 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
       {"head of 100", [](DowncastArgs<Bf16>& a) { a.head_dim = 100; }},
       {"past the decode size", [](DowncastArgs<Bf16>& a) { a.num_tokens = kvcast::detail::tuning::kTokenHeadLeanUpTo / (8 * 128) + 1, a.out_rows = 128; }},
   };
-  for (const auto& [what, edit] : others) {
-    DowncastArgs<Bf16> a = serving(8, 128);
-    edit(a);
-    ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << what << ": " << kvcast::make_plan(a, plan).message();
-    EXPECT_NE(plan.choice.kernel, WriteKernel::row_head_lean) << what;
-  }
+  expect_not_taken(serving(8, 128), WriteKernel::row_head_lean, others);
   DowncastArgs<Bf16> largest = serving(8, 128);
   largest.num_tokens = kvcast::detail::tuning::kTokenHeadLeanUpTo / (8 * 128);
   ASSERT_TRUE(kvcast::make_plan(largest, plan).ok());
   EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean);
+}
+
+// The serving call with one scale a tensor and amax at decode takes the lean amax write; with
+// int32 slots, per-head scales, a K alone, unfused heads or more elements, the other kernels.
+TEST(Plan, LeanAmaxWriteTakesTheServingCallAtDecode) {
+  using kvcast::detail::WriteKernel;
+  const auto serving = [] {
+    DowncastArgs<Bf16> a = serving_call();
+    a.k_amax = fake_floats(0xC0000);
+    a.v_amax = fake_floats(0xC0004);
+    return a;
+  };
+  kvcast::detail::Plan plan;
+  for (const kvcast::Arithmetic mode : {kvcast::Arithmetic::fp32, kvcast::Arithmetic::input_precision}) {
+    const DowncastArgs<Bf16> a = serving();
+    ASSERT_TRUE(kvcast::make_plan(a, plan, mode).ok()) << kvcast::make_plan(a, plan, mode).message();
+    EXPECT_EQ(plan.choice.kernel, WriteKernel::amax_lean);
+    EXPECT_EQ(plan.choice.vec, kvcast::detail::kAmaxLeanVec);
+    EXPECT_EQ(plan.choice.ctas(), (16 * 8 * 128 / 4 + 255) / 256);
+    EXPECT_LE(plan.choice.ctas(), kvcast::detail::tuning::kAmaxAlwaysAddUpToCtas);
+  }
+  DowncastArgs<Bf16> mult = serving();
+  mult.mult = 2, mult.offset = 1, mult.out_rows = 200;
+  ASSERT_TRUE(kvcast::make_plan(mult, plan).ok());
+  EXPECT_EQ(plan.choice.kernel, WriteKernel::amax_lean) << "mult and offset are folded into the row";
+  const std::vector<std::pair<const char*, void (*)(DowncastArgs<Bf16>&)>> others = {
+      {"int32 slots", [](DowncastArgs<Bf16>& a) { a.loc = reinterpret_cast<const std::int32_t*>(0xB0000); }},
+      {"no amax", [](DowncastArgs<Bf16>& a) { a.k_amax = nullptr, a.v_amax = nullptr; }},
+      {"per-head scales", [](DowncastArgs<Bf16>& a) { per_head(a); }},
+      {"K alone", [](DowncastArgs<Bf16>& a) { a.v = nullptr, a.v_out = nullptr, a.v_amax = nullptr; }},
+      {"heads apart", [](DowncastArgs<Bf16>& a) { a.in_head_stride = 136; }},
+      {"past the decode size", [](DowncastArgs<Bf16>& a) { a.num_tokens = kvcast::detail::tuning::kAmaxLeanUpTo / (8 * 128) + 1, a.out_rows = 128; }},
+  };
+  expect_not_taken(serving(), WriteKernel::amax_lean, others);
 }
 
 TEST(Plan, TensorsApartOnlyForRowHeadWarpsOfBothTensorsAtDecodeSizes) {

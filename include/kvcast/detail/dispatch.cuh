@@ -38,7 +38,8 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
   p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
   // DenseRows (the dense and realigned kernels): head_dim; LayoutRows: segments a token.
-  const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned;
+  const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned ||
+                          plan.choice.kernel == WriteKernel::amax_lean;
   p.split = FastDivmod(static_cast<std::uint32_t>(dense_rows ? a.head_dim : plan.segs_per_token));
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
@@ -72,6 +73,7 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
       p.scales.layout = OutputLayout::flat(row_stride_of(plan.scales_out), plan.scales_out.head_stride);
     }
   }
+  if (plan.choice.kernel == WriteKernel::amax_lean) p.split = FastDivmod(static_cast<std::uint32_t>(plan.seg_len / kAmaxLeanVec));
   p.k_out = static_cast<std::uint8_t*>(a.k_out);
   p.v_out = static_cast<std::uint8_t*>(a.v_out);
   p.error_count = a.error_count;
@@ -117,6 +119,14 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
     if constexpr (write_kernel_exists(WriteKernel::row_head_warp, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
                                       scale_policy_id<Scales>()))
       return &write_row_head_warp_kernel<T, Codes, Scales, kRowHeadWarpVec, kRowHeadWarpSide>;
+    else
+      return nullptr;
+  }
+  if (c.kernel == WriteKernel::amax_lean) {
+    if constexpr (std::is_same<Scales, PerHeadScale>::value &&
+                  write_kernel_exists(WriteKernel::amax_lean, kAmaxLeanVec, tile::Access::vector, sizeof(T), Codes::kMode,
+                                      ScalePolicyId::per_head))
+      return &write_amax_lean_kernel<T, Codes>;
     else
       return nullptr;
   }

@@ -54,6 +54,10 @@ KVCAST_HOST_DEVICE constexpr int lean_row_head_vec(std::int64_t head_dim) {
 //! apart was 1.00-1.03x faster at 128 and 256 (NOTES #15zi); at 64, both in one warp.
 KVCAST_HOST_DEVICE constexpr bool lean_row_head_apart(int vec) { return vec >= 4; }
 
+//! Elements a thread of the lean amax write (write_amax_lean_kernel) holds: 16-bit inputs, one
+//! 8-byte load a tensor.
+constexpr int kAmaxLeanVec = 4;
+
 //! The most elements a thread of an NVFP4 write holds, for inputs of `input_bytes`: a whole
 //! block of 16 for 16-bit inputs (32 bytes, its codes two words), half a block for fp32 (32
 //! bytes, its codes one word). Half a block (kNvfp4HalfBlock, the planner's choice for small

@@ -28,6 +28,7 @@ enum class WriteKernel : std::uint8_t {
   realigned,  //!< dense calls of 16-bit inputs with no vector access legal (16-byte loads anyway)
   row_head_warp,  //!< per-(token, head) scales, a warp a row-head of 576 (kRowHeadWarpVec + Side a lane)
   row_head_lean,  //!< per-(token, head) scales of the serving call at decode, a warp a row-head (lean_row_head_vec)
+  amax_lean,      //!< per-tensor scales with the amax output, the serving call at decode, a vector a thread (kAmaxLeanVec)
 };
 
 //! The scale policy (policy.cuh) a call's kernels are instantiated with. A per-tensor call that
@@ -308,6 +309,8 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
     if (kernel == WriteKernel::realigned || (scales == ScalePolicyId::per_token_head && mode != Arithmetic::fp32)) return false;
     if (kernel == WriteKernel::row_head_warp)
       return scales == ScalePolicyId::per_token_head && input_bytes == 2 && vec == kRowHeadWarpVec && access == tile::Access::vector;
+    if (kernel == WriteKernel::amax_lean)
+      return scales == ScalePolicyId::per_head && input_bytes == 2 && access == tile::Access::vector && vec == kAmaxLeanVec;
     if (kernel == WriteKernel::row_head_lean)
       return scales == ScalePolicyId::per_token_head && input_bytes == 2 && access == tile::Access::vector &&
              (vec == lean_row_head_vec(64) || vec == lean_row_head_vec(128) || vec == lean_row_head_vec(256) ||
@@ -323,7 +326,8 @@ constexpr bool write_kernel_exists(WriteKernel kernel, int vec, tile::Access acc
   }
   if (kernel == WriteKernel::realigned)
     return input_bytes == 2 && vec == kRealignVec && access == tile::Access::interleaved;
-  if (kernel == WriteKernel::row_head_warp || kernel == WriteKernel::row_head_lean) return false;  // per-(token, head) scales only
+  if (kernel == WriteKernel::row_head_warp || kernel == WriteKernel::row_head_lean || kernel == WriteKernel::amax_lean)
+    return false;  // the scaled policies' only
   if (access == tile::Access::interleaved)
     return vec == tuning::kElementWiseVector || (kernel == WriteKernel::general && input_bytes == 2 && vec == 16);
   if (vec < tuning::narrowest_vector(mode) || vec > tuning::widest_vector_of_any_call(mode, input_bytes)) return false;
@@ -706,6 +710,20 @@ bool lean_token_head_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic
          rows_flat(plan.scales_out) && inputs_allow(a, plan, vec, true) && outputs_allow(a, plan, vec, true);
 }
 
+//! Whether a validated call is the serving call with one scale a tensor and the amax output that
+//! the lean amax write takes (write_amax_lean_kernel): 16-bit K and V, fused heads in flat rows
+//! (the dense call), int64 slots, rows of whole kAmaxLeanVec vectors that every pointer and
+//! stride allows, at most tuning::kAmaxLeanUpTo elements a tensor.
+template <class T>
+bool lean_amax_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic mode) {
+  return plan.scale_policy == ScalePolicyId::per_head && a.scale_kind == ScaleKind::per_tensor && plan.format == CodeFormat::fp8 &&
+         plan.dense && plan.segs_per_token == 1 &&
+         write_kernel_exists(WriteKernel::amax_lean, kAmaxLeanVec, tile::Access::vector, static_cast<int>(sizeof(T)), mode,
+                             ScalePolicyId::per_head) &&
+         plan.elements <= tuning::kAmaxLeanUpTo && a.loc.data != nullptr && !a.loc.is_int32 && plan.seg_len % kAmaxLeanVec == 0 &&
+         inputs_allow(a, plan, kAmaxLeanVec, false) && outputs_allow(a, plan, kAmaxLeanVec, false);
+}
+
 //! The kernel for a validated call (check_args), from the tuning table. The widest vector the
 //! call's size and `mode` allow that every pointer and every stride a vector start depends on
 //! allows too; where none does, one element an access, the warp's lanes interleaved.
@@ -738,6 +756,14 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
       c.vec = widest;
       c.access = tile::Access::elements;
     }
+  }
+  // The serving call at decode with amax: a vector a thread, nothing general (NOTES #15zj).
+  if (lean_amax_call(a, plan, mode)) {
+    c.kernel = WriteKernel::amax_lean;
+    c.vec = kAmaxLeanVec;
+    c.access = tile::Access::vector;
+    c.set_grid((plan.elements / kAmaxLeanVec + kBlockSize - 1) / kBlockSize, 1, false);
+    return c;
   }
   // The serving call at decode: a warp a row-head, nothing general (NOTES #15zi).
   if (lean_token_head_call(a, plan, mode)) {

@@ -73,6 +73,13 @@ constexpr std::int64_t kTokenHeadWidestAbove = std::int64_t{1} << 19;
 //! larger calls keep the kernels measured there.
 constexpr std::int64_t kTokenHeadLeanUpTo = std::int64_t{1} << 16;
 
+//! Per-tensor calls with the amax output in the serving call's form (detail::lean_amax_call) up
+//! to this many elements a tensor take a thread a vector of kAmaxLeanVec with nothing general on
+//! its path (write_amax_lean_kernel): the amax itself costs such a call about nothing, the
+//! dense kernel's generality about 0.15 us (NOTES #15zj). At most kAmaxAlwaysAddUpToCtas CTAs,
+//! so every warp adds its maximum.
+constexpr std::int64_t kAmaxLeanUpTo = std::int64_t{1} << 16;
+
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
 //! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;

@@ -588,6 +588,48 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   }
 }
 
+// ---- The lean amax write: one scale a tensor and the amax output, the serving call at decode. -
+
+//! A thread a vector of kAmaxLeanVec, for the serving call of per-tensor scales with the amax
+//! output at decode (detail::lean_amax_call): 16-bit K and V, heads fused in flat rows (DenseRows,
+//! the row stride folded into mult and offset), int64 slots, rows of whole vectors, a grid small
+//! enough that every warp adds its maximum. The dense kernel's generality (partial vectors, a
+//! scale a head, groups of any size, the amax floor) costs a decode step more than the amax does
+//! (NOTES #15zj). `split` holds a row's vectors.
+template <class T, class Codes>
+__global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_lean_kernel(const __grid_constant__ WriteParams<T, PerHeadScale> p) {
+  using Walk = tile::Memory<std::uint32_t>;
+  constexpr tile::Access A = tile::Access::vector;
+  constexpr int Vec = kAmaxLeanVec;
+  pdl_wait_then_release();
+  const std::uint32_t row_vectors = p.split.divisor();
+  const std::uint32_t i = blockIdx.x * kBlockSize + threadIdx.x;
+  const bool active = i < p.num_segments * row_vectors;
+  if (__all_sync(0xffffffffu, !active)) return;  // a warp with nothing to write adds nothing
+  // locate (a thread past the end takes vector 0's place, loads it and counts nothing)
+  const std::uint32_t at = active ? i : 0u;
+  const std::uint32_t token = p.split.div(at);
+  const std::uint32_t in_row = (at - token * row_vectors) * Vec;
+  // load
+  const std::int64_t in = DenseRows::in_offset(p, token, 0) + in_row;
+  AlignedVector<T, Vec> k_vec, v_vec;
+  Walk::template load<A>(p.k + in, Vec, k_vec);
+  Walk::template load<A>(p.v + in, Vec, v_vec);
+  const std::int64_t slot = __ldg(static_cast<const long long*>(p.loc) + token);
+  const float2 scales = PerHeadScale::load(p.scales, token, 0);
+  // the amax output: tokens with a slot, out-of-range ones too (they were real inputs)
+  const bool seen = active && slot >= 0;
+  warp_maxima_into(SeenMax{seen ? abs_max_bits(k_vec) : 0u, seen ? abs_max_bits(v_vec) : 0u}, p.scales.amax.k, p.scales.amax.v,
+                   SeenMax{});
+  // resolve: the row is its byte offset (dispatch folded the row stride)
+  if (!active || !slot_writes(p, slot, in_row == 0)) return;
+  const std::int64_t out = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
+                                                     static_cast<std::uint64_t>(p.offset)) + in_row;
+  // convert and store
+  store_codes<Codes, A, false>(p.k_out + out, Vec, typename Codes::template Quantizer<T>(scales.x), k_vec);
+  store_codes<Codes, A, false>(p.v_out + out, Vec, typename Codes::template Quantizer<T>(scales.y), v_vec);
+}
+
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
 
 //! One tensor of a realigned run: the 16 elements of lane `lane` (those of the row's range
