@@ -44,7 +44,7 @@ def demangle(names):
 def main():
     funcs = functions(open(sys.argv[1]).read())
     pretty = dict(zip(funcs, demangle(list(funcs))))
-    names = [n for n in funcs if re.match(r"void (write_kernel|write_realigned_kernel)<", pretty[n])]
+    names = [n for n in funcs if re.match(r"void (write_kernel|write_realigned_kernel|write_row_head_warp_kernel|write_row_head_lean_kernel|write_amax_lean_kernel)<", pretty[n])]
     print(f"{len(names)} write kernels; SASS instructions (NOPs excluded) of each:")
     for n in sorted(names, key=lambda n: pretty[n]):
         count = sum(1 for line in funcs[n] if "NOP" not in line)
