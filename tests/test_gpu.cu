@@ -221,8 +221,8 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; });
   add([](Case& c) { c.amax = false; c.tokens = 40; c.heads = 8; c.head_dim = 64; c.out = OutKind::nhd; c.block_size = 16; c.scale_out = kvtest::ScaleOut::paged; });
   add([](Case& c) { c.amax = false; c.tokens = 30; c.heads = 1; c.head_dim = 576; c.out = OutKind::nhd; c.block_size = 8; });
-  add([](Case& c) { c.amax = false; c.tokens = 64; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // 2^16 elements
-  add([](Case& c) { c.amax = false; c.tokens = 65; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // past it
+  add([](Case& c) { c.amax = false; c.tokens = 256; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // 2^18 elements
+  add([](Case& c) { c.amax = false; c.tokens = 257; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // past it
   add([](Case& c) { c.amax = false; c.tokens = 20; c.heads = 8; c.head_dim = 128; c.out = OutKind::hnd; c.block_size = 4; });
   return cases;
 }

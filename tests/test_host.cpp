@@ -308,8 +308,23 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   expect_not_taken(serving(8, 128), WriteKernel::row_head_lean, others);
   DowncastArgs<Bf16> largest = serving(8, 128);
   largest.num_tokens = kvcast::detail::tuning::kTokenHeadLeanUpTo / (8 * 128);
+  largest.out_rows = 512;
+  largest.k_scales_out = fake_floats(0x240000);
+  largest.v_scales_out = fake_floats(0x250000);
   ASSERT_TRUE(kvcast::make_plan(largest, plan).ok());
   EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean);
+  // Row-heads of 576 up to their own bound (tuning::kTokenHeadLean576UpTo), then the row-head warp.
+  DowncastArgs<Bf16> mla = serving(1, 576);
+  mla.k = fake_in(0x1000000), mla.v = fake_in(0x2000000);
+  mla.k_out = fake_out(0x3000000), mla.v_out = fake_out(0x4000000);
+  mla.k_scales_out = fake_floats(0x5000000), mla.v_scales_out = fake_floats(0x5100000);
+  mla.out_rows = 8192;
+  mla.num_tokens = kvcast::detail::tuning::kTokenHeadLean576UpTo / 576;
+  ASSERT_TRUE(kvcast::make_plan(mla, plan).ok()) << kvcast::make_plan(mla, plan).message();
+  EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean);
+  mla.num_tokens += 1;
+  ASSERT_TRUE(kvcast::make_plan(mla, plan).ok()) << kvcast::make_plan(mla, plan).message();
+  EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_warp);
 }
 
 // The serving call with one scale a tensor and amax at decode takes the lean amax write; with

@@ -69,9 +69,12 @@ constexpr std::int64_t kTokenHeadWidestAbove = std::int64_t{1} << 19;
 //! Per-(token, head) calls in the serving call's form (detail::lean_token_head_call) up to this
 //! many elements a tensor take a warp a row-head with nothing general on its path
 //! (write_row_head_lean_kernel): at 1-16 decode tokens the generality of the dense and
-//! row-head-warp kernels cost as much as the arithmetic (NOTES #15zi). Decode sizes only: the
-//! larger calls keep the kernels measured there.
-constexpr std::int64_t kTokenHeadLeanUpTo = std::int64_t{1} << 16;
+//! row-head-warp kernels cost as much as the arithmetic (NOTES #15zi). Past it the dense kernel's
+//! wider vectors win: 256 tokens of 8x128 (2^18) were 1.11x faster lean, 1024 (2^20) 0.83x
+//! (NOTES #15zk). Row-heads of 576 go on to kTokenHeadLean576UpTo: 1.11-1.13x faster lean at
+//! 256, 1024 and 4096 tokens (2.4 M elements) than the row-head-warp kernel.
+constexpr std::int64_t kTokenHeadLeanUpTo = std::int64_t{1} << 18;
+constexpr std::int64_t kTokenHeadLean576UpTo = std::int64_t{1} << 22;
 
 //! Per-tensor calls with the amax output in the serving call's form (detail::lean_amax_call) up
 //! to this many elements a tensor take a thread a vector of kAmaxLeanVec with nothing general on
