@@ -37,10 +37,11 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
   p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
   p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
-  // DenseRows (the dense and realigned kernels): head_dim; LayoutRows: segments a token.
-  const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned ||
-                          plan.choice.kernel == WriteKernel::amax_lean;
-  p.split = FastDivmod(static_cast<std::uint32_t>(dense_rows ? a.head_dim : plan.segs_per_token));
+  // DenseRows (the dense and realigned kernels): head_dim; the lean amax write: a row's vectors;
+  // LayoutRows: segments a token.
+  const bool amax_lean = plan.choice.kernel == WriteKernel::amax_lean;
+  const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned || amax_lean;
+  p.split = FastDivmod(static_cast<std::uint32_t>(amax_lean ? plan.seg_len / kAmaxLeanVec : dense_rows ? a.head_dim : plan.segs_per_token));
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
   p.v = a.v;
@@ -73,7 +74,6 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
       p.scales.layout = OutputLayout::flat(row_stride_of(plan.scales_out), plan.scales_out.head_stride);
     }
   }
-  if (plan.choice.kernel == WriteKernel::amax_lean) p.split = FastDivmod(static_cast<std::uint32_t>(plan.seg_len / kAmaxLeanVec));
   p.k_out = static_cast<std::uint8_t*>(a.k_out);
   p.v_out = static_cast<std::uint8_t*>(a.v_out);
   p.error_count = a.error_count;

@@ -705,8 +705,8 @@ bool lean_token_head_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic
   return plan.scale_policy == ScalePolicyId::per_token_head && plan.format == CodeFormat::fp8 && vec != 0 &&
          write_kernel_exists(WriteKernel::row_head_lean, vec, tile::Access::vector, static_cast<int>(sizeof(T)), mode,
                              ScalePolicyId::per_token_head) &&
-         plan.elements <= (vec == kRowHeadWarpVec ? tuning::kTokenHeadLean576UpTo : tuning::kTokenHeadLeanUpTo) && a.k != nullptr && a.v != nullptr && a.loc.data != nullptr &&
-         !a.loc.is_int32 && a.mult == 1 && a.offset == 0 && a.k_amax == nullptr && a.v_amax == nullptr && rows_flat(plan.out) &&
+         plan.elements <= (vec == kRowHeadWarpVec ? tuning::kTokenHeadLean576UpTo : tuning::kTokenHeadLeanUpTo) &&
+         a.k != nullptr && a.v != nullptr && a.loc.data != nullptr && !a.loc.is_int32 && a.mult == 1 && a.offset == 0 && a.k_amax == nullptr && a.v_amax == nullptr && rows_flat(plan.out) &&
          rows_flat(plan.scales_out) && inputs_allow(a, plan, vec, true) && outputs_allow(a, plan, vec, true);
 }
 

@@ -79,7 +79,7 @@ constexpr std::int64_t kTokenHeadLean576UpTo = std::int64_t{1} << 22;
 //! Per-tensor calls with the amax output in the serving call's form (detail::lean_amax_call) up
 //! to this many elements a tensor take a thread a vector of kAmaxLeanVec with nothing general on
 //! its path (write_amax_lean_kernel): the amax itself costs such a call about nothing, the
-//! dense kernel's generality about 0.15 us (NOTES #15zj). At most kAmaxAlwaysAddUpToCtas CTAs,
+//! dense kernel's generality most of the amax's cost (NOTES #15zj). At most kAmaxAlwaysAddUpToCtas CTAs,
 //! so every warp adds its maximum.
 constexpr std::int64_t kAmaxLeanUpTo = std::int64_t{1} << 16;
 

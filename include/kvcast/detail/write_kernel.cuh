@@ -622,9 +622,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_l
   warp_maxima_into(SeenMax{seen ? abs_max_bits(k_vec) : 0u, seen ? abs_max_bits(v_vec) : 0u}, p.scales.amax.k, p.scales.amax.v,
                    SeenMax{});
   // resolve: the row is its byte offset (dispatch folded the row stride)
-  if (!active || !slot_writes(p, slot, in_row == 0)) return;
-  const std::int64_t out = static_cast<std::int64_t>(static_cast<std::uint64_t>(slot) * static_cast<std::uint64_t>(p.mult) +
-                                                     static_cast<std::uint64_t>(p.offset)) + in_row;
+  std::int64_t row, row_start;
+  if (!active || !resolve_slot<DenseRows>(p, slot, in_row == 0, row, row_start)) return;
+  const std::int64_t out = row_start + in_row;
   // convert and store
   store_codes<Codes, A, false>(p.k_out + out, Vec, typename Codes::template Quantizer<T>(scales.x), k_vec);
   store_codes<Codes, A, false>(p.v_out + out, Vec, typename Codes::template Quantizer<T>(scales.y), v_vec);
