@@ -159,6 +159,7 @@ struct Case {
   ScaleOut scale_out = ScaleOut::separate;  // per_token_head
   float min_scale = 1e-6f;                  // per_token_head
   bool amax = false;                        // ask for k_amax / v_amax
+  int amax_of = 3;                          // with amax: K's (bit 0) and V's (bit 1), of the tensors given
 
   std::string describe() const {
     std::ostringstream s;
@@ -168,7 +169,7 @@ struct Case {
       << " loc=" << static_cast<int>(loc) << " pad=" << pad_fraction << " bad=" << bad_fraction << " mult=" << mult
       << " offset=" << offset << " checked=" << checked_rows << " device_scale=" << device_scale << " k=" << has_k
       << " v=" << has_v << " scales=" << k_scale << "/" << v_scale << " kind=" << kvcast::to_string(scale_kind)
-      << " scale_out=" << static_cast<int>(scale_out) << " min_scale=" << min_scale << " amax=" << amax << " seed=" << seed;
+      << " scale_out=" << static_cast<int>(scale_out) << " min_scale=" << min_scale << " amax=" << amax << "/" << amax_of << " seed=" << seed;
     return s.str();
   }
 };
@@ -330,8 +331,8 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
       a.min_scale = c.min_scale;
     }
     if (c.amax) {
-      a.k_amax = c.has_k ? sp.amax : nullptr;
-      a.v_amax = c.has_v ? sp.amax + 1 : nullptr;
+      a.k_amax = c.has_k && (c.amax_of & 1) ? sp.amax : nullptr;
+      a.v_amax = c.has_v && (c.amax_of & 2) ? sp.amax + 1 : nullptr;
     }
     return a;
   };

@@ -205,18 +205,20 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   // Past tuning::kTensorsApartUpTo elements a tensor: K and V in one warp again.
   add([](Case& c) { c.tokens = kvcast::detail::tuning::kTensorsApartUpTo / 576 + 1; c.heads = 1; c.head_dim = 576; c.pad_fraction = 0.05; });
   // The serving call at decode, the lean row-head warp's (detail::lean_token_head_call): each
-  // head it takes, padding and out-of-range slots, strided inputs, contiguous pages of codes
-  // and of scales (the flat rows they are), the largest call it takes; and the calls just past
-  // it (more elements, pages that are not contiguous), which the other kernels take.
-  for (std::int64_t dim : {64, 128, 256, 576})
-    add([dim](Case& c) {
-      c.amax = false;
-      c.tokens = 13;
-      c.heads = dim == 576 ? 1 : 8;
-      c.head_dim = dim;
-      c.pad_fraction = 0.15;
-      c.bad_fraction = 0.15;
-    });
+  // head it takes, without and with the amax output (K and V in one warp, and apart), padding
+  // and out-of-range slots, strided inputs, contiguous pages of codes and of scales (the flat
+  // rows they are), either tensor's amax alone, the largest calls it takes; and the calls just
+  // past them (more elements, pages that are not contiguous), which the other kernels take.
+  for (bool amax : {false, true})
+    for (std::int64_t dim : {64, 128, 256, 576})
+      add([dim, amax](Case& c) {
+        c.amax = amax;
+        c.tokens = amax ? 11 : 13;
+        c.heads = dim != 576 ? 8 : amax ? 2 : 1;
+        c.head_dim = dim;
+        c.pad_fraction = 0.15;
+        c.bad_fraction = 0.15;
+      });
   add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 4; c.head_dim = 256; c.in_head_pad = 8; c.in_token_pad = 16; });
   add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; });
   add([](Case& c) { c.amax = false; c.tokens = 40; c.heads = 8; c.head_dim = 64; c.out = OutKind::nhd; c.block_size = 16; c.scale_out = kvtest::ScaleOut::paged; });
@@ -224,6 +226,12 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.amax = false; c.tokens = 256; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // 2^18 elements
   add([](Case& c) { c.amax = false; c.tokens = 257; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // past it
   add([](Case& c) { c.amax = false; c.tokens = 20; c.heads = 8; c.head_dim = 128; c.out = OutKind::hnd; c.block_size = 4; });
+  // The amax output: either tensor's alone, the largest call (tuning::kAmaxLeanUpTo), past it.
+  add([](Case& c) { c.amax = true; c.amax_of = 1; c.tokens = 9; c.heads = 8; c.head_dim = 64; c.pad_fraction = 0.2; });
+  add([](Case& c) { c.amax = true; c.amax_of = 2; c.tokens = 9; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.2; });
+  add([](Case& c) { c.amax = true; c.amax_of = 1; c.tokens = 5; c.heads = 1; c.head_dim = 576; c.magnitude = 600.0f; });
+  add([](Case& c) { c.amax = true; c.tokens = 64; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; c.bad_fraction = 0.05; });
+  add([](Case& c) { c.amax = true; c.tokens = 65; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });
   return cases;
 }
 
@@ -232,6 +240,7 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
 struct LeanRuns {
   int cases = 0;
   std::set<std::pair<int, bool>> vec_apart;
+  std::set<std::pair<int, bool>> vec_apart_amax;  // the row-head warp's, with the amax output
   int amax_cases = 0;
 };
 
@@ -245,6 +254,7 @@ void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int
     if (::testing::Test::HasFailure()) return;
     if (o.row_head_lean || o.amax_lean) {
       if (lean && o.row_head_lean) ++lean->cases, lean->vec_apart.insert({o.vec, o.tensors_apart});
+      if (lean && o.row_head_lean && c.amax) lean->vec_apart_amax.insert({o.vec, o.tensors_apart});
       if (lean && o.amax_lean) ++lean->amax_cases;
       c.loc = kvtest::LocKind::i32;
       o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
@@ -319,7 +329,8 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {4, true}, {8, true}, {16, true}};
     const std::set<std::pair<int, bool>> no_lean_kernels;
     EXPECT_EQ(lean.vec_apart, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp";
-    if (vec16) EXPECT_GE(lean.cases, 10) << "cases on the lean row-head warp";
+    EXPECT_EQ(lean.vec_apart_amax, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp, with amax";
+    if (vec16) EXPECT_GE(lean.cases, 18) << "cases on the lean row-head warp";
     std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
     if (vec16) all.insert({{16, 16, false}, {16, 16, true}});
     EXPECT_EQ(shapes, all) << "every kernel of PerTokenHeadScale (detail::write_kernel_exists)";

@@ -297,7 +297,6 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
       {"no slots", [](DowncastArgs<Bf16>& a) { a.loc = kvcast::Slots{}; }},
       {"mult", [](DowncastArgs<Bf16>& a) { a.mult = 2; }},
       {"offset", [](DowncastArgs<Bf16>& a) { a.offset = 1; }},
-      {"amax", [](DowncastArgs<Bf16>& a) { a.k_amax = fake_floats(0xC0000); }},
       {"K alone", [](DowncastArgs<Bf16>& a) { a.v = nullptr, a.v_out = nullptr, a.v_scales_out = nullptr; }},
       {"HND pages", [](DowncastArgs<Bf16>& a) { a.out = OutputLayout::paged_hnd(16, 8, 128); }},
       {"scale pages apart", [](DowncastArgs<Bf16>& a) { a.scales_out = OutputLayout::paged(16, 16 * 8 + 4, 8, 1); }},
@@ -313,6 +312,19 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   largest.v_scales_out = fake_floats(0x250000);
   ASSERT_TRUE(kvcast::make_plan(largest, plan).ok());
   EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean);
+  // With the amax output (either tensor's, or both) up to tuning::kAmaxLeanUpTo elements, where
+  // every warp adds its maximum; past it, the other kernels.
+  for (int which = 1; which <= 3; ++which) {
+    DowncastArgs<Bf16> amax = serving(8, 128);
+    amax.num_tokens = kvcast::detail::tuning::kAmaxLeanUpTo / (8 * 128);
+    if (which & 1) amax.k_amax = fake_floats(0xC0000);
+    if (which & 2) amax.v_amax = fake_floats(0xC0004);
+    ASSERT_TRUE(kvcast::make_plan(amax, plan).ok()) << kvcast::make_plan(amax, plan).message();
+    EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean) << "amax of " << which;
+    amax.num_tokens += 1;
+    ASSERT_TRUE(kvcast::make_plan(amax, plan).ok()) << kvcast::make_plan(amax, plan).message();
+    EXPECT_NE(plan.choice.kernel, WriteKernel::row_head_lean) << "amax of " << which << ", past kAmaxLeanUpTo";
+  }
   // Row-heads of 576 up to their own bound (tuning::kTokenHeadLean576UpTo), then the row-head warp.
   DowncastArgs<Bf16> mla = serving(1, 576);
   mla.k = fake_in(0x1000000), mla.v = fake_in(0x2000000);

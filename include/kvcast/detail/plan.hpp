@@ -696,9 +696,10 @@ constexpr std::int64_t row_stride_of(const OutputLayout& layout) {
 
 //! Whether a validated per-(token, head) call is the serving call that the lean row-head warp
 //! takes (write_row_head_lean_kernel): 16-bit K and V both given, int64 slots with row = slot,
-//! codes and scales in flat rows (rows_flat), no amax output, a head of 64, 128, 256 or 576
-//! whose vectors every pointer and stride allows, at most tuning::kTokenHeadLeanUpTo elements
-//! a tensor (kTokenHeadLean576UpTo for row-heads of 576).
+//! codes and scales in flat rows (rows_flat), a head of 64, 128, 256 or 576 whose vectors every
+//! pointer and stride allows, at most tuning::kTokenHeadLeanUpTo elements a tensor
+//! (kTokenHeadLean576UpTo for row-heads of 576); with the amax output, at most
+//! tuning::kAmaxLeanUpTo, where every warp adds its maximum.
 template <class T>
 bool lean_token_head_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic mode) {
   const int vec = lean_row_head_vec(a.head_dim);
@@ -706,7 +707,8 @@ bool lean_token_head_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic
          write_kernel_exists(WriteKernel::row_head_lean, vec, tile::Access::vector, static_cast<int>(sizeof(T)), mode,
                              ScalePolicyId::per_token_head) &&
          plan.elements <= (vec == kRowHeadWarpVec ? tuning::kTokenHeadLean576UpTo : tuning::kTokenHeadLeanUpTo) &&
-         a.k != nullptr && a.v != nullptr && a.loc.data != nullptr && !a.loc.is_int32 && a.mult == 1 && a.offset == 0 && a.k_amax == nullptr && a.v_amax == nullptr && rows_flat(plan.out) &&
+         (plan.elements <= tuning::kAmaxLeanUpTo || (a.k_amax == nullptr && a.v_amax == nullptr)) && a.k != nullptr &&
+         a.v != nullptr && a.loc.data != nullptr && !a.loc.is_int32 && a.mult == 1 && a.offset == 0 && rows_flat(plan.out) &&
          rows_flat(plan.scales_out) && inputs_allow(a, plan, vec, true) && outputs_allow(a, plan, vec, true);
 }
 

@@ -80,7 +80,9 @@ constexpr std::int64_t kTokenHeadLean576UpTo = std::int64_t{1} << 22;
 //! to this many elements a tensor take a thread a vector of kAmaxLeanVec with nothing general on
 //! its path (write_amax_lean_kernel): the amax itself costs such a call about nothing, the
 //! dense kernel's generality most of the amax's cost (NOTES #15zj). At most kAmaxAlwaysAddUpToCtas CTAs,
-//! so every warp adds its maximum.
+//! so every warp adds its maximum. Per-(token, head) calls with the amax output take the lean
+//! row-head warp (kTokenHeadLeanUpTo) up to the same size, every warp adding its row-head's
+//! maximum: past it, every warp's atomic on one address queues (NOTES #15zk).
 constexpr std::int64_t kAmaxLeanUpTo = std::int64_t{1} << 16;
 
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger

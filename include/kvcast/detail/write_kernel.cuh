@@ -513,7 +513,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! A warp a row-head, for the serving call of per-(token, head) scales at decode
 //! (detail::lean_token_head_call): 16-bit K and V both given, int64 slots with row = slot, codes
 //! and scales in flat rows (dispatch gives a layout of contiguous pages as the flat one it is),
-//! no amax output. Each lane holds Vec elements at lane * Vec of a row-head of kLanes * (Vec +
+//! the amax output in grids small enough that every warp adds its row-head's maximum. Each lane holds Vec elements at lane * Vec of a row-head of kLanes * (Vec +
 //! Side), and Side after the warp's, at kLanes * Vec + lane * Side. What the dense and
 //! row-head-warp kernels carry for every other call (a tensor absent, int32 or no slots, mult
 //! and offset, page arithmetic, the amax output, groups of any size) costs a decode step as much
@@ -540,15 +540,18 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const T* in[kTensors];
   std::uint8_t* out[kTensors];
   float* scale_out[kTensors];
+  float* amax_out[kTensors];  // null: no amax of that tensor
   if constexpr (Apart) {
     const bool v = blockIdx.z != 0;
     in[0] = v ? p.v : p.k;
     out[0] = v ? p.v_out : p.k_out;
     scale_out[0] = v ? p.scales.v_scales : p.scales.k_scales;
+    amax_out[0] = v ? p.scales.amax.v : p.scales.amax.k;
   } else {
     in[0] = p.k, in[1] = p.v;
     out[0] = p.k_out, out[1] = p.v_out;
     scale_out[0] = p.scales.k_scales, scale_out[1] = p.scales.v_scales;
+    amax_out[0] = p.scales.amax.k, amax_out[1] = p.scales.amax.v;
   }
 
   // load: each tensor's vectors, then the slot
@@ -564,13 +567,17 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const std::int64_t code_in_row = LayoutRows::out_offset_in_row(p, head, 0);
   const std::int64_t scale_in_row = PerTokenHeadScale::offset_in_row(p.scales, head);
 
-  // scale: one warp reduction a tensor (the side vector's magnitudes join before widening)
+  // scale: one warp reduction a tensor (the side vector's magnitudes join before widening). The
+  // amax output takes that maximum as it is, from lane 0, for a token with a slot (out-of-range
+  // ones too: they were real inputs), before the conversion so that its trip overlaps the stores.
   float scale[kTensors];
   KVCAST_UNROLL
   for (int t = 0; t < kTensors; ++t) {
     std::uint32_t m = abs_max_pairs(vec[t]);
     if constexpr (Side != 0) m = abs_max_pairs(side[t], m);
-    scale[t] = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(warp_max(pair_max_to_float_bits<T>(m))), p.scales.min_scale);
+    const std::uint32_t bits = warp_max(pair_max_to_float_bits<T>(m));
+    if (lane == 0 && slot >= 0 && amax_out[t] != nullptr) red_max(amax_out[t], bits);
+    scale[t] = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(bits), p.scales.min_scale);
   }
 
   // resolve: row = slot, flat rows
