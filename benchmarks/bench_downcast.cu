@@ -887,11 +887,14 @@ void register_all() {
   // scale tensors.
   // Between decode and 64 MB, rows of 8x128 and 576: where K and V stop going to CTAs of their
   // own (tuning::kTensorsApartUpTo) and per-(token, head) scales take the widest vector
-  // (tuning::kTokenHeadWidestAbove).
-  for (std::int64_t tokens : {1, 4, 16, 256, 1024, 4096, 32768, 65536})
+  // (tuning::kTokenHeadWidestAbove); and of 8x64 and 8x256 at 2^18 elements, the largest calls the
+  // lean row-head warp takes (tuning::kTokenHeadLeanUpTo).
+  for (std::int64_t tokens : {1, 4, 16, 128, 256, 512, 1024, 4096, 32768, 65536})
     for (auto [h, d] : {std::pair{8, 64}, std::pair{8, 128}, std::pair{8, 256}, std::pair{1, 576}}) {
       if (tokens == 65536 && d >= 128) continue;  // 32768 tokens are past 64 MB already
-      if (tokens > 16 && tokens < 32768 && d != 576 && d != 128) continue;
+      const bool lean_bound = (tokens == 512 && d == 64) || (tokens == 128 && d == 256);  // 2^18 elements
+      if (tokens > 16 && tokens < 32768 && d != 576 && d != 128 && !lean_bound) continue;
+      if ((tokens == 128 || tokens == 512) && !lean_bound) continue;
       Shape s{tokens, h, d, false, "scales"};
       s.token_scales = true;
       register_downcast<__nv_bfloat16, kvcast::e4m3>(
