@@ -278,6 +278,7 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
     const DowncastArgs<Bf16> a = serving(heads, head_dim);
     ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
     EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean) << heads << "x" << head_dim;
+    EXPECT_FALSE(plan.choice.amax) << heads << "x" << head_dim;
     EXPECT_EQ(plan.choice.vec, vec) << heads << "x" << head_dim;
     EXPECT_EQ(plan.choice.grid_z, apart ? 2 : 1) << heads << "x" << head_dim;
     EXPECT_EQ(plan.choice.ctas(), (a.num_tokens * heads + 7) / 8) << heads << "x" << head_dim;
@@ -321,6 +322,7 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
     if (which & 2) amax.v_amax = fake_floats(0xC0004);
     ASSERT_TRUE(kvcast::make_plan(amax, plan).ok()) << kvcast::make_plan(amax, plan).message();
     EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean) << "amax of " << which;
+    EXPECT_TRUE(plan.choice.amax) << "amax of " << which << ": the instance with the amax output";
     amax.num_tokens += 1;
     ASSERT_TRUE(kvcast::make_plan(amax, plan).ok()) << kvcast::make_plan(amax, plan).message();
     EXPECT_NE(plan.choice.kernel, WriteKernel::row_head_lean) << "amax of " << which << ", past kAmaxLeanUpTo";

@@ -104,6 +104,19 @@ WriteKernelPointer<T, Scales> vector_kernel(WriteKernel kernel) {
   return nullptr;
 }
 
+//! The lean row-head warp of lane vector `vec`, with the amax output or without.
+template <class T, class Codes, bool Amax>
+WriteKernelPointer<T, PerTokenHeadScale> lean_row_head_kernel(int vec) {
+  switch (vec) {
+    case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2), Amax>;
+    case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4), Amax>;
+    case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, lean_row_head_apart(8), Amax>;
+    case kRowHeadWarpVec:
+      return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, lean_row_head_apart(kRowHeadWarpVec), Amax>;
+    default: return nullptr;
+  }
+}
+
 //! The one switch over the planner's choice. Null for a choice no kernel exists for (the
 //! planner never makes one: write_kernel_exists).
 template <class T, class Codes, class Scales>
@@ -136,13 +149,8 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
                                       ScalePolicyId::per_token_head)) {
       static_assert(lean_row_head_vec(64) == 2 && lean_row_head_vec(128) == 4 && lean_row_head_vec(256) == 8,
                     "select_kernel: the lean row-head warp's lane vectors");
-      switch (c.vec) {
-        case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2)>;
-        case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4)>;
-        case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, lean_row_head_apart(8)>;
-        case kRowHeadWarpVec: return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, lean_row_head_apart(kRowHeadWarpVec)>;
-        default: return nullptr;
-      }
+      if (c.amax) return lean_row_head_kernel<T, Codes, true>(c.vec);
+      return lean_row_head_kernel<T, Codes, false>(c.vec);
     } else {
       return nullptr;
     }

@@ -66,6 +66,9 @@ struct KernelChoice {
   //! thread both.
   int grid_z = 1;
   int block = kBlockSize;                       //!< threads a CTA
+  //! The lean row-head warp: its instance with the amax output (the call asks for it), so that
+  //! the calls without it carry none of its code.
+  bool amax = false;
 
   //! Chunks (groups of threads) a segment is cut into; for the realigned kernel, runs a row.
   std::int64_t chunks() const { return order == GridOrder::chunks_first ? grid_x : grid_y; }
@@ -771,6 +774,7 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
   if (lean_token_head_call(a, plan, mode)) {
     c.kernel = WriteKernel::row_head_lean;
     c.set_warp_a_segment(a.num_tokens * a.heads, lean_row_head_vec(a.head_dim));
+    c.amax = a.k_amax != nullptr || a.v_amax != nullptr;
     return c;
   }
   // A row-head of 576 (one MLA head) in a warp, a vector of 16 and a side vector of 2 a lane,

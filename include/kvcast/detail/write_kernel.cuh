@@ -513,14 +513,16 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! A warp a row-head, for the serving call of per-(token, head) scales at decode
 //! (detail::lean_token_head_call): 16-bit K and V both given, int64 slots with row = slot, codes
 //! and scales in flat rows (dispatch gives a layout of contiguous pages as the flat one it is),
-//! the amax output in grids small enough that every warp adds its row-head's maximum. Each lane holds Vec elements at lane * Vec of a row-head of kLanes * (Vec +
+//! and, compiled `Amax`, the amax output in grids small enough that every warp adds its
+//! row-head's maximum (a runtime branch on its pointers cost the calls without it up to 7%,
+//! NOTES #15zl). Each lane holds Vec elements at lane * Vec of a row-head of kLanes * (Vec +
 //! Side), and Side after the warp's, at kLanes * Vec + lane * Side. What the dense and
 //! row-head-warp kernels carry for every other call (a tensor absent, int32 or no slots, mult
 //! and offset, page arithmetic, the amax output, groups of any size) costs a decode step as much
 //! as its arithmetic (NOTES #15zi): here the path from the loads to the stores is the reduction,
 //! the scale, the codes and two addresses. Apart: K's and V's row-heads in warps of their own
 //! (grid z: 0 K, 1 V), else both in one warp (lean_row_head_apart).
-template <class T, class Codes, int Vec, int Side, bool Apart>
+template <class T, class Codes, int Vec, int Side, bool Apart, bool Amax>
 __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     write_row_head_lean_kernel(const __grid_constant__ WriteParams<T, PerTokenHeadScale> p) {
   static_assert(Side == 0 || (Side >= 2 && Side < Vec), "write_row_head_lean_kernel: a side vector narrower than the main one.");
@@ -540,18 +542,18 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const T* in[kTensors];
   std::uint8_t* out[kTensors];
   float* scale_out[kTensors];
-  float* amax_out[kTensors];  // null: no amax of that tensor
+  float* amax_out[kTensors] = {};  // null: no amax of that tensor
   if constexpr (Apart) {
     const bool v = blockIdx.z != 0;
     in[0] = v ? p.v : p.k;
     out[0] = v ? p.v_out : p.k_out;
     scale_out[0] = v ? p.scales.v_scales : p.scales.k_scales;
-    amax_out[0] = v ? p.scales.amax.v : p.scales.amax.k;
+    if constexpr (Amax) amax_out[0] = v ? p.scales.amax.v : p.scales.amax.k;
   } else {
     in[0] = p.k, in[1] = p.v;
     out[0] = p.k_out, out[1] = p.v_out;
     scale_out[0] = p.scales.k_scales, scale_out[1] = p.scales.v_scales;
-    amax_out[0] = p.scales.amax.k, amax_out[1] = p.scales.amax.v;
+    if constexpr (Amax) amax_out[0] = p.scales.amax.k, amax_out[1] = p.scales.amax.v;
   }
 
   // load: each tensor's vectors, then the slot
@@ -576,7 +578,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     std::uint32_t m = abs_max_pairs(vec[t]);
     if constexpr (Side != 0) m = abs_max_pairs(side[t], m);
     const std::uint32_t bits = warp_max(pair_max_to_float_bits<T>(m));
-    if (lane == 0 && slot >= 0 && amax_out[t] != nullptr) red_max(amax_out[t], bits);
+    if constexpr (Amax)
+      if (lane == 0 && slot >= 0 && amax_out[t] != nullptr) red_max(amax_out[t], bits);
     scale[t] = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(bits), p.scales.min_scale);
   }
 
