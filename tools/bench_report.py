@@ -159,13 +159,15 @@ def scales_summary(s, torch_rows):
         if vals:
             out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f}x .. {max(vals):.3f}x** the time of the "
                        "per-tensor write")
-    for cache in ("cold", "hot"):
-        dec = lambda k, c=cache: k[5] <= 16 and k[4] == c
-        b, a = pick("kvcast", dec), pick("kvcast_amax", dec)
-        vals = [(a[k]["us"] - b[k]["us"]) * 1e3 for k in a if k in b]
-        if vals:
-            out.append(f"- amax added at decode (1-16 tokens, {cache}, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** over the "
-                       "per-tensor write")
+    for without, with_amax, label in (("kvcast", "kvcast_amax", "per-tensor"), ("kvcast_head", "kvcast_head_amax", "per-head"),
+                                      ("kvcast_token_head", "kvcast_token_head_amax", "per-(token, head)")):
+        for cache in ("cold", "hot"):
+            dec = lambda k, c=cache: k[5] <= 16 and k[4] == c
+            b, a = pick(without, dec), pick(with_amax, dec)
+            vals = [(a[k]["us"] - b[k]["us"]) * 1e3 for k in a if k in b]
+            if vals:
+                out.append(f"- amax added at decode (1-16 tokens, {cache}, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** over the "
+                           f"{label} write")
     if torch_rows:
         hot = pick("kvcast_token_head", lambda k: k[4] == "hot")
         for label, pred in (("decode (1-16 tokens)", lambda t: t[1] <= 16), ("from 64 MB up", lambda t: hot[t]["mb"] >= 64)):
