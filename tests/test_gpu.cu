@@ -176,6 +176,17 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
       add([](Case& c) { c.tokens = 65; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });
       add([](Case& c) { c.tokens = 3; c.heads = 1; c.head_dim = 576; c.magnitude = 600.0f; });
     }
+    // ... and per head: heads of a power of two or one head, either tensor's amax alone, the
+    // largest call and the one past it; heads of 96 (no shift gives the head) take the others.
+    if (kind == kvcast::ScaleKind::per_head) {
+      add([](Case& c) { c.amax = true; c.tokens = 12; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.15; c.bad_fraction = 0.15; });
+      add([](Case& c) { c.amax = true; c.tokens = 7; c.heads = 16; c.head_dim = 64; c.mult = 2; c.offset = 3; });
+      add([](Case& c) { c.amax = true; c.amax_of = 2; c.tokens = 5; c.heads = 1; c.head_dim = 576; c.magnitude = 600.0f; });
+      add([](Case& c) { c.amax = true; c.amax_of = 1; c.tokens = 9; c.heads = 4; c.head_dim = 256; c.pad_fraction = 0.2; });
+      add([](Case& c) { c.amax = true; c.tokens = 9; c.heads = 8; c.head_dim = 96; });
+      add([](Case& c) { c.amax = true; c.tokens = 64; c.heads = 8; c.head_dim = 128; c.bad_fraction = 0.1; });
+      add([](Case& c) { c.amax = true; c.tokens = 65; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });
+    }
     add([](Case& c) { c.device_scale = false; c.k_scale = 0.013f; c.v_scale = 2.5f; });
     add([](Case& c) { c.checked_rows = false; c.pad_fraction = 0.2; c.tokens = 30; });
     return cases;
@@ -209,12 +220,12 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   // and out-of-range slots, strided inputs, contiguous pages of codes and of scales (the flat
   // rows they are), either tensor's amax alone, the largest calls it takes; and the calls just
   // past them (more elements, pages that are not contiguous), which the other kernels take.
-  for (bool amax : {false, true})
+  for (bool with_amax : {false, true})
     for (std::int64_t dim : {64, 128, 256, 576})
-      add([dim, amax](Case& c) {
-        c.amax = amax;
-        c.tokens = amax ? 11 : 13;
-        c.heads = dim != 576 ? 8 : amax ? 2 : 1;
+      add([dim, with_amax](Case& c) {
+        c.amax = with_amax;
+        c.tokens = with_amax ? 11 : 13;
+        c.heads = dim != 576 ? 8 : with_amax ? 2 : 1;
         c.head_dim = dim;
         c.pad_fraction = 0.15;
         c.bad_fraction = 0.15;
@@ -274,9 +285,13 @@ TYPED_TEST(Downcast, PerHeadScalesAndAmaxOverTheGrid) {
   // (vector, elements an access, dense kernel)
   std::set<std::tuple<int, int, bool>> shapes, fused;
   int fused_heads = 0;
-  check_scale_grid<C>(kvcast::ScaleKind::per_head, false, shapes, fused_heads);
+  LeanRuns head_lean;
+  check_scale_grid<C>(kvcast::ScaleKind::per_head, false, shapes, fused_heads, nullptr, nullptr, &head_lean);
   if (::testing::Test::HasFailure()) return;
   EXPECT_GE(fused_heads, 5) << "per-head scales of several heads in the dense kernel";
+  // Per-head scales with amax at decode, 16-bit inputs (both modes): the lean amax write.
+  if (sizeof(typename C::T) == 2) EXPECT_GE(head_lean.amax_cases, 5) << "per-head cases on the lean amax write";
+  if (sizeof(typename C::T) != 2) EXPECT_EQ(head_lean.amax_cases, 0) << "fp32 inputs have no lean amax write";
   LeanRuns lean;
   check_scale_grid<C>(kvcast::ScaleKind::per_tensor, true, fused, fused_heads, nullptr, nullptr, &lean);
   const bool fp32 = C::kMode == Arithmetic::fp32;

@@ -364,10 +364,20 @@ TEST(Plan, LeanAmaxWriteTakesTheServingCallAtDecode) {
   mult.mult = 2, mult.offset = 1, mult.out_rows = 200;
   ASSERT_TRUE(kvcast::make_plan(mult, plan).ok());
   EXPECT_EQ(plan.choice.kernel, WriteKernel::amax_lean) << "mult and offset are folded into the row";
+  // Scales of each head, where a vector's head is a shift: heads of a power of two, or one head.
+  for (auto [heads, head_dim] : {std::pair{8, 128}, {16, 64}, {2, 4}, {1, 576}, {1, 100}}) {
+    DowncastArgs<Bf16> a = serving();
+    per_head(a);
+    a.heads = heads, a.head_dim = head_dim;
+    ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
+    EXPECT_EQ(plan.choice.kernel, WriteKernel::amax_lean) << "per head, " << heads << "x" << head_dim;
+  }
   const std::vector<std::pair<const char*, void (*)(DowncastArgs<Bf16>&)>> others = {
       {"int32 slots", [](DowncastArgs<Bf16>& a) { a.loc = reinterpret_cast<const std::int32_t*>(0xB0000); }},
       {"no amax", [](DowncastArgs<Bf16>& a) { a.k_amax = nullptr, a.v_amax = nullptr; }},
-      {"per-head scales", [](DowncastArgs<Bf16>& a) { per_head(a); }},
+      {"per-head scales without amax", [](DowncastArgs<Bf16>& a) { per_head(a), a.k_amax = nullptr, a.v_amax = nullptr; }},
+      {"per-head scales, heads of 96", [](DowncastArgs<Bf16>& a) { per_head(a), a.heads = 8, a.head_dim = 96; }},
+      {"per-head scales, heads of 2", [](DowncastArgs<Bf16>& a) { per_head(a), a.heads = 64, a.head_dim = 2; }},
       {"K alone", [](DowncastArgs<Bf16>& a) { a.v = nullptr, a.v_out = nullptr, a.v_amax = nullptr; }},
       {"heads apart", [](DowncastArgs<Bf16>& a) { a.in_head_stride = 136; }},
       {"past the decode size", [](DowncastArgs<Bf16>& a) { a.num_tokens = kvcast::detail::tuning::kAmaxLeanUpTo / (8 * 128) + 1, a.out_rows = 128; }},

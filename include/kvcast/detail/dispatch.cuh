@@ -42,6 +42,10 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   const bool amax_lean = plan.choice.kernel == WriteKernel::amax_lean;
   const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned || amax_lean;
   p.split = FastDivmod(static_cast<std::uint32_t>(amax_lean ? plan.seg_len / kAmaxLeanVec : dense_rows ? a.head_dim : plan.segs_per_token));
+  // The lean amax write: a vector's head by a shift (lean_amax_call: a power-of-two head_dim where
+  // the heads have scales of their own).
+  if (amax_lean)
+    p.log2_group = a.scale_kind == ScaleKind::per_head && a.heads > 1 ? static_cast<std::uint32_t>(log2_ceil(a.head_dim)) : 31u;
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
   p.v = a.v;

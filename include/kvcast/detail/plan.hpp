@@ -715,14 +715,18 @@ bool lean_token_head_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic
          rows_flat(plan.scales_out) && inputs_allow(a, plan, vec, true) && outputs_allow(a, plan, vec, true);
 }
 
-//! Whether a validated call is the serving call with one scale a tensor and the amax output that
-//! the lean amax write takes (write_amax_lean_kernel): 16-bit K and V, fused heads in flat rows
-//! (the dense call), int64 slots, rows of whole kAmaxLeanVec vectors that every pointer and
-//! stride allows, at most tuning::kAmaxLeanUpTo elements a tensor.
+//! Whether a validated call is the serving call with the amax output that the lean amax write
+//! takes (write_amax_lean_kernel): one scale a tensor, or a scale a head where each head is one
+//! head or a power of two of whole vectors; 16-bit K and V, fused heads in flat rows (the dense
+//! call), int64 slots, rows of whole kAmaxLeanVec vectors that every pointer and stride allows,
+//! at most tuning::kAmaxLeanUpTo elements a tensor.
 template <class T>
 bool lean_amax_call(const DowncastArgs<T>& a, const Plan& plan, Arithmetic mode) {
-  return plan.scale_policy == ScalePolicyId::per_head && a.scale_kind == ScaleKind::per_tensor && plan.format == CodeFormat::fp8 &&
-         plan.dense && plan.segs_per_token == 1 &&
+  const bool heads_by_shift = a.heads == 1 || ((a.head_dim & (a.head_dim - 1)) == 0 && a.head_dim >= kAmaxLeanVec);
+  const bool scales = a.scale_kind == ScaleKind::per_tensor ||
+                      (a.scale_kind == ScaleKind::per_head && heads_by_shift && (a.k_amax != nullptr || a.v_amax != nullptr));
+  return plan.scale_policy == ScalePolicyId::per_head && scales && plan.format == CodeFormat::fp8 && plan.dense &&
+         plan.segs_per_token == 1 &&
          write_kernel_exists(WriteKernel::amax_lean, kAmaxLeanVec, tile::Access::vector, static_cast<int>(sizeof(T)), mode,
                              ScalePolicyId::per_head) &&
          plan.elements <= tuning::kAmaxLeanUpTo && a.loc.data != nullptr && !a.loc.is_int32 && plan.seg_len % kAmaxLeanVec == 0 &&

@@ -43,6 +43,8 @@ template <class T, class Scales>
 struct WriteParams {
   // To find the thread's work and issue its loads. 32-bit where the planner bounds the value:
   // segments <= 2^31 - 1, a segment <= 2^24 elements.
+  //! Threads that walk a chunk, log2; the lean amax write: a head's elements, log2 (a row's element
+  //! e is in head e >> log2_group; 31 where the call has one scale a tensor, or one head).
   std::uint32_t log2_group;
   std::uint32_t num_segments;
   std::uint32_t seg_len;
@@ -600,10 +602,10 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 
 // ---- The lean amax write: one scale a tensor and the amax output, the serving call at decode. -
 
-//! A thread a vector of kAmaxLeanVec, for the serving call of per-tensor scales with the amax
-//! output at decode (detail::lean_amax_call): 16-bit K and V, heads fused in flat rows (DenseRows,
-//! the row stride folded into mult and offset), int64 slots, rows of whole vectors, a grid small
-//! enough that every warp adds its maximum. The dense kernel's generality (partial vectors, a
+//! A thread a vector of kAmaxLeanVec, for the serving call of per-tensor or per-head scales with
+//! the amax output at decode (detail::lean_amax_call): 16-bit K and V, heads fused in flat rows
+//! (DenseRows, the row stride folded into mult and offset), int64 slots, rows of whole vectors,
+//! each in one head, a grid small enough that every warp adds its maximum. The dense kernel's generality (partial vectors, a
 //! scale a head, groups of any size, the amax floor) costs a decode step more than the amax does
 //! (NOTES #15zj). `split` holds a row's vectors.
 template <class T, class Codes>
@@ -626,7 +628,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_l
   Walk::template load<A>(p.k + in, Vec, k_vec);
   Walk::template load<A>(p.v + in, Vec, v_vec);
   const std::int64_t slot = __ldg(static_cast<const long long*>(p.loc) + token);
-  const float2 scales = PerHeadScale::load(p.scales, token, 0);
+  const float2 scales = PerHeadScale::load(p.scales, token, in_row >> p.log2_group);
   // the amax output: tokens with a slot, out-of-range ones too (they were real inputs)
   const bool seen = active && slot >= 0;
   warp_maxima_into(SeenMax{seen ? abs_max_bits(k_vec) : 0u, seen ? abs_max_bits(v_vec) : 0u}, p.scales.amax.k, p.scales.amax.v,
