@@ -28,7 +28,7 @@ enum class WriteKernel : std::uint8_t {
   realigned,  //!< dense calls of 16-bit inputs with no vector access legal (16-byte loads anyway)
   row_head_warp,  //!< per-(token, head) scales, a warp a row-head of 576 (kRowHeadWarpVec + Side a lane)
   row_head_lean,  //!< per-(token, head) scales of the serving call at decode, a warp a row-head (lean_row_head_vec)
-  amax_lean,      //!< per-tensor scales with the amax output, the serving call at decode, a vector a thread (kAmaxLeanVec)
+  amax_lean,      //!< per-tensor or per-head scales with the amax output, the serving call at decode, a vector a thread (kAmaxLeanVec)
 };
 
 //! The scale policy (policy.cuh) a call's kernels are instantiated with. A per-tensor call that

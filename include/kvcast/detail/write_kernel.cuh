@@ -600,7 +600,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   }
 }
 
-// ---- The lean amax write: one scale a tensor and the amax output, the serving call at decode. -
+// ---- The lean amax write: a scale a tensor or a head and the amax output, at decode. --------
 
 //! A thread a vector of kAmaxLeanVec, for the serving call of per-tensor or per-head scales with
 //! the amax output at decode (detail::lean_amax_call): 16-bit K and V, heads fused in flat rows
