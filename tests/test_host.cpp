@@ -231,12 +231,6 @@ TEST(Validation, ScaleKindsAndTheirPlacementsThatAreValid) {
             std::string::npos);
 }
 
-// Per-(token, head) rows of 576 (a warp a row-head) of both tensors put K and V in CTAs of their
-// own at decode sizes (grid z of 2); other row-heads (the dense and general kernels), per-tensor
-// calls, single tensors and larger calls give each thread both. (NVFP4's: test_nvfp4.)
-// The serving call of per-(token, head) scales at decode takes the lean row-head warp: a lane
-// vector of 2, 4, 8 or 16 (+2) for heads of 64, 128, 256, 576, K and V apart from 128 on; a call
-// that leaves the serving form in any one way, or is larger, takes the other kernels.
 // valid_args() as a serving engine calls it at decode: int64 slots into 64 rows, the tensors
 // far enough apart for calls of up to 128 rows of 8x128 or 2x576.
 DowncastArgs<Bf16> serving_call() {
@@ -261,6 +255,9 @@ void expect_not_taken(const DowncastArgs<Bf16>& base, kvcast::detail::WriteKerne
   }
 }
 
+// The serving call of per-(token, head) scales at decode takes the lean row-head warp: a lane
+// vector of 2, 4, 8 or 16 (+2) for heads of 64, 128, 256, 576, K and V apart from 128 on; a call
+// that leaves the serving form in any one way, or is larger, takes the other kernels.
 TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   using kvcast::detail::WriteKernel;
   const auto serving = [](std::int64_t heads, std::int64_t head_dim) {
@@ -341,8 +338,9 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_warp);
 }
 
-// The serving call with one scale a tensor and amax at decode takes the lean amax write; with
-// int32 slots, per-head scales, a K alone, unfused heads or more elements, the other kernels.
+// The serving call with amax at decode takes the lean amax write: one scale a tensor, or a scale
+// a head where a vector's head is a shift; with int32 slots, per-head scales without amax or on
+// heads of other sizes, a K alone, unfused heads or more elements, the other kernels.
 TEST(Plan, LeanAmaxWriteTakesTheServingCallAtDecode) {
   using kvcast::detail::WriteKernel;
   const auto serving = [] {
@@ -385,6 +383,9 @@ TEST(Plan, LeanAmaxWriteTakesTheServingCallAtDecode) {
   expect_not_taken(serving(), WriteKernel::amax_lean, others);
 }
 
+// Per-(token, head) rows of 576 (a warp a row-head) of both tensors put K and V in CTAs of their
+// own at decode sizes (grid z of 2); other row-heads (the dense and general kernels), per-tensor
+// calls, single tensors and larger calls give each thread both. (NVFP4's: test_nvfp4.)
 TEST(Plan, TensorsApartOnlyForRowHeadWarpsOfBothTensorsAtDecodeSizes) {
   kvcast::detail::Plan plan;
   DowncastArgs<Bf16> a = valid_args();

@@ -33,19 +33,26 @@ inline Status cuda_status(cudaError_t err, const char* what) {
 template <class T, class Scales>
 WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& plan) {
   WriteParams<T, Scales> p{};
-  p.log2_group = static_cast<std::uint32_t>(plan.choice.log2_group);
-  p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
-  p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
-  p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
-  // DenseRows (the dense and realigned kernels): head_dim; the lean amax write: a row's vectors;
-  // LayoutRows: segments a token.
-  const bool amax_lean = plan.choice.kernel == WriteKernel::amax_lean;
-  const bool dense_rows = plan.choice.kernel == WriteKernel::dense || plan.choice.kernel == WriteKernel::realigned || amax_lean;
-  p.split = FastDivmod(static_cast<std::uint32_t>(amax_lean ? plan.seg_len / kAmaxLeanVec : dense_rows ? a.head_dim : plan.segs_per_token));
+  const WriteKernel kernel = plan.choice.kernel;
+  const bool amax_lean = kernel == WriteKernel::amax_lean;
+  // The lean row-head warp: row-heads as segments, whatever the plan fused; both layouts as the
+  // flat rows they are (lean_token_head_call).
+  const bool row_heads = kernel == WriteKernel::row_head_lean;
+  const bool dense_rows = kernel == WriteKernel::dense || kernel == WriteKernel::realigned || amax_lean;
   // The lean amax write: a vector's head by a shift (lean_amax_call: a power-of-two head_dim where
   // the heads have scales of their own).
-  if (amax_lean)
-    p.log2_group = a.scale_kind == ScaleKind::per_head && a.heads > 1 ? static_cast<std::uint32_t>(log2_ceil(a.head_dim)) : 31u;
+  p.log2_group = !amax_lean                                          ? static_cast<std::uint32_t>(plan.choice.log2_group)
+                 : a.scale_kind == ScaleKind::per_head && a.heads > 1 ? static_cast<std::uint32_t>(log2_ceil(a.head_dim))
+                                                                      : 31u;
+  p.num_segments = static_cast<std::uint32_t>(row_heads ? a.num_tokens * a.heads : plan.num_segments);
+  p.seg_len = static_cast<std::uint32_t>(row_heads ? a.head_dim : plan.seg_len);
+  p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
+  // DenseRows (the dense and realigned kernels): head_dim; the lean amax write: a row's vectors;
+  // LayoutRows: segments a token (the lean row-head warp: heads).
+  p.split = FastDivmod(static_cast<std::uint32_t>(amax_lean    ? plan.seg_len / kAmaxLeanVec
+                                                  : dense_rows ? a.head_dim
+                                                  : row_heads  ? a.heads
+                                                               : plan.segs_per_token));
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
   p.v = a.v;
@@ -67,16 +74,9 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   };
   p.mult = times_stride(a.mult);
   p.offset = times_stride(a.offset);
-  p.out = plan.out;
+  p.out = row_heads ? OutputLayout::flat(row_stride_of(plan.out), plan.out.head_stride) : plan.out;
   if constexpr (std::is_same<Scales, PerTokenHeadScale>::value) {
-    if (plan.choice.kernel == WriteKernel::row_head_lean) {
-      // Row-heads as segments, whatever the plan fused; both layouts as the flat rows they are.
-      p.num_segments = static_cast<std::uint32_t>(a.num_tokens * a.heads);
-      p.seg_len = static_cast<std::uint32_t>(a.head_dim);
-      p.split = FastDivmod(static_cast<std::uint32_t>(a.heads));
-      p.out = OutputLayout::flat(row_stride_of(plan.out), plan.out.head_stride);
-      p.scales.layout = OutputLayout::flat(row_stride_of(plan.scales_out), plan.scales_out.head_stride);
-    }
+    if (row_heads) p.scales.layout = OutputLayout::flat(row_stride_of(plan.scales_out), plan.scales_out.head_stride);
   }
   p.k_out = static_cast<std::uint8_t*>(a.k_out);
   p.v_out = static_cast<std::uint8_t*>(a.v_out);

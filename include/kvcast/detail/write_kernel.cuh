@@ -605,9 +605,10 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! A thread a vector of kAmaxLeanVec, for the serving call of per-tensor or per-head scales with
 //! the amax output at decode (detail::lean_amax_call): 16-bit K and V, heads fused in flat rows
 //! (DenseRows, the row stride folded into mult and offset), int64 slots, rows of whole vectors,
-//! each in one head, a grid small enough that every warp adds its maximum. The dense kernel's generality (partial vectors, a
-//! scale a head, groups of any size, the amax floor) costs a decode step more than the amax does
-//! (NOTES #15zj). `split` holds a row's vectors.
+//! each in one head, a grid small enough that every warp adds its maximum. The dense kernel's
+//! generality (partial vectors, groups of any size, the amax floor) costs a decode step more
+//! than the amax does (NOTES #15zj). `split` holds a row's vectors; `log2_group`, a head's
+//! elements (log2).
 template <class T, class Codes>
 __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_lean_kernel(const __grid_constant__ WriteParams<T, PerHeadScale> p) {
   using Walk = tile::Memory<std::uint32_t>;
