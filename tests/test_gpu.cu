@@ -364,29 +364,47 @@ bool flushes_subnormals() {
 }
 
 // Row-heads that the reduction must get right (zeros, ±inf, NaN, subnormals, the largest
-// magnitude, one non-zero element) at head sizes that take each kernel shape. With min_scale 0
-// a row of subnormals gets a subnormal scale, which flush-to-zero reads as 0 (fp8.cuh): that
-// case is left out of a --use_fast_math build.
+// magnitude, one non-zero element) at head sizes that take each kernel shape: the lean
+// row-head warp (the serving call at decode), the general kernels (int32 slots), and past 2^19
+// elements a tensor the dense kernel's widest vectors; with the amax output and without (each
+// its own lean instance). Several of their scales leave the fast division's range (inf, NaN,
+// bf16's and float's largest magnitude over fp8_max; with min_scale 0, zero and subnormal
+// ones), which sends a vector element by element. With min_scale 0 a row of subnormals gets a subnormal scale, which
+// flush-to-zero reads as 0 (fp8.cuh): that case is left out of a --use_fast_math build.
 TYPED_TEST(Downcast, PerTokenHeadScalesOfHostileRows) {
   KVTEST_REQUIRE_GPU();
   using C = TypeParam;
   if constexpr (C::kMode == Arithmetic::fp32) {
     const bool ftz = flushes_subnormals();
+    enum class Shape { lean, general, wide };
     for (const std::int64_t dim : {std::int64_t{64}, std::int64_t{128}, std::int64_t{100}, std::int64_t{33}, std::int64_t{576}}) {
       const std::vector<std::uint32_t> bits = kvtest::hostile_row_heads<typename C::T>(dim, 7 + dim);
-      for (const bool min_zero : {false, true}) {
-        if (min_zero && ftz) continue;
-        Case c;
-        c.scale_kind = kvcast::ScaleKind::per_token_head;
-        c.amax = true;
-        c.tokens = 12;
-        c.heads = 3;  // 36 row-heads: every hostile row lands on several
-        c.head_dim = dim;
-        c.input_bits = &bits;
-        c.min_scale = min_zero ? 0.0f : 1e-6f;
-        c.seed = static_cast<std::uint64_t>(dim);
-        kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
-        if (::testing::Test::HasFailure()) return;
+      for (const Shape shape : {Shape::lean, Shape::general, Shape::wide}) {
+        if (shape == Shape::wide && dim % 16 != 0) continue;  // the widest vectors need whole ones
+        for (const bool amax : {true, false}) {
+          for (const bool min_zero : {false, true}) {
+            if (min_zero && ftz) continue;
+            Case c;
+            c.scale_kind = kvcast::ScaleKind::per_token_head;
+            c.amax = amax;
+            c.heads = 3;
+            c.tokens = 12;  // 36 row-heads: every hostile row lands on several
+            if (shape == Shape::wide) c.tokens = (std::int64_t{1} << 19) / (c.heads * dim) + 1;
+            if (shape == Shape::general) c.loc = LocKind::i32;
+            c.head_dim = dim;
+            c.input_bits = &bits;
+            c.min_scale = min_zero ? 0.0f : 1e-6f;
+            c.seed = static_cast<std::uint64_t>(dim);
+            const kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
+            if (::testing::Test::HasFailure()) return;
+            if (shape == Shape::wide) EXPECT_GE(o.vec, 8) << c.describe();
+            if (shape == Shape::general) EXPECT_FALSE(o.row_head_lean) << c.describe();
+            if (sizeof(typename C::T) == 2 && dim != 100 && dim != 33) {
+              if (shape == Shape::lean) EXPECT_TRUE(o.row_head_lean) << c.describe();
+              if (shape == Shape::general && dim == 576) EXPECT_TRUE(o.row_head_warp) << c.describe();
+            }
+          }
+        }
       }
     }
   }

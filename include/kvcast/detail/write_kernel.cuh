@@ -265,12 +265,12 @@ KVCAST_DEVICE void store_codes(std::uint8_t* __restrict__ dst, std::uint32_t end
   }
 }
 
-//! The partial last vector of a segment, element by element. Out of line, so that the main
-//! path's instructions stay contiguous (a decode step fetches them cold). A null output skips
-//! its tensor.
+//! `count` elements of K and V from memory, one at a time, each code by Codes::code (in fp32 mode
+//! that of RN(x / scale), __fdiv_rn where the scale is out of the fast range). A null output
+//! skips its tensor.
 template <class T, class Codes>
-KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_t* k_out, std::uint8_t* v_out,
-                                       std::uint32_t count, float k_scale, float v_scale) {
+KVCAST_DEVICE void write_elements(const T* k_in, const T* v_in, std::uint8_t* k_out, std::uint8_t* v_out, std::uint32_t count,
+                                  float k_scale, float v_scale) {
   const typename Codes::template Quantizer<T> qk(k_scale);
   const typename Codes::template Quantizer<T> qv(v_scale);
 #pragma unroll 1
@@ -278,6 +278,25 @@ KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_
     if (k_out) k_out[e] = Codes::code(qk, k_in[e]);
     if (v_out) v_out[e] = Codes::code(qv, v_in[e]);
   }
+}
+
+//! write_elements out of line: a segment's partial last vector, and a whole vector of a computed
+//! scale out of the fast range (out_of_fast_range), so that the main path's instructions stay
+//! contiguous (a decode step fetches them cold) and its registers its own.
+template <class T, class Codes>
+KVCAST_DEVICE_NOINLINE void write_tail(const T* k_in, const T* v_in, std::uint8_t* k_out, std::uint8_t* v_out,
+                                       std::uint32_t count, float k_scale, float v_scale) {
+  write_elements<T, Codes>(k_in, v_in, k_out, v_out, count, k_scale, v_scale);
+}
+
+//! Whether a computed scale pair leaves the fast division's range (a zero, subnormal, huge,
+//! infinite or NaN scale: rare). Its vectors then go element by element, each quotient by
+//! __fdiv_rn (write_elements; fp32 mode's code of x is that of RN(x / scale), as the
+//! QuotientQuantizer's): in line, a vector's divisions held registers the whole kernel paid for
+//! (a CTA an SM in the 16-wide kernels, NOTES #15zo) and put their instructions on the path
+//! every vector takes.
+KVCAST_DEVICE bool out_of_fast_range(float2 scales) {
+  return !(scale_allows_fast_division(scales.x) && scale_allows_fast_division(scales.y));
 }
 
 // ---- The skeleton. ------------------------------------------------------------------------
@@ -398,6 +417,15 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
       if constexpr (kReduces) Scales::store(p.scales, row, scale_in_row, scales, stores_scale && has_k, stores_scale && has_v);
       return;
     }
+    // A whole vector of a computed scale out of the fast range goes element by element too
+    // (out_of_fast_range; interleaved vectors, a lane apart, keep their own path).
+    if constexpr (kReduces && A == tile::Access::vector) {
+      if (out_of_fast_range(scales)) {
+        write_tail<T, Codes>(k_in, v_in, has_k ? k_out : nullptr, has_v ? v_out : nullptr, Vec, scales.x, scales.y);
+        Scales::store(p.scales, row, scale_in_row, scales, stores_scale && has_k, stores_scale && has_v);
+        return;
+      }
+    }
     if constexpr (kReduces) {  // computed scales: each element's own quotient (Fp8::exact), then the scale
       const typename Codes::template QuotientQuantizer<T> qk(scales.x);
       const typename Codes::template QuotientQuantizer<T> qv(scales.y);
@@ -495,8 +523,18 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   std::int64_t row, row_start;
   if (!resolve_slot<LayoutRows>(p, slot, head == 0 && lane == 0 && writes_k<kApart>(), row, row_start)) return;
 
-  // convert and store: each element's own quotient (Fp8::exact), then the scale (lane 0)
+  // convert and store: each element's own quotient (Fp8::exact), then the scale (lane 0); a scale
+  // out of the fast range element by element (out_of_fast_range)
   const std::int64_t out_base = row_start + LayoutRows::out_offset_in_row(p, head, 0);
+  Scales::store(p.scales, row, scale_in_row, scales, lane == 0 && has_k, lane == 0 && has_v);
+  if (out_of_fast_range(scales)) {
+    // The warp's row-head shares its scales: a lane takes Vec + Side elements in a row, in line
+    // (a call would cost the kernel its registers). A null input is not dereferenced.
+    const std::uint32_t at = lane * (Vec + Side);
+    write_elements<T, Codes>(p.k + in_base + at, p.v + in_base + at, has_k ? p.k_out + out_base + at : nullptr,
+                             has_v ? p.v_out + out_base + at : nullptr, Vec + Side, scales.x, scales.y);
+    return;
+  }
   const typename Codes::template QuotientQuantizer<T> qk(scales.x);
   const typename Codes::template QuotientQuantizer<T> qv(scales.y);
   if (has_k) {
@@ -507,7 +545,6 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     store_codes<Codes, A, true>(p.v_out + out_base + first, Vec, qv, v_vec);
     store_codes<Codes, A, true>(p.v_out + out_base + side_first, Side, qv, v_side);
   }
-  Scales::store(p.scales, row, scale_in_row, scales, lane == 0 && has_k, lane == 0 && has_v);
 }
 
 // ---- The lean row-head warp: per-(token, head) scales of the serving call at decode. --------
