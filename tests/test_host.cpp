@@ -338,9 +338,10 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_warp);
 }
 
-// The serving call with amax at decode takes the lean amax write: one scale a tensor, or a scale
-// a head where a vector's head is a shift; with int32 slots, per-head scales without amax or on
-// heads of other sizes, a K alone, unfused heads or more elements, the other kernels.
+// The serving call with amax at decode takes the lean amax write, K and V in CTAs of their own:
+// one scale a tensor, or a scale a head where a vector's head is a shift; with int32 slots,
+// per-head scales without amax or on heads of other sizes, a K alone, unfused heads or more
+// elements, the other kernels.
 TEST(Plan, LeanAmaxWriteTakesTheServingCallAtDecode) {
   using kvcast::detail::WriteKernel;
   const auto serving = [] {
@@ -357,6 +358,7 @@ TEST(Plan, LeanAmaxWriteTakesTheServingCallAtDecode) {
     EXPECT_EQ(plan.choice.vec, kvcast::detail::kAmaxLeanVec);
     EXPECT_EQ(plan.choice.ctas(), (16 * 8 * 128 / 4 + 255) / 256);
     EXPECT_LE(plan.choice.ctas(), kvcast::detail::tuning::kAmaxAlwaysAddUpToCtas);
+    EXPECT_EQ(plan.choice.grid_z, 2);
   }
   DowncastArgs<Bf16> mult = serving();
   mult.mult = 2, mult.offset = 1, mult.out_rows = 200;

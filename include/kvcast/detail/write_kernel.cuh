@@ -644,8 +644,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! (DenseRows, the row stride folded into mult and offset), int64 slots, rows of whole vectors,
 //! each in one head, a grid small enough that every warp adds its maximum. The dense kernel's
 //! generality (partial vectors, groups of any size, the amax floor) costs a decode step more
-//! than the amax does (NOTES #15zj). `split` holds a row's vectors; `log2_group`, a head's
-//! elements (log2).
+//! than the amax does (NOTES #15zj). K and V in CTAs of their own (grid z: 0 K, 1 V;
+//! tensors_apart): a warp's chain after its loads is then one tensor's reduction, atomic and
+//! codes (NOTES #15zp). `split` holds a row's vectors; `log2_group`, a head's elements (log2).
 template <class T, class Codes>
 __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_lean_kernel(const __grid_constant__ WriteParams<T, PerHeadScale> p) {
   using Walk = tile::Memory<std::uint32_t>;
@@ -656,28 +657,32 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_l
   const std::uint32_t i = blockIdx.x * kBlockSize + threadIdx.x;
   const bool active = i < p.num_segments * row_vectors;
   if (__all_sync(0xffffffffu, !active)) return;  // a warp with nothing to write adds nothing
-  // locate (a thread past the end takes vector 0's place, loads it and counts nothing)
+  // locate (a thread past the end takes vector 0's place, loads it and counts nothing), and the
+  // CTA's tensor
   const std::uint32_t at = active ? i : 0u;
   const std::uint32_t token = p.split.div(at);
   const std::uint32_t in_row = (at - token * row_vectors) * Vec;
+  const bool is_v = blockIdx.z != 0;
+  const T* const in_tensor = is_v ? p.v : p.k;
+  std::uint8_t* const out_tensor = is_v ? p.v_out : p.k_out;
+  float* const amax = is_v ? p.scales.amax.v : p.scales.amax.k;
   // load
   const std::int64_t in = DenseRows::in_offset(p, token, 0) + in_row;
-  AlignedVector<T, Vec> k_vec, v_vec;
-  Walk::template load<A>(p.k + in, Vec, k_vec);
-  Walk::template load<A>(p.v + in, Vec, v_vec);
+  AlignedVector<T, Vec> vec;
+  Walk::template load<A>(in_tensor + in, Vec, vec);
   const std::int64_t slot = __ldg(static_cast<const long long*>(p.loc) + token);
   const float2 scales = PerHeadScale::load(p.scales, token, in_row >> p.log2_group);
-  // the amax output: tokens with a slot, out-of-range ones too (they were real inputs)
-  const bool seen = active && slot >= 0;
-  warp_maxima_into(SeenMax{seen ? abs_max_bits(k_vec) : 0u, seen ? abs_max_bits(v_vec) : 0u}, p.scales.amax.k, p.scales.amax.v,
-                   SeenMax{});
-  // resolve: the row is its byte offset (dispatch folded the row stride)
+  // the amax output: tokens with a slot, out-of-range ones too (they were real inputs); lane 0
+  // adds the warp's maximum (its address alone: ptxas adds no warp aggregation of its own)
+  const std::uint32_t warp_max_bits = warp_max(active && slot >= 0 ? abs_max_bits(vec) : 0u);
+  float* const adds_to = threadIdx.x % kLanes == 0 ? amax : nullptr;
+  if (adds_to != nullptr && warp_max_bits != 0u) red_max(adds_to, warp_max_bits);
+  // resolve: the row is its byte offset (dispatch folded the row stride); K's CTAs count
   std::int64_t row, row_start;
-  if (!active || !resolve_slot<DenseRows>(p, slot, in_row == 0, row, row_start)) return;
-  const std::int64_t out = row_start + in_row;
+  if (!active || !resolve_slot<DenseRows>(p, slot, in_row == 0 && !is_v, row, row_start)) return;
   // convert and store
-  store_codes<Codes, A, false>(p.k_out + out, Vec, typename Codes::template Quantizer<T>(scales.x), k_vec);
-  store_codes<Codes, A, false>(p.v_out + out, Vec, typename Codes::template Quantizer<T>(scales.y), v_vec);
+  const typename Codes::template Quantizer<T> q(is_v ? scales.y : scales.x);
+  store_codes<Codes, A, false>(out_tensor + row_start + in_row, Vec, q, vec);
 }
 
 // ---- The realigned instance: dense rows of 16-bit inputs where no vector access is legal. ---
