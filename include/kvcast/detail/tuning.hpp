@@ -76,13 +76,14 @@ constexpr std::int64_t kTokenHeadWidestAbove = std::int64_t{1} << 19;
 constexpr std::int64_t kTokenHeadLeanUpTo = std::int64_t{1} << 18;
 constexpr std::int64_t kTokenHeadLean576UpTo = std::int64_t{1} << 22;
 
-//! Per-tensor and per-head calls with the amax output in the serving call's form (detail::lean_amax_call) up
-//! to this many elements a tensor take a thread a vector of kAmaxLeanVec with nothing general on
-//! its path (write_amax_lean_kernel): the amax itself costs such a call about nothing, the
-//! dense kernel's generality most of the amax's cost (NOTES #15zj, #15zm). At most
-//! kAmaxAlwaysAddUpToCtas CTAs a tensor, so every warp adds its maximum. Per-(token, head) calls with the amax output take the lean
-//! row-head warp (kTokenHeadLeanUpTo) up to the same size, every warp adding its row-head's
-//! maximum: past it, every warp's atomic on one address queues (NOTES #15zk).
+//! Per-tensor and per-head calls with the amax output in the serving call's form
+//! (detail::lean_amax_call) up to this many elements a tensor take a thread a vector of
+//! kAmaxLeanVec with nothing general on its path (write_amax_lean_kernel): the amax itself costs
+//! such a call about nothing, the dense kernel's generality most of the amax's cost (NOTES
+//! #15zj, #15zm). At most kAmaxAlwaysAddUpToCtas CTAs a tensor, so every warp adds its maximum.
+//! Per-(token, head) calls with the amax output take the lean row-head warp (kTokenHeadLeanUpTo)
+//! up to the same size, every warp adding its row-head's maximum: past it, every warp's atomic
+//! on one address queues (NOTES #15zk).
 constexpr std::int64_t kAmaxLeanUpTo = std::int64_t{1} << 16;
 
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
