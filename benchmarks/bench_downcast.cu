@@ -904,6 +904,15 @@ void register_all() {
           {Timing::graph}, all_cache);
       // The per-(token, head) write's floor at decode (baseline::token_head_floor).
       if (tokens <= 16) register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::token_head_floor}, {Timing::graph}, all_cache);
+      // From 64 MB with loc = identity: what the scatter of codes and scales costs each kind.
+      if (tokens == 32768) {
+        s.sorted_slots = true;
+        s.tag = "scales_sorted";
+        register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s,
+                                                       {Variant::kvcast, Variant::kvcast_amax, Variant::kvcast_head_amax,
+                                                        Variant::kvcast_token_head},
+                                                       {Timing::graph}, {Cache::cold});
+      }
     }
   // NVFP4's write (issue #17), both modes (kvcast_nvfp4_fm: FlashInfer's numerics), beside the
   // fp8 per-tensor write of the same inputs, at decode and
