@@ -129,6 +129,27 @@ def scales_table(s, cache, torch_rows):
     return "\n".join(lines)
 
 
+def scales_sorted_table(s):
+    """The scale kinds from 64 MB with loc = identity (tag scales_sorted) beside the same calls with
+    loc a random permutation (tag scales): what the scatter of codes and scales costs each kind."""
+    lines = ["| tokens | heads x dim | copy us | per tensor us (random / sorted) | + amax | per head + amax | "
+             "per (token, head) | (token, head) % of copy (random / sorted) | scatter's cost: per tensor | per (token, head) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = sorted({(k[5], k[6], k[7]) for k in s if k[8] == "scales_sorted" and k[4] == "cold"})
+    for (t, h, d) in keys:
+        get = lambda v, tag: s.get((v, "bf16", "e4m3", "graph", "cold", t, h, d, tag))
+        pair = lambda v: (get(v, "scales"), get(v, "scales_sorted"))
+        (pt, pt_s), (th, th_s) = pair("kvcast"), pair("kvcast_token_head")
+        if not (pt and pt_s and th and th_s):
+            continue
+        both = lambda v: " / ".join(fmt_us(r) for r in pair(v))
+        lines.append(f"| {t} | {h}x{d} | {th_s['copy_us']:.2f} | {both('kvcast')} | {both('kvcast_amax')} | "
+                     f"{both('kvcast_head_amax')} | {both('kvcast_token_head')} | {100 * th['copy_us'] / th['us']:.0f}% / "
+                     f"{100 * th_s['copy_us'] / th_s['us']:.0f}% | {100 * (pt['us'] / pt_s['us'] - 1):+.1f}% | "
+                     f"{100 * (th['us'] / th_s['us'] - 1):+.1f}% |")
+    return "\n".join(lines)
+
+
 def scales_summary(s, torch_rows):
     pick = lambda v, pred: {k[4:8]: s[k] for k in s if k[0] == v and k[8] == "scales" and k[3] == "graph" and pred(k)}
     large = lambda k: s[k]["mb"] >= 64 and k[4] == "cold"
@@ -151,6 +172,11 @@ def scales_summary(s, torch_rows):
         out.append(f"- its floor (token_head_floor: the same arithmetic, nothing general), decode (1-16 tokens, cold, graph): "
                    f"**{min(vals):.3f}x .. {max(vals):.3f}x** the per-tensor write; kvcast's at **{min(kv):.3f}x .. {max(kv):.3f}x** "
                    "the floor's time")
+    th_s = {k[4:8]: s[k] for k in s if k[0] == "kvcast_token_head" and k[8] == "scales_sorted" and k[4] == "cold"}
+    if th_s:
+        vals = [r["copy_us"] / r["us"] for r in th_s.values()]
+        out.append(f"- per-(token, head) write, from 64 MB with sorted slots (loc = identity; bf16, cold, graph): **{min(vals):.3f} .. "
+                   f"{max(vals):.3f}** of the copy of its bytes")
     base_l = pick("kvcast", large)
     for v, label in (("kvcast_head", "per-head scales"), ("kvcast_amax", "per tensor + amax"),
                      ("kvcast_head_amax", "per head + amax")):
@@ -446,6 +472,8 @@ def main():
         for cache in ("cold", "hot"):
             parts += [f"## Scale kinds (bf16 -> E4M3, {cache} L2, graph; times in us; MB and copy count the per-(token, head) "
                       "scales)\n", scales_table(s, cache, torch_rows if cache == "hot" else {}), ""]
+        parts += ["## Scale kinds from 64 MB, slots a random permutation against sorted (bf16 -> E4M3, cold L2, graph; times "
+                  "in us)\n", scales_sorted_table(s), ""]
         for cache in ("cold", "hot"):
             parts += [f"## The scale axis: bf16 8x128 -> E4M3 with each scale pair ({cache} L2, graph)\n",
                       scale_axis_table(s, cache), ""]

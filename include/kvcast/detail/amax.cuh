@@ -144,16 +144,16 @@ KVCAST_DEVICE void group_max(std::uint32_t& k, std::uint32_t& v, std::uint32_t l
   }
 }
 
-//! What a warp's maxima must exceed to be added (float bits, lane 0 K's, lane 1 V's): the value
-//! of the amax output as this SM last read it (a load cached in L1). Issued with the thread's
-//! other loads, so that the decision costs no trip of its own. Only where the call asks for it
-//! (AmaxOutput::skip_smaller): the caller's branch on that is uniform, and a small grid's floor
-//! of 0 then costs no instruction after the loads return.
+//! What a warp's maxima must exceed to be added (float bits, K's and V's, in every lane): the
+//! value of the amax output as this SM last read it (a load cached in L1; the warp's lanes share
+//! its address, so it is one request). Issued with the thread's other loads, so that the decision
+//! costs no trip of its own. Only where the call asks for it (AmaxOutput::skip_smaller): the
+//! caller's branch on that is uniform, and a small grid's floor of 0 then costs no instruction
+//! after the loads return.
 KVCAST_DEVICE SeenMax amax_floor(const float* k_amax, const float* v_amax) {
   SeenMax floor;
-  const std::uint32_t lane = threadIdx.x % kLanes;
-  if (lane == 0 && k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
-  if (lane == 1 && v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
+  if (k_amax) floor.k = __ldca(reinterpret_cast<const unsigned int*>(k_amax));
+  if (v_amax) floor.v = __ldca(reinterpret_cast<const unsigned int*>(v_amax));
   return floor;
 }
 
@@ -177,8 +177,11 @@ KVCAST_DEVICE void warp_maxima_add(SeenMax warp, float* k_amax, float* v_amax, S
 }
 
 //! The amax output's share of a warp: each tensor's maximum of `seen` over the warp (one redux
-//! each), added by warp_maxima_add. Every lane of the warp calls it.
+//! each), added by warp_maxima_add. Every lane of the warp calls it. A warp none of whose lanes
+//! is above `floor` skips the reductions too (one vote instead): past a large grid's first warps,
+//! that is almost every warp (NOTES #15zq).
 KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor) {
+  if (!__any_sync(0xffffffffu, seen.k > floor.k || seen.v > floor.v)) return;
   warp_maxima_add(SeenMax{warp_max(seen.k), warp_max(seen.v)}, k_amax, v_amax, floor);
 }
 
