@@ -35,23 +35,19 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   WriteParams<T, Scales> p{};
   const WriteKernel kernel = plan.choice.kernel;
   const bool amax_lean = kernel == WriteKernel::amax_lean;
-  // The lean row-head warp: row-heads as segments, whatever the plan fused; both layouts as the
-  // flat rows they are (lean_token_head_call).
-  const bool row_heads = kernel == WriteKernel::row_head_lean;
   const bool dense_rows = kernel == WriteKernel::dense || kernel == WriteKernel::realigned || amax_lean;
   // The lean amax write: a vector's head by a shift (lean_amax_call: a power-of-two head_dim where
   // the heads have scales of their own).
   p.log2_group = !amax_lean                                          ? static_cast<std::uint32_t>(plan.choice.log2_group)
                  : a.scale_kind == ScaleKind::per_head && a.heads > 1 ? static_cast<std::uint32_t>(log2_ceil(a.head_dim))
                                                                       : 31u;
-  p.num_segments = static_cast<std::uint32_t>(row_heads ? a.num_tokens * a.heads : plan.num_segments);
-  p.seg_len = static_cast<std::uint32_t>(row_heads ? a.head_dim : plan.seg_len);
+  p.num_segments = static_cast<std::uint32_t>(plan.num_segments);
+  p.seg_len = static_cast<std::uint32_t>(plan.seg_len);
   p.chunks_first = plan.choice.order == GridOrder::chunks_first ? 1u : 0u;
   // DenseRows (the dense and realigned kernels): head_dim; the lean amax write: a row's vectors;
-  // LayoutRows: segments a token (the lean row-head warp: heads).
+  // LayoutRows: segments a token.
   p.split = FastDivmod(static_cast<std::uint32_t>(amax_lean    ? plan.seg_len / kAmaxLeanVec
                                                   : dense_rows ? a.head_dim
-                                                  : row_heads  ? a.heads
                                                                : plan.segs_per_token));
   p.loc_is_int32 = a.loc.is_int32 ? 1u : 0u;
   p.k = a.k;
@@ -74,10 +70,7 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   };
   p.mult = times_stride(a.mult);
   p.offset = times_stride(a.offset);
-  p.out = row_heads ? OutputLayout::flat(row_stride_of(plan.out), plan.out.head_stride) : plan.out;
-  if constexpr (std::is_same<Scales, PerTokenHeadScale>::value) {
-    if (row_heads) p.scales.layout = OutputLayout::flat(row_stride_of(plan.scales_out), plan.scales_out.head_stride);
-  }
+  p.out = plan.out;
   p.k_out = static_cast<std::uint8_t*>(a.k_out);
   p.v_out = static_cast<std::uint8_t*>(a.v_out);
   p.error_count = a.error_count;
@@ -108,9 +101,43 @@ WriteKernelPointer<T, Scales> vector_kernel(WriteKernel kernel) {
   return nullptr;
 }
 
+//! The lean row-head warp's parameters of a planned call (lean_token_head_call: row-heads as
+//! segments, whatever the plan fused; codes and scales in the flat rows both layouts are there).
+template <class T>
+RowHeadLeanParams<T> make_row_head_lean_params(const DowncastArgs<T>& a, const Plan& plan) {
+  RowHeadLeanParams<T> p{};
+  p.num_segments = static_cast<std::uint32_t>(a.num_tokens * a.heads);
+  p.heads = FastDivmod(static_cast<std::uint32_t>(a.heads));
+  p.k = a.k;
+  p.v = a.v;
+  p.scale_head_stride = plan.scales_out.head_stride;
+  p.min_scale = a.min_scale;
+  p.in_token_stride = plan.in_token_stride;
+  p.in_head_stride = plan.in_head_stride;
+  p.k_out = static_cast<std::uint8_t*>(a.k_out);
+  p.v_out = static_cast<std::uint8_t*>(a.v_out);
+  p.k_scales = a.k_scales_out;
+  p.v_scales = a.v_scales_out;
+  p.code_row_stride = row_stride_of(plan.out);
+  p.code_head_stride = plan.out.head_stride;
+  p.loc = static_cast<const long long*>(a.loc.data);
+  p.min_slot = plan.min_slot;
+  p.max_slot = plan.max_slot;
+  p.scale_row_stride = row_stride_of(plan.scales_out);
+  p.k_amax = a.k_amax;
+  p.v_amax = a.v_amax;
+  p.error_count = a.error_count;
+  return p;
+}
+
+template <class T>
+using RowHeadLeanKernelPointer = void (*)(RowHeadLeanParams<T>);
+
 //! The lean row-head warp of lane vector `vec`, with the amax output or without.
 template <class T, class Codes, bool Amax>
-WriteKernelPointer<T, PerTokenHeadScale> lean_row_head_kernel(int vec) {
+RowHeadLeanKernelPointer<T> lean_row_head_kernel(int vec) {
+  static_assert(lean_row_head_vec(64) == 2 && lean_row_head_vec(128) == 4 && lean_row_head_vec(256) == 8,
+                "lean_row_head_kernel: the lean row-head warp's lane vectors");
   switch (vec) {
     case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2), Amax>;
     case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4), Amax>;
@@ -147,18 +174,7 @@ WriteKernelPointer<T, Scales> select_kernel(const KernelChoice& c) {
     else
       return nullptr;
   }
-  if (c.kernel == WriteKernel::row_head_lean) {
-    if constexpr (std::is_same<Scales, PerTokenHeadScale>::value &&
-                  write_kernel_exists(WriteKernel::row_head_lean, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
-                                      ScalePolicyId::per_token_head)) {
-      static_assert(lean_row_head_vec(64) == 2 && lean_row_head_vec(128) == 4 && lean_row_head_vec(256) == 8,
-                    "select_kernel: the lean row-head warp's lane vectors");
-      if (c.amax) return lean_row_head_kernel<T, Codes, true>(c.vec);
-      return lean_row_head_kernel<T, Codes, false>(c.vec);
-    } else {
-      return nullptr;
-    }
-  }
+  if (c.kernel == WriteKernel::row_head_lean) return nullptr;  // parameters of its own: dispatch
   if (c.access == tile::Access::interleaved) {
     switch (c.vec) {
       case 8: return vector_kernel<T, Codes, Scales, tile::Access::interleaved, 8>(c.kernel);
@@ -198,6 +214,17 @@ Status launch(void (*kernel)(Params), const KernelChoice& c, const Params& p, bo
 //! chose, the launch.
 template <class Codes, class Scales, class T>
 Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stream) {
+  if constexpr (std::is_same<Scales, PerTokenHeadScale>::value &&
+                write_kernel_exists(WriteKernel::row_head_lean, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
+                                    ScalePolicyId::per_token_head)) {
+    if (plan.choice.kernel == WriteKernel::row_head_lean) {
+      const RowHeadLeanKernelPointer<T> lean = plan.choice.amax ? lean_row_head_kernel<T, Codes, true>(plan.choice.vec)
+                                                                : lean_row_head_kernel<T, Codes, false>(plan.choice.vec);
+      if (lean == nullptr)
+        return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.choice.vec);
+      return launch(lean, plan.choice, make_row_head_lean_params(args, plan), args.pdl, stream);
+    }
+  }
   const WriteKernelPointer<T, Scales> kernel = select_kernel<T, Codes, Scales>(plan.choice);
   if (kernel == nullptr)
     return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.choice.vec);

@@ -35,7 +35,8 @@
 namespace kvcast {
 namespace detail {
 
-//! Everything a write kernel reads, passed by value as a `__grid_constant__` parameter. Ordered
+//! Everything a write kernel reads (but the lean row-head warp, whose parameters are its own:
+//! RowHeadLeanParams), passed by value as a `__grid_constant__` parameter. Ordered
 //! by first use, and packed so that everything but the error counter fits in the first 176
 //! bytes: the three constant-cache lines they span are all touched by the prologue, so the
 //! store side never waits for a line after its loads have returned.
@@ -549,6 +550,45 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 
 // ---- The lean row-head warp: per-(token, head) scales of the serving call at decode. --------
 
+//! The lean row-head warp's parameters: only what it reads (WriteParams of per-(token, head)
+//! scales is 240 bytes), laid out so that its prologue touches each constant-cache line they
+//! span before the loads return: the row-head count, its split and the inputs in the first
+//! line, the input strides in the second, the slots in the third. Whatever its stores read is
+//! then in a line already there; a line first read after the loads cost 576's decode steps
+//! 1.5-3% (NOTES #15zr). Lines of 64 bytes from the parameters' constant bank offset 0x210
+//! (sm_90), which the offsets below are cut to.
+template <class T>
+struct RowHeadLeanParams {
+  // First line: to find the warp's row-head and its inputs; the scale's place and bound.
+  std::uint32_t num_segments;  //!< row-heads (tokens * heads)
+  FastDivmod heads;            //!< a row-head's token and head are seg / heads and seg % heads
+  const T* k;
+  const T* v;
+  std::int64_t scale_head_stride;  //!< floats from one head's scale to the next in a row
+  float min_scale;
+  // Second line: the input strides, then where the codes and scales go.
+  std::int64_t in_token_stride;
+  std::int64_t in_head_stride;
+  std::uint8_t* k_out;
+  std::uint8_t* v_out;
+  float* k_scales;
+  float* v_scales;
+  std::int64_t code_row_stride;  //!< bytes from one slot's codes to the next (flat rows: row = slot)
+  std::int64_t code_head_stride;
+  // Third line: the slots, their bounds, the amax output, the out-of-range count.
+  const long long* loc;
+  std::int64_t min_slot;
+  std::int64_t max_slot;
+  std::int64_t scale_row_stride;  //!< floats from one slot's scales to the next
+  float* k_amax;                  //!< null: no amax of K (the instance compiled with it)
+  float* v_amax;
+  unsigned long long* error_count;  //!< only on the rare out-of-range path
+};
+static_assert(offsetof(RowHeadLeanParams<std::uint16_t>, in_token_stride) == 0x240 - 0x210 &&
+                  offsetof(RowHeadLeanParams<std::uint16_t>, loc) == 0x280 - 0x210 &&
+                  sizeof(RowHeadLeanParams<std::uint16_t>) <= 0x2c0 - 0x210,
+              "RowHeadLeanParams: a field the prologue reads in each of its three constant-cache lines.");
+
 //! A warp a row-head, for the serving call of per-(token, head) scales at decode
 //! (detail::lean_token_head_call): 16-bit K and V both given, int64 slots with row = slot, codes
 //! and scales in flat rows (dispatch gives a layout of contiguous pages as the flat one it is),
@@ -563,7 +603,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! (grid z: 0 K, 1 V), else both in one warp (lean_row_head_apart).
 template <class T, class Codes, int Vec, int Side, bool Apart, bool Amax>
 __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
-    write_row_head_lean_kernel(const __grid_constant__ WriteParams<T, PerTokenHeadScale> p) {
+    write_row_head_lean_kernel(const __grid_constant__ RowHeadLeanParams<T> p) {
   static_assert(Side == 0 || (Side >= 2 && Side < Vec), "write_row_head_lean_kernel: a side vector narrower than the main one.");
   using Walk = tile::Memory<std::uint32_t>;
   using Format = typename Codes::format;
@@ -576,8 +616,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   if (seg >= p.num_segments) return;  // the whole warp: it holds the row-head
 
   // locate: the row-head, and each tensor's input, codes and scales
-  std::uint32_t token, head;
-  LayoutRows::locate(p, seg, token, head);
+  const std::uint32_t token = p.heads.div(seg);
+  const std::uint32_t head = seg - token * p.heads.divisor();
   const T* in[kTensors];
   std::uint8_t* out[kTensors];
   float* scale_out[kTensors];
@@ -586,17 +626,17 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     const bool v = blockIdx.z != 0;
     in[0] = v ? p.v : p.k;
     out[0] = v ? p.v_out : p.k_out;
-    scale_out[0] = v ? p.scales.v_scales : p.scales.k_scales;
-    if constexpr (Amax) amax_out[0] = v ? p.scales.amax.v : p.scales.amax.k;
+    scale_out[0] = v ? p.v_scales : p.k_scales;
+    if constexpr (Amax) amax_out[0] = v ? p.v_amax : p.k_amax;
   } else {
     in[0] = p.k, in[1] = p.v;
     out[0] = p.k_out, out[1] = p.v_out;
-    scale_out[0] = p.scales.k_scales, scale_out[1] = p.scales.v_scales;
-    if constexpr (Amax) amax_out[0] = p.scales.amax.k, amax_out[1] = p.scales.amax.v;
+    scale_out[0] = p.k_scales, scale_out[1] = p.v_scales;
+    if constexpr (Amax) amax_out[0] = p.k_amax, amax_out[1] = p.v_amax;
   }
 
   // load: each tensor's vectors, then the slot
-  const std::int64_t in_base = LayoutRows::in_offset(p, token, head);
+  const std::int64_t in_base = token * p.in_token_stride + head * p.in_head_stride;
   AlignedVector<T, Vec> vec[kTensors];
   AlignedVector<T, kSideVec> side[kTensors];
   KVCAST_UNROLL
@@ -604,9 +644,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     Walk::template load<A>(in[t] + in_base + lane * Vec, Vec, vec[t]);
     if constexpr (Side != 0) Walk::template load<A>(in[t] + in_base + kLanes * Vec + lane * Side, Side, side[t]);
   }
-  const std::int64_t slot = __ldg(static_cast<const long long*>(p.loc) + token);
-  const std::int64_t code_in_row = LayoutRows::out_offset_in_row(p, head, 0);
-  const std::int64_t scale_in_row = PerTokenHeadScale::offset_in_row(p.scales, head);
+  const std::int64_t slot = __ldg(p.loc + token);
+  const std::int64_t code_in_row = head * p.code_head_stride;
+  const std::int64_t scale_in_row = head * p.scale_head_stride;
 
   // scale: one warp reduction a tensor (the side vector's magnitudes join before widening). The
   // amax output takes that maximum as it is, from lane 0, for a token with a slot (out-of-range
@@ -619,13 +659,13 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     const std::uint32_t bits = warp_max(pair_max_to_float_bits<T>(m));
     if constexpr (Amax)
       if (lane == 0 && slot >= 0 && amax_out[t] != nullptr) red_max(amax_out[t], bits);
-    scale[t] = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(bits), p.scales.min_scale);
+    scale[t] = PerTokenHeadScale::scale_of<Format, T>(__uint_as_float(bits), p.min_scale);
   }
 
   // resolve: row = slot, flat rows
   if (!slot_writes(p, slot, head == 0 && lane == 0 && (!Apart || blockIdx.z == 0))) return;
-  const std::int64_t code_at = slot * p.out.block_stride + code_in_row;
-  const std::int64_t scale_at = slot * p.scales.layout.block_stride + scale_in_row;
+  const std::int64_t code_at = slot * p.code_row_stride + code_in_row;
+  const std::int64_t scale_at = slot * p.scale_row_stride + scale_in_row;
 
   // convert and store: each element's own quotient (Fp8::exact), then the scale (lane 0)
   KVCAST_UNROLL
