@@ -107,7 +107,7 @@ template <class T>
 RowHeadLeanParams<T> make_row_head_lean_params(const DowncastArgs<T>& a, const Plan& plan) {
   RowHeadLeanParams<T> p{};
   p.num_segments = static_cast<std::uint32_t>(a.num_tokens * a.heads);
-  p.heads = FastDivmod(static_cast<std::uint32_t>(a.heads));
+  p.split = FastDivmod(static_cast<std::uint32_t>(a.heads));
   p.k = a.k;
   p.v = a.v;
   p.scale_head_stride = plan.scales_out.head_stride;

@@ -561,7 +561,7 @@ template <class T>
 struct RowHeadLeanParams {
   // First line: to find the warp's row-head and its inputs; the scale's place and bound.
   std::uint32_t num_segments;  //!< row-heads (tokens * heads)
-  FastDivmod heads;            //!< a row-head's token and head are seg / heads and seg % heads
+  FastDivmod split;            //!< heads (LayoutRows::locate: token seg / split, head seg % split)
   const T* k;
   const T* v;
   std::int64_t scale_head_stride;  //!< floats from one head's scale to the next in a row
@@ -616,8 +616,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   if (seg >= p.num_segments) return;  // the whole warp: it holds the row-head
 
   // locate: the row-head, and each tensor's input, codes and scales
-  const std::uint32_t token = p.heads.div(seg);
-  const std::uint32_t head = seg - token * p.heads.divisor();
+  std::uint32_t token, head;
+  LayoutRows::locate(p, seg, token, head);
   const T* in[kTensors];
   std::uint8_t* out[kTensors];
   float* scale_out[kTensors];
@@ -636,7 +636,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   }
 
   // load: each tensor's vectors, then the slot
-  const std::int64_t in_base = token * p.in_token_stride + head * p.in_head_stride;
+  const std::int64_t in_base = LayoutRows::in_offset(p, token, head);
   AlignedVector<T, Vec> vec[kTensors];
   AlignedVector<T, kSideVec> side[kTensors];
   KVCAST_UNROLL
