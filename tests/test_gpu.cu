@@ -250,8 +250,8 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
 // lane vectors and whether K and V went apart; the amax write's (WriteKernel::amax_lean) cases.
 struct LeanRuns {
   int cases = 0;
-  std::set<std::pair<int, bool>> vec_apart;
-  std::set<std::pair<int, bool>> vec_apart_amax;  // the row-head warp's, with the amax output
+  std::set<std::pair<int, bool>> vec_apart;       // the row-head warp's, without the amax output
+  std::set<std::pair<int, bool>> vec_apart_amax;  // and with it
   int amax_cases = 0;
 };
 
@@ -264,8 +264,7 @@ void check_scale_grid(kvcast::ScaleKind kind, bool amax, std::set<std::tuple<int
     kvtest::Outcome o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
     if (::testing::Test::HasFailure()) return;
     if (o.row_head_lean || o.amax_lean) {
-      if (lean && o.row_head_lean) ++lean->cases, lean->vec_apart.insert({o.vec, o.tensors_apart});
-      if (lean && o.row_head_lean && c.amax) lean->vec_apart_amax.insert({o.vec, o.tensors_apart});
+      if (lean && o.row_head_lean) ++lean->cases, (c.amax ? lean->vec_apart_amax : lean->vec_apart).insert({o.vec, o.tensors_apart});
       if (lean && o.amax_lean) ++lean->amax_cases;
       c.loc = kvtest::LocKind::i32;
       o = kvtest::check_case<typename C::T, typename C::Format, C::kMode>(c);
@@ -340,11 +339,13 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     // tuning::kTensorsApartUpTo elements a tensor, in one warp above.
     EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{})) << "rows of 576 with K and V apart and together";
     // The serving call at decode on the lean row-head warp, 16-bit inputs: heads of 64 with K and
-    // V in one warp, of 128, 256 and 576 apart (lean_row_head_vec, lean_row_head_apart).
+    // V in one warp, of 128, 256 and 576 apart, and with amax every head apart (lean_row_head_vec,
+    // lean_row_head_apart).
     const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {4, true}, {8, true}, {16, true}};
+    const std::set<std::pair<int, bool>> lean_amax_kernels = {{2, true}, {4, true}, {8, true}, {16, true}};
     const std::set<std::pair<int, bool>> no_lean_kernels;
-    EXPECT_EQ(lean.vec_apart, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp";
-    EXPECT_EQ(lean.vec_apart_amax, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp, with amax";
+    EXPECT_EQ(lean.vec_apart, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp, without amax";
+    EXPECT_EQ(lean.vec_apart_amax, vec16 ? lean_amax_kernels : no_lean_kernels) << "every lean row-head warp, with amax";
     if (vec16) EXPECT_GE(lean.cases, 18) << "cases on the lean row-head warp";
     std::set<std::tuple<int, int, bool>> all = {{4, 4, false}, {8, 8, false}, {8, 1, false}, {4, 4, true}, {8, 8, true}};
     if (vec16) all.insert({{16, 16, false}, {16, 16, true}});

@@ -139,11 +139,11 @@ RowHeadLeanKernelPointer<T> lean_row_head_kernel(int vec) {
   static_assert(lean_row_head_vec(64) == 2 && lean_row_head_vec(128) == 4 && lean_row_head_vec(256) == 8,
                 "lean_row_head_kernel: the lean row-head warp's lane vectors");
   switch (vec) {
-    case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2), Amax>;
-    case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4), Amax>;
-    case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, lean_row_head_apart(8), Amax>;
+    case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2, Amax), Amax>;
+    case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4, Amax), Amax>;
+    case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, lean_row_head_apart(8, Amax), Amax>;
     case kRowHeadWarpVec:
-      return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, lean_row_head_apart(kRowHeadWarpVec), Amax>;
+      return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, lean_row_head_apart(kRowHeadWarpVec, Amax), Amax>;
     default: return nullptr;
   }
 }

@@ -877,7 +877,7 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 //! tuning::kTensorsApartUpTo, NOTES #15zc).
 template <class T>
 bool tensors_apart(const DowncastArgs<T>& a, const Plan& plan) {
-  if (plan.choice.kernel == WriteKernel::row_head_lean) return lean_row_head_apart(plan.choice.vec);  // K and V both given
+  if (plan.choice.kernel == WriteKernel::row_head_lean) return lean_row_head_apart(plan.choice.vec, plan.choice.amax);  // K and V both given
   if (plan.choice.kernel == WriteKernel::amax_lean) return true;
   const bool long_chain = plan.choice.kernel == WriteKernel::row_head_warp || plan.format == CodeFormat::nvfp4;
   return long_chain && a.k != nullptr && a.v != nullptr && plan.elements <= tuning::kTensorsApartUpTo;
