@@ -21,6 +21,10 @@
 #include "format.hpp"
 #include "vec.cuh"
 
+#if defined(__CUDACC__) && KVCAST_HAS_PERSISTING_SCALES
+#include <cuda/annotated_ptr>
+#endif
+
 namespace kvcast {
 
 //! Code policy: fp8 codes, one byte an element, `quantize(x, scale)` of DESIGN.md §2 in
@@ -242,12 +246,21 @@ struct PerTokenHeadScale {
   KVCAST_DEVICE static std::int64_t offset_in_row(const Params& p, std::uint32_t head) {
     return std::int64_t{head} * p.layout.head_stride;
   }
+  //! Stores one computed scale at `at`: with L2 evict-last priority where KVCAST_PERSISTING_SCALES
+  //! asks for it (config.hpp says why it is an option).
+  KVCAST_DEVICE static void store_one(float* at, float scale) {
+#if KVCAST_HAS_PERSISTING_SCALES
+    *cuda::associate_access_property(at, cuda::access_property::persisting{}) = scale;
+#else
+    *at = scale;
+#endif
+  }
   //! K's scale (where `k`) and V's (where `v`) at row `row`, `in_row` floats in (offset_in_row).
   //! The place is worked out whether or not either is stored, so that the stores are predicated.
   KVCAST_DEVICE static void store(const Params& p, std::int64_t row, std::int64_t in_row, float2 scales, bool k, bool v) {
     const std::int64_t at = p.layout.row_address(row) + in_row;
-    if (k) p.k_scales[at] = scales.x;
-    if (v) p.v_scales[at] = scales.y;
+    if (k) store_one(p.k_scales + at, scales.x);
+    if (v) store_one(p.v_scales + at, scales.y);
   }
   KVCAST_DEVICE static float2 load_row(const Params& p, std::int64_t row, std::uint32_t head) {
     const std::int64_t at = p.layout.address(row, head);

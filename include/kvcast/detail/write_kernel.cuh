@@ -673,7 +673,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     const typename Codes::template QuotientQuantizer<T> q(scale[t]);
     store_codes<Codes, A, true>(out[t] + code_at + lane * Vec, Vec, q, vec[t]);
     if constexpr (Side != 0) store_codes<Codes, A, true>(out[t] + code_at + kLanes * Vec + lane * Side, Side, q, side[t]);
-    if (lane == 0) scale_out[t][scale_at] = scale[t];
+    if (lane == 0) PerTokenHeadScale::store_one(scale_out[t] + scale_at, scale[t]);
   }
 }
 
