@@ -51,8 +51,8 @@
 //! Scales the write computes (per (token, head)) are stored at normal L2 priority. Define
 //! KVCAST_PERSISTING_SCALES to store them with evict-last priority instead
 //! (cuda::access_property::persisting): with slots that scatter the rows, a scale's line is then
-//! not evicted part-written while the inputs and codes stream through L2, and the write from
-//! 64 MB was 1.02-1.05x faster on an H200 (benchmarks/NOTES.md #15zu). The lines stay
+//! not evicted part-written while the inputs and codes stream through L2, which makes large
+//! writes faster (benchmarks/NOTES.md #15zu measures by how much). The lines stay
 //! persisting after the kernel, in L2's set-aside for persisting accesses
 //! (cudaLimitPersistingL2CacheSize: evict-last has no effect where it is 0), and take that much
 //! L2 from the kernels after it until they are evicted or cudaCtxResetPersistingL2Cache resets

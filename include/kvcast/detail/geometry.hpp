@@ -51,9 +51,9 @@ KVCAST_HOST_DEVICE constexpr int lean_row_head_vec(std::int64_t head_dim) {
 }
 //! Whether the lean row-head warp of lane vector `vec` puts K and V in warps of their own (grid
 //! z): from 4 elements a lane (heads of 128 and up) the conversions are the longer chain, and
-//! apart was 1.00-1.03x faster at 128 and 256 (NOTES #15zi); at 64, both in one warp, but for
-//! the instance with the amax output, whose warps then make one reduction and one atomic each
-//! (1.03-1.06x faster, NOTES #15zt).
+//! apart measured faster at 128 and 256 (NOTES #15zi); at 64, both in one warp, but for the
+//! instance with the amax output, whose warps then make one reduction and one atomic each
+//! (NOTES #15zt).
 KVCAST_HOST_DEVICE constexpr bool lean_row_head_apart(int vec, bool amax) { return vec >= 4 || amax; }
 
 //! Elements a thread of the lean amax write (write_amax_lean_kernel) holds: 16-bit inputs, one
