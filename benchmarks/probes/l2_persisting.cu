@@ -3,8 +3,9 @@
 // Probe (not a kvcast kernel): what 4-byte stores of L2 evict-last priority (the per-(token, head)
 // write's scale stores, cuda::access_property::persisting) leave behind for the kernels after
 // them. A reader re-reads a 32 or 48 MB buffer that L2 holds; it is timed twice after a writer
-// has put 4 bytes in each of 65537 128-byte lines (8 MB of lines: 32768 tokens' K and V scales,
-// each row its own line), of normal or evict-last priority; after those lines were loaded once at
+// has made 65537 4-byte stores at hashed 128-byte lines of a region (35717 distinct lines, 4.4 MB
+// of them: about 18000 tokens' K and V scales, each row on a line of its own), of normal or
+// evict-last priority; after those lines were loaded once at
 // normal priority (as a read or an attention kernel would); after five writers to five regions
 // in a row; and after those and cudaCtxResetPersistingL2Cache. Medians of 15 samples by CUDA
 // events. Build and run on the GPU machine:
@@ -30,12 +31,12 @@
 
 constexpr std::size_t kLine = 128;
 
-// One 4-byte store in each of `lines` lines of `out`, lines in a scattered order.
+// `lines` 4-byte stores at the first float of hashed 128-byte lines of `out`.
 template <bool Persisting>
 __global__ void write_scattered(float* out, std::uint32_t lines) {
   const std::uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= lines) return;
-  const std::uint32_t line = (i * 2654435761u) % lines;  // a permutation for odd `lines`
+  const std::uint32_t line = (i * 2654435761u) % lines;  // wraps at 2^32: 35717 distinct lines of 65537
   float* at = out + line * (kLine / 4);
   if constexpr (Persisting) {
     *cuda::associate_access_property(at, cuda::access_property::persisting{}) = 1.0f;
@@ -73,7 +74,7 @@ int main() {
               prop.l2CacheSize >> 20, prop.persistingL2CacheMaxSize >> 20, limit);
 
   const std::size_t reader_bytes = 48u << 20;
-  const std::uint32_t lines = 65537;  // 8 MB of lines: 32768 tokens' K and V scales, each row its own line
+  const std::uint32_t lines = 65537;  // a region of 8 MB of lines, 4.4 MB of them written
   const int regions = 5;
   std::uint8_t *reader = nullptr, *scales = nullptr, *sweep = nullptr;
   unsigned* sink = nullptr;
@@ -92,7 +93,7 @@ int main() {
   auto read = [&](std::size_t n) { read_all<<<blocks, threads>>>(reinterpret_cast<const uint4*>(reader), n, sink); };
 
   // mode 0: no writer; 1: normal stores; 2: evict-last stores; 3: evict-last, then each line
-  // loaded at normal priority; 4: evict-last to five regions (40 MB of lines) in a row;
+  // loaded at normal priority; 4: evict-last to five regions (22 MB of lines) in a row;
   // 5: as 4, then cudaCtxResetPersistingL2Cache.
   const char* names[] = {"no writer", "normal stores", "evict-last stores", "evict-last, then loaded at normal priority",
                          "evict-last, five regions", "evict-last, five regions, then reset"};
