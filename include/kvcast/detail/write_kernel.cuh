@@ -554,8 +554,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
 //! scales is 240 bytes), laid out so that its prologue touches each constant-cache line they
 //! span before the loads return: the row-head count, its split and the inputs in the first
 //! line, the input strides in the second, the slots in the third. Whatever its stores read is
-//! then in a line already there; a line first read after the loads cost 576's decode steps
-//! 1.5-3% (NOTES #15zr). Lines of 64 bytes from the parameters' constant bank offset 0x210
+//! then in a line already there; a line first read after the loads slowed 576's decode steps
+//! (NOTES #15zr). Lines of 64 bytes from the parameters' constant bank offset 0x210
 //! (sm_90), which the offsets below are cut to.
 template <class T>
 struct RowHeadLeanParams {
