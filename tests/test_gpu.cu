@@ -232,6 +232,9 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
       });
   add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 4; c.head_dim = 256; c.in_head_pad = 8; c.in_token_pad = 16; });
   add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; });
+  // Heads of 64 without amax: apart up to tuning::kLeanRowHead64ApartUpTo elements a tensor, in
+  // one warp past it.
+  add([](Case& c) { c.amax = false; c.tokens = kvcast::detail::tuning::kLeanRowHead64ApartUpTo / 512; c.heads = 8; c.head_dim = 64; c.pad_fraction = 0.1; });
   add([](Case& c) { c.amax = false; c.tokens = 40; c.heads = 8; c.head_dim = 64; c.out = OutKind::nhd; c.block_size = 16; c.scale_out = kvtest::ScaleOut::paged; });
   add([](Case& c) { c.amax = false; c.tokens = 30; c.heads = 1; c.head_dim = 576; c.out = OutKind::nhd; c.block_size = 8; });
   add([](Case& c) { c.amax = false; c.tokens = 256; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // 2^18 elements
@@ -338,10 +341,10 @@ TYPED_TEST(Downcast, PerTokenHeadScalesOverTheGrid) {
     // The row-head-warp kernel with both tensors: K and V in CTAs of their own up to
     // tuning::kTensorsApartUpTo elements a tensor, in one warp above.
     EXPECT_EQ(apart, (vec16 ? std::set<bool>{false, true} : std::set<bool>{})) << "rows of 576 with K and V apart and together";
-    // The serving call at decode on the lean row-head warp, 16-bit inputs: heads of 64 with K and
-    // V in one warp, of 128, 256 and 576 apart, and with amax every head apart (lean_row_head_vec,
-    // lean_row_head_apart).
-    const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {4, true}, {8, true}, {16, true}};
+    // The serving call at decode on the lean row-head warp, 16-bit inputs: every head with K and V
+    // apart, and heads of 64 without amax past tuning::kLeanRowHead64ApartUpTo in one warp
+    // (lean_row_head_vec, lean_row_head_together).
+    const std::set<std::pair<int, bool>> lean_kernels = {{2, false}, {2, true}, {4, true}, {8, true}, {16, true}};
     const std::set<std::pair<int, bool>> lean_amax_kernels = {{2, true}, {4, true}, {8, true}, {16, true}};
     const std::set<std::pair<int, bool>> no_lean_kernels;
     EXPECT_EQ(lean.vec_apart, vec16 ? lean_kernels : no_lean_kernels) << "every lean row-head warp, without amax";

@@ -256,8 +256,9 @@ void expect_not_taken(const DowncastArgs<Bf16>& base, kvcast::detail::WriteKerne
 }
 
 // The serving call of per-(token, head) scales at decode takes the lean row-head warp: a lane
-// vector of 2, 4, 8 or 16 (+2) for heads of 64, 128, 256, 576, K and V apart from 128 on; a call
-// that leaves the serving form in any one way, or is larger, takes the other kernels.
+// vector of 2, 4, 8 or 16 (+2) for heads of 64, 128, 256, 576, K and V apart (heads of 64
+// without amax up to tuning::kLeanRowHead64ApartUpTo elements a tensor, in one warp past it); a
+// call that leaves the serving form in any one way, or is larger, takes the other kernels.
 TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
   using kvcast::detail::WriteKernel;
   const auto serving = [](std::int64_t heads, std::int64_t head_dim) {
@@ -271,7 +272,7 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
     return a;
   };
   kvcast::detail::Plan plan;
-  for (auto [heads, head_dim, vec, apart] : {std::tuple{8, 64, 2, false}, {8, 128, 4, true}, {8, 256, 8, true}, {1, 576, 16, true}, {2, 576, 16, true}}) {
+  for (auto [heads, head_dim, vec, apart] : {std::tuple{8, 64, 2, true}, {8, 128, 4, true}, {8, 256, 8, true}, {1, 576, 16, true}, {2, 576, 16, true}}) {
     const DowncastArgs<Bf16> a = serving(heads, head_dim);
     ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
     EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean) << heads << "x" << head_dim;
@@ -283,6 +284,18 @@ TEST(Plan, LeanRowHeadWarpTakesTheServingCallAtDecode) {
                                                     kvcast::Arithmetic::fp32, kvcast::detail::ScalePolicyId::per_token_head));
     EXPECT_FALSE(kvcast::detail::write_kernel_exists(WriteKernel::row_head_lean, vec, kvcast::tile::Access::vector, 4,
                                                      kvcast::Arithmetic::fp32, kvcast::detail::ScalePolicyId::per_token_head));
+  }
+  // Heads of 64 without amax: apart up to tuning::kLeanRowHead64ApartUpTo elements a tensor, in
+  // one warp past it (the only lean instance of K and V together: lean_row_head_together).
+  EXPECT_TRUE(kvcast::detail::lean_row_head_together(2, false));
+  EXPECT_FALSE(kvcast::detail::lean_row_head_together(2, true));
+  EXPECT_FALSE(kvcast::detail::lean_row_head_together(4, false));
+  for (const std::int64_t extra : {0, 1}) {
+    DowncastArgs<Bf16> a = serving(8, 64);
+    a.num_tokens = kvcast::detail::tuning::kLeanRowHead64ApartUpTo / 512 + extra;
+    ASSERT_TRUE(kvcast::make_plan(a, plan).ok()) << kvcast::make_plan(a, plan).message();
+    EXPECT_EQ(plan.choice.kernel, WriteKernel::row_head_lean) << a.num_tokens << " tokens";
+    EXPECT_EQ(plan.choice.grid_z, extra == 0 ? 2 : 1) << a.num_tokens << " tokens";
   }
   // Pages of contiguous rows are flat rows.
   DowncastArgs<Bf16> paged = serving(8, 128);

@@ -133,17 +133,22 @@ RowHeadLeanParams<T> make_row_head_lean_params(const DowncastArgs<T>& a, const P
 template <class T>
 using RowHeadLeanKernelPointer = void (*)(RowHeadLeanParams<T>);
 
-//! The lean row-head warp of lane vector `vec`, with the amax output or without.
+//! The lean row-head warp of lane vector `vec`, with the amax output or without, K and V apart
+//! or in one warp (null where that instance is not compiled: lean_row_head_together).
 template <class T, class Codes, bool Amax>
-RowHeadLeanKernelPointer<T> lean_row_head_kernel(int vec) {
+RowHeadLeanKernelPointer<T> lean_row_head_kernel(int vec, bool apart) {
   static_assert(lean_row_head_vec(64) == 2 && lean_row_head_vec(128) == 4 && lean_row_head_vec(256) == 8,
                 "lean_row_head_kernel: the lean row-head warp's lane vectors");
+  if (!apart) {
+    if constexpr (lean_row_head_together(2, Amax))
+      if (vec == 2) return &write_row_head_lean_kernel<T, Codes, 2, 0, false, Amax>;
+    return nullptr;
+  }
   switch (vec) {
-    case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, lean_row_head_apart(2, Amax), Amax>;
-    case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, lean_row_head_apart(4, Amax), Amax>;
-    case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, lean_row_head_apart(8, Amax), Amax>;
-    case kRowHeadWarpVec:
-      return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, lean_row_head_apart(kRowHeadWarpVec, Amax), Amax>;
+    case 2: return &write_row_head_lean_kernel<T, Codes, 2, 0, true, Amax>;
+    case 4: return &write_row_head_lean_kernel<T, Codes, 4, 0, true, Amax>;
+    case 8: return &write_row_head_lean_kernel<T, Codes, 8, 0, true, Amax>;
+    case kRowHeadWarpVec: return &write_row_head_lean_kernel<T, Codes, kRowHeadWarpVec, kRowHeadWarpSide, true, Amax>;
     default: return nullptr;
   }
 }
@@ -218,8 +223,9 @@ Status dispatch(const DowncastArgs<T>& args, const Plan& plan, cudaStream_t stre
                 write_kernel_exists(WriteKernel::row_head_lean, kRowHeadWarpVec, tile::Access::vector, sizeof(T), Codes::kMode,
                                     ScalePolicyId::per_token_head)) {
     if (plan.choice.kernel == WriteKernel::row_head_lean) {
-      const RowHeadLeanKernelPointer<T> lean = plan.choice.amax ? lean_row_head_kernel<T, Codes, true>(plan.choice.vec)
-                                                                : lean_row_head_kernel<T, Codes, false>(plan.choice.vec);
+      const bool apart = plan.choice.grid_z == 2;
+      const RowHeadLeanKernelPointer<T> lean = plan.choice.amax ? lean_row_head_kernel<T, Codes, true>(plan.choice.vec, apart)
+                                                                : lean_row_head_kernel<T, Codes, false>(plan.choice.vec, apart);
       if (lean == nullptr)
         return Status::error(Code::bad_option, "kvcast::downcast: no kernel for vector width %d", plan.choice.vec);
       return launch(lean, plan.choice, make_row_head_lean_params(args, plan), args.pdl, stream);

@@ -49,12 +49,12 @@ constexpr std::int64_t kRowWarpElements = std::int64_t{kLanes} * (kRowHeadWarpVe
 KVCAST_HOST_DEVICE constexpr int lean_row_head_vec(std::int64_t head_dim) {
   return head_dim == 64 ? 2 : head_dim == 128 ? 4 : head_dim == 256 ? 8 : head_dim == kRowWarpElements ? kRowHeadWarpVec : 0;
 }
-//! Whether the lean row-head warp of lane vector `vec` puts K and V in warps of their own (grid
-//! z): from 4 elements a lane (heads of 128 and up) the conversions are the longer chain, and
-//! apart measured faster at 128 and 256 (NOTES #15zi); at 64, both in one warp, but for the
-//! instance with the amax output, whose warps then make one reduction and one atomic each
-//! (NOTES #15zt).
-KVCAST_HOST_DEVICE constexpr bool lean_row_head_apart(int vec, bool amax) { return vec >= 4 || amax; }
+//! Whether the lean row-head warp of lane vector `vec` has an instance with K and V in one warp
+//! as well as the one with K and V in warps of their own (grid z): heads of 64 without the amax
+//! output, whose larger calls take it (tuning::kLeanRowHead64ApartUpTo). From 4 elements a lane
+//! (heads of 128 and up) the conversions are the longer chain, and apart measured faster (NOTES
+//! #15zi); with the amax output, each warp then makes one reduction and one atomic (NOTES #15zt).
+KVCAST_HOST_DEVICE constexpr bool lean_row_head_together(int vec, bool amax) { return vec == 2 && !amax; }
 
 //! Elements a thread of the lean amax write (write_amax_lean_kernel) holds: 16-bit inputs, one
 //! 8-byte load a tensor.

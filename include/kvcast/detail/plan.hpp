@@ -869,7 +869,8 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 //! Whether the call puts K and V in CTAs of their own (KernelChoice::grid_z): both tensors, at
 //! most tuning::kTensorsApartUpTo elements a tensor, on the kernels whose chain after the loads
 //! is long and that are compiled for it: NVFP4's blocks, and a warp a per-(token, head)
-//! row-head of 576; the lean row-head warp as lean_row_head_apart says, and the lean amax write
+//! row-head of 576; the lean row-head warp but for row-heads of 64 without the amax output past
+//! tuning::kLeanRowHead64ApartUpTo (lean_row_head_together), and the lean amax write
 //! always (both take decode calls of both tensors only; a warp's reduction and atomic are then
 //! one tensor's, NOTES #15zp). A small call waits for its longest thread; apart, each thread
 //! converts one tensor, and twice the warps share the step. The dense per-(token, head) kernel
@@ -877,7 +878,8 @@ KernelChoice choose_kernel(const DowncastArgs<T>& a, const Plan& plan, Arithmeti
 //! tuning::kTensorsApartUpTo, NOTES #15zc).
 template <class T>
 bool tensors_apart(const DowncastArgs<T>& a, const Plan& plan) {
-  if (plan.choice.kernel == WriteKernel::row_head_lean) return lean_row_head_apart(plan.choice.vec, plan.choice.amax);  // K and V both given
+  if (plan.choice.kernel == WriteKernel::row_head_lean)  // K and V both given
+    return !lean_row_head_together(plan.choice.vec, plan.choice.amax) || plan.elements <= tuning::kLeanRowHead64ApartUpTo;
   if (plan.choice.kernel == WriteKernel::amax_lean) return true;
   const bool long_chain = plan.choice.kernel == WriteKernel::row_head_warp || plan.format == CodeFormat::nvfp4;
   return long_chain && a.k != nullptr && a.v != nullptr && plan.elements <= tuning::kTensorsApartUpTo;

@@ -76,6 +76,12 @@ constexpr std::int64_t kTokenHeadWidestAbove = std::int64_t{1} << 19;
 constexpr std::int64_t kTokenHeadLeanUpTo = std::int64_t{1} << 18;
 constexpr std::int64_t kTokenHeadLean576UpTo = std::int64_t{1} << 22;
 
+//! The lean row-head warp puts row-heads of 64 without the amax output apart (K's and V's in
+//! warps of their own, detail::tensors_apart) up to this many elements a tensor, in one warp
+//! above: apart, 1-16 tokens of 8x64 (up to 2^13) ran 1.03-1.06x faster cold, 512 tokens (2^18)
+//! 0.77x (NOTES #15zw). Between the two, unmeasured: the largest call measured faster.
+constexpr std::int64_t kLeanRowHead64ApartUpTo = std::int64_t{1} << 13;
+
 //! Per-tensor and per-head calls with the amax output in the serving call's form
 //! (detail::lean_amax_call) up to this many elements a tensor take a thread a vector of
 //! kAmaxLeanVec with nothing general on its path (write_amax_lean_kernel): the amax itself costs

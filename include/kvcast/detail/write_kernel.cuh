@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "../config.hpp"
 #include "../layout.hpp"
@@ -237,6 +238,22 @@ KVCAST_DEVICE bool writes_k() {
 template <bool MayGoApart>
 KVCAST_DEVICE bool writes_v() {
   return !MayGoApart || blockIdx.z + 1 == gridDim.z;
+}
+
+//! `v_ptr` where `pick_v`, else `k_ptr`. Where both are fields of the kernel's parameters,
+//! `pick_v ? p.v : p.k` compiles to a constant load at an offset computed from blockIdx.z: a
+//! latency of its own between the grid's coordinates and the loads that need the pointer. Here
+//! both fields load with the prologue's other parameters and the choice is a select of their
+//! byte distance (opaque, so that it stays one), added to `k_ptr`, which keeps the pointer
+//! global (a select of two pointers through inline PTX made every access through it generic).
+template <class Ptr>
+KVCAST_DEVICE Ptr select_tensor(bool pick_v, Ptr k_ptr, Ptr v_ptr) {
+  using Byte = std::conditional_t<std::is_const<std::remove_pointer_t<Ptr>>::value, const char, char>;
+  std::int64_t distance = pick_v ? static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(v_ptr) -
+                                                             reinterpret_cast<std::uintptr_t>(k_ptr))
+                                 : 0;
+  asm("" : "+l"(distance));
+  return reinterpret_cast<Ptr>(reinterpret_cast<Byte*>(k_ptr) + distance);
 }
 
 //! Converts and stores a thread's Vec elements, as tile::Memory::load placed them: a whole
@@ -600,7 +617,7 @@ static_assert(offsetof(RowHeadLeanParams<std::uint16_t>, in_token_stride) == 0x2
 //! and offset, page arithmetic, the amax output, groups of any size) costs a decode step as much
 //! as its arithmetic (NOTES #15zi): here the path from the loads to the stores is the reduction,
 //! the scale, the codes and two addresses. Apart: K's and V's row-heads in warps of their own
-//! (grid z: 0 K, 1 V), else both in one warp (lean_row_head_apart).
+//! (grid z: 0 K, 1 V), else both in one warp (lean_row_head_together, detail::tensors_apart).
 template <class T, class Codes, int Vec, int Side, bool Apart, bool Amax>
 __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
     write_row_head_lean_kernel(const __grid_constant__ RowHeadLeanParams<T> p) {
@@ -624,10 +641,10 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   float* amax_out[kTensors] = {};  // null: no amax of that tensor
   if constexpr (Apart) {
     const bool v = blockIdx.z != 0;
-    in[0] = v ? p.v : p.k;
-    out[0] = v ? p.v_out : p.k_out;
-    scale_out[0] = v ? p.v_scales : p.k_scales;
-    if constexpr (Amax) amax_out[0] = v ? p.v_amax : p.k_amax;
+    in[0] = select_tensor(v, p.k, p.v);
+    out[0] = select_tensor(v, p.k_out, p.v_out);
+    scale_out[0] = select_tensor(v, p.k_scales, p.v_scales);
+    if constexpr (Amax) amax_out[0] = select_tensor(v, p.k_amax, p.v_amax);
   } else {
     in[0] = p.k, in[1] = p.v;
     out[0] = p.k_out, out[1] = p.v_out;
@@ -703,9 +720,9 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_l
   const std::uint32_t token = p.split.div(at);
   const std::uint32_t in_row = (at - token * row_vectors) * Vec;
   const bool is_v = blockIdx.z != 0;
-  const T* const in_tensor = is_v ? p.v : p.k;
-  std::uint8_t* const out_tensor = is_v ? p.v_out : p.k_out;
-  float* const amax = is_v ? p.scales.amax.v : p.scales.amax.k;
+  const T* const in_tensor = select_tensor(is_v, p.k, p.v);
+  std::uint8_t* const out_tensor = select_tensor(is_v, p.k_out, p.v_out);
+  float* const amax = select_tensor(is_v, p.scales.amax.k, p.scales.amax.v);
   // load
   const std::int64_t in = DenseRows::in_offset(p, token, 0) + in_row;
   AlignedVector<T, Vec> vec;
