@@ -234,7 +234,14 @@ std::vector<Case> scale_grid(kvcast::ScaleKind kind, bool amax) {
   add([](Case& c) { c.amax = false; c.tokens = 6; c.heads = 2; c.head_dim = 576; c.in_head_pad = 16; });
   // Heads of 64 without amax: apart up to tuning::kLeanRowHead64ApartUpTo elements a tensor, in
   // one warp past it.
-  add([](Case& c) { c.amax = false; c.tokens = kvcast::detail::tuning::kLeanRowHead64ApartUpTo / 512; c.heads = 8; c.head_dim = 64; c.pad_fraction = 0.1; });
+  for (std::int64_t past : {0, 1})
+    add([past](Case& c) {
+      c.amax = false;
+      c.tokens = kvcast::detail::tuning::kLeanRowHead64ApartUpTo / 512 + past;
+      c.heads = 8;
+      c.head_dim = 64;
+      c.pad_fraction = 0.1;
+    });
   add([](Case& c) { c.amax = false; c.tokens = 40; c.heads = 8; c.head_dim = 64; c.out = OutKind::nhd; c.block_size = 16; c.scale_out = kvtest::ScaleOut::paged; });
   add([](Case& c) { c.amax = false; c.tokens = 30; c.heads = 1; c.head_dim = 576; c.out = OutKind::nhd; c.block_size = 8; });
   add([](Case& c) { c.amax = false; c.tokens = 256; c.heads = 8; c.head_dim = 128; c.pad_fraction = 0.1; });  // 2^18 elements

@@ -640,10 +640,12 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   float* scale_out[kTensors];
   float* amax_out[kTensors] = {};  // null: no amax of that tensor
   if constexpr (Apart) {
+    // The input's and the amax output's by select_tensor: needed right after the grid's
+    // coordinates and the loads; the stores' wait for the conversion anyway.
     const bool v = blockIdx.z != 0;
     in[0] = select_tensor(v, p.k, p.v);
-    out[0] = select_tensor(v, p.k_out, p.v_out);
-    scale_out[0] = select_tensor(v, p.k_scales, p.v_scales);
+    out[0] = v ? p.v_out : p.k_out;
+    scale_out[0] = v ? p.v_scales : p.k_scales;
     if constexpr (Amax) amax_out[0] = select_tensor(v, p.k_amax, p.v_amax);
   } else {
     in[0] = p.k, in[1] = p.v;
@@ -720,8 +722,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm) write_amax_l
   const std::uint32_t token = p.split.div(at);
   const std::uint32_t in_row = (at - token * row_vectors) * Vec;
   const bool is_v = blockIdx.z != 0;
-  const T* const in_tensor = select_tensor(is_v, p.k, p.v);
-  std::uint8_t* const out_tensor = select_tensor(is_v, p.k_out, p.v_out);
+  const T* const in_tensor = select_tensor(is_v, p.k, p.v);  // as in the lean row-head warp
+  std::uint8_t* const out_tensor = is_v ? p.v_out : p.k_out;
   float* const amax = select_tensor(is_v, p.scales.amax.k, p.scales.amax.v);
   // load
   const std::int64_t in = DenseRows::in_offset(p, token, 0) + in_row;
