@@ -19,7 +19,8 @@
 //   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
 //           sample and B distinct buffer sets, so every call starts from DRAM.
 // Slots: loc is a random permutation of the tokens (every token's row lands somewhere else);
-// rows tagged `sorted` use loc = identity, which isolates what the scatter costs.
+// rows tagged `sorted` use loc = identity, which isolates what the scatter costs; rows tagged
+// `scales_zeroed` zero the amax output before every call (Shape::zero_amax).
 // Name: variant/dtype/format/timing/cache/TOKENSxHEADSxDIM[/tag]
 #include <benchmark/benchmark.h>
 
@@ -200,6 +201,10 @@ struct Shape {
   // NVFP4's codes (half a byte an element) and block scales (a byte a 16): the traffic and the
   // copy are the NVFP4 write's, for every variant of the shape.
   bool nvfp4 = false;
+  // The amax output zeroed before every call of every variant (an 8-byte memset node), as a
+  // caller that wants each step's amax does: its first wave then finds a floor of 0. Otherwise
+  // it accumulates over the calls and, the inputs repeating, is soon above anything a call adds.
+  bool zero_amax = false;
 };
 
 constexpr std::int64_t kRopePositions = 4096;
@@ -312,6 +317,7 @@ struct Problem {
   template <class Format>
   void launch(Variant variant, const Set& set, cudaStream_t stream) const {
     const int row = static_cast<int>(shape.heads * shape.dim);
+    if (shape.zero_amax) BENCH_CUDA(cudaMemsetAsync(gpu().amax, 0, 2 * sizeof(float), stream));
     switch (variant) {
       case Variant::copy:
         BENCH_CUDA(cudaMemcpyAsync(set.copy_dst, set.k, copy_bytes(traffic), cudaMemcpyDeviceToDevice, stream));
@@ -355,7 +361,7 @@ struct Problem {
         kvcast::DowncastArgs<T> a = args(set);
         const bool amax = variant == Variant::kvcast_amax || variant == Variant::kvcast_head_amax ||
                           variant == Variant::kvcast_token_head_amax;
-        if (amax) {  // accumulated over every call: the max of equal inputs stays what it is
+        if (amax) {  // accumulated over the calls (the max of equal inputs stays), or zeroed (zero_amax)
           a.k_amax = gpu().amax;
           a.v_amax = gpu().amax + 1;
         }
@@ -904,6 +910,18 @@ void register_all() {
           {Timing::graph}, all_cache);
       // The per-(token, head) write's floor at decode (baseline::token_head_floor).
       if (tokens <= 16) register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::token_head_floor}, {Timing::graph}, all_cache);
+      // The amax output zeroed before each call, at decode, 1024 tokens and from 64 MB: what
+      // the amax costs a caller that wants each step's own.
+      if (tokens <= 16 || tokens == 1024 || tokens == 32768) {
+        Shape z = s;
+        z.zero_amax = true;
+        z.tag = "scales_zeroed";
+        register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", z,
+                                                       {Variant::kvcast, Variant::kvcast_amax, Variant::kvcast_head,
+                                                        Variant::kvcast_head_amax, Variant::kvcast_token_head,
+                                                        Variant::kvcast_token_head_amax},
+                                                       {Timing::graph}, {Cache::cold});
+      }
       // From 64 MB with loc = identity: what the scatter of codes and scales costs each kind.
       if (tokens == 32768) {
         s.sorted_slots = true;

@@ -150,6 +150,47 @@ def scales_sorted_table(s):
     return "\n".join(lines)
 
 
+def scales_zeroed_table(s):
+    """The scale kinds with the amax output zeroed before every call (tag scales_zeroed: a memset node
+    before each call of every variant, as a caller that wants each step's amax has): what the amax
+    costs each kind over the same write without it, both behind the same memset."""
+    lines = ["| tokens | heads x dim | per tensor us | + amax | amax costs | per head us | + amax | amax costs | "
+             "per (token, head) us | + amax | amax costs |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = sorted({(k[5], k[6], k[7]) for k in s if k[8] == "scales_zeroed" and k[4] == "cold"})
+    for (t, h, d) in keys:
+        get = lambda v: s.get((v, "bf16", "e4m3", "graph", "cold", t, h, d, "scales_zeroed"))
+        cells = []
+        for without, with_amax in (("kvcast", "kvcast_amax"), ("kvcast_head", "kvcast_head_amax"),
+                                   ("kvcast_token_head", "kvcast_token_head_amax")):
+            b, a = get(without), get(with_amax)
+            cost = f"{a['us'] / b['us']:.3f}x" if a and b else "-"
+            cells += [fmt_us(b), fmt_us(a), cost]
+        lines.append(f"| {t} | {h}x{d} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scales_zeroed_summary(s):
+    pick = lambda v, pred: {k[4:8]: s[k] for k in s if k[0] == v and k[8] == "scales_zeroed" and k[4] == "cold" and pred(k)}
+    out = []
+    for label, pred, unit in (("at decode (1-16 tokens", lambda k: k[5] <= 16, "ns"),
+                              ("from 64 MB up (", lambda k: s[k]["mb"] >= 64, "x")):
+        for without, with_amax, kind in (("kvcast", "kvcast_amax", "per-tensor"), ("kvcast_head", "kvcast_head_amax", "per-head"),
+                                         ("kvcast_token_head", "kvcast_token_head_amax", "per-(token, head)")):
+            b, a = pick(without, pred), pick(with_amax, pred)
+            ks = [k for k in a if k in b]
+            if not ks:
+                continue
+            if unit == "ns":
+                vals = [(a[k]["us"] - b[k]["us"]) * 1e3 for k in ks]
+                out.append(f"- amax zeroed before each call, {label}{', ' if unit == 'ns' else ''}cold, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** "
+                           f"over the {kind} write")
+            else:
+                vals = [a[k]["us"] / b[k]["us"] for k in ks]
+                out.append(f"- amax zeroed before each call, {label}cold, graph): **{min(vals):.3f}x .. {max(vals):.3f}x** "
+                           f"the time of the {kind} write")
+    return out
+
+
 def scales_summary(s, torch_rows):
     pick = lambda v, pred: {k[4:8]: s[k] for k in s if k[0] == v and k[8] == "scales" and k[3] == "graph" and pred(k)}
     large = lambda k: s[k]["mb"] >= 64 and k[4] == "cold"
@@ -194,6 +235,7 @@ def scales_summary(s, torch_rows):
             if vals:
                 out.append(f"- amax added at decode (1-16 tokens, {cache}, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** over the "
                            f"{label} write")
+    out += scales_zeroed_summary(s)
     if torch_rows:
         hot = pick("kvcast_token_head", lambda k: k[4] == "hot")
         for label, pred in (("decode (1-16 tokens)", lambda t: t[1] <= 16), ("from 64 MB up", lambda t: hot[t]["mb"] >= 64)):
@@ -474,6 +516,8 @@ def main():
                       "scales)\n", scales_table(s, cache, torch_rows if cache == "hot" else {}), ""]
         parts += ["## Scale kinds from 64 MB, slots a random permutation against sorted (bf16 -> E4M3, cold L2, graph; times "
                   "in us)\n", scales_sorted_table(s), ""]
+        parts += ["## The amax output zeroed before every call (bf16 -> E4M3, cold L2, graph; times in us, each behind the same "
+                  "8-byte memset node)\n", scales_zeroed_table(s), ""]
         for cache in ("cold", "hot"):
             parts += [f"## The scale axis: bf16 8x128 -> E4M3 with each scale pair ({cache} L2, graph)\n",
                       scale_axis_table(s, cache), ""]
