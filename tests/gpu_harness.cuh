@@ -184,6 +184,7 @@ struct Outcome {
   bool row_head_warp = false;  // the row-head-warp kernel ran (WriteKernel::row_head_warp)
   bool row_head_lean = false;  // the lean row-head warp ran (WriteKernel::row_head_lean)
   bool amax_lean = false;      // the lean amax write ran (WriteKernel::amax_lean)
+  bool amax_by_cta = false;    // the amax output's warps met their CTA's (KernelChoice::amax_adds_by_cta)
   bool tensors_apart = false;  // K and V in CTAs of their own (KernelChoice::grid_z)
   long long mismatches = 0;
   unsigned long long device_errors = 0, reference_errors = 0;
@@ -354,6 +355,7 @@ Outcome run_case(const Case& c, std::uint8_t poison) {
   result.row_head_warp = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_warp;
   result.row_head_lean = plan.choice.kernel == kvcast::detail::WriteKernel::row_head_lean;
   result.amax_lean = plan.choice.kernel == kvcast::detail::WriteKernel::amax_lean;
+  result.amax_by_cta = c.amax && plan.choice.amax_adds_by_cta();
   result.tensors_apart = plan.choice.grid_z == 2;
   const kvcast::Status launched = kvcast::downcast<Format, Mode>(dargs);
   EXPECT_TRUE(launched.ok()) << launched.message() << "\n" << c.describe();

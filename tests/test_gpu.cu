@@ -435,6 +435,45 @@ void check_chunks_first(Case c) {
   EXPECT_TRUE(o.chunks_first) << c.describe();
 }
 
+// The amax output of large grids (KernelChoice::amax_adds_by_cta): a warp adds its maximum only
+// above what its CTA has added, which the CTA keeps in shared memory it zeroes first. A call of
+// large inputs leaves large maxima in every SM's shared memory; the call of small inputs after it
+// must still find its own amax (K's and V's, padding left out), in each kernel that takes such
+// grids: the dense kernel (per tensor, per head; per (token, head) with its group reductions) and
+// the row-head warp (576, int32 slots, a last CTA of one warp).
+TEST(Amax, LargeGridsFindTheirOwnAfterLargerOnes) {
+  KVTEST_REQUIRE_GPU();
+  using T = __nv_bfloat16;
+  struct Shape {
+    kvcast::ScaleKind kind;
+    std::int64_t tokens, heads, dim;
+    bool row_head_warp;
+  };
+  const Shape shapes[] = {{kvcast::ScaleKind::per_tensor, 300, 32, 256, false},
+                          {kvcast::ScaleKind::per_head, 301, 8, 128, false},
+                          {kvcast::ScaleKind::per_token_head, 300, 8, 128, false},
+                          {kvcast::ScaleKind::per_token_head, 1001, 1, 576, true}};
+  for (const Shape& s : shapes) {
+    for (const float magnitude : {30000.0f, 0.01f}) {
+      Case c;
+      c.scale_kind = s.kind;
+      c.amax = true;
+      c.tokens = s.tokens;
+      c.heads = s.heads;
+      c.head_dim = s.dim;
+      c.magnitude = magnitude;
+      c.pad_fraction = 0.1;
+      if (s.row_head_warp) c.loc = LocKind::i32;
+      c.seed = static_cast<std::uint64_t>(s.tokens * 7 + s.dim);
+      const kvtest::Outcome o = kvtest::check_case<T, kvcast::e4m3, Arithmetic::fp32>(c);
+      if (::testing::Test::HasFailure()) return;
+      EXPECT_TRUE(o.amax_by_cta) << c.describe();
+      EXPECT_EQ(o.row_head_warp, s.row_head_warp) << c.describe();
+      EXPECT_GT(o.reference_amax[0], 0.0f) << c.describe();
+    }
+  }
+}
+
 TEST(LargeCalls, ChunksFirstIsBitExact) {
   KVTEST_REQUIRE_GPU();
   Case dense;

@@ -158,9 +158,10 @@ struct PerTensorScale {
 struct AmaxOutput {
   float* k;  //!< null: no amax of K
   float* v;
-  //! How the kernel adds its maxima, one atomic a warp (the planner's choice, detail::tuning):
-  //! 0, always (small grids: no load on a decode call's path); 1, only a maximum above the value
-  //! the SM last read (large grids, where thousands of atomics on one address would queue).
+  //! How the kernel adds its maxima, at most one atomic a warp (the planner's choice,
+  //! KernelChoice::amax_adds_by_cta): 0, always (small grids: no load on a decode call's path);
+  //! 1, only a maximum above the value the SM last read and above what the warp's CTA has added
+  //! (large grids, where thousands of atomics on one address would queue).
   std::uint32_t skip_smaller = 0;
 };
 

@@ -185,5 +185,36 @@ KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, 
   warp_maxima_add(SeenMax{warp_max(seen.k), warp_max(seen.v)}, k_amax, v_amax, floor);
 }
 
+//! The amax output's share of a CTA, in grids that read the floor (AmaxOutput::skip_smaller):
+//! a warp adds its maximum only where it is above every maximum its CTA's warps have added
+//! before it, which shared memory keeps. It is the first wave that needs it: every warp of it
+//! reads the floor before any maximum has been added, and with the output zeroed for the call (as
+//! a caller that wants each step's amax does), thousands of warps would otherwise queue their
+//! reductions on one address, holding up the L2 slice that serves it (NOTES #15zx). A warp below
+//! the floor touches none of it.
+struct CtaMaxima {
+  std::uint32_t k, v;  //!< the largest maxima the CTA's warps have added (float bits)
+};
+
+//! Zeroes `cta`, then a barrier: every thread of the CTA calls it, before any calls
+//! cta_maxima_add (and before any thread of the CTA returns).
+KVCAST_DEVICE void cta_maxima_init(CtaMaxima& cta) {
+  if (threadIdx.x == 0) cta = CtaMaxima{0u, 0u};
+  __syncthreads();
+}
+
+//! `*k_amax = max(*k_amax, warp.k)` (likewise V; a null pointer skips its tensor) for maxima
+//! that are already the warp's (every lane calls it), where the maximum is above `floor` and
+//! above what the CTA has added: lane 0 K's and lane 1 V's, one shared-memory atomic and one
+//! reduction for both tensors.
+KVCAST_DEVICE void cta_maxima_add(CtaMaxima& cta, SeenMax warp, float* k_amax, float* v_amax, SeenMax floor) {
+  const std::uint32_t lane = threadIdx.x % kLanes;
+  float* const at = lane == 0 ? k_amax : v_amax;
+  std::uint32_t* const cta_at = lane == 0 ? &cta.k : &cta.v;
+  const std::uint32_t bits = lane == 0 ? warp.k : warp.v;
+  const std::uint32_t above = lane == 0 ? floor.k : floor.v;
+  if (lane < 2 && at != nullptr && bits > above && bits > atomicMax_block(cta_at, bits)) red_max(at, bits);
+}
+
 }  // namespace detail
 }  // namespace kvcast

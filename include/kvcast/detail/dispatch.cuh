@@ -57,7 +57,7 @@ WriteParams<T, Scales> make_write_params(const DowncastArgs<T>& a, const Plan& p
   p.loc = a.loc.data;
   p.scales = Scales::make(a);
   if constexpr (Scales::kAmax)
-    p.scales.amax.skip_smaller = plan.choice.grid_x * plan.choice.grid_y > tuning::kAmaxAlwaysAddUpToCtas ? 1u : 0u;
+    p.scales.amax.skip_smaller = plan.choice.amax_adds_by_cta() ? 1u : 0u;
   p.min_slot = plan.min_slot;
   p.max_slot = plan.max_slot;
   // DenseRows (the dense and realigned kernels) take `slot * mult + offset` as the row's byte

@@ -93,7 +93,8 @@ constexpr std::int64_t kLeanRowHead64ApartUpTo = std::int64_t{1} << 13;
 constexpr std::int64_t kAmaxLeanUpTo = std::int64_t{1} << 16;
 
 //! The amax output: in grids of at most this many CTAs every warp adds its maximum; in larger
-//! ones only a warp whose maximum is above the value its SM last read (NOTES #15d).
+//! ones only a warp whose maximum is above the value its SM last read (NOTES #15d) and above
+//! what its CTA's warps have added (NOTES #15zx).
 constexpr std::int64_t kAmaxAlwaysAddUpToCtas = 64;
 
 //! The read's vectors, widest first (codes a thread: 16- and 4-byte loads, or pieces of them;

@@ -340,15 +340,19 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const std::uint32_t first = group.template first_element<A, Vec>(by);  // its first element
   // Past the last segment or the row's end, a thread has nothing to write; but a row-head's
   // scale needs every thread of its group (and of the CTA: the reduction may cross warps), and
-  // the amax output every lane of its warp, so there it stays until those are done. The amax
-  // output is a uniform branch: the call asks for it or not.
+  // the amax output every lane of its warp (and, in a large grid, every thread its CTA's
+  // barrier: cta_maxima_init), so there it stays until those are done. The amax output is a
+  // uniform branch: the call asks for it or not, and the grid's size whether a CTA's warps keep
+  // their maxima in shared memory.
   constexpr bool kReduces = Scales::kFromRowHead;
-  bool amax = false;
-  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+  bool amax = false, amax_by_cta = false;
+  if constexpr (Scales::kAmax) {
+    amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+    amax_by_cta = amax && p.scales.amax.skip_smaller != 0;
+  }
   const bool active = seg < p.num_segments && first < p.seg_len;
   const bool stays = kReduces || amax;
   if (!stays && !active) return;
-  if (!kReduces && amax && __all_sync(0xffffffffu, !active)) return;  // a warp with nothing to write adds nothing
   const std::uint32_t end = p.seg_len - first;  // elements from `first` to the segment's end
 
   // locate
@@ -391,8 +395,12 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   }
   const bool stores_scale = kReduces && (item & ((1u << row_head_log2) - 1)) == 0;
   SeenMax seen, floor;
+  __shared__ CtaMaxima cta_max;  // (only a large grid's amax output uses it)
   if constexpr (Scales::kAmax) {
-    if (amax && p.scales.amax.skip_smaller != 0) floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
+    if (amax_by_cta) {
+      floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
+      cta_maxima_init(cta_max);  // the loads are out: the barrier waits for none of them
+    }
   }
 
   // scale: computed from the row-head's amax, which all its threads reduce. The amax output:
@@ -415,7 +423,12 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // The amax output's atomics go out now, before the conversion, so that their trip to L2
   // overlaps the stores instead of following them.
   if constexpr (Scales::kAmax) {
-    if (amax) warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor);
+    if (amax_by_cta) {
+      if (__any_sync(0xffffffffu, seen.k > floor.k || seen.v > floor.v))  // (one vote, else)
+        cta_maxima_add(cta_max, SeenMax{warp_max(seen.k), warp_max(seen.v)}, p.scales.amax.k, p.scales.amax.v, floor);
+    } else if (amax) {
+      warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor);
+    }
   }
   if (!active) return;
 
@@ -495,9 +508,14 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   pdl_wait_then_release();
   const std::uint32_t lane = threadIdx.x % kLanes;
   const std::uint32_t seg = blockIdx.x * (kBlockSize / kLanes) + threadIdx.x / kLanes;
+  bool amax = false, amax_by_cta = false;  // as in write_chunk
+  if constexpr (Scales::kAmax) {
+    amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
+    amax_by_cta = amax && p.scales.amax.skip_smaller != 0;
+  }
+  __shared__ CtaMaxima cta_max;
+  if (amax_by_cta) cta_maxima_init(cta_max);
   if (seg >= p.num_segments) return;  // the whole warp: it holds the row-head
-  bool amax = false;
-  if constexpr (Scales::kAmax) amax = p.scales.amax.k != nullptr || p.scales.amax.v != nullptr;
 
   // locate
   std::uint32_t token, head;
@@ -523,7 +541,7 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const std::int64_t slot = load_slot(p, token);
   SeenMax floor;
   if constexpr (Scales::kAmax) {
-    if (amax && p.scales.amax.skip_smaller != 0) floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
+    if (amax_by_cta) floor = amax_floor(p.scales.amax.k, p.scales.amax.v);
   }
   const std::int64_t scale_in_row = Scales::offset_in_row(p.scales, LayoutRows::scale_head(p, head, 0));
 
@@ -533,7 +551,11 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const std::uint32_t k_max = warp_max(has_k ? pair_max_to_float_bits<T>(abs_max_pairs(k_side, abs_max_pairs(k_vec))) : 0u);
   const std::uint32_t v_max = warp_max(has_v ? pair_max_to_float_bits<T>(abs_max_pairs(v_side, abs_max_pairs(v_vec))) : 0u);
   if constexpr (Scales::kAmax) {
-    if (amax && slot >= 0) warp_maxima_add(SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
+    if (amax_by_cta && slot >= 0) {
+      cta_maxima_add(cta_max, SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
+    } else if (amax && slot >= 0) {
+      warp_maxima_add(SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
+    }
   }
   const float2 scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
 
