@@ -340,10 +340,10 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   const std::uint32_t first = group.template first_element<A, Vec>(by);  // its first element
   // Past the last segment or the row's end, a thread has nothing to write; but a row-head's
   // scale needs every thread of its group (and of the CTA: the reduction may cross warps), and
-  // the amax output every lane of its warp (and, in a large grid, every thread its CTA's
-  // barrier: cta_maxima_init), so there it stays until those are done. The amax output is a
-  // uniform branch: the call asks for it or not, and the grid's size whether a CTA's warps keep
-  // their maxima in shared memory.
+  // the amax output every lane of its warp (and, in a large grid, every thread of the CTA at
+  // its barrier: cta_maxima_init), so there it stays until those are done. The amax output is a
+  // uniform branch: the call asks for it or not, and the grid's size decides whether a CTA's
+  // warps keep their maxima in shared memory.
   constexpr bool kReduces = Scales::kFromRowHead;
   bool amax = false, amax_by_cta = false;
   if constexpr (Scales::kAmax) {
