@@ -93,6 +93,9 @@ def rope_table(s, cache):
 
 
 SCALE_VARIANTS = ("kvcast", "kvcast_amax", "kvcast_head", "kvcast_head_amax", "kvcast_token_head", "kvcast_token_head_amax")
+# Each scale kind's write without and with the amax output, and its name in the summaries.
+AMAX_PAIRS = (("kvcast", "kvcast_amax", "per-tensor"), ("kvcast_head", "kvcast_head_amax", "per-head"),
+              ("kvcast_token_head", "kvcast_token_head_amax", "per-(token, head)"))
 
 
 def load_torch(paths):
@@ -160,8 +163,7 @@ def scales_zeroed_table(s):
     for (t, h, d) in keys:
         get = lambda v: s.get((v, "bf16", "e4m3", "graph", "cold", t, h, d, "scales_zeroed"))
         cells = []
-        for without, with_amax in (("kvcast", "kvcast_amax"), ("kvcast_head", "kvcast_head_amax"),
-                                   ("kvcast_token_head", "kvcast_token_head_amax")):
+        for without, with_amax, _ in AMAX_PAIRS:
             b, a = get(without), get(with_amax)
             cost = f"{a['us'] / b['us']:.3f}x" if a and b else "-"
             cells += [fmt_us(b), fmt_us(a), cost]
@@ -172,17 +174,16 @@ def scales_zeroed_table(s):
 def scales_zeroed_summary(s):
     pick = lambda v, pred: {k[4:8]: s[k] for k in s if k[0] == v and k[8] == "scales_zeroed" and k[4] == "cold" and pred(k)}
     out = []
-    for label, pred, unit in (("at decode (1-16 tokens", lambda k: k[5] <= 16, "ns"),
+    for label, pred, unit in (("at decode (1-16 tokens, ", lambda k: k[5] <= 16, "ns"),
                               ("from 64 MB up (", lambda k: s[k]["mb"] >= 64, "x")):
-        for without, with_amax, kind in (("kvcast", "kvcast_amax", "per-tensor"), ("kvcast_head", "kvcast_head_amax", "per-head"),
-                                         ("kvcast_token_head", "kvcast_token_head_amax", "per-(token, head)")):
+        for without, with_amax, kind in AMAX_PAIRS:
             b, a = pick(without, pred), pick(with_amax, pred)
             ks = [k for k in a if k in b]
             if not ks:
                 continue
             if unit == "ns":
                 vals = [(a[k]["us"] - b[k]["us"]) * 1e3 for k in ks]
-                out.append(f"- amax zeroed before each call, {label}{', ' if unit == 'ns' else ''}cold, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** "
+                out.append(f"- amax zeroed before each call, {label}cold, graph): **{min(vals):+.0f} .. {max(vals):+.0f} ns** "
                            f"over the {kind} write")
             else:
                 vals = [a[k]["us"] / b[k]["us"] for k in ks]
@@ -226,8 +227,7 @@ def scales_summary(s, torch_rows):
         if vals:
             out.append(f"- {label}, from 64 MB up (bf16, cold, graph): **{min(vals):.3f}x .. {max(vals):.3f}x** the time of the "
                        "per-tensor write")
-    for without, with_amax, label in (("kvcast", "kvcast_amax", "per-tensor"), ("kvcast_head", "kvcast_head_amax", "per-head"),
-                                      ("kvcast_token_head", "kvcast_token_head_amax", "per-(token, head)")):
+    for without, with_amax, label in AMAX_PAIRS:
         for cache in ("cold", "hot"):
             dec = lambda k, c=cache: k[5] <= 16 and k[4] == c
             b, a = pick(without, dec), pick(with_amax, dec)

@@ -162,29 +162,6 @@ KVCAST_DEVICE void red_max(float* at, std::uint32_t bits) {
   asm volatile("red.relaxed.gpu.global.max.u32 [%0], %1;" ::"l"(at), "r"(bits));
 }
 
-//! `*k_amax = max(*k_amax, warp.k)` (likewise V; a null pointer skips its tensor) for maxima
-//! that are already the warp's: one reduction instruction for both tensors, lane 0 K's and lane
-//! 1 V's (two addresses, so the compiler adds no warp aggregation of its own), no barrier, and
-//! none for a maximum not above `floor` (amax_floor). The value only grows, so a stale floor is
-//! never above the true one and can only cost a reduction that was not needed; in a large grid,
-//! after its first warps, almost no warp adds one, where thousands on one address would queue.
-KVCAST_DEVICE void warp_maxima_add(SeenMax warp, float* k_amax, float* v_amax, SeenMax floor) {
-  const std::uint32_t lane = threadIdx.x % kLanes;
-  float* const at = lane == 0 ? k_amax : v_amax;
-  const std::uint32_t bits = lane == 0 ? warp.k : warp.v;
-  const std::uint32_t above = lane == 0 ? floor.k : floor.v;
-  if (lane < 2 && at != nullptr && bits > above) red_max(at, bits);
-}
-
-//! The amax output's share of a warp: each tensor's maximum of `seen` over the warp (one redux
-//! each), added by warp_maxima_add. Every lane of the warp calls it. A warp none of whose lanes
-//! is above `floor` skips the reductions too (one vote instead): past a large grid's first warps,
-//! that is almost every warp (NOTES #15zq).
-KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor) {
-  if (!__any_sync(0xffffffffu, seen.k > floor.k || seen.v > floor.v)) return;
-  warp_maxima_add(SeenMax{warp_max(seen.k), warp_max(seen.v)}, k_amax, v_amax, floor);
-}
-
 //! The amax output's share of a CTA, in grids that read the floor (AmaxOutput::skip_smaller):
 //! a warp adds its maximum only where it is above every maximum its CTA's warps have added
 //! before it, which shared memory keeps. It is the first wave that needs it: every warp of it
@@ -196,24 +173,38 @@ struct CtaMaxima {
   std::uint32_t k, v;  //!< the largest maxima the CTA's warps have added (float bits)
 };
 
-//! Zeroes `cta`, then a barrier: every thread of the CTA calls it, before any calls
-//! cta_maxima_add (and before any thread of the CTA returns).
+//! Zeroes `cta`, then a barrier: every thread of the CTA calls it, before any passes it to
+//! warp_maxima_add (and before any thread of the CTA returns).
 KVCAST_DEVICE void cta_maxima_init(CtaMaxima& cta) {
   if (threadIdx.x == 0) cta = CtaMaxima{0u, 0u};
   __syncthreads();
 }
 
 //! `*k_amax = max(*k_amax, warp.k)` (likewise V; a null pointer skips its tensor) for maxima
-//! that are already the warp's (every lane calls it), where the maximum is above `floor` and
-//! above what the CTA has added: lane 0 K's and lane 1 V's, one shared-memory atomic and one
-//! reduction for both tensors.
-KVCAST_DEVICE void cta_maxima_add(CtaMaxima& cta, SeenMax warp, float* k_amax, float* v_amax, SeenMax floor) {
+//! that are already the warp's: one reduction instruction for both tensors, lane 0 K's and lane
+//! 1 V's (two addresses, so the compiler adds no warp aggregation of its own), no barrier, and
+//! none for a maximum not above `floor` (amax_floor). The value only grows, so a stale floor is
+//! never above the true one and can only cost a reduction that was not needed; in a large grid,
+//! after its first warps, almost no warp adds one, where thousands on one address would queue.
+//! `cta` (a large grid's, cta_maxima_init; null in a small grid's): none either for a maximum
+//! not above what the CTA has added, which one shared-memory atomic for both tensors tells.
+KVCAST_DEVICE void warp_maxima_add(SeenMax warp, float* k_amax, float* v_amax, SeenMax floor, CtaMaxima* cta) {
   const std::uint32_t lane = threadIdx.x % kLanes;
   float* const at = lane == 0 ? k_amax : v_amax;
-  std::uint32_t* const cta_at = lane == 0 ? &cta.k : &cta.v;
   const std::uint32_t bits = lane == 0 ? warp.k : warp.v;
   const std::uint32_t above = lane == 0 ? floor.k : floor.v;
-  if (lane < 2 && at != nullptr && bits > above && bits > atomicMax_block(cta_at, bits)) red_max(at, bits);
+  if (lane < 2 && at != nullptr && bits > above &&
+      (cta == nullptr || bits > atomicMax_block(lane == 0 ? &cta->k : &cta->v, bits)))
+    red_max(at, bits);
+}
+
+//! The amax output's share of a warp: each tensor's maximum of `seen` over the warp (one redux
+//! each), added by warp_maxima_add (with `cta` as there). Every lane of the warp calls it. A warp
+//! none of whose lanes is above `floor` skips the reductions too (one vote instead): past a large
+//! grid's first warps, that is almost every warp (NOTES #15zq).
+KVCAST_DEVICE void warp_maxima_into(SeenMax seen, float* k_amax, float* v_amax, SeenMax floor, CtaMaxima* cta) {
+  if (!__any_sync(0xffffffffu, seen.k > floor.k || seen.v > floor.v)) return;
+  warp_maxima_add(SeenMax{warp_max(seen.k), warp_max(seen.v)}, k_amax, v_amax, floor, cta);
 }
 
 }  // namespace detail

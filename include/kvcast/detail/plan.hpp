@@ -76,7 +76,7 @@ struct KernelChoice {
   std::int64_t ctas() const { return order == GridOrder::chunks_first ? grid_y : grid_x; }
   //! The amax output, in a grid this large: a warp adds its maximum only above the output's
   //! value as its SM last read it and above what its CTA has added (AmaxOutput::skip_smaller,
-  //! detail::cta_maxima_add); in a smaller one, every warp adds its own.
+  //! detail::CtaMaxima); in a smaller one, every warp adds its own.
   bool amax_adds_by_cta() const { return grid_x * grid_y > tuning::kAmaxAlwaysAddUpToCtas; }
   //! The grid of `ctas` CTAs of segments by `chunks` chunks of a segment, the chunks on x when
   //! `chunks_first`.

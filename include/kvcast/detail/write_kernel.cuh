@@ -423,12 +423,7 @@ KVCAST_DEVICE void write_chunk(const WriteParams<T, Scales>& p, const std::uint3
   // The amax output's atomics go out now, before the conversion, so that their trip to L2
   // overlaps the stores instead of following them.
   if constexpr (Scales::kAmax) {
-    if (amax_by_cta) {
-      if (__any_sync(0xffffffffu, seen.k > floor.k || seen.v > floor.v))  // (one vote, else)
-        cta_maxima_add(cta_max, SeenMax{warp_max(seen.k), warp_max(seen.v)}, p.scales.amax.k, p.scales.amax.v, floor);
-    } else if (amax) {
-      warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor);
-    }
+    if (amax) warp_maxima_into(seen, p.scales.amax.k, p.scales.amax.v, floor, amax_by_cta ? &cta_max : nullptr);
   }
   if (!active) return;
 
@@ -551,11 +546,8 @@ __global__ void __launch_bounds__(kBlockSize, Codes::kMinCtasPerSm)
   const std::uint32_t k_max = warp_max(has_k ? pair_max_to_float_bits<T>(abs_max_pairs(k_side, abs_max_pairs(k_vec))) : 0u);
   const std::uint32_t v_max = warp_max(has_v ? pair_max_to_float_bits<T>(abs_max_pairs(v_side, abs_max_pairs(v_vec))) : 0u);
   if constexpr (Scales::kAmax) {
-    if (amax_by_cta && slot >= 0) {
-      cta_maxima_add(cta_max, SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
-    } else if (amax && slot >= 0) {
-      warp_maxima_add(SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor);
-    }
+    if (amax && slot >= 0)
+      warp_maxima_add(SeenMax{k_max, v_max}, p.scales.amax.k, p.scales.amax.v, floor, amax_by_cta ? &cta_max : nullptr);
   }
   const float2 scales = Scales::template from_amax<typename Codes::format, T>(p.scales, k_max, v_max);
 
