@@ -1,7 +1,8 @@
 // kvcast benchmarks — the baselines a user compares with, re-implemented here from their
 // published descriptions (not copied): the legacy scalar kernel and SGLang's vectorized design.
 // Both use SGLang's arithmetic: inv = T(1)/T(scale), x*inv in T, clamp to ±448, E4M3.
-// Two floors besides: a plain copy kernel, and kvcast's own kernel with its conversion taken out.
+// Floors besides: a plain copy kernel, kvcast's own kernel with its conversion taken out, and
+// plain gathers and scatters of the read's and the write's rows.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -130,6 +131,54 @@ __global__ void __launch_bounds__(256) gather_widen_kernel(const std::uint8_t* _
     const std::uint32_t i = first + j * 256u;
     k[i] = widen(kc[j]);
     if (v_cache) v[i] = widen(vc[j]);
+  }
+}
+
+//! A plain scatter of the write's bytes, the floor of its memory pattern: token t's row of K and
+//! V (contiguous 16-bit inputs, `pieces` * 16 elements a row) goes to row loc[t] of a contiguous
+//! cache, a byte an element (the input's high byte as it is: no scale, no conversion); and, where
+//! `k_scales` is given, a float a (token, head) to row loc[t] of a [rows, heads] tensor (the
+//! head's first input widened as it is), where the per-(token, head) write stores its scales.
+//! A thread moves kItems pieces of 16 elements (two 16-byte loads, one 16-byte store), a CTA's
+//! width apart, so that every warp-wide access is one coalesced run: all its slots loaded, then
+//! all its inputs, then its stores. 32-bit piece indices (`total` < 2^32, the caller's check).
+template <int kItems>
+__global__ void __launch_bounds__(256) scatter_narrow_kernel(const uint4* __restrict__ k, const uint4* __restrict__ v,
+                                                             const std::int64_t* __restrict__ loc, uint4* __restrict__ k_out,
+                                                             uint4* __restrict__ v_out, float* __restrict__ k_scales,
+                                                             float* __restrict__ v_scales, std::uint32_t total,
+                                                             std::uint32_t pieces, std::uint32_t head_pieces) {
+  const std::uint32_t first = blockIdx.x * (256u * kItems) + threadIdx.x;
+  std::int64_t row[kItems];
+  std::uint32_t in_row[kItems];
+  uint4 kin[kItems][2], vin[kItems][2];
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const std::uint32_t i = first + j * 256u, t = i / pieces;
+    in_row[j] = i - t * pieces;
+    row[j] = i < total ? __ldg(loc + t) : -1;
+  }
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const std::uint32_t i = first + j * 256u;
+    if (i >= total) continue;
+    kin[j][0] = __ldg(k + 2 * std::size_t{i}), kin[j][1] = __ldg(k + 2 * std::size_t{i} + 1);
+    vin[j][0] = __ldg(v + 2 * std::size_t{i}), vin[j][1] = __ldg(v + 2 * std::size_t{i} + 1);
+  }
+  const auto narrow = [](const uint4 (&x)[2]) {  // the high byte of each of 16 elements
+    return make_uint4(__byte_perm(x[0].x, x[0].y, 0x7531), __byte_perm(x[0].z, x[0].w, 0x7531), __byte_perm(x[1].x, x[1].y, 0x7531),
+                      __byte_perm(x[1].z, x[1].w, 0x7531));
+  };
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    if (row[j] < 0) continue;
+    k_out[row[j] * pieces + in_row[j]] = narrow(kin[j]);
+    v_out[row[j] * pieces + in_row[j]] = narrow(vin[j]);
+    if (k_scales != nullptr && in_row[j] % head_pieces == 0) {
+      const std::int64_t at = row[j] * (pieces / head_pieces) + in_row[j] / head_pieces;
+      k_scales[at] = __uint_as_float(kin[j][0].x << 16);
+      v_scales[at] = __uint_as_float(vin[j][0].x << 16);
+    }
   }
 }
 

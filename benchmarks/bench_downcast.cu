@@ -13,7 +13,9 @@
 // same work as two kernels (rope_only writing the rotated K, then kvcast's downcast). Their
 // rows count the downcast's bytes, so "% of copy" reads as for kvcast. token_head_floor is the
 // per-(token, head) write with nothing general left (baselines.cuh), its rows' codes and scales
-// checked against kvcast's (the bit_exact counter).
+// checked against kvcast's (the bit_exact counter); scatter_copy the write's rows (and
+// per-(token, head) scales) scattered by a plain kernel with no arithmetic, the floor of the
+// write's memory pattern, as gather_copy is the read's.
 //   timing: stream = B calls launched back to back from the host; graph = the same B calls
 //           captured in a CUDA graph and replayed. Time per call = elapsed / B.
 //   cache:  hot = the same buffers every call; cold = an L2 sweep (a read of 4x L2) before each
@@ -154,7 +156,7 @@ __global__ void fill_random(T* p, std::size_t n, std::uint64_t seed, float scale
 enum class Variant {
   copy, empty, legacy, sglang, kvcast, kvcast_ip, copy_kernel, no_math, kvcast_pdl, kvcast_ip_pdl, rope_fused, rope_split,
   kvcast_amax, kvcast_head, kvcast_head_amax, kvcast_token_head, kvcast_token_head_amax, kvcast_nvfp4, kvcast_nvfp4_fm,
-  upcast, upcast_token_head, upcast_nvfp4, gather_copy, token_head_floor
+  upcast, upcast_token_head, upcast_nvfp4, gather_copy, token_head_floor, scatter_copy
 };
 enum class Timing { stream, graph };
 enum class Cache { hot, cold };
@@ -169,6 +171,7 @@ const char* name_of(Variant v) {
     case Variant::copy_kernel: return "copy_kernel";
     case Variant::gather_copy: return "gather_copy";
     case Variant::token_head_floor: return "token_head_floor";
+    case Variant::scatter_copy: return "scatter_copy";
     case Variant::no_math: return "no_math";
     case Variant::kvcast_pdl: return "kvcast_pdl";
     case Variant::kvcast_ip_pdl: return "kvcast_ip_pdl";
@@ -314,6 +317,20 @@ struct Problem {
     BENCH_CUDA(cudaGetLastError());
   }
 
+  // The write's rows scattered by a plain kernel (baseline::scatter_narrow_kernel), with the
+  // per-(token, head) scales where the shape has them.
+  template <int kItems>
+  void launch_scatter_copy(const Set& set, cudaStream_t stream) const {
+    const std::int64_t pieces = shape.heads * shape.dim / 16, total = shape.tokens * pieces;
+    if (shape.dim % 16 != 0 || shape.qkv_slice || total >= (std::int64_t{1} << 32))
+      std::fprintf(stderr, "scatter_copy: contiguous rows of heads of 16k elements, fewer than 2^32 pieces\n"), std::abort();
+    baseline::scatter_narrow_kernel<kItems><<<static_cast<unsigned>((total + 256 * kItems - 1) / (256 * kItems)), 256, 0, stream>>>(
+        reinterpret_cast<const uint4*>(set.k), reinterpret_cast<const uint4*>(set.v), set.loc, reinterpret_cast<uint4*>(set.k_out),
+        reinterpret_cast<uint4*>(set.v_out), shape.token_scales ? set.k_scales : nullptr, shape.token_scales ? set.v_scales : nullptr,
+        static_cast<std::uint32_t>(total), static_cast<std::uint32_t>(pieces), static_cast<std::uint32_t>(shape.dim / 16));
+    BENCH_CUDA(cudaGetLastError());
+  }
+
   template <class Format>
   void launch(Variant variant, const Set& set, cudaStream_t stream) const {
     const int row = static_cast<int>(shape.heads * shape.dim);
@@ -421,6 +438,9 @@ struct Problem {
             default: std::fprintf(stderr, "token_head_floor: head_dim %lld\n", static_cast<long long>(shape.dim)), std::abort();
           }
         }
+        break;
+      case Variant::scatter_copy:  // one piece a thread: faster than two on the H200 (NOTES #15zy)
+        if constexpr (sizeof(T) == 2) launch_scatter_copy<1>(set, stream);
         break;
       case Variant::upcast:
       case Variant::upcast_token_head:
@@ -922,13 +942,16 @@ void register_all() {
                                                         Variant::kvcast_token_head_amax},
                                                        {Timing::graph}, {Cache::cold});
       }
+      // From 64 MB, the same rows and scales scattered by a plain kernel: the pattern's floor.
+      if (tokens >= 32768)
+        register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s, {Variant::scatter_copy}, {Timing::graph}, all_cache);
       // From 64 MB with loc = identity: what the scatter of codes and scales costs each kind.
       if (tokens == 32768) {
         s.sorted_slots = true;
         s.tag = "scales_sorted";
         register_downcast<__nv_bfloat16, kvcast::e4m3>("bf16", s,
                                                        {Variant::kvcast, Variant::kvcast_amax, Variant::kvcast_head_amax,
-                                                        Variant::kvcast_token_head},
+                                                        Variant::kvcast_token_head, Variant::scatter_copy},
                                                        {Timing::graph}, {Cache::cold});
       }
     }

@@ -134,10 +134,12 @@ def scales_table(s, cache, torch_rows):
 
 def scales_sorted_table(s):
     """The scale kinds from 64 MB with loc = identity (tag scales_sorted) beside the same calls with
-    loc a random permutation (tag scales): what the scatter of codes and scales costs each kind."""
+    loc a random permutation (tag scales): what the scatter of codes and scales costs each kind; and
+    a plain scatter of the same rows and scales (scatter_copy), the floor of each pattern."""
     lines = ["| tokens | heads x dim | copy us | per tensor us (random / sorted) | + amax | per head + amax | "
-             "per (token, head) | (token, head) % of copy (random / sorted) | scatter's cost: per tensor | per (token, head) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "per (token, head) | (token, head) % of copy (random / sorted) | scatter's cost: per tensor | per (token, head) | "
+             "plain scatter us (random / sorted) | (token, head) % of the plain scatter (random / sorted) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(k[5], k[6], k[7]) for k in s if k[8] == "scales_sorted" and k[4] == "cold"})
     for (t, h, d) in keys:
         get = lambda v, tag: s.get((v, "bf16", "e4m3", "graph", "cold", t, h, d, tag))
@@ -149,7 +151,9 @@ def scales_sorted_table(s):
         lines.append(f"| {t} | {h}x{d} | {th_s['copy_us']:.2f} | {both('kvcast')} | {both('kvcast_amax')} | "
                      f"{both('kvcast_head_amax')} | {both('kvcast_token_head')} | {100 * th['copy_us'] / th['us']:.0f}% / "
                      f"{100 * th_s['copy_us'] / th_s['us']:.0f}% | {100 * (pt['us'] / pt_s['us'] - 1):+.1f}% | "
-                     f"{100 * (th['us'] / th_s['us'] - 1):+.1f}% |")
+                     f"{100 * (th['us'] / th_s['us'] - 1):+.1f}% | {both('scatter_copy')} | "
+                     + " / ".join(f"{100 * f['us'] / w['us']:.0f}%" if f and w else "-"
+                                  for f, w in zip(pair("scatter_copy"), (th, th_s))) + " |")
     return "\n".join(lines)
 
 
@@ -219,6 +223,16 @@ def scales_summary(s, torch_rows):
         vals = [r["copy_us"] / r["us"] for r in th_s.values()]
         out.append(f"- per-(token, head) write, from 64 MB with sorted slots (loc = identity; bf16, cold, graph): **{min(vals):.3f} .. "
                    f"{max(vals):.3f}** of the copy of its bytes")
+    for tag, slots in (("scales", "random slots"), ("scales_sorted", "sorted slots")):
+        got = lambda v: {k[4:8]: s[k] for k in s if k[0] == v and k[8] == tag and k[4] == "cold" and s[k]["mb"] >= 64}
+        floor, write = got("scatter_copy"), got("kvcast_token_head")
+        ks = [k for k in floor if k in write]
+        if ks:
+            of_copy = [floor[k]["copy_us"] / floor[k]["us"] for k in ks]
+            of_floor = [floor[k]["us"] / write[k]["us"] for k in ks]
+            out.append(f"- a plain scatter of the same rows and scales (scatter_copy: a byte an element, a float a (token, head), no "
+                       f"arithmetic; the pattern's floor), from 64 MB, {slots} (cold, graph): **{min(of_copy):.3f} .. {max(of_copy):.3f}** "
+                       f"of the copy; the per-(token, head) write runs at **{min(of_floor):.3f} .. {max(of_floor):.3f}** of its speed")
     base_l = pick("kvcast", large)
     for v, label in (("kvcast_head", "per-head scales"), ("kvcast_amax", "per tensor + amax"),
                      ("kvcast_head_amax", "per head + amax")):
